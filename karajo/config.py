@@ -1,0 +1,553 @@
+"""
+From git-config files to a validated L{Environment}.
+
+Two steps that a code-built server shares with a file-built one:
+L{load_environment} turns files into model values (and knows every file and
+line), then L{validate} checks the whole environment, pointing at the line
+of the offending key.  Warnings (unknown keys, duplicates) are returned,
+never silently dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import string
+from datetime import timedelta
+from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from attrs import evolve, frozen
+
+from karajo import gitconfig
+from karajo.duration import parse_duration
+from karajo.errors import ConfigError
+from karajo.model import (
+    AUTH_KINDS,
+    DEFAULT_JOB_HTTP_INTERVAL,
+    HTTP_METHODS,
+    HTTP_REQUEST_TYPES,
+    Environment,
+    Job,
+    JobHttp,
+    Notif,
+    Origin,
+    User,
+    job_id,
+)
+from karajo.schedule import parse_schedule
+
+DEFAULT_CONFIG = "/etc/karajo/karajo.conf"
+
+
+@frozen
+class Loaded:
+    """An environment plus what the operator should be told about it."""
+
+    environment: Environment
+    warnings: tuple[str, ...]
+
+
+# --- value converters: each gets the entries of one key (in order) -------
+
+
+def _str(entries: list[gitconfig.Entry]) -> str:
+    return entries[-1].value or ""
+
+
+def _list(entries: list[gitconfig.Entry]) -> tuple[str, ...]:
+    return tuple(e.value or "" for e in entries)
+
+
+def _int(entries: list[gitconfig.Entry]) -> int:
+    return gitconfig.parse_int(entries[-1])
+
+
+def _bool(entries: list[gitconfig.Entry]) -> bool:
+    return gitconfig.parse_bool(entries[-1])
+
+
+def _duration(entries: list[gitconfig.Entry]) -> timedelta:
+    entry = entries[-1]
+    try:
+        return parse_duration(entry.value or "")
+    except ValueError as e:
+        raise ConfigError(entry.filename, entry.line, f"{entry.key}: {e}") from None
+
+
+def _headers(entries: list[gitconfig.Entry]) -> tuple[tuple[str, str], ...]:
+    headers = []
+    for e in entries:
+        name, sep, value = (e.value or "").partition(":")
+        if not sep or not _TOKEN.fullmatch(name.strip()):
+            raise ConfigError(
+                e.filename, e.line, f"{e.key}: expected 'Name: value', got {e.value!r}"
+            )
+        headers.append((name.strip(), value.strip()))
+    return tuple(headers)
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+Converter = Callable[[list[gitconfig.Entry]], Any]
+
+# config key -> (model attribute, converter)
+KARAJO_KEYS: dict[str, tuple[str, Converter]] = {
+    "name": ("name", _str),
+    "listen_address": ("listen_address", _str),
+    "http_timeout": ("http_timeout", _duration),
+    "dir_base": ("dir_base", _str),
+    "dir_public": ("dir_public", _str),
+    "secret": ("secret", _str),
+    "max_job_running": ("max_job_running", _int),
+    "sign_max_age": ("sign_max_age", _duration),
+    "max_body_size": ("max_body_size", _int),
+}
+_COMMON_JOB_KEYS: dict[str, tuple[str, Converter]] = {
+    "description": ("description", _str),
+    "schedule": ("schedule", _str),
+    "interval": ("interval", _duration),
+    "timezone": ("timezone", _str),
+    "secret": ("secret", _str),
+    "header_sign": ("header_sign", _str),
+    "log_retention": ("log_retention", _int),
+    "notif_on_success": ("notif_on_success", _list),
+    "notif_on_failed": ("notif_on_failed", _list),
+}
+JOB_KEYS = {
+    **_COMMON_JOB_KEYS,
+    "path": ("path", _str),
+    "auth_kind": ("auth_kind", _str),
+    "command": ("commands", _list),
+    "timeout": ("timeout", _duration),
+}
+JOB_HTTP_KEYS = {
+    **_COMMON_JOB_KEYS,
+    "http_method": ("http_method", _str),
+    "http_url": ("http_url", _str),
+    "http_request_type": ("http_request_type", _str),
+    "http_header": ("http_headers", _headers),
+    "http_timeout": ("http_timeout", _duration),
+    "http_insecure": ("http_insecure", _bool),
+}
+NOTIF_KEYS = {
+    "kind": ("kind", _str),
+    "smtp_server": ("smtp_server", _str),
+    "smtp_user": ("smtp_user", _str),
+    "smtp_password": ("smtp_password", _str),
+    "smtp_insecure": ("smtp_insecure", _bool),
+    "from": ("sender", _str),
+    "to": ("to", _list),
+}
+USER_KEYS = {"password": ("password", _str)}
+
+
+def _fields(
+    section: gitconfig.Section,
+    keys: Mapping[str, tuple[str, Converter]],
+    warnings: list[str],
+) -> tuple[dict[str, Any], Origin]:
+    """Convert a section's entries by C{keys}; unknown keys become warnings."""
+    grouped: dict[str, list[gitconfig.Entry]] = {}
+    for entry in section.entries:
+        if entry.key in keys:
+            grouped.setdefault(entry.key, []).append(entry)
+        else:
+            warnings.append(
+                f"{entry.filename}:{entry.line}: unknown key {entry.key!r} "
+                f"in [{_header(section)}], ignored"
+            )
+    values = {}
+    key_lines = {}
+    for key, entries in grouped.items():
+        attr, convert = keys[key]
+        values[attr] = convert(entries)
+        key_lines[attr] = entries[-1].line
+    return values, Origin(section.filename, section.line, key_lines)
+
+
+def _header(section: gitconfig.Section) -> str:
+    if section.subsection is None:
+        return section.name
+    return f'{section.name} "{section.subsection}"'
+
+
+def _read_sections(path: str) -> list[gitconfig.Section]:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise ConfigError(path, None, "no such file") from None
+    except OSError as e:
+        raise ConfigError(path, None, e.strerror or str(e)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(path, line, "not valid UTF-8") from None
+    return gitconfig.parse(text, path)
+
+
+def conf_files(directory: str) -> list[str]:
+    """
+    The C{*.conf} regular files of a C{job.d}-style directory, in name order;
+    hidden files and directories are skipped, a missing directory is empty.
+    """
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise ConfigError(directory, None, e.strerror or str(e)) from None
+    return [
+        os.path.join(directory, n)
+        for n in names
+        if n.endswith(".conf")
+        and not n.startswith(".")
+        and os.path.isfile(os.path.join(directory, n))
+    ]
+
+
+def _need_name(section: gitconfig.Section) -> str:
+    if not section.subsection:
+        raise ConfigError(
+            section.filename,
+            section.line,
+            f'[{section.name}] needs a name: [{section.name} "NAME"]',
+        )
+    return section.subsection
+
+
+def _credential(value: str, origin: Origin, attr: str, environ: Mapping[str, str]) -> str:
+    """
+    A credential written as C{$NAME} comes from the environment so that
+    config files can be shared without the password in them.
+    """
+    if not value.startswith("$"):
+        return value
+    var = value[1:]
+    if var not in environ:
+        raise ConfigError(
+            origin.filename,
+            origin.line_of(attr),
+            f"{attr}: environment variable {var} is not set",
+        )
+    return environ[var]
+
+
+def load_environment(
+    path: str, environ: Mapping[str, str] | None = None
+) -> Loaded:
+    """
+    Read the main config file and everything it implies under C{dir_base}
+    (C{job.d/}, C{job_http.d/}, C{user.conf}), then L{validate} it.
+    """
+    environ = os.environ if environ is None else environ
+    warnings: list[str] = []
+    jobs: dict[str, Job] = {}
+    http_jobs: dict[str, JobHttp] = {}
+    notifs: dict[str, Notif] = {}
+    users: dict[str, User] = {}
+    env_values: dict[str, Any] = {}
+    env_origin = Origin(path, None)
+
+    def add_job_section(section: gitconfig.Section, allowed: tuple[str, ...]) -> bool:
+        if section.name not in allowed:
+            return False
+        name = _need_name(section)
+        if section.name == "job":
+            values, origin = _fields(section, JOB_KEYS, warnings)
+            target, cls = jobs, Job
+        else:
+            values, origin = _fields(section, JOB_HTTP_KEYS, warnings)
+            target, cls = http_jobs, JobHttp
+        if name in target:
+            first = target[name].origin
+            warnings.append(
+                f"{section.filename}:{section.line}: duplicate [{_header(section)}] "
+                f"ignored; the first one, at {first.filename}:{first.line}, is used"
+            )
+            return True
+        target[name] = cls(name=name, origin=origin, **values)
+        return True
+
+    for section in _read_sections(path):
+        if section.name == "karajo":
+            values, env_origin = _fields(section, KARAJO_KEYS, warnings)
+            env_values.update(values)
+        elif section.name == "notif":
+            name = _need_name(section)
+            values, origin = _fields(section, NOTIF_KEYS, warnings)
+            for attr in ("smtp_user", "smtp_password"):
+                if attr in values:
+                    values[attr] = _credential(values[attr], origin, attr, environ)
+            notifs.setdefault(name, Notif(name=name, origin=origin, **values))
+        elif not add_job_section(section, ("job", "job.http")):
+            warnings.append(
+                f"{section.filename}:{section.line}: unknown section "
+                f"[{_header(section)}], ignored"
+            )
+
+    dir_base = os.path.abspath(env_values.get("dir_base") or ".")
+    env_values["dir_base"] = dir_base
+    etc = os.path.join(dir_base, "etc", "karajo")
+    for subdir, kind in (("job.d", "job"), ("job_http.d", "job.http")):
+        for file in conf_files(os.path.join(etc, subdir)):
+            for section in _read_sections(file):
+                if not add_job_section(section, (kind,)):
+                    warnings.append(
+                        f"{section.filename}:{section.line}: [{_header(section)}] "
+                        f"does not belong in {subdir}/, ignored"
+                    )
+
+    user_conf = os.path.join(etc, "user.conf")
+    if os.path.isfile(user_conf):
+        for section in _read_sections(user_conf):
+            if section.name != "user":
+                warnings.append(
+                    f"{section.filename}:{section.line}: [{_header(section)}] "
+                    "does not belong in user.conf, ignored"
+                )
+                continue
+            name = _need_name(section)
+            values, origin = _fields(section, USER_KEYS, warnings)
+            users.setdefault(name, User(name=name, origin=origin, password=values.get("password", "")))
+
+    environment = Environment(
+        jobs=jobs,
+        http_jobs=http_jobs,
+        notifs=notifs,
+        users=users,
+        origin=env_origin,
+        **env_values,
+    )
+    environment, more = validate(environment)
+    return Loaded(environment, tuple(warnings) + more)
+
+
+# --- validation shared by file and code ----------------------------------
+
+
+def _fail(origin: Origin, attr: str | None, reason: str) -> ConfigError:
+    line = origin.line_of(attr) if attr else origin.line
+    return ConfigError(origin.filename, line, reason)
+
+
+_LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})$")
+
+
+def listen_endpoint(listen_address: str) -> str:
+    """
+    Turn C{host:port} (or C{:port} for every interface) into a Twisted
+    server endpoint description; C{ValueError} when it is not one.
+    """
+    m = _LISTEN.match(listen_address.strip())
+    if not m or not 0 <= int(m["port"]) <= 65535:
+        raise ValueError(f"listen_address {listen_address!r} is not host:port")
+    port = int(m["port"])
+    if m["v6"]:
+        return f"tcp6:{port}:interface=" + m["v6"].replace(":", r"\:")
+    if m["host"]:
+        return f"tcp:{port}:interface={m['host']}"
+    return f"tcp:{port}"
+
+
+def _check_timer(job: Job | JobHttp) -> None:
+    origin = job.origin
+    if job.timezone:
+        try:
+            zone = ZoneInfo(job.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise _fail(origin, "timezone", f"timezone: unknown zone {job.timezone!r}") from None
+    else:
+        zone = None
+    if job.schedule:
+        try:
+            parse_schedule(job.schedule, zone)
+        except ValueError as e:
+            raise _fail(origin, "schedule", f"schedule: {e}") from None
+    if job.interval is not None and job.interval < timedelta(seconds=1):
+        raise _fail(origin, "interval", "interval: must be at least 1s")
+
+
+def _check_common(job: Job | JobHttp, env: Environment) -> None:
+    origin = job.origin
+    if not job.name:
+        raise _fail(origin, None, "a job needs a name")
+    if job.log_retention < 1:
+        raise _fail(origin, "log_retention", "log_retention: must be at least 1")
+    if not _TOKEN.fullmatch(job.header_sign or ""):
+        raise _fail(origin, "header_sign", f"header_sign: {job.header_sign!r} is not a header name")
+    for attr in ("notif_on_success", "notif_on_failed"):
+        for name in getattr(job, attr):
+            if name not in env.notifs:
+                raise _fail(origin, attr, f"{attr}: no [notif \"{name}\"] is defined")
+    _check_timer(job)
+
+
+def _check_job(job: Job, env: Environment) -> Job:
+    _check_common(job, env)
+    origin = job.origin
+    if job.auth_kind not in AUTH_KINDS:
+        raise _fail(
+            origin, "auth_kind",
+            f"auth_kind: {job.auth_kind!r} is not one of {', '.join(AUTH_KINDS)}",
+        )
+    if not job.commands and job.call is None:
+        raise _fail(origin, None, f'[job "{job.name}"] has no command')
+    if job.timeout is not None and job.timeout <= timedelta(0):
+        raise _fail(origin, "timeout", "timeout: must be positive")
+    path = job.path.strip()
+    if path and not path.startswith("/"):
+        path = "/" + path
+    if path and ("//" in path or any(part in (".", "..") for part in path.split("/"))):
+        raise _fail(origin, "path", f"path: {job.path!r} is not a clean URL path")
+    return evolve(job, path=path)
+
+
+def _check_job_http(job: JobHttp, env: Environment) -> JobHttp:
+    _check_common(job, env)
+    origin = job.origin
+    method = job.http_method.upper()
+    if method not in HTTP_METHODS:
+        raise _fail(
+            origin, "http_method",
+            f"http_method: {job.http_method!r} is not one of {', '.join(HTTP_METHODS)}",
+        )
+    rtype = job.http_request_type.lower()
+    if rtype not in HTTP_REQUEST_TYPES:
+        raise _fail(
+            origin, "http_request_type",
+            f"http_request_type: {job.http_request_type!r} is not one of "
+            f"{', '.join(HTTP_REQUEST_TYPES)}",
+        )
+    if rtype in ("form", "json") and method not in ("POST", "PUT"):
+        raise _fail(
+            origin, "http_request_type",
+            f"http_request_type: {rtype} needs http_method POST or PUT, not {method}",
+        )
+    url = job.http_url.strip()
+    if not url:
+        raise _fail(origin, None, f'[job.http "{job.name}"] has no http_url')
+    if not url.startswith("/"):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise _fail(
+                origin, "http_url",
+                f"http_url: {url!r} is neither an http(s) URL nor a path starting with /",
+            )
+    interval = job.interval
+    if not job.schedule and interval is None:
+        interval = DEFAULT_JOB_HTTP_INTERVAL
+    return evolve(job, http_method=method, http_request_type=rtype, http_url=url, interval=interval)
+
+
+def _check_notif(notif: Notif) -> None:
+    origin = notif.origin
+    if notif.kind != "email":
+        raise _fail(origin, "kind", f"kind: {notif.kind!r} is not supported (only email)")
+    parts = urlsplit(notif.smtp_server)
+    if parts.scheme not in ("smtps", "smtp+starttls") or not parts.hostname:
+        raise _fail(
+            origin, "smtp_server",
+            "smtp_server: expected smtps://host[:port] or smtp+starttls://host[:port]",
+        )
+    try:
+        parts.port
+    except ValueError:
+        raise _fail(origin, "smtp_server", "smtp_server: bad port") from None
+    if not notif.sender:
+        raise _fail(origin, "sender", f'[notif "{notif.name}"] needs from')
+    if not notif.to:
+        raise _fail(origin, "to", f'[notif "{notif.name}"] needs at least one to')
+
+
+def _named(items: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """Fill an empty name from its dict key, as a code-built env writes them."""
+    out = {}
+    for key, item in items.items():
+        if not item.name:
+            item = evolve(item, name=key)
+        elif item.name != key:
+            raise _fail(item.origin, None, f"{kind} {key!r} holds a value named {item.name!r}")
+        out[key] = item
+    return out
+
+
+def _unique_ids(jobs: Iterable[Job | JobHttp], kind: str) -> None:
+    seen: dict[str, Job | JobHttp] = {}
+    for job in jobs:
+        if job.id in seen:
+            other = seen[job.id]
+            raise _fail(
+                job.origin, None,
+                f"{kind} {job.name!r} has the same ID {job.id!r} as {other.name!r}",
+            )
+        seen[job.id] = job
+
+
+def validate(env: Environment) -> tuple[Environment, tuple[str, ...]]:
+    """
+    Check a whole environment (from files or code) and return it with
+    defaults applied, plus warnings.  Raises L{ConfigError}.
+    """
+    warnings: list[str] = []
+    origin = env.origin
+    if not env.name:
+        env = evolve(env, name="karajo")
+    try:
+        listen_endpoint(env.listen_address)
+    except ValueError as e:
+        raise _fail(origin, "listen_address", str(e)) from None
+    if env.max_job_running < 1:
+        raise _fail(origin, "max_job_running", "max_job_running: must be at least 1")
+    if env.max_body_size < 1:
+        raise _fail(origin, "max_body_size", "max_body_size: must be positive")
+    if env.sign_max_age <= timedelta(0):
+        raise _fail(origin, "sign_max_age", "sign_max_age: must be positive")
+    if env.dir_public and not os.path.isdir(env.dir_public):
+        raise _fail(origin, "dir_public", f"dir_public: {env.dir_public!r} is not a directory")
+
+    notifs = _named(env.notifs, "notif")
+    for notif in notifs.values():
+        _check_notif(notif)
+    env = evolve(env, notifs=notifs)
+
+    jobs = {k: _check_job(j, env) for k, j in _named(env.jobs, "job").items()}
+    http_jobs = {k: _check_job_http(j, env) for k, j in _named(env.http_jobs, "job.http").items()}
+    _unique_ids(jobs.values(), "job")
+    _unique_ids(http_jobs.values(), "job.http")
+
+    paths: dict[str, Job] = {}
+    for job in jobs.values():
+        if job.path and job.path in paths:
+            raise _fail(
+                job.origin, "path",
+                f"path: {job.path} is already used by job {paths[job.path].name!r}",
+            )
+        if job.path:
+            paths[job.path] = job
+    for job in [*jobs.values(), *http_jobs.values()]:
+        if job.schedule and job.interval is not None:
+            line = job.origin.line_of("interval")
+            warnings.append(
+                f"{job.origin.filename}:{line}: {job.name!r} has both schedule and "
+                "interval; the schedule is used"
+            )
+
+    users = _named(env.users, "user")
+    for user in users.values():
+        if not user.password.startswith(("$2a$", "$2b$", "$2y$")):
+            raise _fail(user.origin, "password", "password: must be a bcrypt hash ($2a$/$2b$)")
+
+    return evolve(env, jobs=jobs, http_jobs=http_jobs, users=users), tuple(warnings)
+
+
+_SECRET_ALPHABET = string.ascii_letters + string.digits
+
+
+def generate_secret() -> str:
+    """32 random letters and digits, as the original makes when none is set."""
+    return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(32))

@@ -1,0 +1,177 @@
+"""
+The values karajo is configured with.
+
+The same frozen values come out of the config loader and can be written by
+hand in Python, so that a server built from code and one built from files
+are validated and run by exactly the same code (see L{karajo.validate}).
+Durations are L{datetime.timedelta}; C{None} means "not set".
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any, Callable, Mapping
+
+import attrs
+from attrs import field, frozen
+
+AUTH_KINDS = ("hmac-sha256", "github", "sourcehut")
+HTTP_METHODS = ("GET", "POST", "PUT", "DELETE")
+HTTP_REQUEST_TYPES = ("query", "form", "json")
+DEFAULT_HEADER_SIGN = "X-Karajo-Sign"
+DEFAULT_LOG_RETENTION = 5
+DEFAULT_JOB_HTTP_INTERVAL = timedelta(seconds=30)
+
+_NOT_ID = re.compile(r"[^a-z0-9_-]")
+
+
+def job_id(name: str) -> str:
+    """
+    Normalise a job name into the ID used in paths, log names and the API.
+
+    The original derives IDs this way, so log directories and API calls keep
+    working when a config moves from the Go program to this one.
+    """
+    ident = _NOT_ID.sub("_", name.lower())
+    if not ident or not (ident[0].isalpha() or ident[0] == "_"):
+        ident = "_" + ident
+    return ident
+
+
+@frozen
+class Origin:
+    """
+    Where a value was defined, so that a late check (a notif that does not
+    exist, a path used twice) can still name the file and line to fix.
+    """
+
+    filename: str = "<code>"
+    line: int | None = None
+    key_lines: Mapping[str, int] = field(factory=dict, eq=False, repr=False)
+
+    def line_of(self, key: str) -> int | None:
+        """The line of C{key} when known, else the section's line."""
+        return self.key_lines.get(key, self.line)
+
+
+@frozen
+class User:
+    """A dashboard login; C{password} is a bcrypt hash, never a clear text."""
+
+    name: str = ""
+    password: str = field(default="", repr=False)
+    origin: Origin = field(factory=Origin, eq=False, repr=False)
+
+
+@frozen
+class Notif:
+    """An e-mail destination that job results can be sent to."""
+
+    name: str = ""
+    kind: str = "email"
+    smtp_server: str = ""
+    smtp_user: str = field(default="", repr=False)
+    smtp_password: str = field(default="", repr=False)
+    smtp_insecure: bool = False
+    sender: str = ""
+    to: tuple[str, ...] = field(default=(), converter=tuple)
+    origin: Origin = field(factory=Origin, eq=False, repr=False)
+
+
+def _tuple(value: Any) -> tuple:
+    return tuple(value or ())
+
+
+@frozen
+class Job:
+    """
+    A job that runs shell commands, or a Python callable when built from code.
+
+    C{call(log, request)} receives a writable log (C{write(bytes)}) and the
+    triggering HTTP request or C{None}; it may return a Deferred or be a
+    coroutine function.  C{secret=None} means the global secret.
+    """
+
+    name: str = ""
+    description: str = ""
+    schedule: str | None = None
+    interval: timedelta | None = None
+    timezone: str | None = None
+    path: str = ""
+    auth_kind: str = "hmac-sha256"
+    header_sign: str = DEFAULT_HEADER_SIGN
+    secret: str | None = field(default=None, repr=False)
+    log_retention: int = DEFAULT_LOG_RETENTION
+    commands: tuple[str, ...] = field(default=(), converter=_tuple)
+    call: Callable[..., Any] | None = field(default=None, eq=False, repr=False)
+    timeout: timedelta | None = None
+    notif_on_success: tuple[str, ...] = field(default=(), converter=_tuple)
+    notif_on_failed: tuple[str, ...] = field(default=(), converter=_tuple)
+    origin: Origin = field(factory=Origin, eq=False, repr=False)
+
+    @property
+    def id(self) -> str:
+        return job_id(self.name)
+
+    kind = "job"
+
+
+@frozen
+class JobHttp:
+    """A job that sends one signed HTTP request each time its timer fires."""
+
+    name: str = ""
+    description: str = ""
+    schedule: str | None = None
+    interval: timedelta | None = None
+    timezone: str | None = None
+    secret: str | None = field(default=None, repr=False)
+    header_sign: str = DEFAULT_HEADER_SIGN
+    http_method: str = "GET"
+    http_url: str = ""
+    http_request_type: str = "query"
+    http_headers: tuple[tuple[str, str], ...] = field(default=(), converter=_tuple)
+    http_timeout: timedelta = timedelta(0)
+    http_insecure: bool = False
+    log_retention: int = DEFAULT_LOG_RETENTION
+    notif_on_success: tuple[str, ...] = field(default=(), converter=_tuple)
+    notif_on_failed: tuple[str, ...] = field(default=(), converter=_tuple)
+    origin: Origin = field(factory=Origin, eq=False, repr=False)
+
+    @property
+    def id(self) -> str:
+        return job_id(self.name)
+
+    kind = "job_http"
+
+
+@frozen
+class Environment:
+    """
+    The whole server: C{[karajo]} settings plus every job, notif and user.
+
+    Dicts are keyed by name, as in the original's code API.
+    """
+
+    name: str = "karajo"
+    listen_address: str = "127.0.0.1:31937"
+    http_timeout: timedelta = timedelta(minutes=5)
+    dir_base: str = "."
+    dir_public: str | None = None
+    secret: str = field(default="", repr=False)
+    max_job_running: int = 1
+    sign_max_age: timedelta = timedelta(minutes=5)
+    max_body_size: int = 1024 * 1024
+    jobs: Mapping[str, Job] = field(factory=dict)
+    http_jobs: Mapping[str, JobHttp] = field(factory=dict)
+    notifs: Mapping[str, Notif] = field(factory=dict)
+    users: Mapping[str, User] = field(factory=dict)
+    origin: Origin = field(factory=Origin, eq=False, repr=False)
+
+    def secret_of(self, job: Job | JobHttp) -> str:
+        """A job's own secret, or the global one when it has none."""
+        return job.secret if job.secret else self.secret
+
+
+evolve = attrs.evolve

@@ -1,0 +1,42 @@
+"""
+C{twistd karajo}: options and the service maker.
+
+The only module that touches the global reactor.  Config errors are found in
+L{Options.postOptions}, before twistd daemonizes, and are printed as
+C{FILE:LINE: reason} with no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from karajo.config import DEFAULT_CONFIG, Loaded, load_environment
+from karajo.errors import ConfigError
+
+
+class Options(usage.Options):
+    synopsis = "[--config FILE]"
+    longdesc = "Run the karajo job runner on the configuration in FILE."
+    optParameters = [
+        ["config", "c", DEFAULT_CONFIG, "The main configuration file."],
+    ]
+
+    loaded: Loaded
+
+    def postOptions(self) -> None:
+        try:
+            self.loaded = load_environment(self["config"])
+        except ConfigError as e:
+            sys.stderr.write(f"karajo: {e}\n")
+            raise SystemExit(1)
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    from karajo.service import build_service
+
+    return build_service(options.loaded, reactor)

@@ -1,0 +1,46 @@
+import os
+
+from setuptools import find_packages, setup
+
+
+def data_files_under(top):
+    """Every file below C{top}, relative to it, for package_data."""
+    out = []
+    for root, _dirs, files in os.walk(top):
+        for name in files:
+            out.append(os.path.relpath(os.path.join(root, name), top))
+    return out
+
+
+setup(
+    name="karajo",
+    version="0.1.0",
+    description="A cron-like job runner managed over HTTP, with webhooks and a web dashboard.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="GPL-3.0-or-later",
+    python_requires=">=3.11",
+    packages=find_packages(include=["karajo", "karajo.*"])
+    + ["twisted.plugins", "karajo._templates", "karajo._etc"],
+    package_dir={"karajo._templates": "templates", "karajo._etc": "etc"},
+    package_data={
+        "twisted.plugins": ["karajo_plugin.py"],
+        "karajo._templates": data_files_under("templates"),
+        "karajo._etc": data_files_under("etc"),
+    },
+    install_requires=[
+        "twisted[tls]>=24.7",
+        "klein>=23.5",
+        "treq>=24.9",
+        "bcrypt>=4.0",
+        "service-identity>=24.1",
+        "pyOpenSSL>=24.0",
+        "attrs>=23.1",
+        "croniter>=2.0",
+        "cryptography>=42",
+    ],
+    extras_require={
+        "test": ["hypothesis>=6.100"],
+    },
+    zip_safe=False,
+)
