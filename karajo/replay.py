@@ -1,0 +1,256 @@
+"""
+Replay protection for signed requests (beyond the original karajo).
+
+A valid signature only proves the secret's holder produced the bytes once;
+anyone who captured them can send them again.  L{ReplayGuard} refuses:
+
+  - a payload whose C{_karajo_epoch} is further than C{max_age} from the
+    server clock (stale or pre-dated);
+  - the same signed payload carrying C{_karajo_epoch} a second time while its
+    epoch is still acceptable;
+  - a repeated delivery id (GitHub C{X-GitHub-Delivery}, SourceHut
+    C{X-Payload-Nonce}).
+
+A request carrying none of these is accepted, as the original accepts it:
+nothing distinguishes a replay from a fresh identical request.
+
+The guard is pure: time comes from an injected clock and nothing is
+scheduled; expired entries are dropped lazily while checking.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import OrderedDict
+from typing import Callable, Optional
+from urllib.parse import parse_qsl
+
+import attrs
+
+__all__ = ["DELIVERY_MIN_TTL", "ReplayGuard", "extract_epoch"]
+
+#: How long a delivery id is remembered at least, in seconds.  Delivery ids
+#: carry no timestamp, so any window is a compromise: a longer one catches
+#: more replays and costs only memory, which max_entries bounds anyway.
+#: A day covers GitHub's and SourceHut's retry schedules.
+DELIVERY_MIN_TTL = 24 * 60 * 60.0
+
+_EPOCH_FIELD = "_karajo_epoch"
+# Go's strconv.ParseInt-style integer: optional sign, ASCII digits only
+# (str.isdigit would accept other scripts' digits), bounded so int() cannot
+# hit Python's digit limit.
+_INT_RE = re.compile(r"[+-]?[0-9]{1,30}", re.ASCII)
+
+
+def _format_seconds(seconds: float) -> str:
+    """C{300.0} -> C{"300"}; keeps a fractional part only when there is one."""
+    if float(seconds).is_integer():
+        return str(int(seconds))
+    return repr(float(seconds))
+
+
+def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if not value >= 0:  # also refuses NaN
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+@attrs.define
+class ReplayGuard:
+    """
+    Remembers recently accepted signed payloads and delivery ids.
+
+    Memory is bounded by C{max_entries} whatever the request rate: beyond it
+    the oldest entries are evicted first (an L{OrderedDict} in insertion
+    order, O(1) per check).  Keys are stored as SHA-256 digests so each
+    entry costs the same whatever the caller passes.
+
+    Signed payloads are remembered for C{2 * max_age} from when they were
+    accepted: a payload is acceptable while its epoch is within C{max_age} of
+    the clock, and an epoch can be up to C{max_age} ahead, so that covers the
+    whole time it could be replayed.  Delivery ids are remembered for
+    C{max(max_age, delivery_ttl)}.
+
+    Callers should only call L{check} after the signature verified, so an
+    unauthenticated client cannot flood the table to evict real entries.
+
+    @ivar max_age: seconds, the C{[karajo] sign_max_age} (default 300).
+    @ivar clock: seconds since the epoch (C{reactor.seconds} in production).
+    @ivar max_entries: most entries kept.
+    @ivar delivery_ttl: least time a delivery id is remembered.
+    """
+
+    max_age: float = attrs.field(validator=_positive)
+    clock: Callable[[], float]
+    max_entries: int = attrs.field(
+        default=100_000, validator=attrs.validators.ge(1)
+    )
+    delivery_ttl: float = attrs.field(default=DELIVERY_MIN_TTL, validator=_positive)
+    # digest -> expiry time; insertion order == age order.
+    _seen: "OrderedDict[bytes, float]" = attrs.field(
+        factory=OrderedDict, init=False, repr=False
+    )
+
+    def __len__(self) -> int:
+        """Entries currently held (expired ones may linger until purged)."""
+        return len(self._seen)
+
+    def check(
+        self,
+        payload_epoch: Optional[int],
+        signature_key: Optional[bytes],
+        delivery_key: Optional[bytes],
+    ) -> Optional[str]:
+        """
+        Accept (record and return None) or refuse (return the reason).
+
+        @param payload_epoch: the payload's C{_karajo_epoch}, if any.
+        @param signature_key: what identifies this signed payload, e.g. the
+            verified signature plus the body (or its hash).  Only used when
+            C{payload_epoch} is given: without an epoch two identical
+            requests may both be legitimate.
+        @param delivery_key: L{Verdict.replay_key}, if any.
+        """
+        now = self.clock()
+        if payload_epoch is not None:
+            # int/float comparison is exact in Python, so an absurd epoch
+            # cannot overflow here.
+            if (
+                payload_epoch < now - self.max_age
+                or payload_epoch > now + self.max_age
+            ):
+                return (
+                    f"{_EPOCH_FIELD} is too old or too far in the future "
+                    f"(max {_format_seconds(self.max_age)}s)"
+                )
+        self._purge(now)
+
+        sig = None
+        if signature_key is not None and payload_epoch is not None:
+            sig = hashlib.sha256(b"signature\0" + bytes(signature_key)).digest()
+            if self._alive(sig, now):
+                return "replayed request"
+        delivery = None
+        if delivery_key is not None:
+            delivery = hashlib.sha256(b"delivery\0" + bytes(delivery_key)).digest()
+            if self._alive(delivery, now):
+                return "replayed delivery"
+
+        # Record only once everything passed, so a refused request leaves no
+        # trace that could block a later legitimate one.
+        if sig is not None:
+            self._record(sig, now + 2 * self.max_age)
+        if delivery is not None:
+            self._record(delivery, now + max(self.max_age, self.delivery_ttl))
+        return None
+
+    def _alive(self, digest: bytes, now: float) -> bool:
+        """Whether C{digest} was seen and has not expired yet."""
+        expiry = self._seen.get(digest)
+        return expiry is not None and now <= expiry
+
+    def _record(self, digest: bytes, expiry: float) -> None:
+        """Remember C{digest} until C{expiry}, evicting the oldest if full."""
+        self._seen.pop(digest, None)  # an expired leftover moves to the end
+        self._seen[digest] = expiry
+        while len(self._seen) > self.max_entries:
+            self._seen.popitem(last=False)
+
+    def _purge(self, now: float) -> None:
+        """
+        Drop expired entries from the old end.  Expiries are not strictly in
+        insertion order (two TTLs), so an expired entry behind a live one
+        waits; L{_alive} ignores it meanwhile and the size bound still holds.
+        """
+        while self._seen:
+            digest, expiry = next(iter(self._seen.items()))
+            if now <= expiry:
+                break
+            del self._seen[digest]
+
+
+def _coerce_epoch(value: object) -> Optional[int]:
+    """
+    An int, or a string of ASCII digits, as an int; anything else None.
+
+    Floats are refused like the original (Go unmarshals into int64), and so
+    are booleans, which Python would otherwise treat as 0 and 1.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    if isinstance(value, str):
+        value = value.strip()
+        if _INT_RE.fullmatch(value):
+            return int(value)
+    return None
+
+
+def _from_json(body: bytes) -> Optional[int]:
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError, UnicodeDecodeError, TypeError):
+        return None
+    if isinstance(document, dict):
+        return _coerce_epoch(document.get(_EPOCH_FIELD))
+    return None
+
+
+def _from_urlencoded(data: bytes) -> Optional[int]:
+    """The first C{_karajo_epoch} field, like Go's C{url.Values.Get}."""
+    try:
+        # latin-1 maps every byte, so decoding cannot fail; parse_qsl then
+        # percent-decodes with errors="replace".
+        pairs = parse_qsl(
+            data.decode("latin-1"), keep_blank_values=True, errors="replace"
+        )
+    except ValueError:
+        return None
+    for name, value in pairs:
+        if name == _EPOCH_FIELD:
+            return _coerce_epoch(value)
+    return None
+
+
+def _media_type(content_type: Optional[bytes]) -> bytes:
+    if not content_type:
+        return b""
+    if isinstance(content_type, str):
+        content_type = content_type.encode("latin-1", "replace")
+    return content_type.split(b";", 1)[0].strip().lower()
+
+
+def extract_epoch(
+    body: bytes, content_type: Optional[bytes], query: Optional[bytes] = None
+) -> Optional[int]:
+    """
+    Find C{_karajo_epoch} in a JSON object body, a urlencoded form body, or
+    else the raw query string; None when absent or not an integer.  Never
+    raises: the body is untrusted and not parsed by anyone else yet.
+
+    The body wins over the query.  Pass C{query} only where the signature
+    covers the query string (C{job_http} pause/resume), otherwise a client
+    could attach an unsigned epoch.  Without a recognised content type a
+    body starting with C{{} is tried as JSON, anything else as a form.
+    """
+    body = bytes(body or b"")
+    media = _media_type(content_type)
+    epoch: Optional[int] = None
+    if media == b"application/json" or media.endswith(b"+json"):
+        epoch = _from_json(body)
+    elif media == b"application/x-www-form-urlencoded":
+        epoch = _from_urlencoded(body)
+    elif body.lstrip().startswith(b"{"):
+        epoch = _from_json(body)
+    elif body:
+        epoch = _from_urlencoded(body)
+    if epoch is None and query:
+        epoch = _from_urlencoded(bytes(query))
+    return epoch

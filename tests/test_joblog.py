@@ -1,0 +1,665 @@
+"""
+Tests for L{karajo.joblog}: log names, the streaming writer, finishing,
+retention and the start-up restore.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime
+import os
+import stat
+import tracemalloc
+
+import attrs
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet import defer, task
+from twisted.trial.unittest import SynchronousTestCase
+
+from karajo.joblog import (
+    CRASH_LINE,
+    LINE_MAX,
+    STATUSES,
+    LogName,
+    LogStore,
+    RestoredState,
+    parse_log_name,
+    RunLog,
+)
+
+# 2026-01-02 03:04:05 UTC
+T0 = calendar.timegm((2026, 1, 2, 3, 4, 5))
+P0 = b"2026-01-02 03:04:05 UTC job: my_id: "
+
+
+def sync_thread(f, *args):
+    """Run the 'thread' function at once, as the brief's tests do."""
+    return defer.maybeDeferred(f, *args)
+
+
+class FakeThreads:
+    """
+    A C{run_in_thread} that only records the call, so a test can look at the
+    world before and after the thread function runs.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, tuple, defer.Deferred]] = []
+
+    def __call__(self, f, *args):
+        d: defer.Deferred = defer.Deferred()
+        self.calls.append((f, args, d))
+        return d
+
+    def run(self) -> None:
+        """Run every recorded call now and fire its Deferred."""
+        calls, self.calls = self.calls, []
+        for f, args, d in calls:
+            d.callback(f(*args))
+
+
+class StoreMixin:
+    """Build stores in a fresh directory driven by a L{task.Clock}."""
+
+    def setUp(self) -> None:
+        self.base = self.mktemp()
+        self.directory = os.path.join(self.base, "var", "log", "karajo", "job", "my_id")
+        self.state_path = os.path.join(self.base, "var", "run", "karajo", "job", "my_id")
+        self.clock = task.Clock()
+        self.clock.advance(T0)
+
+    def store(self, **kw) -> LogStore:
+        kw.setdefault("clock", self.clock)
+        kw.setdefault("run_in_thread", sync_thread)
+        kw.setdefault("state_path", self.state_path)
+        return LogStore(self.directory, kw.pop("job_id", "my_id"), **kw)
+
+    def finish(self, log: RunLog, status: str = "success") -> LogName:
+        return self.successResultOf(log.finish(status))
+
+    def run_job(
+        self, store: LogStore, counter: int, status: str = "success", *lines: str
+    ) -> LogName:
+        log = store.begin(counter)
+        for text in lines:
+            log.line(text)
+        return self.finish(log, status)
+
+    def content(self, store: LogStore, name: LogName) -> bytes:
+        with open(store.path_of(name), "rb") as f:
+            return f.read()
+
+    def touch(self, filename: str, data: bytes = b"") -> str:
+        path = os.path.join(self.directory, filename)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+
+class ParseLogNameTests(SynchronousTestCase):
+    """L{parse_log_name} accepts exactly the names L{LogName.filename} makes."""
+
+    def test_valid(self) -> None:
+        """Running and finished names of every status parse to their parts."""
+        table = [
+            ("j", "j.1", LogName(1, "j", None)),
+            ("j", "j.27.success", LogName(27, "j", "success")),
+            ("j", "j.3.failed", LogName(3, "j", "failed")),
+            ("j", "j.10.canceled", LogName(10, "j", "canceled")),
+            ("interval-1m", "interval-1m.9", LogName(9, "interval-1m", None)),
+            ("_1st_job", "_1st_job.123456789012345678901234567890.success",
+             LogName(123456789012345678901234567890, "_1st_job", "success")),
+            ("a.b", "a.b.2.failed", LogName(2, "a.b", "failed")),
+        ]
+        for job_id, filename, expected in table:
+            self.assertEqual(parse_log_name(job_id, filename), expected, filename)
+            self.assertEqual(expected.filename, filename)
+
+    def test_invalid(self) -> None:
+        """Anything not exactly C{ID.N} or C{ID.N.STATUS} is C{None}."""
+        table = [
+            "j",
+            "j.",
+            "j..success",
+            "j.0",
+            "j.0.success",
+            "j.01",
+            "j.007.failed",
+            "j.-1",
+            "j.+1",
+            "j. 1",
+            "j.1 ",
+            "j.1.",
+            "j.1.running",
+            "j.1.Success",
+            "j.1.success.",
+            "j.1.success.gz",
+            "j.1.success~",
+            "j.1x",
+            "j.0x1",
+            "j.1_000",
+            "j.\u0661",  # ARABIC-INDIC DIGIT ONE: int() would accept it
+            "j.\u00b2",  # SUPERSCRIPT TWO: str.isdigit() would accept it
+            "J.1",
+            "jj.1",
+            "k.1.success",
+            ".j.1",
+            "j.1\n",
+            "",
+            "j." + "9" * 5000,  # beyond int()'s digit limit
+        ]
+        for filename in table:
+            self.assertIsNone(parse_log_name("j", filename), repr(filename))
+        self.assertIsNone(parse_log_name("", ".1"))
+        self.assertIsNone(parse_log_name("j", None))  # type: ignore[arg-type]
+
+    @given(st.text(), st.text())
+    def test_never_raises(self, job_id: str, filename: str) -> None:
+        """Arbitrary text never makes it raise; a result round-trips."""
+        name = parse_log_name(job_id, filename)
+        if name is not None:
+            self.assertEqual(name.filename, filename)
+
+    @given(
+        st.text(min_size=1),
+        st.text(alphabet="0123456789+-. \n", max_size=12),
+        st.sampled_from(("",) + tuple("." + s for s in STATUSES) + (".x", ".")),
+    )
+    def test_near_misses(self, job_id: str, number: str, suffix: str) -> None:
+        """Names built from digits and signs parse only in canonical form."""
+        filename = f"{job_id}.{number}{suffix}"
+        name = parse_log_name(job_id, filename)
+        if name is not None:
+            self.assertEqual(name.filename, filename)
+            self.assertEqual(str(name.counter), number)
+
+    @given(
+        st.integers(min_value=1, max_value=10**30),
+        st.from_regex(r"\A[a-z_][a-z0-9_-]*\Z"),
+        st.sampled_from((None,) + STATUSES),
+    )
+    def test_round_trip(self, counter: int, job_id: str, status: str | None) -> None:
+        """Every name the store can make parses back to itself."""
+        name = LogName(counter, job_id, status)
+        self.assertEqual(parse_log_name(job_id, name.filename), name)
+
+    def test_order(self) -> None:
+        """Names sort by counter; a running name sorts before a finished twin."""
+        names = [
+            LogName(10, "j", "success"),
+            LogName(2, "j", "failed"),
+            LogName(2, "j", None),
+            LogName(9, "j", None),
+        ]
+        self.assertEqual(
+            sorted(names),
+            [names[2], names[1], names[3], names[0]],
+        )
+
+    def test_invalid_values(self) -> None:
+        """A L{LogName} cannot hold a counter or status no file could carry."""
+        self.assertRaises(ValueError, LogName, 0, "j", None)
+        self.assertRaises(ValueError, LogName, 1, "j", "running")
+
+
+class RunLogTests(StoreMixin, SynchronousTestCase):
+    """L{RunLog} writes prefixed lines and ends with a rename."""
+
+    def test_prefix_format(self) -> None:
+        """A line starts with the UTC time, the kind and the job ID."""
+        store = self.store()
+        log = store.begin(1)
+        log.line("hello")
+        name = self.finish(log)
+        self.assertEqual(
+            self.content(store, name), b"2026-01-02 03:04:05 UTC job: my_id: hello\n"
+        )
+
+    def test_prefix_job_http(self) -> None:
+        """A JobHttp log says C{job_http:}."""
+        store = self.store(kind="job_http")
+        log = store.begin(1)
+        log.write(b"x\n")
+        name = self.finish(log)
+        self.assertEqual(
+            self.content(store, name), b"2026-01-02 03:04:05 UTC job_http: my_id: x\n"
+        )
+
+    def test_bad_kind(self) -> None:
+        """An unknown kind is a programming error, refused at once."""
+        self.assertRaises(ValueError, self.store, kind="jobhttp")
+
+    def test_bad_job_id(self) -> None:
+        """A job ID that cannot be a file name prefix is refused."""
+        for job_id in ("", "a/b", "..", "a\0"):
+            self.assertRaises(ValueError, self.store, job_id=job_id)
+
+    def test_timestamp_is_time_of_writing(self) -> None:
+        """Each line carries the clock's time when it was written."""
+        store = self.store()
+        log = store.begin(1)
+        log.line("=== BEGIN")
+        self.clock.advance(61)
+        log.write(b"out\n")
+        name = self.finish(log)
+        self.assertEqual(
+            self.content(store, name),
+            P0 + b"=== BEGIN\n" + b"2026-01-02 03:05:06 UTC job: my_id: out\n",
+        )
+
+    def test_partial_line_across_chunks(self) -> None:
+        """
+        A line split over several chunks is written once, whole, when its
+        newline arrives, stamped with that time.
+        """
+        store = self.store()
+        log = store.begin(1)
+        log.write(b"he")
+        log.write(b"llo\nwor")
+        self.assertEqual(store.read(1)[1], P0 + b"hello\n")
+        self.clock.advance(1)
+        log.write(b"ld\n\nend")
+        name = self.finish(log)
+        p1 = b"2026-01-02 03:04:06 UTC job: my_id: "
+        self.assertEqual(
+            self.content(store, name),
+            P0 + b"hello\n" + p1 + b"world\n" + p1 + b"\n" + p1 + b"end\n",
+        )
+
+    def test_long_partial_line_flushed(self) -> None:
+        """
+        A line without newline is cut at L{LINE_MAX} bytes, so memory stays
+        bounded; a newline right after the cut does not add an empty line.
+        """
+        store = self.store()
+        log = store.begin(1)
+        for _ in range(3):
+            log.write(b"a" * (LINE_MAX // 2))
+        log.write(b"\n")  # ends the second piece, which is half full
+        log.write(b"b" * LINE_MAX)
+        log.write(b"\nc" * 2 + b"d" * (LINE_MAX * 2) + b"\n")
+        self.assertLessEqual(len(log._partial), LINE_MAX)
+        name = self.finish(log)
+        body = [line[len(P0):] for line in self.content(store, name).split(b"\n")[:-1]]
+        self.assertEqual(
+            body,
+            [
+                b"a" * LINE_MAX,
+                b"a" * (LINE_MAX // 2),
+                b"b" * LINE_MAX,
+                b"c",
+                (b"c" + b"d" * (LINE_MAX - 1)),
+                b"d" * LINE_MAX,
+                b"d",
+            ],
+        )
+
+    def test_bytes_not_utf8_preserved(self) -> None:
+        """Invalid UTF-8 and control bytes in output reach the file unchanged."""
+        store = self.store()
+        log = store.begin(1)
+        raw = b"\xff\xfe caf\xe9 \xc3\x28 \r\x00\x1b[31m"
+        log.write(raw[:3])
+        log.write(raw[3:] + b"\n")
+        name = self.finish(log)
+        self.assertEqual(self.content(store, name), P0 + raw + b"\n")
+
+    def test_line_flushes_partial_and_splits(self) -> None:
+        """
+        A marker line comes after output written before it, even output
+        without a final newline; a multi-line text gets a prefix per line.
+        """
+        store = self.store()
+        log = store.begin(1)
+        log.write(b"no newline")
+        log.line("!!! exit status 1\nsecond")
+        log.line("caf\u00e9")
+        name = self.finish(log, "failed")
+        self.assertEqual(
+            self.content(store, name),
+            P0 + b"no newline\n" + P0 + b"!!! exit status 1\n" + P0 + b"second\n"
+            + P0 + "caf\u00e9".encode() + b"\n",
+        )
+
+    def test_finish_renames(self) -> None:
+        """
+        finish() writes the buffered partial line, renames the file to its
+        final status and the running name disappears.
+        """
+        store = self.store()
+        log = store.begin(4)
+        running = log.path
+        self.assertEqual(os.path.basename(running), "my_id.4")
+        self.assertTrue(os.path.exists(running))
+        log.line("=== BEGIN")
+        log.write(b"tail without newline")
+        name = self.finish(log, "canceled")
+        self.assertEqual(name, LogName(4, "my_id", "canceled"))
+        self.assertEqual(log.name, name)
+        self.assertEqual(log.path, os.path.join(self.directory, "my_id.4.canceled"))
+        self.assertFalse(os.path.exists(running))
+        self.assertEqual(sorted(os.listdir(self.directory)), ["my_id.4.canceled"])
+        content = self.content(store, name)
+        self.assertEqual(content, P0 + b"=== BEGIN\n" + P0 + b"tail without newline\n")
+        self.assertEqual(log.bytes_written, len(content))
+
+    def test_second_finish_raises(self) -> None:
+        """Finishing twice, or writing after finishing, is a RuntimeError."""
+        store = self.store()
+        log = store.begin(1)
+        self.finish(log)
+        self.assertRaises(RuntimeError, log.finish, "failed")
+        self.assertRaises(RuntimeError, log.write, b"x\n")
+        self.assertRaises(RuntimeError, log.line, "x")
+        self.assertEqual(store.scan(), [LogName(1, "my_id", "success")])
+
+    def test_finish_bad_status(self) -> None:
+        """An unknown status is refused and the log stays open."""
+        store = self.store()
+        log = store.begin(1)
+        self.assertRaises(ValueError, log.finish, "done")
+        self.assertEqual(self.finish(log, "failed").status, "failed")
+
+    def test_finish_runs_in_thread(self) -> None:
+        """
+        The fsync and rename happen inside the function handed to
+        C{run_in_thread}: before it runs, the file keeps its running name and
+        the Deferred has not fired.
+        """
+        threads = FakeThreads()
+        store = self.store(run_in_thread=threads)
+        log = store.begin(1)
+        log.line("=== DONE")
+        d = log.finish("success")
+        self.assertEqual(len(threads.calls), 1)
+        self.assertNoResult(d)
+        self.assertEqual(os.listdir(self.directory), ["my_id.1"])
+        threads.run()
+        self.assertEqual(self.successResultOf(d), LogName(1, "my_id", "success"))
+        self.assertEqual(os.listdir(self.directory), ["my_id.1.success"])
+        self.assertEqual(self.content(store, log.name), P0 + b"=== DONE\n")
+
+    def test_modes(self) -> None:
+        """Log files are 0600 and created directories 0700: logs may hold secrets."""
+        store = self.store()
+        log = store.begin(1)
+        self.assertEqual(stat.S_IMODE(os.stat(log.path).st_mode), 0o600)
+        for path in (self.directory, os.path.dirname(self.directory), self.base):
+            self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o700, path)
+        self.assertEqual(stat.S_IMODE(os.stat(self.state_path).st_mode), 0o600)
+
+    def test_begin_existing(self) -> None:
+        """begin() never reuses a counter that already has a log, running or finished."""
+        store = self.store(state_path=None)
+        store.begin(1)
+        self.assertRaises(FileExistsError, store.begin, 1)
+        self.touch("my_id.2.failed")
+        self.assertRaises(FileExistsError, store.begin, 2)
+
+    def test_begin_persists_counter_first(self) -> None:
+        """The state file holds the counter as soon as begin() returns."""
+        store = self.store()
+        store.begin(7)
+        with open(self.state_path, "rb") as f:
+            self.assertEqual(f.read(), b"7\n")
+        self.assertRaises(FileExistsError, store.begin, 7)
+        self.assertRaises(ValueError, store.begin, 3)
+        # A fresh store reads the floor even before restore() ran.
+        self.assertRaises(ValueError, self.store().begin, 5)
+        self.assertEqual(self.store().begin(8).name.counter, 8)
+
+
+class SizeCapTests(StoreMixin, SynchronousTestCase):
+    """A log file and the memory behind it stay bounded whatever a job prints."""
+
+    def test_size_cap(self) -> None:
+        """
+        50 MiB of output with a 64 KiB cap gives a file of about 64 KiB with
+        the first lines, a cut note, then the last lines and the markers;
+        memory stays near max_bytes / 2 all along.  Memory is traced over the
+        first 8 MiB only (tracing all 50 MiB takes seconds): the ring is full
+        after 64 KiB, so any growth with output size shows long before that.
+        """
+        max_bytes = 64 * 1024
+        store = self.store(max_bytes=max_bytes)
+        log = store.begin(1)
+        log.line("=== BEGIN")
+        log.write(b"first line\n")
+        # 100-byte lines; a chunk of 655 lines and one byte ends inside a line,
+        # after the "l" that then begins the next chunk's first line.
+        pattern = b"".join(b"line %05d %s\n" % (i, b"." * 88) for i in range(1000))
+        chunk = pattern[:65501]
+        self.assertEqual(chunk.count(b"\n") * 100 + 1, len(chunk))
+        total = chunks = 0
+        tracemalloc.start()
+        try:
+            while total < 8 * 1024 * 1024:
+                log.write(chunk)
+                total += len(chunk)
+                chunks += 1
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        # The ring, one partial line, and slack for the interpreter's own bits.
+        self.assertLess(peak, max_bytes // 2 + LINE_MAX + 64 * 1024)
+        while total < 50 * 1024 * 1024:
+            log.write(chunk)
+            total += len(chunk)
+            chunks += 1
+            self.assertLessEqual(log._tail_bytes, max_bytes // 2)
+            self.assertLessEqual(len(log._partial), LINE_MAX)
+        log.write(b"\nlast line\n")
+        log.line("=== DONE")
+        name = self.finish(log)
+        content = self.content(store, name)
+        self.assertLessEqual(len(content), max_bytes + 200)
+        self.assertEqual(log.bytes_written, len(content))
+        lines = content.split(b"\n")
+        self.assertEqual(
+            lines[:3], [P0 + b"=== BEGIN", P0 + b"first line", P0 + pattern[:99]]
+        )
+        self.assertEqual(lines[-4:], [P0 + b"l", P0 + b"last line", P0 + b"=== DONE", b""])
+        notes = [line for line in lines if b"cut from the middle of this log" in line]
+        self.assertEqual(len(notes), 1)
+        self.assertRegex(
+            notes[0].decode(),
+            r"^2026-01-02 03:04:05 UTC job: my_id: "
+            r"\.\.\. \d+ bytes \(\d+ lines\) cut from the middle of this log \.\.\.$",
+        )
+        # Nothing but the cut is lost: head + cut + tail accounts for every line
+        # (BEGIN, first, the chunks' lines, "l", last, DONE).
+        cut_lines = int(notes[0].split(b"(")[1].split(b" ")[0])
+        in_file = len(lines) - 2  # less the note and the "" after the last newline
+        self.assertEqual(in_file + cut_lines, 2 + chunks * chunk.count(b"\n") + 3)
+
+    def test_no_note_when_nothing_cut(self) -> None:
+        """Output between half and all of max_bytes is kept whole, without a note."""
+        store = self.store(max_bytes=1000)
+        log = store.begin(1)
+        for i in range(10):
+            log.write(b"%d\n" % i)
+        name = self.finish(log)
+        content = self.content(store, name)
+        self.assertEqual(content, b"".join(P0 + b"%d\n" % i for i in range(10)))
+        self.assertNotIn(b"cut from the middle", content)
+
+
+class StoreTests(StoreMixin, SynchronousTestCase):
+    """L{LogStore}: scanning, retention, reading and the start-up restore."""
+
+    def test_scan(self) -> None:
+        """
+        scan() lists parseable regular files by counter; other files,
+        directories and symlinks with log-like names are ignored.
+        """
+        store = self.store()
+        self.run_job(store, 2)
+        self.run_job(store, 10, "failed")
+        store.begin(11)
+        self.touch("notes.txt")
+        self.touch("my_id.3.success.bak")
+        os.mkdir(os.path.join(self.directory, "my_id.4.success"))
+        os.symlink("my_id.2.success", os.path.join(self.directory, "my_id.5.success"))
+        self.assertEqual(
+            [n.filename for n in store.scan()],
+            ["my_id.2.success", "my_id.10.failed", "my_id.11"],
+        )
+
+    def test_prune(self) -> None:
+        """
+        prune() keeps the newest N finished logs; the running log and files
+        whose names do not parse are left alone.
+        """
+        store = self.store()
+        for counter in range(1, 7):
+            self.run_job(store, counter, STATUSES[counter % 3])
+        running = store.begin(7)
+        others = ["README", "my_id.1.success.gz", "other.1.success", "my_id.01.failed"]
+        for filename in others:
+            self.touch(filename)
+        deleted = store.prune(2)
+        self.assertEqual([n.counter for n in deleted], [1, 2, 3, 4])
+        self.assertEqual(
+            sorted(os.listdir(self.directory)),
+            sorted(others + ["my_id.5.canceled", "my_id.6.success", "my_id.7"]),
+        )
+        running.line("still writing")
+        self.finish(running)
+        self.assertEqual([n.counter for n in store.prune(2)], [5])
+
+    def test_prune_keeps_at_least_one(self) -> None:
+        """A retention below one keeps the newest finished log."""
+        store = self.store()
+        for counter in (1, 2, 3):
+            self.run_job(store, counter)
+        self.assertEqual(len(store.prune(0)), 2)
+        self.assertEqual(len(store.prune(-5)), 0)
+        self.assertEqual([n.counter for n in store.scan()], [3])
+
+    def test_counter_continues(self) -> None:
+        """A new store on the same directory continues the counter."""
+        store = self.store()
+        for counter in (1, 2, 3):
+            self.run_job(store, counter)
+        again = self.store()
+        state = again.restore()
+        self.assertEqual(state.counter, 3)
+        self.assertEqual(self.run_job(again, state.counter + 1).counter, 4)
+
+    def test_counter_floor_after_everything_removed(self) -> None:
+        """
+        With every log gone (retention, or an operator's rm), the state file
+        still stops a restart from reusing a counter.
+        """
+        store = self.store()
+        for counter in (1, 2, 3):
+            self.run_job(store, counter)
+        store.prune(1)
+        os.unlink(store.path_of(LogName(3, "my_id", "success")))
+        state = self.store().restore()
+        self.assertEqual(state, RestoredState(3, None, None, (), ()))
+
+    def test_counter_from_logs_above_floor(self) -> None:
+        """The counter is the highest of the state file and the log names."""
+        store = self.store()
+        self.run_job(store, 2)
+        self.touch("my_id.9.failed")
+        self.assertEqual(self.store().restore().counter, 9)
+
+    def test_unreadable_state_file(self) -> None:
+        """A garbled state file is ignored: the logs still give the counter."""
+        store = self.store()
+        self.run_job(store, 5)
+        with open(self.state_path, "wb") as f:
+            f.write(b"garbage")
+        self.assertEqual(self.store().restore().counter, 5)
+
+    def test_restore_empty(self) -> None:
+        """A job that never ran restores to counter 0 and no last run."""
+        self.assertEqual(self.store().restore(), RestoredState(0, None, None, (), ()))
+
+    def test_restore_finalises_crash_leftover(self) -> None:
+        """
+        A running log left by a crash gets an explanation line (after ending
+        a cut-short last line) and is renamed failed; its modification time is
+        kept as the last run time.
+        """
+        self.store()  # creates the directory
+        path = self.touch("my_id.4", P0 + b"=== BEGIN\n" + P0 + b"half a li")
+        os.utime(path, (T0 - 100, T0 - 100))
+        self.run_job(self.store(), 3)
+        self.clock.advance(3600)
+        store = self.store()
+        state = store.restore()
+        failed = LogName(4, "my_id", "failed")
+        self.assertEqual(state.finalised, (failed,))
+        self.assertEqual(state.logs, (LogName(3, "my_id", "success"), failed))
+        self.assertEqual(state.counter, 4)
+        self.assertEqual(state.last_status, "failed")
+        self.assertEqual(
+            state.last_run,
+            datetime.datetime.fromtimestamp(T0 - 100, datetime.timezone.utc),
+        )
+        self.assertFalse(os.path.exists(path))
+        self.assertEqual(
+            self.content(store, failed),
+            P0 + b"=== BEGIN\n" + P0 + b"half a li\n"
+            + b"2026-01-02 04:04:05 UTC job: my_id: " + CRASH_LINE.encode() + b"\n",
+        )
+        self.assertEqual(self.store().restore().finalised, ())
+
+    def test_restore_last_status_and_run(self) -> None:
+        """
+        The last status and run time come from the newest finished log,
+        by counter, as an aware UTC datetime.
+        """
+        store = self.store()
+        self.run_job(store, 8, "failed")
+        self.run_job(store, 9, "canceled")
+        self.run_job(store, 10, "success")
+        os.utime(store.path_of(LogName(10, "my_id", "success")), (T0 + 30, T0 + 30))
+        os.utime(store.path_of(LogName(9, "my_id", "canceled")), (T0 + 90, T0 + 90))
+        self.touch("my_id.11.success.bak")
+        state = self.store().restore()
+        self.assertEqual(state.last_status, "success")
+        self.assertEqual(
+            state.last_run,
+            datetime.datetime(2026, 1, 2, 3, 4, 35, tzinfo=datetime.timezone.utc),
+        )
+        self.assertEqual(state.last_run.utcoffset(), datetime.timedelta(0))
+        self.assertEqual(state.counter, 10)
+
+    def test_read(self) -> None:
+        """read() finds a log by counter, running or finished; None when absent."""
+        store = self.store()
+        self.run_job(store, 1, "failed", "=== BEGIN", "!!! exit status 1")
+        log = store.begin(2)
+        log.write(b"so far\npartial")
+        self.assertEqual(
+            store.read(1),
+            (
+                LogName(1, "my_id", "failed"),
+                P0 + b"=== BEGIN\n" + P0 + b"!!! exit status 1\n",
+            ),
+        )
+        self.assertEqual(store.read(2), (LogName(2, "my_id", None), P0 + b"so far\n"))
+        self.finish(log)
+        self.assertEqual(
+            store.read(2),
+            (LogName(2, "my_id", "success"), P0 + b"so far\n" + P0 + b"partial\n"),
+        )
+        self.assertIsNone(store.read(3))
+        self.assertIsNone(store.read(0))
+
+    def test_path_of_other_job(self) -> None:
+        """A store never computes a path for another job's log."""
+        store = self.store()
+        self.assertEqual(
+            store.path_of(LogName(1, "my_id", None)), os.path.join(self.directory, "my_id.1")
+        )
+        self.assertRaises(ValueError, store.path_of, LogName(1, "other", None))
+
+    def test_evolve_keeps_validation(self) -> None:
+        """attrs.evolve() of a name re-runs the validators."""
+        self.assertRaises(ValueError, attrs.evolve, LogName(1, "j", None), status="ok")
