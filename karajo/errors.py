@@ -27,3 +27,27 @@ class ConfigError(Exception):
         if self.line is None:
             return f"{self.filename}: {self.reason}"
         return f"{self.filename}:{self.line}: {self.reason}"
+
+
+class RunRefused(Exception):
+    """A trigger was not accepted; the HTTP layer maps each kind to a status."""
+
+
+class JobPaused(RunRefused):
+    """The job is paused: triggers are refused until it is resumed."""
+
+
+class JobBusy(RunRefused):
+    """The job is running and one more run is already queued."""
+
+
+class ServerStopping(RunRefused):
+    """The server is shutting down and starts nothing new."""
+
+
+class RunFailed(Exception):
+    """A run's work failed; C{message} goes into the log after C{!!!}."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message

@@ -175,3 +175,18 @@ class Environment:
 
 
 evolve = attrs.evolve
+
+
+@frozen
+class TriggerRequest:
+    """
+    The HTTP request that triggered a run, as a code job's callable sees it.
+
+    A plain value rather than the live request: a queued run starts after
+    the HTTP exchange is over.
+    """
+
+    method: str
+    path: str
+    headers: Mapping[str, str] = field(factory=dict)
+    body: bytes = b""

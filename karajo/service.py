@@ -1,46 +1,143 @@
 """
 Wire a validated environment into one L{MultiService}.
 
-Each job gets a child service (its timer and runner); the HTTP listener is
-one more child.  Everything takes the reactor as a parameter.
+Each job gets a L{JobService}: its runner and, unless it is a webhook-only
+job, its timer.  The HTTP listener is one more child.  Everything takes the
+reactor as a parameter; only L{karajo.tap} knows the global one.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+from typing import Any, Callable
+from zoneinfo import ZoneInfo
 
 from attrs import evolve
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import MultiService, Service
+from twisted.application.service import MultiService
+from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from karajo.config import Loaded, generate_secret, listen_endpoint
+from karajo.joblog import LogStore
 from karajo.model import Environment, Job, JobHttp
 from karajo.paths import Paths
+from karajo.process import signal_group
+from karajo.run import JobRunner
+from karajo.schedule import parse_schedule
+from karajo.timer import JobTimer
+from karajo.work import CallableWork, CommandWork, Work
 
 log = Logger()
 
 
-class JobService(Service):
-    """One job's timer and runner (filled in by the scheduling and run issues)."""
+def stop_leftover_group(pid_path: str) -> None:
+    """
+    Kill the process group a crashed daemon left running (recorded in
+    C{pid_path} while a command ran), so a restart never leaves orphans.
+    Linux does not reuse a PID while a process group still carries it.
+    """
+    try:
+        with open(pid_path) as f:
+            pgid = int(f.read().strip())
+    except (FileNotFoundError, ValueError):
+        return
+    if pgid > 1 and signal_group(pgid, signal.SIGKILL):
+        log.warn("killed process group {pgid} left by a previous run", pgid=pgid)
+    os.unlink(pid_path)
 
-    def __init__(self, job: Job | JobHttp, env: Environment) -> None:
-        self.job = job
-        self.env = env
-        self.setName(f"{job.kind}/{job.id}")
+
+class JobService(MultiService):
+    """One job: its runner plus its timer (none for a webhook-only job)."""
+
+    def __init__(self, runner: JobRunner, timer: JobTimer | None, pid_path: str | None) -> None:
+        super().__init__()
+        self.runner = runner
+        self.timer = timer
+        self._pid_path = pid_path
+        self.setName(runner.name)
+        runner.setServiceParent(self)
+        if timer is not None:
+            timer.setServiceParent(self)
+            runner.on_started = timer.reschedule
+
+    def startService(self) -> None:
+        if self._pid_path is not None:
+            stop_leftover_group(self._pid_path)
+        self.runner.restore()
+        super().startService()
+
+    @property
+    def next_run(self) -> float | None:
+        return self.timer.next_run if self.timer is not None else None
 
 
 class KarajoService(MultiService):
-    """The whole server: one child per job plus the HTTP listener."""
+    """The whole server: one L{JobService} per job plus the HTTP listener."""
 
     def __init__(self, env: Environment) -> None:
         super().__init__()
         self.env = env
+        self.slots = defer.DeferredSemaphore(env.max_job_running)
         self.jobs: dict[str, JobService] = {}
         self.http_jobs: dict[str, JobService] = {}
+
+    def job_service(self, kind: str, job_id: str) -> JobService | None:
+        table = self.jobs if kind == "job" else self.http_jobs
+        return table.get(job_id)
+
+
+def build_job_service(
+    job: Job | JobHttp,
+    work: Work,
+    paths: Paths,
+    slots: defer.DeferredSemaphore,
+    clock,
+    run_in_thread: Callable[..., Any] | None = None,
+    pid_path: str | None = None,
+) -> JobService:
+    """A job's runner and timer, on its own log directory."""
+    paths.ensure(job.kind, job.id)
+    store = LogStore(
+        paths.log_dir(job.kind, job.id),
+        job.id,
+        kind=job.kind,
+        clock=clock,
+        run_in_thread=run_in_thread,
+        state_path=paths.state_file(job.kind, job.id),
+    )
+    runner = JobRunner(job, work, store, slots, clock, timeout=getattr(job, "timeout", None))
+    timer = None
+    if job.schedule or job.interval is not None:
+        zone = ZoneInfo(job.timezone) if job.timezone else None
+
+        def fire() -> None:
+            runner.trigger(None)
+
+        timer = JobTimer(
+            clock,
+            fire,
+            schedule=parse_schedule(job.schedule, zone) if job.schedule else None,
+            interval=None if job.schedule else job.interval,
+            last_run=lambda: runner.last_run,
+            is_paused=lambda: runner.paused,
+            is_busy=lambda: runner.active,
+            label=runner.name,
+        )
+    return JobService(runner, timer, pid_path)
+
+
+def job_work(job: Job, paths: Paths, reactor) -> tuple[Work, str | None]:
+    """The work of a command or code job, and where it records its pgid."""
+    if job.call is not None:
+        return CallableWork(job), None
+    pid_path = paths.state_file(job.kind, job.id) + ".pgid"
+    return CommandWork(reactor, reactor, job.commands, paths.work_dir(job.kind, job.id), pid_path), pid_path
 
 
 class _Placeholder(Resource):
@@ -55,7 +152,7 @@ class _Placeholder(Resource):
         return f"{self._env.name}: karajo is running\n".encode()
 
 
-def build_service(loaded: Loaded, reactor) -> KarajoService:
+def build_service(loaded: Loaded, reactor, run_in_thread=None) -> KarajoService:
     """
     Build the server for C{loaded}: create the directory tree, fill in a
     generated secret when none is set, and add every child service.
@@ -74,12 +171,18 @@ def build_service(loaded: Loaded, reactor) -> KarajoService:
 
     paths = Paths(env.dir_base)
     service = KarajoService(env)
-    for table, jobs in ((service.jobs, env.jobs), (service.http_jobs, env.http_jobs)):
-        for job in jobs.values():
-            paths.ensure(job.kind, job.id)
-            child = JobService(job, env)
-            child.setServiceParent(service)
-            table[job.id] = child
+    for job in env.jobs.values():
+        work, pid_path = job_work(job, paths, reactor)
+        child = build_job_service(job, work, paths, service.slots, reactor, run_in_thread, pid_path)
+        child.setServiceParent(service)
+        service.jobs[job.id] = child
+    for http_job in env.http_jobs.values():
+        from karajo.jobhttp import JobHttpWork
+
+        work = JobHttpWork(http_job, env, reactor)
+        child = build_job_service(http_job, work, paths, service.slots, reactor, run_in_thread)
+        child.setServiceParent(service)
+        service.http_jobs[http_job.id] = child
 
     endpoint = serverFromString(reactor, listen_endpoint(env.listen_address))
     listener = StreamServerEndpointService(endpoint, Site(_Placeholder(env)))

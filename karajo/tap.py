@@ -8,6 +8,7 @@ C{FILE:LINE: reason} with no traceback.
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from twisted.application.service import IService
@@ -34,9 +35,23 @@ class Options(usage.Options):
             raise SystemExit(1)
 
 
+def _stop_cleanly_on_sigterm(reactor) -> None:
+    """
+    SIGTERM is how systemd and operators ask for a normal stop: stop the
+    services (which cancel runs and finalise their logs) and exit 0, rather
+    than twistd's default of re-raising the signal after shutdown.
+    """
+
+    def handler(signum, frame) -> None:
+        reactor.callFromThread(reactor.stop)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from karajo.service import build_service
 
+    reactor.callWhenRunning(_stop_cleanly_on_sigterm, reactor)
     return build_service(options.loaded, reactor)

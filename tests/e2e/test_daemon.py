@@ -7,7 +7,12 @@ import os
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 
+from twisted.internet.task import deferLater
+
+from karajo.process import KILL_GRACE
+
 from ..helpers import config_tree, write
+from ..test_run import group_members
 from .daemon import free_port, start_twistd, wait_listening
 
 BROKEN = {
@@ -95,4 +100,45 @@ class StartTests(TestCase):
         finally:
             process.signalProcess("TERM")
             code = yield proto.ended
-        self.assertIn("Server Shut Down", proto.out.decode())
+        self.assertEqual(code, 0, proto.out.decode())
+
+    @defer.inlineCallbacks
+    def test_sigterm_with_running_jobs(self) -> None:
+        """
+        SIGTERM with 3 running jobs exits 0 within the grace period + 1 s,
+        with 3 logs finalised as canceled and no process of theirs left.
+        """
+        port = free_port()
+        base = os.path.abspath(self.mktemp())
+        jobs = "".join(
+            f'[job "sleeper{i}"]\ninterval = 1h\ncommand = \"echo start; sleep 60 & sleep 60\"\n'
+            for i in range(3)
+        )
+        path = config_tree(
+            base, f"listen_address = 127.0.0.1:{port}\nsecret = s\nmax_job_running = 3\n" + jobs
+        )
+        proto, process = start_twistd(path, cwd=base)
+        self.addCleanup(lambda: proto.ended.called or process.signalProcess("KILL"))
+        logs = [os.path.join(base, f"var/log/karajo/job/sleeper{i}/sleeper{i}.1") for i in range(3)]
+        pgids = [os.path.join(base, f"var/run/karajo/job/sleeper{i}.pgid") for i in range(3)]
+        for _ in range(200):
+            if all(os.path.exists(p) for p in logs + pgids):
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        else:
+            process.signalProcess("KILL")
+            yield proto.ended
+            self.fail("jobs did not start: " + proto.out.decode())
+        groups = []
+        for p in pgids:
+            with open(p) as f:
+                groups.append(int(f.read()))
+        started = reactor.seconds()
+        process.signalProcess("TERM")
+        code = yield proto.ended
+        self.assertLess(reactor.seconds() - started, KILL_GRACE + 1)
+        self.assertEqual(code, 0, proto.out.decode())
+        for i, log in enumerate(logs):
+            with open(log + ".canceled", "rb") as f:
+                self.assertIn(b"??? CANCELED: karajo is stopping", f.read())
+        self.assertEqual([g for g in groups if group_members(g)], [])

@@ -1,0 +1,148 @@
+"""
+One shell command in its own session, streamed into a run log.
+
+Each command is started through C{setsid} so that it leads a fresh process
+group: cancel, timeout and shutdown then stop everything the command
+started (TERM to the group, KILL after a grace period), not just the shell.
+When the shell itself exits, whatever it left running in its group is
+stopped too, so a job never leaves orphans behind (like systemd's
+C{KillMode=control-group}).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+from typing import Mapping
+
+from twisted.internet import defer, protocol
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
+from twisted.logger import Logger
+
+log = Logger()
+
+SANE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SHELL = "/bin/sh"
+KILL_GRACE = 2.0
+
+
+def setsid_path() -> str:
+    """C{setsid(1)} from util-linux, present on every Linux distribution."""
+    found = shutil.which("setsid", path=SANE_PATH)
+    if found is None:
+        raise RuntimeError("karajo needs setsid(1) (util-linux) to run commands")
+    return found
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Signal a whole process group; False when nothing is left in it."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        log.warn("not allowed to signal process group {pgid}", pgid=pgid)
+        return False
+    return True
+
+
+class CommandResult(Exception):
+    """A command ended other than with exit status 0."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class _CommandProtocol(protocol.ProcessProtocol):
+    def __init__(self, sink, ended: defer.Deferred) -> None:
+        self._sink = sink
+        self._ended = ended
+        self.pgid: int | None = None
+
+    def connectionMade(self) -> None:
+        # setsid made the child the leader of its own group: pgid == pid.
+        # Kept here because the transport forgets its pid once it exits.
+        self.pgid = self.transport.pid
+
+    def outReceived(self, data: bytes) -> None:
+        self._sink(data)
+
+    errReceived = outReceived
+
+    def processExited(self, reason) -> None:
+        # The shell is gone; anything it left in its group keeps the pipes
+        # open.  Stop it so the run can end.
+        if self.pgid is not None:
+            signal_group(self.pgid, signal.SIGTERM)
+
+    def processEnded(self, reason) -> None:
+        self._ended.callback(reason)
+
+
+class RunningCommand:
+    """A started command: its process group and how it ended."""
+
+    def __init__(self, clock: IReactorTime, pgid: int, ended: defer.Deferred) -> None:
+        self.pgid = pgid
+        self._clock = clock
+        self._kill: IDelayedCall | None = None
+        self.ended: defer.Deferred[None] = ended.addBoth(self._done)
+        self.stopping = False
+
+    def _done(self, reason):
+        if self._kill is not None and self._kill.active():
+            self._kill.cancel()
+        if reason.check(ProcessDone):
+            return None
+        if reason.check(ProcessTerminated):
+            value = reason.value
+            if value.signal is not None:
+                raise CommandResult(f"killed by signal {value.signal}")
+            raise CommandResult(f"exit status {value.exitCode}")
+        return reason
+
+    def stop(self, grace: float = KILL_GRACE) -> None:
+        """TERM the whole group now, KILL whatever is left after C{grace}."""
+        if self.stopping:
+            return
+        self.stopping = True
+        signal_group(self.pgid, signal.SIGTERM)
+        self._kill = self._clock.callLater(grace, signal_group, self.pgid, signal.SIGKILL)
+
+
+def spawn_command(
+    reactor: IReactorProcess,
+    clock: IReactorTime,
+    command: str,
+    cwd: str,
+    env: Mapping[str, str],
+    sink,
+) -> RunningCommand:
+    """
+    Start C{/bin/sh -c command} in C{cwd} with exactly C{env}, in a new
+    session; its stdout and stderr go to C{sink(bytes)} as they arrive.
+    """
+    ended: defer.Deferred = defer.Deferred()
+    proto = _CommandProtocol(sink, ended)
+    setsid = setsid_path()
+    transport = reactor.spawnProcess(
+        proto,
+        setsid,
+        [setsid, SHELL, "-c", command],
+        env=dict(env),
+        path=cwd,
+        childFDs={0: "w", 1: "r", 2: "r"},
+    )
+    transport.closeStdin()
+    return RunningCommand(clock, transport.pid, ended)
+
+
+def command_env(counter: int) -> dict[str, str]:
+    """
+    A command sees only this: the run counter and a sane PATH.  Nothing of
+    the daemon's own environment (which may hold secrets) leaks into jobs.
+    """
+    return {"KARAJO_JOB_COUNTER": str(counter), "PATH": SANE_PATH}

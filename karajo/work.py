@@ -1,0 +1,163 @@
+"""
+What a run does: a job's commands, or its Python callable.
+
+A L{Work} runs once per run into a L{RunLog}, and can be stopped (cancel,
+timeout, shutdown) at any moment; its Deferred then fails.  The runner
+(L{karajo.run}) does not care which kind of work it drives, which is how
+command jobs, code jobs and JobHttp jobs share counters, logs, queueing
+and concurrency.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any, Protocol
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
+
+from karajo.errors import RunFailed
+from karajo.joblog import RunLog
+from karajo.model import Job
+from karajo.process import CommandResult, RunningCommand, command_env, spawn_command
+
+
+class Work(Protocol):
+    def run(self, log: RunLog, counter: int, request: Any) -> defer.Deferred[None]:
+        """Do the work; succeed for C{success}, fail (L{RunFailed}) otherwise."""
+
+    def stop(self) -> None:
+        """Stop as soon as possible; the Deferred of L{run} then fails."""
+
+
+class Stopped(Exception):
+    """The work was stopped from outside (the runner knows why)."""
+
+
+class CommandWork:
+    """
+    Run a job's commands in order with C{/bin/sh -c}; the first failing
+    command fails the run and the rest are skipped.
+
+    While a command runs, its process group is written to C{pid_path} so a
+    restarted daemon can stop what a crashed one left behind.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorProcess,
+        clock: IReactorTime,
+        commands: tuple[str, ...],
+        cwd: str,
+        pid_path: str | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._clock = clock
+        self._commands = commands
+        self._cwd = cwd
+        self._pid_path = pid_path
+        self._current: RunningCommand | None = None
+        self._stopped = False
+
+    def run(self, log: RunLog, counter: int, request: Any) -> defer.Deferred[None]:
+        self._stopped = False
+        return defer.ensureDeferred(self._run(log, counter))
+
+    async def _run(self, log: RunLog, counter: int) -> None:
+        env = command_env(counter)
+        for number, command in enumerate(self._commands, 1):
+            if self._stopped:
+                raise Stopped()
+            log.line(f"--- Execute {number:2d}: {command}")
+            self._current = spawn_command(
+                self._reactor, self._clock, command, self._cwd, env, log.write
+            )
+            self._record(self._current.pgid)
+            try:
+                await self._current.ended
+            except CommandResult as e:
+                if self._stopped:
+                    raise Stopped() from None
+                raise RunFailed(e.message) from None
+            finally:
+                self._record(None)
+                self._current = None
+        if self._stopped:
+            raise Stopped()
+
+    def _record(self, pgid: int | None) -> None:
+        if self._pid_path is None:
+            return
+        if pgid is None:
+            try:
+                os.unlink(self._pid_path)
+            except FileNotFoundError:
+                pass
+            return
+        # Written whole or not at all: a restart must never read half a pid.
+        tmp = self._pid_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{pgid}\n")
+        os.replace(tmp, self._pid_path)
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._current is not None:
+            self._current.stop()
+
+
+class _TextLog:
+    """The writable log handed to a job's callable: takes str or bytes."""
+
+    def __init__(self, log: RunLog) -> None:
+        self._log = log
+
+    def write(self, data: str | bytes) -> int:
+        raw = data.encode("utf-8", "backslashreplace") if isinstance(data, str) else bytes(data)
+        self._log.write(raw)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+class CallableWork:
+    """
+    Call a code-defined job: C{call(log, request)}, which may return a
+    value, a Deferred, or be a coroutine function.  Stopping cancels the
+    Deferred; an exception fails the run with its message.
+    """
+
+    def __init__(self, job: Job) -> None:
+        assert job.call is not None
+        self._call = job.call
+        self._pending: defer.Deferred | None = None
+
+    def run(self, log: RunLog, counter: int, request: Any) -> defer.Deferred[None]:
+        log.line("--- Execute  1: call")
+
+        def call() -> Any:
+            result = self._call(_TextLog(log), request)
+            if inspect.isawaitable(result):
+                return defer.ensureDeferred(result)
+            return result
+
+        self._pending = defer.maybeDeferred(call)
+
+        def failed(failure):
+            if failure.check(defer.CancelledError):
+                raise Stopped()
+            if failure.check(RunFailed):
+                raise failure.value
+            raise RunFailed(f"{failure.type.__name__}: {failure.getErrorMessage()}")
+
+        def done(result):
+            self._pending = None
+            return result
+
+        return self._pending.addCallbacks(lambda _: None, failed).addBoth(done)
+
+    def stop(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()

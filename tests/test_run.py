@@ -1,0 +1,378 @@
+"""
+Tests for running jobs (L{karajo.run}, L{karajo.work}, L{karajo.process}):
+real processes on the real reactor.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from datetime import timedelta
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from karajo.config import validate
+from karajo.errors import JobBusy, JobPaused
+from karajo.model import Environment, Job
+from karajo.paths import Paths
+from karajo.service import build_job_service, job_work
+
+PREFIX = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC job: [a-z0-9_-]+: ")
+
+
+def sync_thread(f, *args):
+    return defer.maybeDeferred(f, *args)
+
+
+class RunTestCase(TestCase):
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.base = os.path.abspath(self.mktemp())
+        self.slots = defer.DeferredSemaphore(4)
+
+    def service(self, job: Job, start: bool = True, slots=None):
+        env, _ = validate(Environment(dir_base=self.base, secret="s", jobs={job.name: job}))
+        job = env.jobs[job.name]
+        paths = Paths(self.base)
+        work, pid_path = job_work(job, paths, reactor)
+        svc = build_job_service(
+            job, work, paths, slots or self.slots, reactor, sync_thread, pid_path
+        )
+        if start:
+            svc.startService()
+            self.addCleanup(lambda: svc.running and svc.stopService())
+        return svc
+
+    async def run_once(self, svc) -> tuple[str, bytes]:
+        svc.runner.trigger(None)
+        await svc.runner.when_idle()
+        name = svc.runner.logs()[-1]
+        _, content = svc.runner.store.read(name.counter)
+        return name.filename, content
+
+    def log_dir(self, job_id: str) -> str:
+        return Paths(self.base).log_dir("job", job_id)
+
+
+class CommandTests(RunTestCase):
+    async def test_order_and_fail_fast(self) -> None:
+        """Commands run in order; the first failing one fails the run and the rest are skipped."""
+        svc = self.service(Job(name="seq", commands=["echo one", "false", "echo three"]))
+        name, content = await self.run_once(svc)
+        self.assertEqual(name, "seq.1.failed")
+        text = content.decode()
+        self.assertLess(text.index("--- Execute  1: echo one"), text.index("seq: one\n"))
+        self.assertIn("--- Execute  2: false", text)
+        self.assertIn("!!! exit status 1", text)
+        self.assertNotIn("three", text)
+        self.assertEqual(svc.runner.status, "failed")
+
+    async def test_markers_and_prefix(self) -> None:
+        """Every line carries the SPEC prefix; BEGIN, Execute and DONE markers are there."""
+        svc = self.service(Job(name="Marks", commands=["echo hi", "printf 'no newline'"]))
+        name, content = await self.run_once(svc)
+        self.assertEqual(name, "marks.1.success")
+        lines = content.splitlines()
+        self.assertTrue(all(PREFIX.match(line) for line in lines), lines)
+        bodies = [PREFIX.sub(b"", line) for line in lines]
+        self.assertEqual(
+            bodies,
+            [b"=== BEGIN", b"--- Execute  1: echo hi", b"hi", b"--- Execute  2: printf 'no newline'",
+             b"no newline", b"=== DONE"],
+        )
+
+    async def test_env_and_cwd(self) -> None:
+        """Commands run in the job's working dir and see only the counter and a sane PATH."""
+        os.environ["KARAJO_TEST_LEAK"] = "leaked-secret"
+        self.addCleanup(os.environ.pop, "KARAJO_TEST_LEAK")
+        svc = self.service(Job(name="env", commands=["pwd", "env"]))
+        _, content = await self.run_once(svc)
+        text = content.decode()
+        self.assertIn(f"env: {Paths(self.base).work_dir('job', 'env')}\n", text)
+        self.assertIn("env: KARAJO_JOB_COUNTER=1\n", text)
+        self.assertIn("env: PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n", text)
+        self.assertNotIn("leaked-secret", text)
+        self.assertNotIn("KARAJO_TEST_LEAK", text)
+
+    async def test_stderr_captured(self) -> None:
+        """stderr is logged like stdout."""
+        svc = self.service(Job(name="err", commands=["echo oops >&2"]))
+        _, content = await self.run_once(svc)
+        self.assertIn(b"err: oops\n", content)
+
+    async def test_retention(self) -> None:
+        """Only the newest log_retention logs are kept."""
+        svc = self.service(Job(name="keep", commands=["true"], log_retention=2))
+        for _ in range(4):
+            await self.run_once(svc)
+        self.assertEqual(sorted(os.listdir(self.log_dir("keep"))), ["keep.3.success", "keep.4.success"])
+        self.assertEqual([n.filename for n in svc.runner.logs()], ["keep.3.success", "keep.4.success"])
+
+    async def test_counter_across_restart(self) -> None:
+        """A new service on the same dir_base continues the counter and restores the last status."""
+        job = Job(name="count", commands=["echo $KARAJO_JOB_COUNTER"], log_retention=1)
+        svc = self.service(job)
+        await self.run_once(svc)
+        await self.run_once(svc)
+        await svc.stopService()
+        again = self.service(job)
+        self.assertEqual(again.runner.counter, 2)
+        self.assertEqual(again.runner.last_status, "success")
+        self.assertIsNotNone(again.runner.last_run)
+        name, content = await self.run_once(again)
+        self.assertEqual(name, "count.3.success")
+        self.assertIn(b"count: 3\n", content)
+
+    async def test_crash_leftover_finalised(self) -> None:
+        """A leftover running log from a crash is finalised as failed with an explanation."""
+        job = Job(name="crash", commands=["true"])
+        svc = self.service(job, start=False)
+        with open(os.path.join(self.log_dir("crash"), "crash.7"), "wb") as f:
+            f.write(b"2026-01-01 00:00:00 UTC job: crash: half a line")
+        with open(os.path.join(self.log_dir("crash"), "crash.notes"), "wb") as f:
+            f.write(b"not a log")
+        svc.startService()
+        self.addCleanup(svc.stopService)
+        self.assertEqual(svc.runner.counter, 7)
+        self.assertEqual(svc.runner.last_status, "failed")
+        _, content = svc.runner.store.read(7)
+        self.assertIn(b"karajo stopped during this run", content)
+        self.assertIn("crash.notes", os.listdir(self.log_dir("crash")))
+        name, _ = await self.run_once(svc)
+        self.assertEqual(name, "crash.8.success")
+
+
+class CallableTests(RunTestCase):
+    async def run_call(self, call) -> tuple[str, bytes]:
+        return await self.run_once(self.service(Job(name="code", call=call)))
+
+    async def test_plain(self) -> None:
+        """A plain callable writes to the log (str or bytes) and succeeds."""
+        seen = []
+
+        def call(log, request):
+            seen.append(request)
+            log.write("hello from code\n")
+            log.write(b"bytes too\n")
+
+        name, content = await self.run_call(call)
+        self.assertEqual(name, "code.1.success")
+        self.assertIn(b"code: hello from code\n", content)
+        self.assertIn(b"code: bytes too\n", content)
+        self.assertEqual(seen, [None])
+
+    async def test_deferred(self) -> None:
+        """A callable may return a Deferred."""
+
+        def call(log, request):
+            return deferLater(reactor, 0.01, log.write, "later\n")
+
+        name, content = await self.run_call(call)
+        self.assertEqual(name, "code.1.success")
+        self.assertIn(b"later", content)
+
+    async def test_coroutine(self) -> None:
+        """A callable may be a coroutine function."""
+
+        async def call(log, request):
+            await deferLater(reactor, 0.01, lambda: None)
+            log.write("async\n")
+
+        name, content = await self.run_call(call)
+        self.assertEqual(name, "code.1.success")
+        self.assertIn(b"async", content)
+
+    async def test_raising(self) -> None:
+        """An exception fails the run with its message in the log."""
+
+        def call(log, request):
+            raise ValueError("no good")
+
+        name, content = await self.run_call(call)
+        self.assertEqual(name, "code.1.failed")
+        self.assertIn(b"!!! ValueError: no good", content)
+
+
+class ConcurrencyTests(RunTestCase):
+    async def test_queue_of_one(self) -> None:
+        """A trigger while running is queued; one more is refused; the queued run follows."""
+        gates: list[defer.Deferred] = []
+
+        def call(log, request):
+            d = defer.Deferred()
+            gates.append(d)
+            return d
+
+        svc = self.service(Job(name="one", call=call))
+        runner = svc.runner
+        self.assertEqual(runner.trigger(None), "started")
+        self.assertEqual(runner.trigger(None), "queued")
+        self.assertRaises(JobBusy, runner.trigger, None)
+        self.assertEqual(len(gates), 1)
+        gates[0].callback(None)
+        await deferLater(reactor, 0, lambda: None)
+        self.assertEqual(len(gates), 2)
+        self.assertTrue(runner.executing)
+        gates[1].callback(None)
+        await runner.when_idle()
+        self.assertEqual([n.filename for n in runner.logs()], ["one.1.success", "one.2.success"])
+
+    async def test_shared_slots(self) -> None:
+        """With max_job_running=2, six jobs never run more than two at once, and all six run."""
+        slots = defer.DeferredSemaphore(2)
+        active = [0]
+        peak = [0]
+
+        async def call(log, request):
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            await deferLater(reactor, 0.05, lambda: None)
+            active[0] -= 1
+
+        services = [self.service(Job(name=f"j{i}", call=call), slots=slots) for i in range(6)]
+        for svc in services:
+            svc.runner.trigger(None)
+        await defer.gatherResults([svc.runner.when_idle() for svc in services])
+        self.assertEqual(peak[0], 2)
+        self.assertEqual([svc.runner.last_status for svc in services], ["success"] * 6)
+
+    async def test_waiting_run_not_lost(self) -> None:
+        """A run waiting for a slot waits, then runs."""
+        slots = defer.DeferredSemaphore(1)
+        gate = defer.Deferred()
+        first = self.service(Job(name="first", call=lambda log, req: gate), slots=slots)
+        second = self.service(Job(name="second", commands=["true"]), slots=slots)
+        first.runner.trigger(None)
+        second.runner.trigger(None)
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertFalse(second.runner.executing)
+        self.assertTrue(second.runner.active)
+        gate.callback(None)
+        await second.runner.when_idle()
+        self.assertEqual(second.runner.last_status, "success")
+
+    def test_paused_refuses(self) -> None:
+        """A paused job refuses triggers; resume accepts them again."""
+        svc = self.service(Job(name="p", call=lambda log, req: None))
+        svc.runner.pause()
+        self.assertEqual(svc.runner.status, "paused")
+        self.assertRaises(JobPaused, svc.runner.trigger, None)
+        svc.runner.resume()
+        self.assertEqual(svc.runner.trigger(None), "started")
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group, from /proc."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        state, group = fields[0], int(fields[2])
+        if group == pgid and state not in ("Z", "X"):
+            members.append(int(entry))
+    return members
+
+
+def group_alive(pgid: int) -> bool:
+    return bool(group_members(pgid))
+
+
+class StopTests(RunTestCase):
+    async def started_group(self, svc) -> int:
+        svc.runner.trigger(None)
+        pid_path = Paths(self.base).state_file("job", svc.runner.job.id) + ".pgid"
+        for _ in range(100):
+            if os.path.exists(pid_path):
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        with open(pid_path) as f:
+            pgid = int(f.read())
+        await deferLater(reactor, 0.2, lambda: None)  # let the shell start its children
+        self.assertTrue(group_alive(pgid))
+        return pgid
+
+    async def test_cancel_kills_group(self) -> None:
+        """Cancel ends the run canceled within 3 s and leaves no process of the job alive."""
+        svc = self.service(Job(name="c", commands=["sleep 60 & sleep 60; wait"]))
+        pgid = await self.started_group(svc)
+        started = reactor.seconds()
+        self.assertTrue(svc.runner.cancel())
+        await svc.runner.when_idle()
+        self.assertLess(reactor.seconds() - started, 3)
+        self.assertFalse(group_alive(pgid))
+        self.assertEqual(svc.runner.last_status, "canceled")
+        _, content = svc.runner.store.read(1)
+        self.assertIn(b"??? CANCELED", content)
+
+    async def test_cancel_ignoring_term(self) -> None:
+        """A command that ignores TERM is killed after the grace period."""
+        svc = self.service(Job(name="stubborn", commands=["trap '' TERM; sleep 60 & sleep 60; wait"]))
+        pgid = await self.started_group(svc)
+        started = reactor.seconds()
+        svc.runner.cancel()
+        await svc.runner.when_idle()
+        self.assertLess(reactor.seconds() - started, 4)
+        self.assertFalse(group_alive(pgid))
+        self.assertEqual(svc.runner.last_status, "canceled")
+
+    async def test_timeout(self) -> None:
+        """A run over its timeout is stopped the same way and fails, saying so."""
+        svc = self.service(
+            Job(name="slow", commands=["sleep 60 & sleep 60; wait", "echo never"], timeout=timedelta(seconds=0.5))
+        )
+        pgid = await self.started_group(svc)
+        await svc.runner.when_idle()
+        self.assertFalse(group_alive(pgid))
+        self.assertEqual(svc.runner.last_status, "failed")
+        _, content = svc.runner.store.read(1)
+        self.assertIn(b"!!! timed out after 500ms", content)
+        self.assertNotIn(b"never", content.replace(b"echo never", b""))
+
+    async def test_background_leftovers_stopped(self) -> None:
+        """A command that exits leaving a background child does not leave it running."""
+        svc = self.service(Job(name="bg", commands=["sleep 60 & echo started"]))
+        svc.runner.trigger(None)
+        await svc.runner.when_idle()
+        self.assertEqual(svc.runner.last_status, "success")
+        self.assertFalse(os.path.exists(Paths(self.base).state_file("job", "bg") + ".pgid"))
+
+    async def test_stop_service_finalises(self) -> None:
+        """Stopping the service cancels the running run and finalises its log."""
+        svc = self.service(Job(name="s", commands=["sleep 60"]))
+        pgid = await self.started_group(svc)
+        await svc.stopService()
+        self.assertFalse(group_alive(pgid))
+        self.assertEqual(os.listdir(self.log_dir("s")), ["s.1.canceled"])
+        _, content = svc.runner.store.read(1)
+        self.assertIn(b"??? CANCELED: karajo is stopping", content)
+
+    async def test_orphans_of_crash_killed(self) -> None:
+        """A process group recorded by a crashed daemon is killed at the next start."""
+        job = Job(name="orphan", commands=["true"])
+        svc = self.service(job, start=False)
+        proc = reactor.spawnProcess(
+            __import__("twisted.internet.protocol", fromlist=["ProcessProtocol"]).ProcessProtocol(),
+            "/usr/bin/setsid", ["setsid", "/bin/sh", "-c", "sleep 60 & sleep 60"], env={}
+        )
+        pgid = proc.pid
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertTrue(group_alive(pgid))
+        with open(Paths(self.base).state_file("job", "orphan") + ".pgid", "w") as f:
+            f.write(f"{pgid}\n")
+        svc.startService()
+        self.addCleanup(svc.stopService)
+        for _ in range(50):
+            if not group_alive(pgid):
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        self.assertFalse(group_alive(pgid))
