@@ -24,6 +24,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from karajo.config import Loaded, generate_secret, listen_endpoint
+from karajo.jobhttp import HttpClients, JobHttpWork
 from karajo.joblog import LogStore
 from karajo.model import Environment, Job, JobHttp
 from karajo.paths import Paths
@@ -86,6 +87,18 @@ class KarajoService(MultiService):
         self.slots = defer.DeferredSemaphore(env.max_job_running)
         self.jobs: dict[str, JobService] = {}
         self.http_jobs: dict[str, JobService] = {}
+        #: things to close once every child has stopped (connection pools)
+        self.closers: list[Callable[[], Any]] = []
+
+    def stopService(self) -> defer.Deferred:
+        d = defer.maybeDeferred(super().stopService)
+
+        def close(_):
+            return defer.gatherResults(
+                [defer.maybeDeferred(close) for close in self.closers], consumeErrors=True
+            )
+
+        return d.addCallback(close).addCallback(lambda _: None)
 
     def job_service(self, kind: str, job_id: str) -> JobService | None:
         table = self.jobs if kind == "job" else self.http_jobs
@@ -176,10 +189,11 @@ def build_service(loaded: Loaded, reactor, run_in_thread=None) -> KarajoService:
         child = build_job_service(job, work, paths, service.slots, reactor, run_in_thread, pid_path)
         child.setServiceParent(service)
         service.jobs[job.id] = child
+    if env.http_jobs:
+        clients = HttpClients(reactor)
+        service.closers.append(clients.close)
     for http_job in env.http_jobs.values():
-        from karajo.jobhttp import JobHttpWork
-
-        work = JobHttpWork(http_job, env, reactor)
+        work = JobHttpWork(http_job, env, reactor, clients)
         child = build_job_service(http_job, work, paths, service.slots, reactor, run_in_thread)
         child.setServiceParent(service)
         service.http_jobs[http_job.id] = child

@@ -1,0 +1,50 @@
+"""The shipped examples load and build a server (file and code jobs together)."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import shutil
+
+from twisted.application.service import IService
+from twisted.trial.unittest import SynchronousTestCase
+
+from karajo.config import load_environment
+from karajo.resources import examples_dir
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class ExampleConfigTests(SynchronousTestCase):
+    def test_example_config_loads(self) -> None:
+        """etc/karajo/karajo.conf loads without warnings, with the README's example jobs."""
+        base = os.path.abspath(self.mktemp())
+        shutil.copytree(examples_dir(), os.path.join(base, "etc"))
+        cwd = os.getcwd()
+        os.chdir(base)
+        self.addCleanup(os.chdir, cwd)
+        loaded = load_environment("etc/karajo/karajo.conf", {})
+        self.assertEqual(loaded.warnings, ())
+        env = loaded.environment
+        self.assertEqual(env.dir_base, base)
+        self.assertEqual(
+            sorted(env.jobs),
+            ["hello-world", "interval-1m", "schedule-hourly-5m", "webhook-github"],
+        )
+        self.assertEqual(sorted(env.http_jobs), ["interval-90s", "schedule-hourly-6m"])
+
+    def test_tac_adds_code_jobs(self) -> None:
+        """examples/karajo_example.tac builds one server with file-defined and code-defined jobs."""
+        base = os.path.abspath(self.mktemp())
+        shutil.copytree(examples_dir(), os.path.join(base, "etc"))
+        cwd = os.getcwd()
+        os.chdir(base)
+        self.addCleanup(os.chdir, cwd)
+        namespace = runpy.run_path(os.path.join(CHECKOUT, "examples", "karajo_example.tac"))
+        service = IService(namespace["application"])
+        (karajo,) = list(service)
+        self.assertIn("interval-1m", karajo.jobs)
+        self.assertIn("interval-1m-code", karajo.jobs)
+        self.assertIn("webhook-github-code", karajo.jobs)
+        self.assertIn("schedule-6m-code", karajo.http_jobs)
+        self.assertIsNotNone(karajo.jobs["webhook-github-code"].runner.job.call)
