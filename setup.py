@@ -25,6 +25,7 @@ setup(
     package_dir={"karajo._templates": "templates", "karajo._etc": "etc"},
     package_data={
         "twisted.plugins": ["karajo_plugin.py"],
+        "karajo.web": ["openapi.json"],
         "karajo._templates": data_files_under("templates"),
         "karajo._etc": data_files_under("etc"),
     },

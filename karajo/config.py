@@ -37,6 +37,7 @@ from karajo.model import (
     User,
     job_id,
 )
+from karajo.notify import NotifConfigError, check_notif
 from karajo.schedule import parse_schedule
 
 DEFAULT_CONFIG = "/etc/karajo/karajo.conf"
@@ -445,23 +446,10 @@ def _check_job_http(job: JobHttp, env: Environment) -> JobHttp:
 
 
 def _check_notif(notif: Notif) -> None:
-    origin = notif.origin
-    if notif.kind != "email":
-        raise _fail(origin, "kind", f"kind: {notif.kind!r} is not supported (only email)")
-    parts = urlsplit(notif.smtp_server)
-    if parts.scheme not in ("smtps", "smtp+starttls") or not parts.hostname:
-        raise _fail(
-            origin, "smtp_server",
-            "smtp_server: expected smtps://host[:port] or smtp+starttls://host[:port]",
-        )
     try:
-        parts.port
-    except ValueError:
-        raise _fail(origin, "smtp_server", "smtp_server: bad port") from None
-    if not notif.sender:
-        raise _fail(origin, "sender", f'[notif "{notif.name}"] needs from')
-    if not notif.to:
-        raise _fail(origin, "to", f'[notif "{notif.name}"] needs at least one to')
+        check_notif(notif)
+    except NotifConfigError as e:
+        raise _fail(notif.origin, e.key, str(e)) from None
 
 
 def _named(items: Mapping[str, Any], kind: str) -> dict[str, Any]:

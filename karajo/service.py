@@ -20,12 +20,11 @@ from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
-from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 from karajo.config import Loaded, generate_secret, listen_endpoint
 from karajo.jobhttp import HttpClients, JobHttpWork
 from karajo.joblog import LogStore
+from karajo.notify import Notifier
 from karajo.model import Environment, Job, JobHttp
 from karajo.paths import Paths
 from karajo.process import signal_group
@@ -87,8 +86,9 @@ class KarajoService(MultiService):
         self.slots = defer.DeferredSemaphore(env.max_job_running)
         self.jobs: dict[str, JobService] = {}
         self.http_jobs: dict[str, JobService] = {}
-        #: things to close once every child has stopped (connection pools)
+        #: things to close once every child has stopped (pools, mail queue)
         self.closers: list[Callable[[], Any]] = []
+        self.notifier: Notifier | None = None
 
     def stopService(self) -> defer.Deferred:
         d = defer.maybeDeferred(super().stopService)
@@ -113,6 +113,7 @@ def build_job_service(
     clock,
     run_in_thread: Callable[..., Any] | None = None,
     pid_path: str | None = None,
+    on_finished: Callable[..., Any] | None = None,
 ) -> JobService:
     """A job's runner and timer, on its own log directory."""
     paths.ensure(job.kind, job.id)
@@ -124,7 +125,11 @@ def build_job_service(
         run_in_thread=run_in_thread,
         state_path=paths.state_file(job.kind, job.id),
     )
-    runner = JobRunner(job, work, store, slots, clock, timeout=getattr(job, "timeout", None))
+    runner = JobRunner(
+        job, work, store, slots, clock,
+        timeout=getattr(job, "timeout", None),
+        on_finished=on_finished,
+    )
     timer = None
     if job.schedule or job.interval is not None:
         zone = ZoneInfo(job.timezone) if job.timezone else None
@@ -153,19 +158,9 @@ def job_work(job: Job, paths: Paths, reactor) -> tuple[Work, str | None]:
     return CommandWork(reactor, reactor, job.commands, paths.work_dir(job.kind, job.id), pid_path), pid_path
 
 
-class _Placeholder(Resource):
-    isLeaf = True
-
-    def __init__(self, env: Environment) -> None:
-        super().__init__()
-        self._env = env
-
-    def render_GET(self, request):
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return f"{self._env.name}: karajo is running\n".encode()
-
-
-def build_service(loaded: Loaded, reactor, run_in_thread=None) -> KarajoService:
+def build_service(
+    loaded: Loaded, reactor, run_in_thread=None, notifier: Notifier | None = None
+) -> KarajoService:
     """
     Build the server for C{loaded}: create the directory tree, fill in a
     generated secret when none is set, and add every child service.
@@ -184,9 +179,17 @@ def build_service(loaded: Loaded, reactor, run_in_thread=None) -> KarajoService:
 
     paths = Paths(env.dir_base)
     service = KarajoService(env)
+    if notifier is None and env.notifs:
+        notifier = Notifier(env.notifs, reactor, server_name=env.name)
+    on_finished = notifier.on_finished if notifier is not None else None
+    if notifier is not None:
+        service.notifier = notifier
+        service.closers.append(notifier.stop)
     for job in env.jobs.values():
         work, pid_path = job_work(job, paths, reactor)
-        child = build_job_service(job, work, paths, service.slots, reactor, run_in_thread, pid_path)
+        child = build_job_service(
+            job, work, paths, service.slots, reactor, run_in_thread, pid_path, on_finished
+        )
         child.setServiceParent(service)
         service.jobs[job.id] = child
     if env.http_jobs:
@@ -194,12 +197,16 @@ def build_service(loaded: Loaded, reactor, run_in_thread=None) -> KarajoService:
         service.closers.append(clients.close)
     for http_job in env.http_jobs.values():
         work = JobHttpWork(http_job, env, reactor, clients)
-        child = build_job_service(http_job, work, paths, service.slots, reactor, run_in_thread)
+        child = build_job_service(
+            http_job, work, paths, service.slots, reactor, run_in_thread, None, on_finished
+        )
         child.setServiceParent(service)
         service.http_jobs[http_job.id] = child
 
+    from karajo.web.site import build_site
+
     endpoint = serverFromString(reactor, listen_endpoint(env.listen_address))
-    listener = StreamServerEndpointService(endpoint, Site(_Placeholder(env)))
+    listener = StreamServerEndpointService(endpoint, build_site(service, reactor))
     listener.setName("http")
     listener.setServiceParent(service)
     return service

@@ -1,0 +1,666 @@
+"""
+E-mail notifications: one mail per notif named in a job's C{notif_on_success}
+or C{notif_on_failed} after each run (SPEC section 1, C{[notif]}).
+
+Everything runs on the reactor through L{twisted.mail.smtp}'s ESMTP client:
+
+  - C{smtps://host[:port]} is implicit TLS (default port 465);
+    C{smtp+starttls://host[:port]} is plain TCP that must be upgraded with
+    STARTTLS (default port 587).  There is never a plaintext fallback: a
+    server that does not offer STARTTLS is a permanent failure.
+  - Certificates are verified with service-identity
+    (L{optionsForClientTLS}) unless the notif says C{smtp_insecure}.
+  - AUTH (CRAM-MD5, LOGIN or PLAIN, whatever the server offers first in
+    that order) is required as soon as C{smtp_user} is set.
+
+Sending never delays or fails a run: L{Notifier.on_finished} only queues.
+The queue is bounded (a mail that does not fit is dropped and logged).  A
+temporary failure (a 4xx reply, connection refused or lost, a timeout, a
+DNS failure) is retried with exponential backoff for at most C{retry_for}
+seconds after the mail was queued; then, or at once on a permanent failure
+(5xx reply, AUTH refused, no STARTTLS, an untrusted certificate), the mail
+is given up, logged and counted in L{Notifier.failures}.
+
+The SMTP password never reaches a log event: the client's own session
+transcript (which would hold the AUTH exchange) is switched off, failures
+are logged as their reply code and text only, and the password is scrubbed
+from any text a server sends back.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import email.policy
+import email.utils
+from email.message import EmailMessage
+from io import BytesIO
+from typing import Any, Callable, Deque, Mapping
+from urllib.parse import urlsplit
+
+from twisted.internet import defer, error as neterror, ssl
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.mail import smtp
+from twisted.python.failure import Failure
+
+from karajo.joblog import LogName
+from karajo.model import Notif
+
+log = Logger()
+
+DEFAULT_PORTS = {"smtps": 465, "smtp+starttls": 587}
+
+#: What on_finished sends for a run whose log cannot be read.
+NO_LOG = "(the log of this run could not be read; see the dashboard)"
+
+
+class NotifConfigError(ValueError):
+    """
+    A notif that cannot work as configured (a start-up error).  C{key} is
+    the model attribute at fault, so the config loader can name its line.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def parse_smtp_server(url: str) -> tuple[str, str, int]:
+    """
+    Split C{smtp_server} into C{(scheme, host, port)}.
+
+    @raise NotifConfigError: not C{smtps://host[:port]} or
+        C{smtp+starttls://host[:port]}.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise NotifConfigError(f"smtp_server {url!r}: {e}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise NotifConfigError(
+            f"smtp_server {url!r}: must start with smtps:// or smtp+starttls://"
+        )
+    if not parts.hostname:
+        raise NotifConfigError(f"smtp_server {url!r}: no host")
+    if parts.username is not None or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise NotifConfigError(
+            f"smtp_server {url!r}: only scheme://host[:port] is allowed"
+            " (user and password go in smtp_user and smtp_password)"
+        )
+    return scheme, parts.hostname, port or DEFAULT_PORTS[scheme]
+
+
+def _addr_spec(text: str) -> str:
+    """The bare address of C{"Name <a@b>"} or C{"a@b"}."""
+    return email.utils.parseaddr(text)[1]
+
+
+def check_notif(notif: Notif) -> None:
+    """
+    Reject a notif that cannot work, so that a bad config is a start-up
+    error rather than a string of failed mails.
+
+    @raise NotifConfigError: with the reason.
+    """
+    where = f"notif {notif.name!r}"
+    if notif.kind != "email":
+        raise NotifConfigError(f"{where}: kind {notif.kind!r} is not supported (only email)", "kind")
+    try:
+        parse_smtp_server(notif.smtp_server)
+    except NotifConfigError as e:
+        raise NotifConfigError(f"{where}: {e}", "smtp_server") from None
+    if notif.smtp_password and not notif.smtp_user:
+        raise NotifConfigError(f"{where}: smtp_password is set but smtp_user is not", "smtp_password")
+    texts = (notif.sender, notif.smtp_user, *notif.to)
+    if any("\r" in t or "\n" in t for t in texts):
+        raise NotifConfigError(f"{where}: a value holds a line break", None)
+    if not _valid_address(notif.sender):
+        raise NotifConfigError(f"{where}: from {notif.sender!r} is not an e-mail address", "sender")
+    if not notif.to:
+        raise NotifConfigError(f"{where}: needs at least one to", "to")
+    for to in notif.to:
+        if not _valid_address(to):
+            raise NotifConfigError(f"{where}: to {to!r} is not an e-mail address", "to")
+
+
+def _valid_address(text: str) -> bool:
+    spec = _addr_spec(text)
+    if not spec or "@" not in spec or not spec.isascii():
+        return False
+    local, _, domain = spec.rpartition("@")
+    return bool(local and domain)
+
+
+def subject_of(job: Any, name: LogName, server_name: str = "karajo") -> str:
+    """C{[karajo] job hello-world #27: failed}."""
+    return f"[{server_name}] {job.kind} {name.job_id} #{name.counter}: {name.status}"
+
+
+def cap_body(log_bytes: bytes, max_body: int) -> str:
+    """
+    The log as mail text, at most about C{max_body} bytes of it.
+
+    A longer log keeps its beginning and its end (where a failed run says
+    what went wrong), cut at line boundaries where possible, with the note
+    C{... (log cut: N bytes more; see the dashboard)} where the middle was
+    left out.  Bytes that are not UTF-8 are replaced, never an error.
+    """
+    if len(log_bytes) <= max_body:
+        return log_bytes.decode("utf-8", "replace")
+    half = max(max_body // 2, 0)
+    head = log_bytes[:half]
+    newline = head.rfind(b"\n")
+    if newline >= 0:
+        head = head[: newline + 1]
+    tail = log_bytes[len(log_bytes) - half:] if half else b""
+    newline = tail.find(b"\n")
+    if 0 <= newline < len(tail) - 1:
+        tail = tail[newline + 1:]
+    cut = len(log_bytes) - len(head) - len(tail)
+    note = f"... (log cut: {cut} bytes more; see the dashboard)\n"
+    if head and not head.endswith(b"\n"):
+        note = "\n" + note
+    return head.decode("utf-8", "replace") + note + tail.decode("utf-8", "replace")
+
+
+def build_message(
+    notif: Notif,
+    subject: str,
+    body: str,
+    clock_seconds: float,
+    message_id_domain: str,
+) -> bytes:
+    """
+    An RFC 5322 message (CRLF line ends) with Date, Message-ID, From, To,
+    Subject, MIME-Version, C{text/plain; charset=utf-8} and
+    C{Auto-Submitted: auto-generated} (RFC 3834: no auto-replies to it).
+
+    The body goes as C{8bit} when it is ASCII with lines of at most 998
+    bytes, else as C{quoted-printable}: the Twisted client does not
+    negotiate 8BITMIME, so raw non-ASCII bytes are never sent.
+    """
+    msg = EmailMessage(policy=email.policy.SMTP)
+    when = datetime.datetime.fromtimestamp(clock_seconds, datetime.timezone.utc)
+    msg["Date"] = email.utils.format_datetime(when)
+    msg["Message-ID"] = email.utils.make_msgid("karajo", domain=message_id_domain)
+    msg["From"] = notif.sender
+    msg["To"] = ", ".join(notif.to)
+    msg["Subject"] = subject
+    msg["Auto-Submitted"] = "auto-generated"
+    if not body.endswith("\n"):
+        body += "\n"
+    plain = body.isascii() and all(len(line) <= 998 for line in body.splitlines())
+    msg.set_content(body, charset="utf-8", cte="8bit" if plain else "quoted-printable")
+    return msg.as_bytes()
+
+
+class _Sender(smtp.ESMTPSender):
+    """
+    L{ESMTPSender} with the fixes a daemon needs:
+
+      - no session transcript (C{debug}): it would record the AUTH
+        exchange, and it ends up in the text of every error;
+      - dot-stuffing also for a line that starts a new file chunk (the
+        stock C{transformChunk} only sees C{\\n.} inside one chunk);
+      - the idle timeout runs on the injected reactor;
+      - an error after the outcome was reported (say the server does not
+        answer QUIT) only closes the connection: the stock code would fire
+        the factory's spent Deferred a second time.
+    """
+
+    debug = False
+    _at_line_start = True
+
+    def sendError(self, exc: Exception) -> None:
+        if self.factory.sendFinished:
+            smtp.SMTPClient.sendError(self, exc)
+        else:
+            super().sendError(exc)
+
+    def transformChunk(self, chunk: bytes) -> bytes:
+        out = super().transformChunk(chunk)
+        if self._at_line_start and out.startswith(b"."):
+            out = b"." + out
+        if chunk:
+            self._at_line_start = chunk.endswith(b"\n")
+        return out
+
+
+class _SenderFactory(smtp.ESMTPSenderFactory):
+    """
+    One attempt, no retries of its own (the queue retries), and a
+    C{closed} Deferred that fires once the connection is gone, so an
+    attempt counts as over only when it holds no socket any more.
+    """
+
+    protocol = _Sender
+    noisy = False
+
+    def __init__(self, reactor: Any, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._reactor = reactor
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def buildProtocol(self, addr: Any) -> _Sender:
+        p = super().buildProtocol(addr)
+        p.callLater = self._reactor.callLater
+        return p
+
+    def clientConnectionFailed(self, connector: Any, err: Failure) -> None:
+        try:
+            super().clientConnectionFailed(connector, err)
+        finally:
+            self._closed()
+
+    def clientConnectionLost(self, connector: Any, err: Failure) -> None:
+        try:
+            super().clientConnectionLost(connector, err)
+        finally:
+            self._closed()
+
+    def _closed(self) -> None:
+        if not self.closed.called:
+            self.closed.callback(None)
+
+
+def _is_tls_error(exc: BaseException | None) -> bool:
+    while exc is not None:
+        module = type(exc).__module__ or ""
+        if module.startswith(("OpenSSL", "service_identity")) or isinstance(exc, smtp.TLSError):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+_TEMPORARY = (
+    neterror.ConnectError,  # refused, timed out, DNS, no route, ...
+    neterror.ConnectionLost,
+    neterror.ConnectionDone,
+    neterror.TimeoutError,
+    smtp.SMTPTimeoutError,
+)
+
+
+def is_temporary(failure: Failure) -> bool:
+    """
+    Whether a failed attempt is worth retrying: a 4xx reply, a connection
+    that could not be made or was lost, a timeout.  A 5xx reply, a refused
+    AUTH, a missing STARTTLS, a TLS/certificate failure or anything
+    unexpected is permanent.
+    """
+    exc = failure.value
+    if _is_tls_error(exc):
+        return False
+    if isinstance(exc, _TEMPORARY):
+        return True
+    if isinstance(exc, smtp.SMTPClientError):
+        if 400 <= exc.code < 500:
+            return True
+        if isinstance(exc, smtp.SMTPDeliveryError) and exc.code < 0:
+            # No recipient accepted: temporary when one was refused with 4xx.
+            codes = [code for _, code, _ in (exc.addresses or ())]
+            return any(400 <= code < 500 for code in codes)
+        if isinstance(exc, smtp.SMTPConnectError) and exc.code < 0:
+            return isinstance(exc.__cause__, _TEMPORARY) or exc.__cause__ is None
+        return False
+    return False
+
+
+def describe(failure: Failure, password: str = "") -> str:
+    """
+    A one-line reason for a log: the reply code and text, or the exception's
+    type and message; never the session transcript, never C{password}.
+    """
+    exc = failure.value
+    if isinstance(exc, smtp.SMTPClientError):
+        resp = exc.resp
+        text = resp.decode("utf-8", "replace") if isinstance(resp, bytes) else str(resp)
+        text = " ".join(text.split())
+        if exc.code > 0:
+            text = f"{exc.code:03d} {text}"
+        cause = exc.__cause__
+        if isinstance(exc, smtp.SMTPConnectError) and cause is not None and _is_tls_error(cause):
+            text = f"TLS failed: {type(cause).__name__}: {cause}"
+        reason = f"{type(exc).__name__}: {text}"
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    if password and password in reason:
+        reason = reason.replace(password, "***")
+    return reason
+
+
+class _Mail:
+    """One queued mail: the message is built once, so retries resend the
+    same Date and Message-ID and a receiver can spot a duplicate."""
+
+    __slots__ = ("notif", "subject", "message", "queued_at", "attempts", "delay", "timer")
+
+    def __init__(self, notif: Notif, subject: str, message: bytes, queued_at: float, delay: float):
+        self.notif = notif
+        self.subject = subject
+        self.message = message
+        self.queued_at = queued_at
+        self.attempts = 0
+        self.delay = delay
+        self.timer: IDelayedCall | None = None
+
+
+class Notifier:
+    """
+    Sends the mails of finished runs; see the module docstring.
+
+    @param notifs: every C{[notif]}, by name; each is checked at once.
+    @param reactor: provides C{callLater}, C{seconds}, C{connectTCP},
+        C{connectSSL}.
+    @param max_queue: mails held at most (waiting, being sent or waiting to
+        be retried); a further one is dropped and logged.
+    @param retry_for: seconds after queueing during which a temporarily
+        failing mail is retried.
+    @param first_delay: the first retry's delay; each next one doubles, up
+        to C{max_delay}.
+    @param max_body: bytes of the log put in a mail (see L{cap_body}).
+    @param context_factory_for: C{notif -> IOpenSSLClientConnectionCreator
+        | None}; a non-None result replaces the default TLS settings (tests
+        use it to trust their own CA).
+    @param server_name: the C{[karajo] name}, the subject's prefix.
+    @param timeout: seconds to connect, and to wait for each server reply.
+    @param max_concurrent: attempts in flight at once.
+
+    @raise NotifConfigError: a notif cannot work as configured.
+
+    @ivar failures: mails given up (after retries, at once when permanent,
+        or still unsent at L{stop}); dropped ones are in C{dropped}.
+    """
+
+    def __init__(
+        self,
+        notifs: Mapping[str, Notif],
+        reactor: Any,
+        *,
+        max_queue: int = 1000,
+        retry_for: float = 3600.0,
+        first_delay: float = 5.0,
+        max_body: int = 256 * 1024,
+        context_factory_for: Callable[[Notif], Any] | None = None,
+        server_name: str = "karajo",
+        timeout: float = 60.0,
+        max_delay: float = 600.0,
+        max_concurrent: int = 4,
+    ) -> None:
+        for notif in notifs.values():
+            check_notif(notif)
+        self.notifs = dict(notifs)
+        self.failures = 0
+        self.dropped = 0
+        self.sent = 0
+        self._reactor = reactor
+        self._max_queue = max_queue
+        self._retry_for = retry_for
+        self._first_delay = first_delay
+        self._max_delay = max_delay
+        self._max_body = max_body
+        self._context_factory_for = context_factory_for
+        self._server_name = server_name
+        self._timeout = timeout
+        self._max_concurrent = max(1, max_concurrent)
+        self._pending: Deque[_Mail] = collections.deque()
+        self._waiting: set[_Mail] = set()
+        self._in_flight = 0
+        self._reading = 0
+        self._stopped = False
+        self._drain_waiters: list[defer.Deferred[None]] = []
+
+    # --- the hook ----------------------------------------------------------
+
+    def on_finished(self, runner: Any, name: LogName) -> None:
+        """
+        The runner's hook after each finished run: queue one mail per notif
+        named for this outcome.  C{success} goes to C{notif_on_success};
+        C{failed} and C{canceled} (a run that did not do its work) go to
+        C{notif_on_failed}.  Returns at once and never raises; the log is
+        read through the store's C{run_in_thread} when it has one.
+        """
+        try:
+            self._on_finished(runner, name)
+        except Exception:
+            log.failure("Notification of run {counter} of {job} failed",
+                        counter=getattr(name, "counter", None), job=getattr(name, "job_id", None))
+
+    def _on_finished(self, runner: Any, name: LogName) -> None:
+        job = runner.job
+        names = job.notif_on_success if name.status == "success" else job.notif_on_failed
+        if not names:
+            return
+        if self._stopped:
+            log.warn(
+                "Not mailing run {counter} of {kind} {job}: notifications are stopped",
+                counter=name.counter, kind=job.kind, job=name.job_id,
+            )
+            return
+        store = runner.store
+        run_in_thread = getattr(store, "run_in_thread", None)
+        if run_in_thread is not None:
+            d = run_in_thread(store.read, name.counter)
+        else:
+            d = defer.maybeDeferred(store.read, name.counter)
+        self._reading += 1
+
+        def read(found: Any) -> None:
+            self._reading -= 1
+            if found is None:
+                log.warn("Log of run {counter} of {job} not found; mailing without it",
+                         counter=name.counter, job=name.job_id)
+                body = NO_LOG
+            else:
+                body = cap_body(found[1], self._max_body)
+            self._enqueue_all(job, name, tuple(names), body)
+
+        def unreadable(f: Failure) -> None:
+            self._reading -= 1
+            log.failure("Reading log of run {counter} of {job} failed", f,
+                        counter=name.counter, job=name.job_id)
+            self._enqueue_all(job, name, tuple(names), NO_LOG)
+
+        d.addCallbacks(read, unreadable)
+        d.addErrback(lambda f: log.failure("Queueing mails of {job} failed", f, job=name.job_id))
+        d.addBoth(lambda _: self._check_drained())
+
+    def _enqueue_all(self, job: Any, name: LogName, names: tuple[str, ...], body: str) -> None:
+        subject = subject_of(job, name, self._server_name)
+        for notif_name in dict.fromkeys(names):
+            notif = self.notifs.get(notif_name)
+            if notif is None:
+                log.error("{kind} {job} names notif {notif}, which does not exist",
+                          kind=job.kind, job=name.job_id, notif=notif_name)
+                continue
+            self.enqueue(notif, subject, body)
+
+    # --- the queue ---------------------------------------------------------
+
+    def enqueue(self, notif: Notif, subject: str, body: str) -> bool:
+        """
+        Queue one mail; C{False} when it was dropped (queue full, stopped,
+        or the message cannot be built).
+        """
+        if self._stopped:
+            log.warn("Dropped mail to notif {notif} ({subject}): notifications are stopped",
+                     notif=notif.name, subject=subject)
+            self.dropped += 1
+            return False
+        if self._held() >= self._max_queue:
+            log.error(
+                "Mail queue full ({max_queue} mails); dropped mail to notif {notif}: {subject}",
+                max_queue=self._max_queue, notif=notif.name, subject=subject,
+            )
+            self.dropped += 1
+            return False
+        try:
+            message = self._build(notif, subject, body)
+        except Exception:
+            log.failure("Building mail to notif {notif} failed", notif=notif.name)
+            self.dropped += 1
+            return False
+        self._pending.append(_Mail(notif, subject, message, self._reactor.seconds(), self._first_delay))
+        self._pump()
+        return True
+
+    def _held(self) -> int:
+        return len(self._pending) + len(self._waiting) + self._in_flight
+
+    def _pump(self) -> None:
+        while self._pending and self._in_flight < self._max_concurrent and not self._stopped:
+            mail = self._pending.popleft()
+            mail.attempts += 1
+            self._in_flight += 1
+            d = defer.maybeDeferred(self._deliver, mail.notif, mail.message)
+            d.addBoth(self._attempted, mail)
+            d.addErrback(lambda f: log.failure("Mail queue error", f))
+
+    def _attempted(self, result: Any, mail: _Mail) -> None:
+        self._in_flight -= 1
+        notif = mail.notif
+        if not isinstance(result, Failure):
+            self.sent += 1
+            log.info(
+                "Mailed notif {notif} ({subject}) to {to} after {attempts} attempt(s)",
+                notif=notif.name, subject=mail.subject, to=list(notif.to), attempts=mail.attempts,
+            )
+        else:
+            reason = describe(result, notif.smtp_password)
+            now = self._reactor.seconds()
+            temporary = is_temporary(result)
+            if temporary and not self._stopped and now + mail.delay <= mail.queued_at + self._retry_for:
+                log.warn(
+                    "Mail to notif {notif} ({subject}) failed, retrying in {delay:.2f}s: {reason}",
+                    notif=notif.name, subject=mail.subject, delay=mail.delay, reason=reason,
+                    attempts=mail.attempts,
+                )
+                mail.timer = self._reactor.callLater(mail.delay, self._retry, mail)
+                mail.delay = min(mail.delay * 2, self._max_delay)
+                self._waiting.add(mail)
+            else:
+                self._give_up(mail, reason, "temporary" if temporary else "permanent")
+        self._pump()
+        self._check_drained()
+
+    def _retry(self, mail: _Mail) -> None:
+        mail.timer = None
+        self._waiting.discard(mail)
+        self._pending.append(mail)
+        self._pump()
+
+    def _give_up(self, mail: _Mail, reason: str, kind: str) -> None:
+        self.failures += 1
+        log.error(
+            "Gave up mailing notif {notif} ({subject}) after {attempts} attempt(s): {reason}",
+            notif=mail.notif.name, subject=mail.subject, attempts=mail.attempts,
+            reason=reason, failure_kind=kind,
+        )
+
+    def stop(self) -> None:
+        """
+        At shutdown: cancel retries and drop what was not sent yet (each
+        logged and counted as given up).  An attempt in flight ends on its
+        own and is not retried; later mails are dropped.
+        """
+        self._stopped = True
+        for mail in list(self._waiting):
+            if mail.timer is not None and mail.timer.active():
+                mail.timer.cancel()
+            self._give_up(mail, "karajo is stopping", "shutdown")
+        self._waiting.clear()
+        while self._pending:
+            self._give_up(self._pending.popleft(), "karajo is stopping", "shutdown")
+        self._check_drained()
+
+    def drained(self) -> defer.Deferred[None]:
+        """Fires once no mail is being read, queued, sent or waiting to be retried."""
+        d: defer.Deferred[None] = defer.Deferred()
+        self._drain_waiters.append(d)
+        self._check_drained()
+        return d
+
+    def _check_drained(self) -> None:
+        if self._reading or self._held():
+            return
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for d in waiters:
+            if not d.called:  # a caller may have cancelled it
+                d.callback(None)
+
+    # --- one attempt -------------------------------------------------------
+
+    def _build(self, notif: Notif, subject: str, body: str) -> bytes:
+        domain = _addr_spec(notif.sender).rpartition("@")[2] or "localhost"
+        return build_message(notif, subject, body, self._reactor.seconds(), domain)
+
+    def send(self, notif: Notif, subject: str, body: str) -> defer.Deferred[None]:
+        """One delivery attempt of a new message, without the queue."""
+        return defer.maybeDeferred(self._deliver, notif, self._build(notif, subject, body))
+
+    def _context_for(self, notif: Notif, host: str) -> Any:
+        if self._context_factory_for is not None:
+            creator = self._context_factory_for(notif)
+            if creator is not None:
+                return creator
+        if notif.smtp_insecure:
+            return ssl.CertificateOptions(verify=False)
+        return ssl.optionsForClientTLS(host)
+
+    def _deliver(self, notif: Notif, message: bytes) -> defer.Deferred[None]:
+        """
+        One attempt to hand C{message} to the notif's server.  Fires with
+        C{None} once the server accepted it for at least one recipient and
+        the connection is closed, or fails with the reason.
+        """
+        scheme, host, port = parse_smtp_server(notif.smtp_server)
+        context = self._context_for(notif, host)
+        result: defer.Deferred[Any] = defer.Deferred()
+        user = notif.smtp_user.encode("utf-8") if notif.smtp_user else None
+        secret = notif.smtp_password.encode("utf-8") if notif.smtp_user else None
+        factory = _SenderFactory(
+            self._reactor,
+            user,
+            secret,
+            _addr_spec(notif.sender),
+            [_addr_spec(to) for to in notif.to],
+            # Twisted's client turns LF into CRLF itself.
+            BytesIO(message.replace(b"\r\n", b"\n")),
+            result,
+            retries=0,
+            timeout=self._timeout,
+            contextFactory=context,
+            heloFallback=False,
+            requireAuthentication=bool(notif.smtp_user),
+            requireTransportSecurity=True,
+            hostname=host,
+        )
+        if scheme == "smtps":
+            self._reactor.connectSSL(host, port, factory, context, timeout=self._timeout)
+        else:
+            self._reactor.connectTCP(host, port, factory, timeout=self._timeout)
+
+        def accepted(outcome: Any) -> None:
+            _count, addresses = outcome
+            refused = [
+                (addr.decode("ascii", "replace") if isinstance(addr, bytes) else str(addr), code)
+                for addr, code, _resp in addresses
+                if code not in smtp.SUCCESS
+            ]
+            if refused:
+                log.warn("Notif {notif}: server refused some recipients: {refused}",
+                         notif=notif.name, refused=refused)
+            return None
+
+        result.addCallback(accepted)
+        # Over only once the socket is gone: wait for the close, keep the outcome.
+        both = defer.DeferredList([result, factory.closed], consumeErrors=True)
+
+        def outcome(results: list[tuple[bool, Any]]) -> Any:
+            ok, value = results[0]
+            return value if not ok else None
+
+        return both.addCallback(outcome)

@@ -1,0 +1,833 @@
+"""
+The JSON HTTP API under C{/karajo/api/} (SPEC section 4), as a Klein app.
+
+Every response, success or error, is the envelope of L{karajo.web.envelope}.
+Errors have one home: L{ERRORS} maps an exception type to its status and
+C{ERR_*} name, and L{KarajoAPI._error_body} is the only code that turns an
+exception into a response (called by the per-route wrapper for errors the
+handlers raise and by Klein's C{handle_errors} for routing errors).
+
+Authentication, per route (see docs/http-api.md):
+
+  - webhook runs: the job's C{auth_kind} over the raw body, then the replay
+    guard; never a session;
+  - management calls (pause, resume, cancel): C{X-Karajo-Sign} with the
+    global secret over the raw body (job_exec) or the raw query string
+    (job_http), then the replay guard; or a logged-in session plus the CSRF
+    header (or, without it, a same-origin C{Origin});
+  - login and logout: none;
+  - everything else: a session when users exist, nothing otherwise.
+
+Secrets (the global and per-job secrets, passwords, session tokens in
+logs) never appear in a response or a log line: job JSON is built from an
+explicit list of fields, sensitive C{http_header} values and URL passwords
+are masked, and error messages are fixed strings or the short reasons of
+L{karajo.signature.Verdict}, which never contain what the client sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import inspect
+import json
+import os
+import re
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from klein import Klein
+from klein.resource import KleinResource
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import IResource
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+
+from karajo.errors import JobBusy, JobPaused, ServerStopping
+from karajo.model import Job, JobHttp, TriggerRequest
+from karajo.replay import ReplayGuard, extract_epoch
+from karajo.signature import DEFAULT_HEADER_SIGN, verify
+from karajo.users import COOKIE_NAME, CSRF_HEADER, LoginFailed, LoginThrottled
+from karajo.web import envelope
+from karajo.web.envelope import duration_ns, dumps, format_time
+
+__all__ = [
+    "ERRORS",
+    "APIError",
+    "CSRFRefused",
+    "InvalidJobID",
+    "InvalidParameter",
+    "JobNotFound",
+    "JobNotRunning",
+    "KarajoAPI",
+    "LogNotFound",
+    "RequestExpired",
+    "RequestReplayed",
+    "Unauthorized",
+    "WebhookForbidden",
+]
+
+log = Logger()
+
+API = "/karajo/api"
+
+
+# --- errors ---------------------------------------------------------------
+
+
+class APIError(Exception):
+    """An error whose C{str()} is a short message that is safe to send."""
+
+
+class InvalidJobID(APIError):
+    """The C{id} parameter is missing or empty."""
+
+
+class InvalidParameter(APIError):
+    """A parameter other than C{id} is missing or malformed."""
+
+
+class JobNotFound(APIError):
+    """No job with that ID (or webhook path)."""
+
+
+class LogNotFound(APIError):
+    """The job has no log of that counter."""
+
+
+class Unauthorized(APIError):
+    """Neither a valid signature nor a valid session."""
+
+
+class CSRFRefused(APIError):
+    """A session without the CSRF token or a same-origin C{Origin}."""
+
+
+class WebhookForbidden(APIError):
+    """A webhook's signature is missing or wrong."""
+
+
+class RequestReplayed(APIError):
+    """A signed payload or delivery id that was accepted already."""
+
+
+class RequestExpired(APIError):
+    """A signed payload whose C{_karajo_epoch} is too far from now."""
+
+
+class JobNotRunning(APIError):
+    """Cancel of a job that has no run to cancel."""
+
+
+#: exception type -> (HTTP status, ERR_ name); looked up along the MRO.
+ERRORS: dict[type, tuple[int, str]] = {
+    InvalidJobID: (400, "ERR_INVALID_JOB_ID"),
+    InvalidParameter: (400, "ERR_INVALID_PARAMETER"),
+    LoginFailed: (400, "ERR_AUTH_LOGIN"),
+    Unauthorized: (401, "ERR_UNAUTHORIZED"),
+    WebhookForbidden: (403, "ERR_JOB_FORBIDDEN"),
+    CSRFRefused: (403, "ERR_CSRF"),
+    RequestReplayed: (403, "ERR_REQUEST_REPLAYED"),
+    RequestExpired: (403, "ERR_REQUEST_EXPIRED"),
+    JobNotFound: (404, "ERR_JOB_NOT_FOUND"),
+    LogNotFound: (404, "ERR_LOG_NOT_FOUND"),
+    NotFound: (404, "ERR_NOT_FOUND"),
+    MethodNotAllowed: (405, "ERR_METHOD_NOT_ALLOWED"),
+    JobNotRunning: (409, "ERR_JOB_NOT_RUNNING"),
+    JobPaused: (412, "ERR_JOB_PAUSED"),
+    JobBusy: (429, "ERR_JOB_ALREADY_RUN"),
+    LoginThrottled: (429, "ERR_AUTH_THROTTLED"),
+    ServerStopping: (503, "ERR_SERVER_STOPPING"),
+}
+
+#: Fixed messages for exceptions whose text is not ours to send.
+_MESSAGES: dict[type, str] = {
+    LoginFailed: "invalid name or password",
+    LoginThrottled: "too many failed logins; try again later",
+    NotFound: "no such API endpoint",
+    MethodNotAllowed: "method not allowed on this endpoint",
+}
+
+_INTERNAL = (500, "ERR_INTERNAL", "internal server error")
+
+
+def describe(exc: BaseException) -> tuple[int, str, str, list[tuple[bytes, bytes]]]:
+    """
+    The status, C{ERR_} name, message and extra headers of an exception;
+    C{500 ERR_INTERNAL} for anything L{ERRORS} does not know.
+    """
+    for cls in type(exc).__mro__:
+        entry = ERRORS.get(cls)
+        if entry is None:
+            continue
+        status, name = entry
+        message = _MESSAGES.get(cls)
+        if message is None:
+            message = str(exc)[:200] or name
+        headers: list[tuple[bytes, bytes]] = []
+        if isinstance(exc, LoginThrottled):
+            retry = getattr(exc, "retry_after", None) or 1
+            try:
+                retry = max(1, int(-(-float(retry) // 1)))
+            except (TypeError, ValueError, OverflowError):
+                retry = 60
+            headers.append((b"retry-after", b"%d" % retry))
+        elif isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            headers.append((b"allow", ", ".join(sorted(exc.valid_methods)).encode("ascii")))
+        return status, name, message, headers
+    if isinstance(exc, HTTPException) and exc.code and 400 <= exc.code < 500:
+        return exc.code, "ERR_HTTP", exc.name or "request error", []
+    status, name, message = _INTERNAL
+    return status, name, message, []
+
+
+# --- parameters -------------------------------------------------------------
+
+_DIGITS = re.compile(r"[0-9]{1,18}", re.ASCII)
+
+
+def _parse_pairs(raw: bytes) -> dict[str, str]:
+    """Urlencoded pairs; the first value of a name wins (Go's C{Values.Get})."""
+    out: dict[str, str] = {}
+    for name, value in parse_qsl(
+        raw.decode("latin-1"), keep_blank_values=True, encoding="utf-8", errors="replace"
+    ):
+        out.setdefault(name, value)
+    return out
+
+
+def _raw_query(request: Any) -> bytes:
+    """The query string exactly as received (no decoding, no re-encoding)."""
+    _, _, query = request.uri.partition(b"?")
+    return query
+
+
+def _query(request: Any) -> dict[str, str]:
+    return _parse_pairs(_raw_query(request))
+
+
+def _media_type(request: Any) -> bytes:
+    value = request.getHeader(b"content-type") or b""
+    return value.split(b";", 1)[0].strip().lower()
+
+
+def _body(request: Any) -> bytes:
+    """The raw request body (the size cap is the site's, see limits)."""
+    content = request.content
+    if content is None:
+        return b""
+    content.seek(0)
+    return content.read()
+
+
+def _body_params(request: Any, body: bytes) -> dict[str, str]:
+    """A form body (or a JSON object, which some clients send) as strings."""
+    media = _media_type(request)
+    if media == b"application/json" or (media != b"application/x-www-form-urlencoded"
+                                        and body.lstrip().startswith(b"{")):
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            return {}
+        if not isinstance(document, dict):
+            return {}
+        return {
+            str(k): (v if isinstance(v, str) else dumps(v))
+            for k, v in document.items()
+            if not isinstance(v, (dict, list))
+        }
+    return _parse_pairs(body)
+
+
+def _int_param(value: str | None, name: str, minimum: int, default: int | None = None) -> int:
+    if value is None or value == "":
+        if default is not None:
+            return default
+        raise InvalidParameter(f"missing {name}")
+    if not _DIGITS.fullmatch(value) or int(value) < minimum:
+        kind = "a positive integer" if minimum > 0 else "a non-negative integer"
+        raise InvalidParameter(f"{name} must be {kind}")
+    return int(value)
+
+
+def _client_host(request: Any) -> str:
+    address = request.getClientAddress()
+    return str(getattr(address, "host", None) or getattr(address, "name", None) or "unknown")
+
+
+def _header_getter(request: Any) -> Callable[[str], bytes | None]:
+    raw = request.requestHeaders.getRawHeaders
+
+    def get(name: str) -> bytes | None:
+        values = raw(name.encode("latin-1"))
+        return values[0] if values else None
+
+    return get
+
+
+# --- JSON of jobs -----------------------------------------------------------
+
+_SENSITIVE_HEADER = re.compile(
+    r"authorization|cookie|token|secret|passw|api[-_]?key|auth", re.IGNORECASE
+)
+_MASK = "********"
+
+
+def _masked_headers(headers: Iterable[tuple[str, str]]) -> list[str]:
+    """C{Name: value} lines, with the values of credential headers masked."""
+    return [
+        f"{name}: {_MASK if _SENSITIVE_HEADER.search(name) else value}"
+        for name, value in headers
+    ]
+
+
+def _masked_url(url: str) -> str:
+    """An URL without the password of its userinfo part."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{user}:{_MASK}@{host}"))
+    except ValueError:
+        return url
+
+
+def _logs_json(logs: Iterable[Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "job_id": name.job_id,
+            "name": name.filename,
+            "status": name.status or "running",
+            "counter": name.counter,
+        }
+        for name in logs
+    ]
+
+
+def job_dict(job: Job, status: str, last_run: float | None, next_run: float | None,
+             logs: Iterable[Any]) -> dict[str, Any]:
+    """SPEC's Job JSON (secrets never appear)."""
+    return {
+        "id": job.id,
+        "name": job.name,
+        "description": job.description,
+        "status": status,
+        "schedule": job.schedule or "",
+        "interval": duration_ns(job.interval),
+        "last_run": format_time(last_run),
+        "next_run": format_time(next_run),
+        "path": job.path,
+        "auth_kind": job.auth_kind,
+        "header_sign": job.header_sign,
+        "commands": list(job.commands),
+        "log_retention": job.log_retention,
+        "notif_on_success": list(job.notif_on_success),
+        "notif_on_failed": list(job.notif_on_failed),
+        "logs": _logs_json(logs),
+    }
+
+
+def job_http_dict(job: JobHttp, status: str, last_run: float | None,
+                  next_run: float | None, logs: Iterable[Any]) -> dict[str, Any]:
+    """SPEC's JobHttp JSON (secrets never appear)."""
+    return {
+        "id": job.id,
+        "name": job.name,
+        "description": job.description,
+        "status": status,
+        "schedule": job.schedule or "",
+        "interval": duration_ns(job.interval),
+        "last_run": format_time(last_run),
+        "next_run": format_time(next_run),
+        "log_retention": job.log_retention,
+        "notif_on_success": list(job.notif_on_success),
+        "notif_on_failed": list(job.notif_on_failed),
+        "logs": _logs_json(logs),
+        "http_method": job.http_method,
+        "http_url": _masked_url(job.http_url),
+        "http_request_type": job.http_request_type,
+        "http_headers": _masked_headers(job.http_headers),
+        "http_timeout": duration_ns(job.http_timeout),
+        "http_insecure": job.http_insecure,
+        "header_sign": job.header_sign,
+    }
+
+
+# --- routing helpers -------------------------------------------------------
+
+#: Route authentication kinds (see the module docstring).
+SESSION = "session"
+SIGNED = "signed"
+PUBLIC = "public"
+
+_TOKEN_OK = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
+_COOKIE_B = COOKIE_NAME.encode("ascii")
+_CSRF_B = CSRF_HEADER.encode("ascii")
+
+
+def endpoint(auth: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """
+    Wrap a route handler: enforce the session when C{auth} is L{SESSION}
+    and users exist, and turn every exception (raised now, or later by a
+    coroutine handler) into the error envelope.  Catching here rather than
+    in Klein's error chain keeps the refusals on hot paths (forged
+    signatures, 429) cheap: no L{Failure} is built for them.
+    """
+
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def handler(self: "KarajoAPI", request: Any, **kwargs: Any) -> Any:
+            try:
+                if auth == SESSION:
+                    self._require_session(request)
+                result = f(self, request, **kwargs)
+            except Exception as exc:
+                return self._error_body(request, exc)
+            if inspect.isawaitable(result):
+                d = defer.ensureDeferred(result)
+                return d.addErrback(self._error_failure, request)
+            return result
+
+        handler.karajo_auth = auth  # type: ignore[attr-defined]
+        return handler
+
+    return wrap
+
+
+class _Cached:
+    """One job's encoded JSON and the dynamic state it was built from."""
+
+    __slots__ = ("key", "json", "named")
+
+    def __init__(self, key: tuple, json_text: str, named: bytes) -> None:
+        self.key = key
+        #: the Job / JobHttp JSON
+        self.json = json_text
+        #: C{"NAME":{...}} as bytes, a member of the environment's job maps
+        self.named = named
+
+
+class KarajoAPI:
+    """
+    The JSON API of one L{karajo.service.KarajoService}.
+
+    @param service: the server whose jobs are served.
+    @param clock: time for cookies and the default replay guard.
+    @param sessions: the login sessions (L{karajo.users.Sessions}).
+    @param guard: the replay guard; by default one with the environment's
+        C{sign_max_age} on C{clock}.
+    @param sourcehut_key: an ed25519 public key replacing SourceHut's
+        published one (tests).
+    @param version: reported by C{GET /karajo/api/environment}.
+    """
+
+    app = Klein()
+
+    def __init__(
+        self,
+        service: Any,
+        clock: IReactorTime,
+        sessions: Any,
+        *,
+        guard: ReplayGuard | None = None,
+        sourcehut_key: Any = None,
+        version: str = "0.1.0",
+    ) -> None:
+        self._service = service
+        self._env = service.env
+        self._clock = clock
+        self._sessions = sessions
+        self._guard = guard if guard is not None else ReplayGuard(
+            max_age=self._env.sign_max_age.total_seconds(), clock=clock.seconds
+        )
+        self._sourcehut_key = sourcehut_key
+        self._version = version
+        self._cache: dict[Any, _Cached] = {}
+        self._env_head: bytes | None = None
+        self._openapi: bytes | None = None
+        self._paths: dict[str, Any] | None = None
+
+    def resource(self) -> IResource:
+        """The Klein resource; mount it at the site root (full paths)."""
+        return _APIResource(self.app, self)
+
+    # --- auth ---------------------------------------------------------------
+
+    def _session(self, request: Any) -> Any:
+        raw = request.getCookie(_COOKIE_B)
+        if not raw:
+            return None
+        try:
+            token = raw.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        return self._sessions.get(token)
+
+    def _require_session(self, request: Any) -> None:
+        if self._sessions.enabled and self._session(request) is None:
+            raise Unauthorized("login required")
+
+    def _same_origin(self, request: Any) -> bool:
+        origin = request.getHeader(b"origin")
+        host = request.getHeader(b"host")
+        if not origin or not host:
+            return False
+        scheme = b"https" if request.isSecure() else b"http"
+        return origin.strip().lower() == scheme + b"://" + host.strip().lower()
+
+    def _csrf_ok(self, request: Any, session: Any) -> bool:
+        value = request.getHeader(_CSRF_B)
+        if value is not None:
+            try:
+                text = value.decode("ascii")
+            except UnicodeDecodeError:
+                return False
+            return bool(self._sessions.check_csrf(session, text))
+        return self._same_origin(request)
+
+    def _check_replay(self, epoch: int | None, key: bytes | None, delivery: bytes | None) -> None:
+        reason = self._guard.check(epoch, key, delivery)
+        if reason is None:
+            return
+        if reason.startswith("replayed"):
+            raise RequestReplayed(f"{reason}: a signed request is accepted only once")
+        raise RequestExpired(reason)
+
+    def _authorize_management(self, request: Any, signed: bytes, epoch_of: Callable[[], int | None]) -> str:
+        """
+        Accept a valid C{X-Karajo-Sign} of C{signed} with the global secret
+        (then the replay guard), or a session with CSRF protection.
+        Returns how the call was authorised: C{"signature"} or C{"session"}.
+        """
+        reason = "missing X-Karajo-Sign header"
+        if request.requestHeaders.hasHeader(b"x-karajo-sign"):
+            verdict = verify(
+                "hmac-sha256", self._env.secret, signed, _header_getter(request),
+                DEFAULT_HEADER_SIGN,
+            )
+            if verdict.ok:
+                key = b"manage\0" + request.path + b"\0" + signed
+                self._check_replay(epoch_of(), key, None)
+                return "signature"
+            reason = verdict.reason
+        session = self._session(request)
+        if session is None:
+            raise Unauthorized(f"{reason}, and no session")
+        if not self._csrf_ok(request, session):
+            raise CSRFRefused(f"missing or wrong {CSRF_HEADER} header")
+        return "session"
+
+    # --- errors -------------------------------------------------------------
+
+    def _error_body(self, request: Any, exc: BaseException, failure: Failure | None = None) -> bytes:
+        status, name, message, headers = describe(exc)
+        if status == 500:
+            log.failure(
+                "API {method} {path} failed",
+                failure if failure is not None else Failure(),
+                method=request.method.decode("latin-1"),
+                path=request.path[:200].decode("latin-1"),
+            )
+        return envelope.error(request, status, name, message, headers=headers)
+
+    def _error_failure(self, failure: Failure, request: Any) -> bytes | None:
+        if failure.check(defer.CancelledError):
+            return None  # the client went away
+        return self._error_body(request, failure.value, failure)
+
+    @app.handle_errors(Exception)
+    def _routing_error(self, request: Any, failure: Failure) -> bytes | None:
+        """Routing errors (404, 405) and anything that escaped a handler."""
+        return self._error_failure(failure, request)
+
+    # --- JSON of jobs -------------------------------------------------------
+
+    def _cached(self, kind: str, svc: Any) -> _Cached:
+        """
+        A job's encoded JSON, rebuilt only when its dynamic state (status,
+        last run, next run, logs) changed since the last request.  Keyed by
+        the job's service object: computing C{job.id} costs a regex.
+        """
+        runner = svc.runner
+        logs = tuple(runner.logs())
+        key = (runner.status, runner.last_run, svc.next_run, logs)
+        entry = self._cache.get(svc)
+        if entry is not None and entry.key == key:
+            return entry
+        job = runner.job
+        build = job_dict if kind == "job" else job_http_dict
+        text = dumps(build(job, key[0], key[1], key[2], logs))
+        entry = _Cached(key, text, (dumps(job.name) + ":" + text).encode("ascii"))
+        self._cache[svc] = entry
+        return entry
+
+    def _lookup(self, table: dict[str, Any], job_id: str | None) -> Any:
+        if not job_id:
+            raise InvalidJobID("missing or empty id")
+        svc = table.get(job_id)
+        if svc is None:
+            raise JobNotFound("job not found")
+        return svc
+
+    # --- routes: reading ----------------------------------------------------
+
+    @app.route(API + "/environment", methods=["GET"])
+    @endpoint(SESSION)
+    def environment(self, request: Any) -> bytes:
+        if self._env_head is None:
+            env = self._env
+            head = dumps({
+                "name": env.name,
+                "listen_address": env.listen_address,
+                "dir_base": env.dir_base,
+                "dir_public": env.dir_public or "",
+                "version": self._version,
+                "http_timeout": duration_ns(env.http_timeout),
+                "max_job_running": env.max_job_running,
+            })
+            # The envelope up to the job maps; the data object stays open.
+            self._env_head = envelope.envelope_raw(200, "OK", head[:-1])[:-1]
+        # One flat list and one join: the document is large (about 750 kB
+        # for 1,000 jobs with 5 logs each), so every extra copy counts.
+        cached = self._cached
+        parts = [self._env_head, b',"jobs":{']
+        for svc in self._service.jobs.values():
+            parts.append(cached("job", svc).named)
+            parts.append(b",")
+        if parts[-1] == b",":
+            parts.pop()
+        parts.append(b'},"http_jobs":{')
+        for svc in self._service.http_jobs.values():
+            parts.append(cached("job_http", svc).named)
+            parts.append(b",")
+        if parts[-1] == b",":
+            parts.pop()
+        parts.append(b"}}}")
+        envelope.set_json_headers(request, 200)
+        return b"".join(parts)
+
+    @app.route(API + "/job_exec", methods=["GET"])
+    @endpoint(SESSION)
+    def job_exec(self, request: Any) -> bytes:
+        svc = self._lookup(self._service.jobs, _query(request).get("id"))
+        return envelope.success_raw(request, self._cached("job", svc).json)
+
+    @app.route(API + "/job_http", methods=["GET"])
+    @endpoint(SESSION)
+    def job_http(self, request: Any) -> bytes:
+        svc = self._lookup(self._service.http_jobs, _query(request).get("id"))
+        return envelope.success_raw(request, self._cached("job_http", svc).json)
+
+    def _log(self, request: Any, table: dict[str, Any]) -> bytes:
+        query = _query(request)
+        svc = self._lookup(table, query.get("id"))
+        counter = _int_param(query.get("counter"), "counter", 1)
+        offset = _int_param(query.get("offset"), "offset", 0, default=0)
+        found = svc.runner.store.read(counter)
+        if found is None:
+            raise LogNotFound("log not found")
+        name, content = found
+        return envelope.success(request, {
+            "job_id": name.job_id,
+            "name": name.filename,
+            "status": name.status or "running",
+            "counter": name.counter,
+            "content": base64.b64encode(content[offset:]).decode("ascii"),
+            "size": len(content),
+        })
+
+    @app.route(API + "/job_exec/log", methods=["GET"])
+    @endpoint(SESSION)
+    def job_exec_log(self, request: Any) -> bytes:
+        return self._log(request, self._service.jobs)
+
+    @app.route(API + "/job_http/log", methods=["GET"])
+    @endpoint(SESSION)
+    def job_http_log(self, request: Any) -> bytes:
+        return self._log(request, self._service.http_jobs)
+
+    @app.route(API + "/openapi.json", methods=["GET"])
+    @endpoint(SESSION)
+    def openapi(self, request: Any) -> bytes:
+        """The OpenAPI document as is (not in the envelope), for tools."""
+        if self._openapi is None:
+            with open(openapi_path(), "rb") as f:
+                self._openapi = f.read()
+        envelope.set_json_headers(request, 200)
+        return self._openapi
+
+    # --- routes: webhook ----------------------------------------------------
+
+    @app.route(API + "/job_exec/run/<path:path>", methods=["POST"])
+    @endpoint(SIGNED)
+    def job_exec_run(self, request: Any, path: str) -> bytes:
+        svc = self._by_path().get("/" + path)
+        if svc is None:
+            raise JobNotFound("no job has this path")
+        runner = svc.runner
+        job = runner.job
+        body = _body(request)
+        verdict = verify(
+            job.auth_kind, self._env.secret_of(job), body, _header_getter(request),
+            job.header_sign, sourcehut_key=self._sourcehut_key,
+        )
+        if not verdict.ok:
+            raise WebhookForbidden(verdict.reason)
+        epoch = extract_epoch(body, request.getHeader(b"content-type"))
+        self._check_replay(epoch, b"webhook\0" + job.path.encode("utf-8") + b"\0" + body,
+                           verdict.replay_key)
+        headers = {}
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            if name.lower() == b"cookie":
+                continue  # a dashboard session is no business of the job
+            headers[name.decode("latin-1")] = b", ".join(values).decode("latin-1")
+        outcome = runner.trigger(TriggerRequest(
+            method=request.method.decode("latin-1"),
+            path=request.path.decode("latin-1"),
+            headers=headers,
+            body=body,
+        ))
+        return envelope.success_raw(request, self._cached("job", svc).json, f"job {outcome}")
+
+    def _by_path(self) -> dict[str, Any]:
+        table = self._paths
+        if table is None:
+            table = {svc.runner.job.path: svc for svc in self._service.jobs.values()
+                     if svc.runner.job.path}
+            self._paths = table
+        return table
+
+    # --- routes: management ---------------------------------------------------
+
+    def _manage_exec(self, request: Any, action: str) -> bytes:
+        body = _body(request)
+        content_type = request.getHeader(b"content-type")
+        self._authorize_management(request, body, lambda: extract_epoch(body, content_type))
+        svc = self._lookup(self._service.jobs, _body_params(request, body).get("id"))
+        return self._apply(request, "job", svc, action)
+
+    def _manage_http(self, request: Any, action: str) -> bytes:
+        query = _raw_query(request)
+        self._authorize_management(request, query, lambda: extract_epoch(b"", None, query=query))
+        svc = self._lookup(self._service.http_jobs, _parse_pairs(query).get("id"))
+        return self._apply(request, "job_http", svc, action)
+
+    def _apply(self, request: Any, kind: str, svc: Any, action: str) -> bytes:
+        runner = svc.runner
+        if action == "pause":
+            runner.pause()
+            message = "job paused"
+        elif action == "resume":
+            runner.resume()
+            message = "job resumed"
+        else:
+            if not runner.cancel():
+                raise JobNotRunning("job is not running")
+            message = "job canceled"
+        return envelope.success_raw(request, self._cached(kind, svc).json, message)
+
+    @app.route(API + "/job_exec/pause", methods=["POST"])
+    @endpoint(SIGNED)
+    def job_exec_pause(self, request: Any) -> bytes:
+        return self._manage_exec(request, "pause")
+
+    @app.route(API + "/job_exec/resume", methods=["POST"])
+    @endpoint(SIGNED)
+    def job_exec_resume(self, request: Any) -> bytes:
+        return self._manage_exec(request, "resume")
+
+    @app.route(API + "/job_exec/cancel", methods=["POST"])
+    @endpoint(SIGNED)
+    def job_exec_cancel(self, request: Any) -> bytes:
+        return self._manage_exec(request, "cancel")
+
+    @app.route(API + "/job_http/pause", methods=["POST"])
+    @endpoint(SIGNED)
+    def job_http_pause(self, request: Any) -> bytes:
+        return self._manage_http(request, "pause")
+
+    @app.route(API + "/job_http/resume", methods=["POST"])
+    @endpoint(SIGNED)
+    def job_http_resume(self, request: Any) -> bytes:
+        return self._manage_http(request, "resume")
+
+    # --- routes: login --------------------------------------------------------
+
+    def _cookie(self, request: Any, value: str, max_age: int) -> None:
+        parts = [f"{COOKIE_NAME}={value}", "Path=/karajo", f"Max-Age={max_age}"]
+        if max_age == 0:
+            parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
+        parts += ["HttpOnly", "SameSite=Strict"]
+        if request.isSecure():
+            parts.append("Secure")
+        request.responseHeaders.addRawHeader(b"set-cookie", "; ".join(parts).encode("ascii"))
+
+    @app.route(API + "/auth/login", methods=["POST"])
+    @endpoint(PUBLIC)
+    async def auth_login(self, request: Any) -> bytes:
+        params = _body_params(request, _body(request))
+        name = params.get("name", "")
+        password = params.get("password", "")
+        if not name or not password:
+            raise LoginFailed()
+        session = await self._sessions.login(name, password, _client_host(request))
+        if not _TOKEN_OK.fullmatch(session.token or ""):
+            raise RuntimeError("session token is not cookie-safe")
+        max_age = max(0, int(session.expires - self._clock.seconds()))
+        self._cookie(request, session.token, max_age)
+        return envelope.success(request, {"name": session.user, "csrf": session.csrf},
+                                "logged in")
+
+    @app.route(API + "/auth/logout", methods=["POST"])
+    @endpoint(PUBLIC)
+    def auth_logout(self, request: Any) -> bytes:
+        session = self._session(request)
+        if session is not None:
+            if not self._csrf_ok(request, session):
+                raise CSRFRefused(f"missing or wrong {CSRF_HEADER} header")
+            self._sessions.logout(session.token)
+        self._cookie(request, "", 0)
+        return envelope.success(request, None, "logged out")
+
+
+class _APIResource(KleinResource):
+    """
+    Klein's resource, except that a path which is not UTF-8 gets the JSON
+    404 rather than Klein's plain-text 400 (and its logged traceback).
+    """
+
+    def __init__(self, app: Klein, api: KarajoAPI) -> None:
+        super().__init__(app)
+        self._api = api
+
+    def render(self, request: Any) -> Any:
+        try:
+            for segment in request.prepath + request.postpath:
+                segment.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._api._error_body(request, NotFound())
+        return super().render(request)
+
+
+def openapi_path() -> str:
+    """Where the OpenAPI document of this API is installed."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "openapi.json")
+
+
+def routes(app: Klein | None = None) -> set[tuple[str, str]]:
+    """
+    Every C{(METHOD, path)} the app routes, in OpenAPI path syntax
+    (C{<path:path>} becomes C{{path}}); HEAD and OPTIONS are left out.
+    """
+    app = app if app is not None else KarajoAPI.app
+    found = set()
+    for rule in app.url_map.iter_rules():
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        for method in rule.methods or ():
+            if method not in ("HEAD", "OPTIONS"):
+                found.add((method, path))
+    return found

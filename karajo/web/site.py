@@ -1,0 +1,81 @@
+"""
+The whole HTTP site: the JSON API, the web UI and C{dir_public}.
+
+    /karajo/api/...   JSON API (L{karajo.web.api})
+    /karajo/...       web UI: login, dashboard, job and log pages, static files
+    /...              files of dir_public (when set), else 404
+
+Everything goes through one L{limited_site}, so the body cap and the
+slow-client timeouts protect every route.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Site
+
+from karajo.replay import ReplayGuard
+from karajo.users import Sessions
+from karajo.web.api import KarajoAPI
+from karajo.web.envelope import error
+from karajo.web.limits import limited_site
+
+
+class _NotFound(Resource):
+    isLeaf = True
+
+    def render(self, request):
+        return error(request, 404, "ERR_NOT_FOUND", "not found")
+
+
+class Root(Resource):
+    """Route by the first path segments without consuming them for the API."""
+
+    def __init__(self, api: IResource, ui: IResource | None, public: IResource | None) -> None:
+        super().__init__()
+        self._api = api
+        self._ui = ui
+        self._public = public
+
+    def getChildWithDefault(self, name: bytes, request) -> IResource:
+        if name == b"karajo":
+            if request.postpath[:1] == [b"api"] or self._ui is None:
+                # The API's routes are full paths: hand it the request as
+                # it came, with "karajo" still in postpath.
+                request.postpath.insert(0, request.prepath.pop())
+                return self._api
+            return self._ui
+        if self._public is not None:
+            request.postpath.insert(0, request.prepath.pop())
+            return self._public
+        return _NotFound()
+
+    def render(self, request):
+        if self._public is not None:
+            return self._public.render(request)
+        request.redirect(b"/karajo/")
+        request.setResponseCode(302)
+        return b""
+
+
+def build_site(service: Any, clock: Any, *, sessions: Sessions | None = None) -> Site:
+    """The site of a L{KarajoService}: API, UI and public files, capped."""
+    env = service.env
+    if sessions is None:
+        sessions = Sessions(env.users, clock)
+    guard = ReplayGuard(env.sign_max_age.total_seconds(), clock.seconds)
+    api = KarajoAPI(service, clock, sessions, guard=guard)
+    try:
+        from karajo.web.ui import WebUI
+    except ImportError:
+        ui = None
+    else:
+        ui = WebUI(service, sessions).resource()
+    public = None
+    if env.dir_public:
+        from karajo.web.public import PublicFiles
+
+        public = PublicFiles(env.dir_public)
+    return limited_site(Root(api.resource(), ui, public), env.max_body_size, clock=clock)

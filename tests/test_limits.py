@@ -1,0 +1,395 @@
+"""
+Tests for L{karajo.web.limits}, over real loopback sockets.
+
+The limits are about what happens on the wire (what is read, when the
+connection closes), so these tests talk raw HTTP/1.1 to a real listening
+port rather than through an in-memory transport.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from karajo.web.limits import LimitedRequest, limited_site
+
+
+class Recorder(Resource):
+    """A resource that remembers every request that reached it and its body."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: list[bytes] = []
+
+    def render(self, request: Any) -> bytes:
+        body = request.content.read()
+        self.bodies.append(body)
+        request.setHeader(b"content-type", b"text/plain")
+        return b"got %d" % len(body)
+
+
+class CountingFile:
+    """A request content file that counts the bytes written into it."""
+
+    def __init__(self, wrapped: Any) -> None:
+        self.wrapped = wrapped
+        self.written = 0
+
+    def write(self, data: bytes) -> int:
+        self.written += len(data)
+        return self.wrapped.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
+
+
+class RawClient(Protocol):
+    """Writes whatever the test says and collects every byte received."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.closed: Deferred[bytes] = Deferred()
+        self.is_closed = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.is_closed = True
+        self.closed.callback(self.received)
+
+
+def too_large(limit: int) -> bytes:
+    """The exact 413 body for C{limit}."""
+    return json.dumps(
+        {
+            "code": 413,
+            "name": "ERR_BODY_TOO_LARGE",
+            "message": f"request body is larger than {limit} bytes",
+            "data": None,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def split_response(raw: bytes) -> tuple[bytes, bytes]:
+    """Status line + headers, and body, of the first response in C{raw}."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head, body
+
+
+class LimitsTestCase(TestCase):
+    """Serve a site on loopback and connect raw clients to it."""
+
+    def serve(self, resource: Resource, max_body_size: int = 1000, **kwargs: Any) -> Site:
+        """
+        Listen on a random loopback port; every server-side connection must
+        be gone before the test ends, so the reactor stays clean.
+        """
+        site = limited_site(resource, max_body_size, **kwargs)
+        self.requests: list[LimitedRequest] = []
+        requests = self.requests
+
+        class CountingRequest(site.requestFactory):  # type: ignore[misc, valid-type]
+            """Records itself and counts what is written into its content."""
+
+            def __init__(self, *args: Any, **kw: Any) -> None:
+                super().__init__(*args, **kw)
+                requests.append(self)
+
+            def gotLength(self, length: int | None) -> None:
+                super().gotLength(length)
+                self.content_file = CountingFile(self.content)
+                self.content = self.content_file
+
+        site.requestFactory = CountingRequest
+        lost: list[Deferred[None]] = []
+        build = site.buildProtocol
+
+        def build_protocol(addr: Any) -> Any:
+            channel = build(addr)
+            done: Deferred[None] = Deferred()
+            original = channel.connectionLost
+
+            def connection_lost(reason: Failure) -> None:
+                original(reason)
+                done.callback(None)
+
+            channel.connectionLost = connection_lost
+            lost.append(done)
+            return channel
+
+        site.buildProtocol = build_protocol
+        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.addCleanup(lambda: gatherResults(lost))
+        return site
+
+    async def connect(self) -> RawClient:
+        """A raw client connected to the test site."""
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port)
+        client = await connectProtocol(endpoint, RawClient())
+        self.addCleanup(lambda: None if client.is_closed else client.transport.loseConnection())
+        return client
+
+    def no_tempfiles(self) -> list[Any]:
+        """Record every temporary file opened during the test."""
+        opened: list[Any] = []
+        real = tempfile.TemporaryFile
+
+        def recording(*args: Any, **kwargs: Any) -> Any:
+            opened.append(args)
+            return real(*args, **kwargs)
+
+        self.patch(tempfile, "TemporaryFile", recording)
+        return opened
+
+
+class BodyLimitTests(LimitsTestCase):
+    """Bodies over max_body_size are refused without being read."""
+
+    async def test_huge_content_length(self) -> None:
+        """
+        A Content-Length of 10**12 is answered 413 from the headers alone:
+        the resource is never called, nothing is buffered, no temporary file
+        is opened, and the connection is closed.
+        """
+        recorder = Recorder()
+        self.serve(recorder, max_body_size=1000)
+        opened = self.no_tempfiles()
+        client = await self.connect()
+        client.transport.write(
+            b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n"
+            b"Content-Type: application/json\r\n\r\n" + b"x" * 65536
+        )
+        raw = await client.closed
+        head, body = split_response(raw)
+        self.assertTrue(head.startswith(b"HTTP/1.1 413 "), head)
+        self.assertIn(b"Content-Type: application/json", head)
+        self.assertIn(b"Connection: close", head)
+        self.assertEqual(body, too_large(1000))
+        self.assertEqual(recorder.bodies, [])
+        self.assertEqual(opened, [])
+        self.assertEqual(len(self.requests), 1)
+        self.assertEqual(self.requests[0].content_file.written, 0)
+
+    async def test_client_keeps_sending(self) -> None:
+        """
+        A client that keeps streaming after the 413 still reads the answer,
+        and is cut off once the (bounded) drain is spent.
+        """
+        recorder = Recorder()
+        self.serve(recorder, max_body_size=10)
+        client = await self.connect()
+        client.transport.write(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n")
+        chunk = b"y" * 65536
+
+        def pump() -> None:
+            if not client.is_closed:
+                client.transport.write(chunk)
+
+        loop = LoopingCall(pump)
+        loop.start(0.01)
+        self.addCleanup(lambda: loop.running and loop.stop())
+        started = time.monotonic()
+        raw = await client.closed
+        self.assertLess(time.monotonic() - started, 5)
+        self.assertEqual(split_response(raw)[1], too_large(10))
+        self.assertEqual(recorder.bodies, [])
+
+    async def test_expect_continue_not_sent(self) -> None:
+        """An oversized request with Expect: 100-continue gets no 100, only the 413."""
+        recorder = Recorder()
+        self.serve(recorder, max_body_size=10)
+        client = await self.connect()
+        client.transport.write(
+            b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n"
+        )
+        raw = await client.closed
+        self.assertTrue(raw.startswith(b"HTTP/1.1 413 "), raw)
+        self.assertNotIn(b"100 Continue", raw)
+        self.assertEqual(recorder.bodies, [])
+
+    async def test_one_byte_over(self) -> None:
+        """A declared length of limit + 1 is refused."""
+        recorder = Recorder()
+        self.serve(recorder, max_body_size=1000)
+        client = await self.connect()
+        client.transport.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n" + b"a" * 1001)
+        raw = await client.closed
+        self.assertEqual(split_response(raw)[1], too_large(1000))
+        self.assertEqual(recorder.bodies, [])
+
+    async def test_exactly_the_limit(self) -> None:
+        """A body of exactly max_body_size bytes reaches the resource intact."""
+        recorder = Recorder()
+        self.serve(recorder, max_body_size=1000)
+        client = await self.connect()
+        body = bytes(range(256)) * 3 + b"z" * 232
+        self.assertEqual(len(body), 1000)
+        client.transport.write(
+            b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1000\r\n\r\n" + body
+        )
+        raw = await client.closed
+        self.assertTrue(raw.startswith(b"HTTP/1.1 200 "), raw)
+        self.assertEqual(split_response(raw)[1], b"got 1000")
+        self.assertEqual(recorder.bodies, [body])
+
+    async def test_large_limit_uses_tempfile_for_large_bodies(self) -> None:
+        """
+        Under a large cap, a big (allowed) body goes to a temporary file as
+        Twisted does, and arrives intact.
+        """
+        recorder = Recorder()
+        self.serve(recorder, max_body_size=1 << 20)
+        opened = self.no_tempfiles()
+        client = await self.connect()
+        body = b"q" * 200_000
+        client.transport.write(
+            b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 200000\r\n\r\n" + body
+        )
+        raw = await client.closed
+        self.assertEqual(split_response(raw)[1], b"got 200000")
+        self.assertEqual(recorder.bodies, [body])
+        self.assertEqual(len(opened), 1)
+
+    async def test_chunked_over_limit(self) -> None:
+        """A chunked body is counted as it arrives and refused past the cap."""
+        recorder = Recorder()
+        self.serve(recorder, max_body_size=100)
+        opened = self.no_tempfiles()
+        client = await self.connect()
+        chunk = b"3c\r\n" + b"c" * 60 + b"\r\n"
+        client.transport.write(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 3 + b"0\r\n\r\n"
+        )
+        raw = await client.closed
+        self.assertTrue(raw.startswith(b"HTTP/1.1 413 "), raw)
+        self.assertEqual(split_response(raw)[1], too_large(100))
+        self.assertEqual(recorder.bodies, [])
+        self.assertEqual(opened, [])
+        self.assertLessEqual(self.requests[0].content_file.written, 100)
+
+    async def test_chunked_at_limit(self) -> None:
+        """A chunked body of exactly the cap is accepted."""
+        recorder = Recorder()
+        self.serve(recorder, max_body_size=100)
+        client = await self.connect()
+        client.transport.write(
+            b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"32\r\n" + b"a" * 50 + b"\r\n" + b"32\r\n" + b"b" * 50 + b"\r\n0\r\n\r\n"
+        )
+        raw = await client.closed
+        self.assertEqual(split_response(raw)[1], b"got 100")
+        self.assertEqual(recorder.bodies, [b"a" * 50 + b"b" * 50])
+
+    async def test_keep_alive(self) -> None:
+        """Two requests on one connection are both served; limits reset per request."""
+        recorder = Recorder()
+        self.serve(recorder, max_body_size=10, header_timeout=5)
+        client = await self.connect()
+        client.transport.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789")
+        await deferLater(reactor, 0.1, lambda: None)
+        client.transport.write(
+            b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 10\r\n\r\nabcdefghij"
+        )
+        raw = await client.closed
+        self.assertEqual(raw.count(b"HTTP/1.1 200 "), 2)
+        self.assertEqual(recorder.bodies, [b"0123456789", b"abcdefghij"])
+
+
+class SlowClientTests(LimitsTestCase):
+    """Slow and idle clients cannot keep a connection open."""
+
+    async def test_slowloris(self) -> None:
+        """
+        A client sending one header byte every 0.2 s is disconnected once the
+        0.5 s header deadline passes, although it is never idle.
+        """
+        self.serve(Recorder(), header_timeout=0.5, idle_timeout=60)
+        client = await self.connect()
+        request = iter(b"GET / HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"p" * 1000)
+
+        def drip() -> None:
+            if not client.is_closed:
+                client.transport.write(bytes([next(request)]))
+
+        loop = LoopingCall(drip)
+        loop.start(0.2)
+        self.addCleanup(lambda: loop.running and loop.stop())
+        started = time.monotonic()
+        raw = await client.closed
+        elapsed = time.monotonic() - started
+        self.assertGreaterEqual(elapsed, 0.4)
+        self.assertLess(elapsed, 1.2)
+        self.assertTrue(raw.startswith(b"HTTP/1.1 408 "), raw)
+        self.assertIn(b'"name":"ERR_REQUEST_TIMEOUT"', raw)
+
+    async def test_deadline_rearmed_on_keep_alive(self) -> None:
+        """
+        After a response, the next request's headers get a fresh deadline:
+        a keep-alive connection left silent is closed (without a 408).
+        """
+        self.serve(Recorder(), header_timeout=0.5, idle_timeout=60)
+        client = await self.connect()
+        await deferLater(reactor, 0.3, lambda: None)
+        client.transport.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        started = time.monotonic()
+        raw = await client.closed
+        elapsed = time.monotonic() - started
+        self.assertGreaterEqual(elapsed, 0.4)
+        self.assertLess(elapsed, 1.2)
+        self.assertEqual(raw.count(b"HTTP/1.1 "), 1)
+        self.assertTrue(raw.startswith(b"HTTP/1.1 200 "))
+
+    async def test_idle_connection(self) -> None:
+        """A connection that sends nothing is closed after idle_timeout."""
+        self.serve(Recorder(), header_timeout=10, idle_timeout=0.3)
+        client = await self.connect()
+        started = time.monotonic()
+        raw = await client.closed
+        self.assertLess(time.monotonic() - started, 1.5)
+        self.assertEqual(raw, b"")
+
+    async def test_idle_during_body(self) -> None:
+        """
+        Once headers are in, a client that stops sending its body is closed
+        after idle_timeout, and the resource is not called.
+        """
+        recorder = Recorder()
+        self.serve(recorder, header_timeout=10, idle_timeout=0.3)
+        client = await self.connect()
+        client.transport.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234")
+        started = time.monotonic()
+        await client.closed
+        self.assertLess(time.monotonic() - started, 1.5)
+        self.assertEqual(recorder.bodies, [])
+
+
+class ConstructionTests(TestCase):
+    """limited_site's arguments."""
+
+    def test_negative_limit(self) -> None:
+        """A negative cap is a programming error."""
+        self.assertRaises(ValueError, limited_site, Recorder(), -1)
+
+    def test_site_shape(self) -> None:
+        """The site uses the limited request and channel, and the idle timeout."""
+        site = limited_site(Recorder(), 5, idle_timeout=7)
+        self.assertTrue(issubclass(site.requestFactory, LimitedRequest))
+        self.assertEqual(site.requestFactory.maxBodySize, 5)
+        self.assertEqual(site.timeOut, 7)
