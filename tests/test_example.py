@@ -48,3 +48,22 @@ class ExampleConfigTests(SynchronousTestCase):
         self.assertIn("webhook-github-code", karajo.jobs)
         self.assertIn("schedule-6m-code", karajo.http_jobs)
         self.assertIsNotNone(karajo.jobs["webhook-github-code"].runner.job.call)
+
+
+class ReadmeNotifTests(SynchronousTestCase):
+    def test_readme_notif_example_loads(self) -> None:
+        """The [notif] example of the README is a valid configuration, as written."""
+        import re
+
+        from .helpers import config_tree
+
+        with open(os.path.join(CHECKOUT, "README.md"), encoding="utf-8") as f:
+            block = re.search(r"```ini\n(.*?)```", f.read(), re.S).group(1)
+        path = config_tree(self.mktemp(), block)
+        loaded = load_environment(path, {"KARAJO_SMTP_PASSWORD": "pw"})
+        self.assertEqual(loaded.warnings, ())
+        notif = loaded.environment.notifs["ops"]
+        self.assertEqual(notif.smtp_server, "smtps://smtp.example.com")
+        self.assertEqual(notif.smtp_password, "pw")
+        self.assertEqual(notif.to, ("ops@example.com", "oncall@example.com"))
+        self.assertEqual(loaded.environment.jobs["backup"].notif_on_failed, ("ops",))
