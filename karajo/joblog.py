@@ -29,6 +29,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from karajo.paths import make_private_dirs
+
 STATUSES = ("success", "failed", "canceled")
 KINDS = ("job", "job_http")
 
@@ -124,27 +126,6 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _makedirs_private(path: str) -> None:
-    """
-    Create C{path} and its missing parents with mode 0700 (logs and run
-    state may hold secrets a command printed); existing ones are left as
-    they are.
-    """
-    path = os.path.abspath(path)
-    missing = []
-    while not os.path.isdir(path):
-        missing.append(path)
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    for each in reversed(missing):
-        try:
-            os.mkdir(each, 0o700)
-        except FileExistsError:
-            pass
 
 
 class RunLog:
@@ -362,9 +343,9 @@ class LogStore:
         self._floor: int | None = None
         self._prefix_second: int | None = None
         self._prefix = b""
-        _makedirs_private(directory)
+        make_private_dirs(directory)
         if state_path is not None:
-            _makedirs_private(os.path.dirname(state_path) or ".")
+            make_private_dirs(os.path.dirname(state_path) or ".")
 
     def _line_prefix(self) -> bytes:
         """
@@ -424,9 +405,12 @@ class LogStore:
 
     def begin(self, counter: int) -> RunLog:
         """
-        Start the log of run C{counter}: persist the counter first (so a
-        crash right after cannot lead to reusing it), then create
-        C{$ID.$N} exclusively, mode 0600.
+        Start the log of run C{counter} by creating C{$ID.$N} exclusively,
+        mode 0600.  That file is what persists the counter: a crash at any
+        point after this leaves it behind for L{restore}, and L{prune}
+        writes the state file before it deletes any log.  Nothing here
+        waits on the disk (no fsync), because it runs on the reactor thread
+        for every run.
 
         @raise FileExistsError: a log of that counter exists already.
         @raise ValueError: C{counter} is not above a counter already used.
@@ -437,10 +421,9 @@ class LogStore:
             if os.path.lexists(self.path_of(name)):
                 raise FileExistsError(f"log {name.filename} exists already")
         if self._floor is None:
-            self._floor = self._read_floor()
+            self._floor = max([self._read_floor()] + [n.counter for n in self.scan()])
         if counter <= self._floor:
             raise ValueError(f"counter {counter} of job {self.job_id} was used already")
-        self._write_floor(counter)
         self._floor = counter
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
         fd = os.open(self.path_of(running), flags, 0o600)
@@ -453,8 +436,13 @@ class LogStore:
 
         @return: the logs deleted.
         """
-        finished = [n for n in self.scan() if n.status is not None]
+        names = self.scan()
+        finished = [n for n in names if n.status is not None]
         doomed = finished[: -max(retention, 1)]
+        if doomed:
+            # The counters of deleted logs must never come back, even if an
+            # operator later deletes the rest: record the highest one first.
+            self._write_floor(max(n.counter for n in names))
         for name in doomed:
             try:
                 os.unlink(self.path_of(name))
@@ -527,7 +515,7 @@ class LogStore:
             return 0
 
     def _write_floor(self, counter: int) -> None:
-        """Replace the state file atomically and durably before a run starts."""
+        """Replace the state file atomically and durably (before logs are deleted)."""
         if self.state_path is None:
             return
         tmp = self.state_path + ".tmp"

@@ -34,13 +34,30 @@ class Paths:
 
     def ensure(self, kind: str, job_id: str) -> None:
         """
-        Create a job's directories, private to the daemon's user (0700):
-        logs and working files may hold anything a job prints.
+        Create a job's working directory, and C{var/} private to the
+        daemon's user (0700): logs and working files may hold anything a job
+        prints.  (The log store creates the log and state directories.)
         """
-        os.makedirs(os.path.join(self.dir_base, "var"), mode=0o700, exist_ok=True)
-        for path in (
-            self.work_dir(kind, job_id),
-            self.log_dir(kind, job_id),
-            os.path.dirname(self.state_file(kind, job_id)),
-        ):
-            os.makedirs(path, mode=0o700, exist_ok=True)
+        make_private_dirs(os.path.join(self.dir_base, "var"))
+        make_private_dirs(self.work_dir(kind, job_id))
+
+
+def make_private_dirs(path: str) -> None:
+    """
+    Create C{path} and its missing parents with mode 0700; existing ones are
+    left as they are.  Cheap when C{path} exists (one C{stat}), which is the
+    common case at every start-up, for every job.
+    """
+    path = os.path.abspath(path)
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for each in reversed(missing):
+        try:
+            os.mkdir(each, 0o700)
+        except FileExistsError:
+            pass

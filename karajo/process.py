@@ -64,8 +64,10 @@ class _CommandProtocol(protocol.ProcessProtocol):
 
     def connectionMade(self) -> None:
         # setsid made the child the leader of its own group: pgid == pid.
-        # Kept here because the transport forgets its pid once it exits.
+        # Kept here because the transport forgets its pid once it exits
+        # (which may be before spawnProcess even returns).
         self.pgid = self.transport.pid
+        self.transport.closeStdin()
 
     def outReceived(self, data: bytes) -> None:
         self._sink(data)
@@ -124,20 +126,28 @@ def spawn_command(
     """
     Start C{/bin/sh -c command} in C{cwd} with exactly C{env}, in a new
     session; its stdout and stderr go to C{sink(bytes)} as they arrive.
+
+    The directory change happens in the child's shell, not through
+    C{spawnProcess(path=...)}: with a path Twisted forks the whole daemon,
+    without one it can use C{posix_spawnp}, several times cheaper.
     """
     ended: defer.Deferred = defer.Deferred()
     proto = _CommandProtocol(sink, ended)
     setsid = setsid_path()
-    transport = reactor.spawnProcess(
+    reactor.spawnProcess(
         proto,
         setsid,
-        [setsid, SHELL, "-c", command],
+        [setsid, SHELL, "-c", _IN_DIR, "karajo", cwd, command],
         env=dict(env),
-        path=cwd,
         childFDs={0: "w", 1: "r", 2: "r"},
     )
-    transport.closeStdin()
-    return RunningCommand(clock, transport.pid, ended)
+    assert proto.pgid is not None
+    return RunningCommand(clock, proto.pgid, ended)
+
+
+# $1 = the working directory, $2 = the command, run by a fresh /bin/sh -c
+# exactly as if it had been started there.
+_IN_DIR = 'cd -- "$1" || exit 126; exec /bin/sh -c "$2"'
 
 
 def command_env(counter: int) -> dict[str, str]:

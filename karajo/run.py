@@ -175,12 +175,20 @@ class JobRunner(Service):
 
     async def _holding_slot(self, request: Any) -> None:
         self._waiting = None
-        try:
-            await self._run(request)
-        finally:
-            self._slots.release()
+        released = False
 
-    async def _run(self, request: Any) -> None:
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._slots.release()
+
+        try:
+            await self._run(request, release)
+        finally:
+            release()
+
+    async def _run(self, request: Any, release_slot: Callable[[], None]) -> None:
         self.counter += 1
         runlog = self.store.begin(self.counter)
         self.current = runlog.name
@@ -215,13 +223,17 @@ class JobRunner(Service):
             if self._timer is not None and self._timer.active():
                 self._timer.cancel()
             self._timer = None
+        # The work is over: another job may use the slot while this log is
+        # flushed to disk (this job's next run still waits for it).
+        release_slot()
         name = await runlog.finish(status)
         self._logs = [name if n.counter == name.counter else n for n in self._logs]
         self.executing = False
         self.current = None
         self.last_status = status
         try:
-            pruned = set(self.store.prune(self.job.log_retention))
+            # Listing and unlinking wait on the disk: not on the reactor thread.
+            pruned = set(await self.store.run_in_thread(self.store.prune, self.job.log_retention))
         except OSError:
             log.failure("{job}: pruning old logs failed", job=self.name)
         else:

@@ -22,6 +22,9 @@ from karajo.schedule import Schedule
 
 log = Logger()
 
+#: how long before a slot a long sleep wakes up to re-aim
+EARLY_WAKE = 0.5
+
 
 def to_datetime(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, timezone.utc)
@@ -107,7 +110,12 @@ class JobTimer(Service):
         now = self._clock.seconds()
         target = self._target(now)
         self.next_run = target
-        self._call = self._clock.callLater(max(0.0, target - now), self._wake)
+        delay = max(0.0, target - now)
+        if delay > EARLY_WAKE * 2:
+            # A long sleep ends late (the kernel lets a timeout of T slip by
+            # up to T/1000): wake shortly before and sleep the rest exactly.
+            delay -= EARLY_WAKE
+        self._call = self._clock.callLater(delay, self._wake)
 
     def _wake(self) -> None:
         self._call = None

@@ -387,6 +387,10 @@ class RunLogTests(StoreMixin, SynchronousTestCase):
         self.assertEqual(stat.S_IMODE(os.stat(log.path).st_mode), 0o600)
         for path in (self.directory, os.path.dirname(self.directory), self.base):
             self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o700, path)
+        for counter in (2, 3):
+            self.successResultOf(store.begin(counter).finish("success"))
+        self.successResultOf(log.finish("success"))
+        store.prune(1)
         self.assertEqual(stat.S_IMODE(os.stat(self.state_path).st_mode), 0o600)
 
     def test_begin_existing(self) -> None:
@@ -398,15 +402,18 @@ class RunLogTests(StoreMixin, SynchronousTestCase):
         self.assertRaises(FileExistsError, store.begin, 2)
 
     def test_begin_persists_counter_first(self) -> None:
-        """The state file holds the counter as soon as begin() returns."""
+        """
+        The running log begin() creates is what persists the counter: no
+        lower or equal counter can begin again, in this store or a fresh one.
+        """
         store = self.store()
         store.begin(7)
-        with open(self.state_path, "rb") as f:
-            self.assertEqual(f.read(), b"7\n")
+        self.assertTrue(os.path.exists(os.path.join(self.directory, "my_id.7")))
         self.assertRaises(FileExistsError, store.begin, 7)
         self.assertRaises(ValueError, store.begin, 3)
-        # A fresh store reads the floor even before restore() ran.
+        # A fresh store knows the floor even before restore() ran.
         self.assertRaises(ValueError, self.store().begin, 5)
+        self.assertEqual(self.store().restore().counter, 7)
         self.assertEqual(self.store().begin(8).name.counter, 8)
 
 
@@ -588,7 +595,8 @@ class StoreTests(StoreMixin, SynchronousTestCase):
         self.store()  # creates the directory
         path = self.touch("my_id.4", P0 + b"=== BEGIN\n" + P0 + b"half a li")
         os.utime(path, (T0 - 100, T0 - 100))
-        self.run_job(self.store(), 3)
+        done = self.touch("my_id.3.success", P0 + b"=== DONE\n")
+        os.utime(done, (T0 - 200, T0 - 200))
         self.clock.advance(3600)
         store = self.store()
         state = store.restore()
