@@ -763,6 +763,28 @@ class WebhookTests(APITestCase):
 
 
 class ManagementTests(APITestCase):
+    def test_run_now_signed(self) -> None:
+        """run_now with the global secret's signature starts a run, then queues, then 429; paused is 412."""
+        r = self.manage("run_now")
+        self.assertEqual(r.code, 200, r.body)
+        self.assertEqual(r.json["message"], "job started")
+        self.assertEqual(set(r.json["data"]), JOB_FIELDS)
+        self.assertEqual(self.runner("hello").counter, 1)
+        self.assertError(self.manage("run_now", secret="wrong", epoch=NOW + 1), 401, "ERR_UNAUTHORIZED")
+        self.manage("pause", epoch=NOW + 2)
+        self.assertError(self.manage("run_now", epoch=NOW + 3), 412, "ERR_JOB_PAUSED")
+
+    def test_run_now_http(self) -> None:
+        """job_http/run_now is signed over the raw query string like pause."""
+        ids = list(self.service.http_jobs)
+        if not ids:
+            raise unittest.SkipTest("no JobHttp in this environment")
+        query = f"_karajo_epoch={NOW}&id={ids[0]}"
+        r = self.manage_http("run_now", query)
+        self.assertEqual(r.code, 200, r.body)
+        self.assertIn(r.json["message"], ("job started", "job queued"))
+        self.assertError(self.manage_http("run_now", query + "x", secret="nope"), 401, "ERR_UNAUTHORIZED")
+
     def test_pause_resume_signed(self) -> None:
         r = self.manage("pause")
         self.assertEqual(r.code, 200, r.body)
@@ -955,6 +977,8 @@ class SessionTests(APITestCase):
                 ("POST", "/karajo/api/job_exec/pause"),
                 ("POST", "/karajo/api/job_exec/resume"),
                 ("POST", "/karajo/api/job_exec/cancel"),
+                ("POST", "/karajo/api/job_exec/run_now"),
+                ("POST", "/karajo/api/job_http/run_now"),
                 ("POST", "/karajo/api/job_http/pause"),
                 ("POST", "/karajo/api/job_http/resume"),
                 ("POST", "/karajo/api/auth/login"),
@@ -1065,7 +1089,7 @@ class DocumentTests(unittest.TestCase):
     def test_routes_match(self) -> None:
         """The document lists exactly the routes the Klein app has."""
         self.assertEqual(self.documented(), routes())
-        self.assertEqual(len(routes()), 14)
+        self.assertEqual(len(routes()), 16)
 
     def test_refs_resolve(self) -> None:
         def walk(node: Any) -> None:
@@ -1115,3 +1139,25 @@ class DocumentTests(unittest.TestCase):
             "http://127.0.0.1:31937/karajo/api/job_exec/run/hello-world",
             text,
         )
+
+
+class RefusalLogTests(unittest.SynchronousTestCase):
+    def test_rate_limited(self) -> None:
+        """Refusals are all counted but logged at most once per interval."""
+        from twisted.internet.task import Clock
+        from twisted.logger import globalLogPublisher
+
+        from karajo.web.api import RefusalLog
+
+        events: list = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        clock = Clock()
+        refusals = RefusalLog(clock, interval=10)
+        for _ in range(100):
+            refusals.refused("hook", "127.0.0.1", "signature does not match")
+        clock.advance(10)
+        refusals.refused("hook", "127.0.0.1", "signature does not match")
+        mine = [e for e in events if "refused {count}" in e.get("log_format", "")]
+        self.assertEqual([e["count"] for e in mine], [1, 100])
+        self.assertEqual(refusals.total, 101)

@@ -411,6 +411,35 @@ class _Cached:
         self.named = named
 
 
+class RefusalLog:
+    """
+    Refused webhook signatures, counted, and logged at most once per
+    C{interval} seconds: a flood of forged requests stays visible in the
+    log without a disk write per request.
+    """
+
+    def __init__(self, clock: IReactorTime, interval: float = 10.0) -> None:
+        self._clock = clock
+        self._interval = interval
+        self._last = float("-inf")
+        self._pending = 0
+        self.total = 0
+
+    def refused(self, job_id: str, client: str, reason: str) -> None:
+        self.total += 1
+        self._pending += 1
+        now = self._clock.seconds()
+        if now - self._last < self._interval:
+            return
+        log.warn(
+            "refused {count} webhook request(s) since the last report; latest: "
+            "job {job} from {client}: {reason}",
+            count=self._pending, job=job_id, client=client, reason=reason,
+        )
+        self._last = now
+        self._pending = 0
+
+
 class KarajoAPI:
     """
     The JSON API of one L{karajo.service.KarajoService}.
@@ -450,6 +479,7 @@ class KarajoAPI:
         self._env_head: bytes | None = None
         self._openapi: bytes | None = None
         self._paths: dict[str, Any] | None = None
+        self.refusals = RefusalLog(clock)
 
     def resource(self) -> IResource:
         """The Klein resource; mount it at the site root (full paths)."""
@@ -676,6 +706,7 @@ class KarajoAPI:
             job.header_sign, sourcehut_key=self._sourcehut_key,
         )
         if not verdict.ok:
+            self.refusals.refused(job.id, _client_host(request), verdict.reason)
             raise WebhookForbidden(verdict.reason)
         epoch = extract_epoch(body, request.getHeader(b"content-type"))
         self._check_replay(epoch, b"webhook\0" + job.path.encode("utf-8") + b"\0" + body,
@@ -724,6 +755,8 @@ class KarajoAPI:
         elif action == "resume":
             runner.resume()
             message = "job resumed"
+        elif action == "run":
+            message = f"job {runner.trigger(None)}"
         else:
             if not runner.cancel():
                 raise JobNotRunning("job is not running")
@@ -744,6 +777,17 @@ class KarajoAPI:
     @endpoint(SIGNED)
     def job_exec_cancel(self, request: Any) -> bytes:
         return self._manage_exec(request, "cancel")
+
+    @app.route(API + "/job_exec/run_now", methods=["POST"])
+    @endpoint(SIGNED)
+    def job_exec_run_now(self, request: Any) -> bytes:
+        """Run a job now, from the dashboard or a script holding the global secret."""
+        return self._manage_exec(request, "run")
+
+    @app.route(API + "/job_http/run_now", methods=["POST"])
+    @endpoint(SIGNED)
+    def job_http_run_now(self, request: Any) -> bytes:
+        return self._manage_http(request, "run")
 
     @app.route(API + "/job_http/pause", methods=["POST"])
     @endpoint(SIGNED)
