@@ -39,9 +39,11 @@ setup(
         "attrs>=23.1",
         "croniter>=2.0",
         "cryptography>=42",
+        "nh3>=0.2.14",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100"],
+        # The browser tests also need Debian's chromium (see .ci/run).
+        "test": ["hypothesis>=6.100", "playwright>=1.40"],
     },
     zip_safe=False,
 )

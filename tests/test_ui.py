@@ -1,0 +1,319 @@
+"""
+The web UI resource (L{karajo.web.ui}) through L{treq.testing.StubTreq},
+over a real L{karajo.service.KarajoService} with code jobs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from datetime import timedelta
+
+from treq.testing import StubTreq
+from twisted.internet import defer, reactor
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+
+import karajo.config
+import karajo.service
+from karajo.model import Environment, Job, JobHttp, User
+from karajo.resources import templates_dir
+from karajo.users import COOKIE_NAME, Sessions, hash_password
+from karajo.web.ui import (
+    CSP,
+    WebUI,
+    describe_schedule,
+    safe_next,
+    sanitize_description,
+)
+from twisted.web.template import flattenString
+
+EVIL_NAME = '<script>alert("name")</script> & <img src=x onerror=alert(1)>'
+DESCRIPTION = (
+    "<b>bold</b> <i>it</i> <em>em</em> <strong>strong</strong> <code>c&lt;1</code><br>"
+    '<p>para</p><ul><li>one</li></ul><ol><li>two</li></ol>'
+    '<a href="https://example.org/x?a=1&amp;b=2">ok link</a>'
+    '<a href="javascript:alert(1)">js link</a>'
+    '<a href="http://example.com/" onclick="alert(1)" style="color:red">http link</a>'
+    '<script>alert("desc")</script><img src=x onerror="alert(1)">'
+    '<svg onload="alert(1)"></svg><iframe src="https://evil"></iframe>'
+    '<style>body{}</style><form action="https://evil"><input></form>'
+    '<b onmouseover="alert(1)">hover</b><a href="data:text/html,x">data</a>'
+)
+
+
+def write_evil(log, request):
+    log.write(b"<script>alert('log')</script>\n<img src=x onerror=alert(1)>\n")
+
+
+def build(test: TestCase, users: bool = False):
+    base = os.path.abspath(test.mktemp())
+    table = {}
+    if users:
+        table = {"admin": User(name="admin", password=hash_password("pw", rounds=4))}
+    jobs = {
+        "plain": Job(name="plain", description=DESCRIPTION, call=write_evil, path="/plain",
+                     interval=timedelta(minutes=90)),
+        EVIL_NAME: Job(name=EVIL_NAME, description="<p>" + EVIL_NAME + "</p>",
+                       commands=["echo '<script>'"], schedule="weekly@mon,fri@10:00"),
+    }
+    http_jobs = {"ping": JobHttp(name="ping", http_url="http://127.0.0.1:9/",
+                                 schedule="daily@01:00,13:30")}
+    env, warnings = karajo.config.validate(Environment(
+        dir_base=base, secret="s3cret", jobs=jobs, http_jobs=http_jobs, users=table))
+    service = karajo.service.build_service(
+        karajo.config.Loaded(env, warnings), reactor,
+        run_in_thread=lambda f, *a: defer.maybeDeferred(f, *a),
+    )
+    service.removeService(service.getServiceNamed("http"))
+    service.startService()
+    test.addCleanup(service.stopService)
+    sessions = Sessions(env.users, reactor, check=lambda password, hashed: defer.succeed(password == "pw"))
+    ui = WebUI(service, sessions)
+    root = Resource()
+    root.putChild(b"karajo", ui.resource())
+    return service, sessions, ui, StubTreq(root)
+
+
+class Pages(TestCase):
+    def setUp(self) -> None:
+        self.service, self.sessions, self.ui, self.treq = build(self)
+        self.evil_id = karajo.model.job_id(EVIL_NAME)
+
+    async def get(self, path: str, **kw):
+        response = await self.treq.get("http://k" + path, allow_redirects=False, **kw)
+        body = await response.content()
+        return response, body
+
+    def assertSecurityHeaders(self, response, path: str) -> None:
+        headers = response.headers
+        self.assertEqual(headers.getRawHeaders("content-security-policy"), [CSP], path)
+        self.assertEqual(headers.getRawHeaders("x-content-type-options"), ["nosniff"], path)
+        self.assertEqual(headers.getRawHeaders("referrer-policy"), ["no-referrer"], path)
+
+    async def run_plain(self) -> None:
+        runner = self.service.jobs["plain"].runner
+        runner.trigger(None)
+        await runner.when_idle()
+
+    async def test_csp_on_every_response(self) -> None:
+        await self.run_plain()
+        paths = {
+            "/karajo/": 302,
+            "/karajo": 302,
+            "/karajo/app": 302,
+            "/karajo/app/": 200,
+            "/karajo/app/job?kind=job&id=plain": 200,
+            "/karajo/app/job?kind=job_http&id=ping": 200,
+            f"/karajo/app/job?kind=job&id={self.evil_id}": 200,
+            "/karajo/app/log?kind=job&id=plain&counter=1": 200,
+            "/karajo/app/log?kind=job&id=plain&counter=99": 404,
+            "/karajo/app/log?kind=job&id=plain&counter=x": 404,
+            "/karajo/app/job?kind=nope&id=plain": 400,
+            "/karajo/app/job?kind=job&id=missing": 404,
+            "/karajo/static/app.js": 200,
+            "/karajo/static/app.css": 200,
+            "/karajo/static/sha256.js": 200,
+            "/karajo/static/favicon.svg": 200,
+            "/karajo/static/missing.js": 404,
+            "/karajo/static/../karajo/web/ui.py": 404,
+            "/karajo/nothing/here": 404,
+        }
+        for path, code in paths.items():
+            response, body = await self.get(path)
+            self.assertEqual(response.code, code, path)
+            self.assertSecurityHeaders(response, path)
+            if code != 302 and "/static/" not in path or code == 404:
+                self.assertIn(b"<!DOCTYPE html>", body[:20], path)
+                self.assertNotIn(b"<script>", body, path)
+                self.assertNotIn(b" style=", body, path)
+        response = await self.treq.post("http://k/karajo/app/", allow_redirects=False)
+        self.assertEqual(response.code, 405)
+        self.assertSecurityHeaders(response, "POST")
+
+    async def test_no_users_redirects_to_dashboard(self) -> None:
+        response, _ = await self.get("/karajo/")
+        self.assertEqual(response.code, 302)
+        self.assertEqual(response.headers.getRawHeaders("location"), ["/karajo/app/"])
+        response, body = await self.get("/karajo/app/")
+        self.assertEqual(response.code, 200)
+        self.assertIn(b'name="karajo-users" content="0"', body)
+        self.assertIn(b'id="secret-dialog"', body)
+        self.assertEqual(response.headers.getRawHeaders("cache-control"), ["no-store"])
+
+    async def test_names_are_escaped(self) -> None:
+        _, body = await self.get("/karajo/app/")
+        self.assertNotIn(b"<script>alert", body)
+        self.assertNotIn(b"<img src=x", body)
+        self.assertIn(b"&lt;script&gt;alert(\"name\")&lt;/script&gt; &amp; &lt;img src=x", body)
+        _, body = await self.get(f"/karajo/app/job?kind=job&id={self.evil_id}")
+        self.assertNotIn(b"<script>alert", body)
+        # the command is text too
+        self.assertIn(b"<code>echo '&lt;script&gt;'</code>", body)
+
+    async def test_description_sanitized(self) -> None:
+        _, body = await self.get("/karajo/app/")
+        text = body.decode()
+        card = text[text.index('id="job-plain"'):]
+        card = card[card.index('<div class="desc">'):card.index("<dl class=\"facts\">")]
+        for kept in ("<b>bold</b>", "<i>it</i>", "<em>em</em>", "<strong>strong</strong>",
+                     "<code>c&lt;1</code>", "<br />", "<p>para</p>", "<ul><li>one</li></ul>",
+                     "<ol><li>two</li></ol>", "hover</b>"):
+            self.assertIn(kept, card)
+        self.assertIn('<a href="https://example.org/x?a=1&amp;b=2" rel="noopener noreferrer nofollow">'
+                      "ok link</a>", card)
+        self.assertIn('<a href="http://example.com/" rel="noopener noreferrer nofollow">http link</a>',
+                      card)
+        self.assertIn("<a>js link</a>", card)
+        self.assertIn("<a>data</a>", card)
+        for gone in ("<script", "alert(\"desc\")", "<img", "onerror", "onclick", "onload",
+                     "onmouseover", "javascript:", "<svg", "<iframe", "<style", "<form",
+                     "<input", "style=", "data:text"):
+            self.assertNotIn(gone, card, gone)
+
+    async def test_sanitize_function(self) -> None:
+        async def render(text: str) -> str:
+            return (await flattenString(None, sanitize_description(text))).decode()
+
+        self.assertEqual(await render("<b>x</b><script>y</script>"), "<b>x</b>")
+        self.assertEqual(await render("a < b & c"), "a &lt; b &amp; c")
+        self.assertEqual(await render('<a href=" JaVaScRiPt:alert(1)">x</a>'), "<a>x</a>")
+        self.assertEqual(await render("<p>unclosed <b>bold"), "<p>unclosed <b>bold</b></p>")
+        self.assertEqual(await render("<blink>text</blink>"), "text")
+        self.assertEqual(await render(""), "")
+
+    async def test_log_page_escapes_output(self) -> None:
+        await self.run_plain()
+        response, body = await self.get("/karajo/app/log?kind=job&id=plain&counter=1")
+        self.assertEqual(response.code, 200)
+        self.assertIn(b"&lt;script&gt;alert('log')&lt;/script&gt;", body)
+        self.assertNotIn(b"<img src=x", body)
+        self.assertIn(b'data-status="success"', body)
+        self.assertIn(b'data-offset="', body)
+        _, dash = await self.get("/karajo/app/")
+        self.assertIn(b'href="/karajo/app/log?kind=job&amp;id=plain&amp;counter=1"', dash)
+        self.assertIn(b'class="bar st-success"', dash)
+
+    async def test_static_caching(self) -> None:
+        response, body = await self.get("/karajo/static/app.js")
+        self.assertEqual(response.headers.getRawHeaders("content-type"),
+                         ["text/javascript; charset=utf-8"])
+        etag = response.headers.getRawHeaders("etag")[0]
+        with open(os.path.join(templates_dir(), "static", "app.js"), "rb") as f:
+            self.assertEqual(body, f.read())
+        for banned in (b".innerHTML", b"outerHTML", b"insertAdjacentHTML", b"document.write",
+                       b"eval(", b"new Function"):
+            self.assertNotIn(banned, body)
+        response, body = await self.get("/karajo/static/app.js", headers={"If-None-Match": etag})
+        self.assertEqual(response.code, 304)
+        self.assertEqual(body, b"")
+        response, _ = await self.get("/karajo/static/app.css")
+        self.assertEqual(response.headers.getRawHeaders("content-type"), ["text/css; charset=utf-8"])
+
+    def test_schedule_words(self) -> None:
+        cases = {
+            ("minutely", None): "every minute (UTC)",
+            ("hourly@0,15,30", None): "every hour at :00, :15, :30 (UTC)",
+            ("daily@01:00,13:30", None): "every day at 01:00, 13:30 (UTC)",
+            ("weekly@mon,fri@10:00", None): "every Monday, Friday at 10:00 (UTC)",
+            ("monthly@1,15@06:00", None): "on day 1, 15 of every month at 06:00 (UTC)",
+            ("30 2 * * *", None): "cron 30 2 * * * (UTC)",
+            (None, timedelta(minutes=90)): "every 1 hour 30 minutes",
+            (None, timedelta(minutes=5)): "every 5 minutes",
+            (None, timedelta(hours=1)): "every hour",
+            (None, None): "only on request",
+        }
+        for (schedule, interval), words in cases.items():
+            self.assertEqual(describe_schedule(schedule, interval), words)
+        self.assertEqual(describe_schedule("daily@02:30", None, "Europe/Berlin"),
+                         "every day at 02:30 (Europe/Berlin)")
+
+    def test_safe_next(self) -> None:
+        self.assertEqual(safe_next("/karajo/app/log?kind=job&id=x&counter=2"),
+                         "/karajo/app/log?kind=job&id=x&counter=2")
+        for evil in ("https://evil.example/", "//evil.example/karajo/app/", "/karajo/app//evil",
+                     "/karajo/app/../../x", "/elsewhere", "javascript:alert(1)", "", None,
+                     "/karajo/app/\\evil"):
+            self.assertEqual(safe_next(evil), "/karajo/app/", evil)
+
+
+class WithUsers(TestCase):
+    def setUp(self) -> None:
+        self.service, self.sessions, self.ui, self.treq = build(self, users=True)
+
+    async def get(self, path: str, **kw):
+        response = await self.treq.get("http://k" + path, allow_redirects=False, **kw)
+        body = await response.content()
+        return response, body
+
+    async def test_login_required(self) -> None:
+        response, body = await self.get("/karajo/")
+        self.assertEqual(response.code, 200)
+        self.assertIn(b'id="login-form"', body)
+        self.assertEqual(response.headers.getRawHeaders("content-security-policy"), [CSP])
+        for path in ("/karajo/app/", "/karajo/app/job?kind=job&id=plain",
+                     "/karajo/app/log?kind=job&id=plain&counter=1"):
+            response, body = await self.get(path)
+            self.assertEqual(response.code, 302, path)
+            location = response.headers.getRawHeaders("location")[0]
+            self.assertTrue(location.startswith("/karajo/?next=%2Fkarajo%2Fapp%2F"), location)
+            self.assertNotIn(b"plain", body)
+        response, _ = await self.get("/karajo/app/", cookies={COOKIE_NAME: "forged-token"})
+        self.assertEqual(response.code, 302)
+
+    async def test_session_shows_dashboard(self) -> None:
+        session = await self.sessions.login("admin", "pw", "127.0.0.1")
+        cookies = {COOKIE_NAME: session.token}
+        response, _ = await self.get("/karajo/", cookies=cookies)
+        self.assertEqual(response.code, 302)
+        self.assertEqual(response.headers.getRawHeaders("location"), ["/karajo/app/"])
+        response, _ = await self.get("/karajo/?next=%2Fkarajo%2Fapp%2Fjob%3Fkind%3Djob%26id%3Dplain",
+                                     cookies=cookies)
+        self.assertEqual(response.headers.getRawHeaders("location"),
+                         ["/karajo/app/job?kind=job&id=plain"])
+        response, _ = await self.get("/karajo/?next=https%3A%2F%2Fevil%2F", cookies=cookies)
+        self.assertEqual(response.headers.getRawHeaders("location"), ["/karajo/app/"])
+        response, body = await self.get("/karajo/app/", cookies=cookies)
+        self.assertEqual(response.code, 200)
+        self.assertIn(f'name="karajo-csrf" content="{session.csrf}"'.encode(), body)
+        self.assertIn(b'name="karajo-users" content="1"', body)
+        self.assertIn(b'id="logout"', body)
+        self.assertNotIn(b'id="secret-dialog"', body)
+        self.assertNotIn(session.token.encode(), body)
+        self.assertEqual(response.headers.getRawHeaders("cache-control"), ["no-store"])
+
+    async def test_login_page_keeps_next(self) -> None:
+        _, body = await self.get("/karajo/?next=%2Fkarajo%2Fapp%2Flog%3Fkind%3Djob")
+        self.assertIn(b'name="next" value="/karajo/app/log?kind=job"', body)
+        _, body = await self.get("/karajo/?next=%22%3E%3Cscript%3E")
+        self.assertIn(b'name="next" value="/karajo/app/"', body)
+        self.assertNotIn(b"<script>", body)
+
+
+class FallbackSHA256(TestCase):
+    """templates/static/sha256.js against hashlib/hmac, when node is here."""
+
+    def test_vectors(self) -> None:
+        import hashlib
+        import hmac
+        import json
+
+        node = shutil.which("node") or shutil.which("nodejs")
+        if node is None:
+            self.skipTest("node is not installed (the browser tests check the same vectors)")
+        vectors = [("", ""), ("key", "The quick brown fox jumps over the lazy dog"),
+                   ("k" * 64, "m"), ("k" * 65, "m" * 200), ("ключ", "données")]
+        vectors += [(os.urandom(5).hex(), os.urandom(n).hex()) for n in range(20, 70, 3)]
+        script = (
+            "const k = require(process.argv[1]);"
+            "const vs = JSON.parse(process.argv[2]);"
+            "console.log(JSON.stringify(vs.map(([a, b]) => [k.hmacHex(a, b), k.sha256Hex(b)])));"
+        )
+        path = os.path.join(templates_dir(), "static", "sha256.js")
+        out = subprocess.run([node, "-e", script, path, json.dumps(vectors)],
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+        got = json.loads(out)
+        want = [[hmac.new(k.encode(), m.encode(), hashlib.sha256).hexdigest(),
+                 hashlib.sha256(m.encode()).hexdigest()] for k, m in vectors]
+        self.assertEqual(got, want)
