@@ -154,6 +154,19 @@ def main(argv=None) -> int:
     def record(log, request) -> None:
         stamps.append(time.time())
 
+    # The timer's run callback: when each timer fire hands its run to the
+    # runner (the run itself starts on the next reactor turn).
+    from karajo.run import JobRunner
+
+    fires: list[float] = []
+    trigger = JobRunner.trigger
+
+    def traced_trigger(self, request=None, **kw):
+        fires.append(time.time())
+        return trigger(self, request, **kw)
+
+    JobRunner.trigger = traced_trigger
+
     t_build = time.perf_counter()
     env, warnings = validate(Environment(
         dir_base=tmp,
@@ -262,6 +275,15 @@ def main(argv=None) -> int:
                      f"{(all_late[-1] if all_late else float('nan')) * 1000:.2f}",
                      f"{(all_late[0] if all_late else float('nan')) * 1000:.2f}"))
     print(table(rows, ("lateness (slot -> callable)", "count", "p50 ms", "p99 ms", "max ms", "min ms")))
+    fired = sorted(t - max(s for s in slots if s <= t) for t in fires if t >= slots[0])
+    if fired:
+        print()
+        print(table([("all slots", len(fired), f"{percentile(fired, 50) * 1000:.2f}",
+                      f"{percentile(fired, 99) * 1000:.2f}", f"{fired[-1] * 1000:.2f}",
+                      f"{fired[0] * 1000:.2f}")],
+                    ("lateness (slot -> timer fire)", "count", "p50 ms", "p99 ms", "max ms", "min ms")))
+        verdict = "meets" if percentile(fired, 99) < 0.020 else "MISSES"
+        print(f"target p99 < 20 ms (slot -> timer fire): {verdict}")
 
     if bd is not None and bd.begin_n:
         n = bd.begin_n

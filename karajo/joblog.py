@@ -416,10 +416,9 @@ class LogStore:
         @raise ValueError: C{counter} is not above a counter already used.
         """
         running = LogName(counter, self.job_id, None)
-        for status in (None,) + STATUSES:
-            name = attrs.evolve(running, status=status)
-            if os.path.lexists(self.path_of(name)):
-                raise FileExistsError(f"log {name.filename} exists already")
+        # The floor covers every log this store has seen (restore scans the
+        # directory), so no per-status existence check is needed here: this
+        # runs on the reactor thread for every run.
         if self._floor is None:
             self._floor = max([self._read_floor()] + [n.counter for n in self.scan()])
         if counter <= self._floor:

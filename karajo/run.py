@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any, Callable
 
 from twisted.application.service import Service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -80,6 +80,9 @@ class JobRunner(Service):
         self._logs: list[LogName] = []
         #: called with no argument when a run starts (the timer re-arms)
         self.on_started: Callable[[], Any] = lambda: None
+        #: observers (metrics): C{run_started(runner)} when a run starts,
+        #: C{run_finished(runner, name, status, seconds)} once its log is final
+        self.listeners: list[Any] = []
 
     # --- state -----------------------------------------------------------
 
@@ -105,6 +108,11 @@ class JobRunner(Service):
                 job=self.name, counter=name.counter,
             )
 
+    @property
+    def waiting(self) -> bool:
+        """A run was accepted and waits for one of the shared slots."""
+        return self._waiting is not None
+
     def logs(self) -> list[LogName]:
         """Every log of this job, oldest first (from memory, not the disk)."""
         return list(self._logs)
@@ -119,11 +127,16 @@ class JobRunner(Service):
 
     # --- commands --------------------------------------------------------
 
-    def trigger(self, request: Any = None) -> str:
+    def trigger(self, request: Any = None, *, deferred: bool = False) -> str:
         """
         Start a run now (when a slot is free), or queue one behind the
         current run.  Returns C{"started"} or C{"queued"}; raises
         L{JobPaused}, L{JobBusy} or L{ServerStopping}.
+
+        C{deferred} starts the run on the next reactor turn instead of
+        inside this call: timers use it, because a thousand jobs may be due
+        on one slot and each timer fire should stay a few microseconds, with
+        every run accepted before any of them starts.
         """
         if self.stopping:
             raise ServerStopping(f"{self.name}: karajo is stopping")
@@ -135,7 +148,7 @@ class JobRunner(Service):
             self.queued = True
             self._queued_request = request
             return "queued"
-        self._start(request)
+        self._start(request, deferred)
         return "started"
 
     def pause(self) -> None:
@@ -162,10 +175,14 @@ class JobRunner(Service):
 
     # --- the run ---------------------------------------------------------
 
-    def _start(self, request: Any) -> None:
+    def _start(self, request: Any, deferred: bool = False) -> None:
         self.active = True
         self._done = defer.Deferred()
-        waiting = self._waiting = self._slots.acquire()
+        if deferred:
+            waiting = task.deferLater(self._clock, 0, self._slots.acquire)
+        else:
+            waiting = self._slots.acquire()
+        self._waiting = waiting
         waiting.addCallback(lambda _: defer.ensureDeferred(self._holding_slot(request)))
         waiting.addErrback(lambda f: f.trap(defer.CancelledError))
         waiting.addErrback(
@@ -195,8 +212,9 @@ class JobRunner(Service):
         self._logs.append(runlog.name)
         self.executing = True
         self._stop_reason = None
-        self.last_run = self._clock.seconds()
+        started = self.last_run = self._clock.seconds()
         self.on_started()
+        self._tell("run_started", self)
         runlog.line("=== BEGIN")
         if self._timeout is not None:
             self._timer = self._clock.callLater(
@@ -223,6 +241,7 @@ class JobRunner(Service):
             if self._timer is not None and self._timer.active():
                 self._timer.cancel()
             self._timer = None
+        seconds = self._clock.seconds() - started
         # The work is over: another job may use the slot while this log is
         # flushed to disk (this job's next run still waits for it).
         release_slot()
@@ -243,6 +262,14 @@ class JobRunner(Service):
                 self._on_finished(self, name)
             except Exception:
                 log.failure("{job}: on_finished failed", job=self.name)
+        self._tell("run_finished", self, name, status, seconds)
+
+    def _tell(self, event: str, *args: Any) -> None:
+        for listener in list(self.listeners):
+            try:
+                getattr(listener, event)(*args)
+            except Exception:
+                log.failure("{job}: listener {event} failed", job=self.name, event=event)
 
     def _stopped_line(self, runlog) -> str:
         if self._stop_reason == TIMEOUT:

@@ -135,7 +135,7 @@ def build_job_service(
         zone = ZoneInfo(job.timezone) if job.timezone else None
 
         def fire() -> None:
-            runner.trigger(None)
+            runner.trigger(None, deferred=True)
 
         timer = JobTimer(
             clock,

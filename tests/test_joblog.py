@@ -395,11 +395,13 @@ class RunLogTests(StoreMixin, SynchronousTestCase):
 
     def test_begin_existing(self) -> None:
         """begin() never reuses a counter that already has a log, running or finished."""
-        store = self.store(state_path=None)
-        store.begin(1)
-        self.assertRaises(FileExistsError, store.begin, 1)
+        self.store()  # creates the directory
         self.touch("my_id.2.failed")
-        self.assertRaises(FileExistsError, store.begin, 2)
+        store = self.store(state_path=None)
+        self.assertRaises(ValueError, store.begin, 1)
+        self.assertRaises(ValueError, store.begin, 2)
+        store.begin(3)
+        self.assertRaises(ValueError, store.begin, 3)
 
     def test_begin_persists_counter_first(self) -> None:
         """
@@ -409,7 +411,7 @@ class RunLogTests(StoreMixin, SynchronousTestCase):
         store = self.store()
         store.begin(7)
         self.assertTrue(os.path.exists(os.path.join(self.directory, "my_id.7")))
-        self.assertRaises(FileExistsError, store.begin, 7)
+        self.assertRaises(ValueError, store.begin, 7)
         self.assertRaises(ValueError, store.begin, 3)
         # A fresh store knows the floor even before restore() ran.
         self.assertRaises(ValueError, self.store().begin, 5)

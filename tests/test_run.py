@@ -255,6 +255,28 @@ class ConcurrencyTests(RunTestCase):
         await second.runner.when_idle()
         self.assertEqual(second.runner.last_status, "success")
 
+    async def test_deferred_start(self) -> None:
+        """A deferred trigger (the timers' way) is accepted at once and starts on the next turn."""
+        svc = self.service(Job(name="d", call=lambda log, req: None))
+        runner = svc.runner
+        self.assertEqual(runner.trigger(None, deferred=True), "started")
+        self.assertTrue(runner.active)
+        self.assertFalse(runner.executing)
+        self.assertEqual(runner.trigger(None), "queued")
+        await runner.when_idle()
+        self.assertEqual([n.filename for n in runner.logs()], ["d.1.success", "d.2.success"])
+
+    async def test_deferred_start_canceled(self) -> None:
+        """Cancelling a deferred trigger before it starts leaves no run and no log."""
+        svc = self.service(Job(name="dc", call=lambda log, req: None))
+        runner = svc.runner
+        runner.trigger(None, deferred=True)
+        self.assertTrue(runner.cancel())
+        await runner.when_idle()
+        await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(runner.logs(), [])
+        self.assertEqual(runner.counter, 0)
+
     def test_paused_refuses(self) -> None:
         """A paused job refuses triggers; resume accepts them again."""
         svc = self.service(Job(name="p", call=lambda log, req: None))
