@@ -40,7 +40,9 @@ setup(
         "croniter>=2.0",
         "cryptography>=42",
         "nh3>=0.2.14",
+        "prometheus_client>=0.20",
     ],
+    entry_points={"console_scripts": ["karajo = karajo.cli:main"]},
     extras_require={
         # The browser tests also need Debian's chromium (see .ci/run).
         "test": ["hypothesis>=6.100", "playwright>=1.40"],

@@ -2,6 +2,7 @@
 The whole HTTP site: the JSON API, the web UI and C{dir_public}.
 
     /karajo/api/...   JSON API (L{karajo.web.api})
+    /karajo/metrics   Prometheus metrics (L{karajo.metrics})
     /karajo/...       web UI: login, dashboard, job and log pages, static files
     /...              files of dir_public (when set), else 404
 
@@ -16,6 +17,7 @@ from typing import Any
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
+from karajo.metrics import Metrics
 from karajo.replay import ReplayGuard
 from karajo.users import Sessions
 from karajo.web.api import KarajoAPI
@@ -33,14 +35,18 @@ class _NotFound(Resource):
 class Root(Resource):
     """Route by the first path segments without consuming them for the API."""
 
-    def __init__(self, api: IResource, ui: IResource | None, public: IResource | None) -> None:
+    def __init__(self, api: IResource, ui: IResource | None, public: IResource | None,
+                 metrics: IResource | None = None) -> None:
         super().__init__()
         self._api = api
         self._ui = ui
         self._public = public
+        self._metrics = metrics
 
     def getChildWithDefault(self, name: bytes, request) -> IResource:
         if name == b"karajo":
+            if request.postpath == [b"metrics"] and self._metrics is not None:
+                return self._metrics
             if request.postpath[:1] == [b"api"] or self._ui is None:
                 # The API's routes are full paths: hand it the request as
                 # it came, with "karajo" still in postpath.
@@ -67,6 +73,7 @@ def build_site(service: Any, clock: Any, *, sessions: Sessions | None = None) ->
         sessions = Sessions(env.users, clock)
     guard = ReplayGuard(env.sign_max_age.total_seconds(), clock.seconds)
     api = KarajoAPI(service, clock, sessions, guard=guard)
+    metrics = Metrics(service, api.refusals, sessions, clock)
     try:
         from karajo.web.ui import WebUI
     except ImportError:
@@ -78,4 +85,5 @@ def build_site(service: Any, clock: Any, *, sessions: Sessions | None = None) ->
         from karajo.web.public import PublicFiles
 
         public = PublicFiles(env.dir_public)
-    return limited_site(Root(api.resource(), ui, public), env.max_body_size, clock=clock)
+    root = Root(api.resource(), ui, public, metrics.resource())
+    return limited_site(root, env.max_body_size, clock=clock)

@@ -1,0 +1,451 @@
+"""
+The C{karajo} command: the everyday chores around a karajo server.
+
+    karajo hash-password [--rounds N]         bcrypt hash for user.conf
+    karajo sign --secret-env VAR [FILE|-]      hex HMAC-SHA256 of a payload
+    karajo trigger URL --secret-env VAR [...]  send a signed webhook
+    karajo check [--config FILE]               validate a config, show its jobs
+    karajo version
+
+Exit status: 0 on success, 1 on a runtime error (network, I/O, a refused
+request), 2 on a usage or configuration error.  Errors go to stderr as
+C{karajo: ...}; configuration errors as C{FILE:LINE: reason}.
+
+Secrets are never taken on the command line (where C{ps} and the shell
+history would show them): C{--secret-env} names an environment variable.
+
+This is a short-lived process, so it uses the standard library (C{urllib})
+rather than the reactor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import getpass
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Sequence
+from urllib.parse import urlsplit
+
+__all__ = ["main"]
+
+OK, FAILED, USAGE = 0, 1, 2
+
+API_RUN = "/karajo/api/job_exec/run"
+
+
+class CommandError(Exception):
+    """Ends the command with C{karajo: MESSAGE} on stderr and C{status}."""
+
+    def __init__(self, message: str, status: int = FAILED) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _secret_from_env(var: str) -> bytes:
+    value = os.environ.get(var)
+    if not value:
+        raise CommandError(
+            f"environment variable {var} is {'empty' if value == '' else 'not set'}; "
+            "it must hold the secret", USAGE)
+    return value.encode("utf-8")
+
+
+# --- hash-password -----------------------------------------------------------
+
+
+def _read_password(confirm: bool) -> str:
+    if sys.stdin.isatty():
+        try:
+            password = getpass.getpass("Password: ")
+            if confirm and getpass.getpass("Again: ") != password:
+                raise CommandError("the passwords do not match")
+        except EOFError:
+            raise CommandError("no password given") from None
+        return password
+    line = sys.stdin.buffer.readline()
+    if not line:
+        raise CommandError("no password on standard input")
+    if line.endswith(b"\n"):
+        line = line[:-1]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandError("the password is not UTF-8", USAGE) from None
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    from karajo.users import BCRYPT_MAX_PASSWORD, hash_password
+
+    password = _read_password(confirm=not args.no_confirm)
+    if not password:
+        raise CommandError("the password is empty", USAGE)
+    if len(password.encode("utf-8")) > BCRYPT_MAX_PASSWORD:
+        raise CommandError(
+            f"the password is longer than {BCRYPT_MAX_PASSWORD} bytes, which bcrypt"
+            " cannot use", USAGE)
+    _out(hash_password(password, rounds=args.rounds))
+    return OK
+
+
+def _rounds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 4 <= value <= 31:
+        raise argparse.ArgumentTypeError("must be 4 to 31")
+    return value
+
+
+# --- sign --------------------------------------------------------------------
+
+
+def _read_payload(name: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(name, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise CommandError(f"cannot read {name}: {e.strerror or e}") from None
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from karajo.signature import sign
+
+    secret = _secret_from_env(args.secret_env)
+    _out(sign(secret, _read_payload(args.file)))
+    return OK
+
+
+# --- trigger -----------------------------------------------------------------
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """The signed payload goes to the URL given and nowhere else."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401
+        return None
+
+
+def _payload(data: str | None) -> bytes:
+    document: Any = {}
+    if data is not None:
+        try:
+            document = json.loads(data)
+        except ValueError as e:
+            raise CommandError(f"--data is not JSON: {e}", USAGE) from None
+        if not isinstance(document, dict):
+            raise CommandError("--data must be a JSON object", USAGE)
+    document["_karajo_epoch"] = int(time.time())
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    from karajo.signature import sign
+
+    parts = urlsplit(args.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CommandError(f"{args.url!r} is not an http:// or https:// URL", USAGE)
+    if args.timeout <= 0:
+        raise CommandError("--timeout must be positive", USAGE)
+    secret = _secret_from_env(args.secret_env)
+    body = _payload(args.data)
+    request = urllib.request.Request(args.url, data=body, method="POST", headers={
+        "Content-Type": "application/json",
+        args.header_sign: sign(secret, body),
+        "User-Agent": "karajo-cli",
+    })
+    opener = urllib.request.build_opener(_NoRedirects)
+    try:
+        with opener.open(request, timeout=args.timeout) as response:
+            status, reason, content = response.status, response.reason, response.read()
+    except urllib.error.HTTPError as e:
+        status, reason = e.code, e.reason
+        try:
+            content = e.read()
+        except OSError:
+            content = b""
+        location = e.headers.get("Location") if e.headers else None
+        if location:
+            reason = f"{reason}; redirect to {location} not followed"
+    except (urllib.error.URLError, OSError) as e:
+        why = getattr(e, "reason", None) or e
+        raise CommandError(f"cannot reach {args.url}: {why}") from None
+    _write_body(content)
+    if 200 <= status < 300:
+        return OK
+    sys.stderr.write(f"karajo: {args.url}: HTTP {status} {reason}\n")
+    return FAILED
+
+
+def _write_body(content: bytes) -> None:
+    if not content:
+        return
+    sys.stdout.buffer.write(content)
+    if not content.endswith(b"\n"):
+        sys.stdout.buffer.write(b"\n")
+    sys.stdout.flush()
+
+
+# --- check -------------------------------------------------------------------
+
+
+def _utc(when: datetime.datetime | float) -> str:
+    if not isinstance(when, datetime.datetime):
+        when = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
+    return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _last_run(log_dir: str, job_id: str) -> float | None:
+    """When the job last wrote a log (as the timer counts an interval from)."""
+    newest = None
+    try:
+        with os.scandir(log_dir) as entries:
+            for entry in entries:
+                if entry.name.startswith(job_id + ".") and entry.is_file():
+                    mtime = entry.stat().st_mtime
+                    newest = mtime if newest is None else max(newest, mtime)
+    except OSError:
+        return None
+    return newest
+
+
+def _timing(job: Any, paths: Any, now: datetime.datetime) -> list[tuple[str, str]]:
+    """The schedule or interval in words and the next fire, as report rows."""
+    from zoneinfo import ZoneInfo
+
+    from karajo.duration import format_duration
+    from karajo.schedule import parse_schedule
+
+    zone = job.timezone or "UTC"
+    if job.schedule:
+        schedule = parse_schedule(job.schedule, ZoneInfo(job.timezone) if job.timezone else None)
+        words = schedule.describe()
+        if zone not in words:
+            words += f" ({zone})"
+        rows = [("schedule", f"{job.schedule!r}: {words}")]
+        if job.interval is not None:
+            rows.append(("interval", f"{format_duration(job.interval)} (ignored: schedule wins)"))
+        rows.append(("next run", _utc(schedule.next_after(now))))
+        return rows
+    if job.interval is not None:
+        rows = [("interval", f"every {format_duration(job.interval)} after the last run")]
+        last = _last_run(paths.log_dir(job.kind, job.id), job.id)
+        if last is None:
+            rows.append(("next run", "at start (it has never run)"))
+        else:
+            due = last + job.interval.total_seconds()
+            when = _utc(due)
+            rows.append(("next run", when if due > now.timestamp() else f"at start (was due {when})"))
+        return rows
+    return [("schedule", "none: runs only when triggered over HTTP")]
+
+
+def _print_rows(rows: list[tuple[str, str]]) -> None:
+    width = max((len(key) for key, _ in rows), default=0)
+    for key, value in rows:
+        _out(f"  {key.ljust(width)}  {value}")
+
+
+def _where(origin: Any) -> str:
+    if origin.line is None:
+        return origin.filename
+    return f"{origin.filename}:{origin.line}"
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from karajo.config import load_environment
+    from karajo.errors import ConfigError
+    from karajo.paths import Paths
+    from karajo.web.api import _masked_headers, _masked_url
+
+    try:
+        loaded = load_environment(args.config)
+    except ConfigError as e:
+        sys.stderr.write(f"{e}\n")
+        return USAGE
+    except OSError as e:
+        sys.stderr.write(f"{getattr(e, 'filename', None) or args.config}: {e.strerror or e}\n")
+        return USAGE
+    for warning in loaded.warnings:
+        sys.stderr.write(f"warning: {warning}\n")
+
+    env = loaded.environment
+    paths = Paths(env.dir_base)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    _out(f"{args.config}: OK ({len(env.jobs)} job(s), {len(env.http_jobs)} job.http,"
+         f" {len(loaded.warnings)} warning(s)); times in UTC, now {_utc(now)}")
+    _out("")
+    _out(f"[karajo] {env.name!r}")
+    users = ", ".join(sorted(env.users)) or "none: the dashboard and API are public"
+    _print_rows([
+        ("listen_address", env.listen_address),
+        ("dir_base", env.dir_base),
+        ("secret", "set" if env.secret else "not set: a random one is generated at each start"),
+        ("max_job_running", str(env.max_job_running)),
+        ("users", users),
+        ("notifs", ", ".join(sorted(env.notifs)) or "none"),
+    ])
+
+    for job in env.jobs.values():
+        _out("")
+        _out(f"[job \"{job.name}\"]  ID {job.id}  ({_where(job.origin)})")
+        rows: list[tuple[str, str]] = []
+        if job.path:
+            rows.append(("trigger", f"POST {API_RUN}{job.path}"))
+            sign_with = job.header_sign if job.auth_kind == "hmac-sha256" else "its own headers"
+            rows.append(("auth", f"{job.auth_kind}, signature in {sign_with},"
+                                 f" {'own' if job.secret else 'global'} secret"))
+        else:
+            rows.append(("trigger", "none (no path)"))
+        rows += _timing(job, paths, now)
+        if job.timeout is not None:
+            from karajo.duration import format_duration
+
+            rows.append(("timeout", format_duration(job.timeout)))
+        rows.append(("work dir", paths.work_dir(job.kind, job.id)))
+        for attr in ("notif_on_success", "notif_on_failed"):
+            if getattr(job, attr):
+                rows.append((attr, ", ".join(getattr(job, attr))))
+        _print_rows(rows)
+        _out("  commands, each run as /bin/sh -c, in order:")
+        for number, command in enumerate(job.commands, 1):
+            _out(f"    {number}. {command!r}")
+
+    for job in env.http_jobs.values():
+        _out("")
+        _out(f"[job.http \"{job.name}\"]  ID {job.id}  ({_where(job.origin)})")
+        rows = [
+            ("request", f"{job.http_method} {_masked_url(job.http_url)}"),
+            ("request type", job.http_request_type),
+            ("signature", f"in {job.header_sign}, {'own' if job.secret else 'global'} secret"),
+        ]
+        for header in _masked_headers(job.http_headers):
+            rows.append(("header", header))
+        rows += _timing(job, paths, now)
+        _print_rows(rows)
+    return OK
+
+
+# --- version -----------------------------------------------------------------
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    from karajo import __version__
+
+    _out(__version__)
+    return OK
+
+
+# --- the parser --------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from karajo import __version__
+    from karajo.config import DEFAULT_CONFIG
+    from karajo.signature import DEFAULT_HEADER_SIGN
+
+    parser = argparse.ArgumentParser(
+        prog="karajo",
+        description="Chores around a karajo server. The daemon itself runs with"
+                    " 'twistd -n karajo --config FILE'.",
+        epilog="Exit status: 0 success, 1 runtime error, 2 usage or configuration error.",
+    )
+    parser.add_argument("--version", action="version", version=f"karajo {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "hash-password", help="print a bcrypt hash for user.conf",
+        description="Read a password and print its bcrypt hash for the password key of"
+                    " a [user \"NAME\"] section in user.conf. On a terminal the password"
+                    " is asked for twice without echo; otherwise the first line of"
+                    " standard input is the password (its line end removed).",
+    )
+    p.add_argument("--rounds", type=_rounds, default=12, metavar="N",
+                   help="bcrypt cost, 4 to 31 (default 12)")
+    p.add_argument("--no-confirm", action="store_true",
+                   help="on a terminal, ask for the password only once")
+    p.set_defaults(run=cmd_hash_password)
+
+    p = sub.add_parser(
+        "sign", help="print the hex HMAC-SHA256 of a payload",
+        description="Print the hex HMAC-SHA256 of the exact bytes of FILE (or standard"
+                    " input), as karajo expects in X-Karajo-Sign. Nothing is stripped:"
+                    " 'echo' adds a newline that becomes part of the payload; use"
+                    " 'printf %%s'.",
+    )
+    p.add_argument("--secret-env", required=True, metavar="VAR",
+                   help="environment variable holding the secret")
+    p.add_argument("file", nargs="?", default="-", metavar="FILE",
+                   help="the payload; '-' or nothing for standard input")
+    p.set_defaults(run=cmd_sign)
+
+    p = sub.add_parser(
+        "trigger", help="send a signed webhook and print the response",
+        description="POST a signed JSON webhook to URL (for example"
+                    f" http://127.0.0.1:31937{API_RUN}/hello-world). The body is the"
+                    " --data object with _karajo_epoch set to the current time, as"
+                    " compact JSON; its hex HMAC-SHA256 goes in the signature header."
+                    " The response body is printed; the exit status is 0 for a 2xx"
+                    " answer and 1 otherwise. Redirects are not followed.",
+    )
+    p.add_argument("url", metavar="URL")
+    p.add_argument("--secret-env", required=True, metavar="VAR",
+                   help="environment variable holding the job's secret")
+    p.add_argument("--data", metavar="JSON", help="a JSON object to send (default {})")
+    p.add_argument("--header-sign", default=DEFAULT_HEADER_SIGN, metavar="NAME",
+                   help=f"signature header (default {DEFAULT_HEADER_SIGN})")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                   help="seconds to wait for the answer (default 30)")
+    p.set_defaults(run=cmd_trigger)
+
+    p = sub.add_parser(
+        "check", help="validate a configuration and show its jobs",
+        description="Load and validate the configuration like the daemon does, without"
+                    " starting anything; print warnings, then every job with its ID,"
+                    " trigger path, schedule, next run (UTC) and commands exactly as they"
+                    " will run (quotes removed, inline comments cut).",
+    )
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG, metavar="FILE",
+                   help=f"the main configuration file (default {DEFAULT_CONFIG})")
+    p.set_defaults(run=cmd_check)
+
+    p = sub.add_parser("version", help="print the version",
+                       description="Print karajo's version.")
+    p.set_defaults(run=cmd_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status = args.run(args)
+    except CommandError as e:
+        sys.stderr.write(f"karajo: {e}\n")
+        status = e.status
+    except KeyboardInterrupt:
+        sys.stderr.write("\n")
+        status = 130
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
