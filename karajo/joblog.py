@@ -343,9 +343,8 @@ class LogStore:
         self._floor: int | None = None
         self._prefix_second: int | None = None
         self._prefix = b""
-        make_private_dirs(directory)
-        if state_path is not None:
-            make_private_dirs(os.path.dirname(state_path) or ".")
+        # Directories are made on first use (begin, prune), not here: a
+        # server with thousands of jobs must not start with a mkdir each.
 
     def _line_prefix(self) -> bytes:
         """
@@ -369,6 +368,8 @@ class LogStore:
     def scan(self) -> list[LogName]:
         """Every log in the directory, oldest counter first."""
         names = []
+        if not os.path.isdir(self.directory):
+            return names
         with os.scandir(self.directory) as entries:
             for entry in entries:
                 name = parse_log_name(self.job_id, entry.name)
@@ -425,7 +426,11 @@ class LogStore:
             raise ValueError(f"counter {counter} of job {self.job_id} was used already")
         self._floor = counter
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-        fd = os.open(self.path_of(running), flags, 0o600)
+        try:
+            fd = os.open(self.path_of(running), flags, 0o600)
+        except FileNotFoundError:
+            make_private_dirs(self.directory)
+            fd = os.open(self.path_of(running), flags, 0o600)
         return RunLog(self, running, fd)
 
     def prune(self, retention: int) -> list[LogName]:
@@ -517,6 +522,7 @@ class LogStore:
         """Replace the state file atomically and durably (before logs are deleted)."""
         if self.state_path is None:
             return
+        make_private_dirs(os.path.dirname(os.path.abspath(self.state_path)))
         tmp = self.state_path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:

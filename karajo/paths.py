@@ -32,14 +32,18 @@ class Paths:
     def state_file(self, kind: str, job_id: str) -> str:
         return os.path.join(self.dir_base, "var", "run", "karajo", kind, job_id)
 
-    def ensure(self, kind: str, job_id: str) -> None:
+    def ensure(self) -> None:
         """
-        Create a job's working directory, and C{var/} private to the
-        daemon's user (0700): logs and working files may hold anything a job
-        prints.  (The log store creates the log and state directories.)
+        Create the tree's fixed directories, C{var/} private to the daemon's
+        user (0700): logs and working files may hold anything a job prints.
+        A job's own directories are made on its first run (a server with
+        thousands of jobs must not start with thousands of mkdirs).
         """
         make_private_dirs(os.path.join(self.dir_base, "var"))
-        make_private_dirs(self.work_dir(kind, job_id))
+        for kind in ("job", "job_http"):
+            for path in (self.work_dir(kind, ""), self.log_dir(kind, ""),
+                         os.path.dirname(self.state_file(kind, "x"))):
+                make_private_dirs(path)
 
 
 def make_private_dirs(path: str) -> None:

@@ -243,13 +243,14 @@ class JobRunner(Service):
             self._timer = None
         seconds = self._clock.seconds() - started
         # The work is over: another job may use the slot while this log is
-        # flushed to disk (this job's next run still waits for it).
+        # flushed to disk (this job's next run still waits for it), and the
+        # job no longer counts as running.
+        self.executing = False
+        self.last_status = status
         release_slot()
         name = await runlog.finish(status)
         self._logs = [name if n.counter == name.counter else n for n in self._logs]
-        self.executing = False
         self.current = None
-        self.last_status = status
         try:
             # Listing and unlinking wait on the disk: not on the reactor thread.
             pruned = set(await self.store.run_in_thread(self.store.prune, self.job.log_retention))

@@ -116,7 +116,6 @@ def build_job_service(
     on_finished: Callable[..., Any] | None = None,
 ) -> JobService:
     """A job's runner and timer, on its own log directory."""
-    paths.ensure(job.kind, job.id)
     store = LogStore(
         paths.log_dir(job.kind, job.id),
         job.id,
@@ -178,6 +177,7 @@ def build_service(
         log.warn("no [karajo] secret set; a random one was generated for this run")
 
     paths = Paths(env.dir_base)
+    paths.ensure()
     service = KarajoService(env)
     if notifier is None and env.notifs:
         notifier = Notifier(env.notifs, reactor, server_name=env.name)

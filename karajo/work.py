@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from karajo.errors import RunFailed
 from karajo.joblog import RunLog
 from karajo.model import Job
+from karajo.paths import make_private_dirs
 from karajo.process import CommandResult, RunningCommand, command_env, spawn_command
 
 
@@ -66,6 +67,10 @@ class CommandWork:
 
     async def _run(self, log: RunLog, counter: int) -> None:
         env = command_env(counter)
+        # Made on first use, then one stat a run.
+        make_private_dirs(self._cwd)
+        if self._pid_path is not None:
+            make_private_dirs(os.path.dirname(self._pid_path))
         for number, command in enumerate(self._commands, 1):
             if self._stopped:
                 raise Stopped()

@@ -92,6 +92,7 @@ class StoreMixin:
 
     def touch(self, filename: str, data: bytes = b"") -> str:
         path = os.path.join(self.directory, filename)
+        os.makedirs(self.directory, exist_ok=True)
         with open(path, "wb") as f:
             f.write(data)
         return path
@@ -395,7 +396,6 @@ class RunLogTests(StoreMixin, SynchronousTestCase):
 
     def test_begin_existing(self) -> None:
         """begin() never reuses a counter that already has a log, running or finished."""
-        self.store()  # creates the directory
         self.touch("my_id.2.failed")
         store = self.store(state_path=None)
         self.assertRaises(ValueError, store.begin, 1)
@@ -580,6 +580,7 @@ class StoreTests(StoreMixin, SynchronousTestCase):
         """A garbled state file is ignored: the logs still give the counter."""
         store = self.store()
         self.run_job(store, 5)
+        os.makedirs(os.path.dirname(self.state_path), exist_ok=True)
         with open(self.state_path, "wb") as f:
             f.write(b"garbage")
         self.assertEqual(self.store().restore().counter, 5)
@@ -594,7 +595,6 @@ class StoreTests(StoreMixin, SynchronousTestCase):
         a cut-short last line) and is renamed failed; its modification time is
         kept as the last run time.
         """
-        self.store()  # creates the directory
         path = self.touch("my_id.4", P0 + b"=== BEGIN\n" + P0 + b"half a li")
         os.utime(path, (T0 - 100, T0 - 100))
         done = self.touch("my_id.3.success", P0 + b"=== DONE\n")

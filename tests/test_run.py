@@ -131,6 +131,7 @@ class CommandTests(RunTestCase):
         """A leftover running log from a crash is finalised as failed with an explanation."""
         job = Job(name="crash", commands=["true"])
         svc = self.service(job, start=False)
+        os.makedirs(self.log_dir("crash"))
         with open(os.path.join(self.log_dir("crash"), "crash.7"), "wb") as f:
             f.write(b"2026-01-01 00:00:00 UTC job: crash: half a line")
         with open(os.path.join(self.log_dir("crash"), "crash.notes"), "wb") as f:
@@ -389,6 +390,7 @@ class StopTests(RunTestCase):
         pgid = proc.pid
         await deferLater(reactor, 0.1, lambda: None)
         self.assertTrue(group_alive(pgid))
+        os.makedirs(os.path.dirname(Paths(self.base).state_file("job", "orphan")), exist_ok=True)
         with open(Paths(self.base).state_file("job", "orphan") + ".pgid", "w") as f:
             f.write(f"{pgid}\n")
         svc.startService()

@@ -62,16 +62,21 @@ class MakeServiceTests(SynchronousTestCase):
         IService(service)
 
     def test_directory_tree(self) -> None:
-        """The tree of SPEC section 1 is created under dir_base, var/ private to the daemon."""
+        """
+        The fixed tree of SPEC section 1 is created under dir_base at start,
+        var/ private to the daemon; a job's own directories come with its
+        first run (see tests.test_run).
+        """
         base = os.path.abspath(self.mktemp())
         path = config_tree(base, 'secret = x\n[job "a"]\ncommand = a\n[job.http "c"]\nhttp_url = /x\n')
         build_service(load_environment(path, {}), MemoryReactorClock())
         for rel in (
-            "var/lib/karajo/job/a",
-            "var/log/karajo/job/a",
+            "var/lib/karajo/job",
+            "var/log/karajo/job",
             "var/run/karajo/job",
-            "var/lib/karajo/job_http/c",
-            "var/log/karajo/job_http/c",
+            "var/lib/karajo/job_http",
+            "var/log/karajo/job_http",
+            "var/run/karajo/job_http",
         ):
             self.assertTrue(os.path.isdir(os.path.join(base, rel)), rel)
         self.assertEqual(os.stat(os.path.join(base, "var")).st_mode & 0o777, 0o700)
