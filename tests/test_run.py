@@ -98,6 +98,13 @@ class CommandTests(RunTestCase):
         self.assertNotIn("leaked-secret", text)
         self.assertNotIn("KARAJO_TEST_LEAK", text)
 
+    async def test_shell_like_sh_c(self) -> None:
+        """A command sees $0, $# and exit statuses as under /bin/sh -c; a bad cwd fails clearly."""
+        svc = self.service(Job(name="shellish", commands=['echo "[$0] [$#] [$*]"', "(exit 3)"]))
+        _, content = await self.run_once(svc)
+        self.assertIn(b"shellish: [sh] [0] []\n", content)
+        self.assertIn(b"!!! exit status 3", content)
+
     async def test_stderr_captured(self) -> None:
         """stderr is logged like stdout."""
         svc = self.service(Job(name="err", commands=["echo oops >&2"]))
