@@ -39,6 +39,7 @@ from karajo.model import (
 )
 from karajo.notify import NotifConfigError, check_notif
 from karajo.schedule import parse_schedule
+from karajo.users import is_bcrypt_hash
 
 DEFAULT_CONFIG = "/etc/karajo/karajo.conf"
 
@@ -211,6 +212,21 @@ def conf_files(directory: str) -> list[str]:
     ]
 
 
+def _first(seen: Mapping[str, Any], name: str, section: gitconfig.Section, warnings: list[str]) -> bool:
+    """
+    Whether C{section} is the first of its kind and name; a later one is
+    reported and ignored (the first one read wins).
+    """
+    if name not in seen:
+        return True
+    first = seen[name].origin
+    warnings.append(
+        f"{section.filename}:{section.line}: duplicate [{_header(section)}] "
+        f"ignored; the first one, at {first.filename}:{first.line}, is used"
+    )
+    return False
+
+
 def _need_name(section: gitconfig.Section) -> str:
     if not section.subsection:
         raise ConfigError(
@@ -264,14 +280,8 @@ def load_environment(
         else:
             values, origin = _fields(section, JOB_HTTP_KEYS, warnings)
             target, cls = http_jobs, JobHttp
-        if name in target:
-            first = target[name].origin
-            warnings.append(
-                f"{section.filename}:{section.line}: duplicate [{_header(section)}] "
-                f"ignored; the first one, at {first.filename}:{first.line}, is used"
-            )
-            return True
-        target[name] = cls(name=name, origin=origin, **values)
+        if _first(target, name, section, warnings):
+            target[name] = cls(name=name, origin=origin, **values)
         return True
 
     for section in _read_sections(path):
@@ -284,7 +294,8 @@ def load_environment(
             for attr in ("smtp_user", "smtp_password"):
                 if attr in values:
                     values[attr] = _credential(values[attr], origin, attr, environ)
-            notifs.setdefault(name, Notif(name=name, origin=origin, **values))
+            if _first(notifs, name, section, warnings):
+                notifs[name] = Notif(name=name, origin=origin, **values)
         elif not add_job_section(section, ("job", "job.http")):
             warnings.append(
                 f"{section.filename}:{section.line}: unknown section "
@@ -314,7 +325,8 @@ def load_environment(
                 continue
             name = _need_name(section)
             values, origin = _fields(section, USER_KEYS, warnings)
-            users.setdefault(name, User(name=name, origin=origin, password=values.get("password", "")))
+            if _first(users, name, section, warnings):
+                users[name] = User(name=name, origin=origin, password=values.get("password", ""))
 
     environment = Environment(
         jobs=jobs,
@@ -485,6 +497,9 @@ def validate(env: Environment) -> tuple[Environment, tuple[str, ...]]:
     origin = env.origin
     if not env.name:
         env = evolve(env, name="karajo")
+    # Relative to the current directory once, so nothing later depends on
+    # where the daemon happens to be when it writes.
+    env = evolve(env, dir_base=os.path.abspath(env.dir_base or "."))
     try:
         listen_endpoint(env.listen_address)
     except ValueError as e:
@@ -527,8 +542,11 @@ def validate(env: Environment) -> tuple[Environment, tuple[str, ...]]:
 
     users = _named(env.users, "user")
     for user in users.values():
-        if not user.password.startswith(("$2a$", "$2b$", "$2y$")):
-            raise _fail(user.origin, "password", "password: must be a bcrypt hash ($2a$/$2b$)")
+        if not is_bcrypt_hash(user.password):
+            raise _fail(
+                user.origin, "password",
+                "password: must be a bcrypt hash ($2a$, $2b$ or $2y$; see karajo hash-password)",
+            )
 
     return evolve(env, jobs=jobs, http_jobs=http_jobs, users=users), tuple(warnings)
 

@@ -11,6 +11,7 @@ C{KillMode=control-group}).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -28,6 +29,7 @@ SHELL = "/bin/sh"
 KILL_GRACE = 2.0
 
 
+@functools.cache
 def setsid_path() -> str:
     """C{setsid(1)} from util-linux, present on every Linux distribution."""
     found = shutil.which("setsid", path=SANE_PATH)

@@ -145,6 +145,16 @@ class ReplayGuard:
             self._record(delivery, now + max(self.max_age, self.delivery_ttl))
         return None
 
+    def forget(self, signature_key: Optional[bytes], delivery_key: Optional[bytes]) -> None:
+        """
+        Undo what an accepting L{check} recorded, when the request was then
+        refused for another reason (job paused, busy): the client may send
+        the same signed payload again once the job can take it.
+        """
+        for prefix, key in ((b"signature\0", signature_key), (b"delivery\0", delivery_key)):
+            if key is not None:
+                self._seen.pop(hashlib.sha256(prefix + bytes(key)).digest(), None)
+
     def _alive(self, digest: bytes, now: float) -> bool:
         """Whether C{digest} was seen and has not expired yet."""
         expiry = self._seen.get(digest)

@@ -8,6 +8,7 @@ reactor as a parameter; only L{karajo.tap} knows the global one.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -19,6 +20,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from karajo.config import Loaded, generate_secret, listen_endpoint
@@ -34,6 +36,17 @@ from karajo.timer import JobTimer
 from karajo.work import CallableWork, CommandWork, Work
 
 log = Logger()
+
+
+def thread_runner(reactor) -> Callable[..., defer.Deferred]:
+    """
+    C{f, *args -> Deferred} on the reactor's thread pool.  A reactor with
+    no threads (a test's fake) runs C{f} inline instead.
+    """
+    get_pool = getattr(reactor, "getThreadPool", None)
+    if get_pool is None:
+        return defer.maybeDeferred
+    return functools.partial(deferToThreadPool, reactor, get_pool())
 
 
 def stop_leftover_group(pid_path: str) -> None:
@@ -165,6 +178,10 @@ def build_service(
     generated secret when none is set, and add every child service.
     """
     env = loaded.environment
+    if run_in_thread is None:
+        # Disk waits (fsync, rename, pruning, log reads) go to this
+        # reactor's own thread pool.
+        run_in_thread = thread_runner(reactor)
     for warning in loaded.warnings:
         log.warn("{warning}", warning=warning)
     if not env.secret:

@@ -150,6 +150,11 @@ def _default_check(password: str, hashed: str) -> Deferred[bool]:
     return deferToThread(bcrypt_check, password, hashed)
 
 
+def is_bcrypt_hash(hashed: str) -> bool:
+    """Whether C{hashed} is a bcrypt hash karajo can check (C{$2a$}, C{$2b$}, C{$2y$})."""
+    return _normalize_hash(hashed) is not None
+
+
 def _normalize_hash(hashed: str) -> str | None:
     """
     The hash in a form the C{bcrypt} package accepts, or None if malformed.

@@ -1161,3 +1161,19 @@ class RefusalLogTests(unittest.SynchronousTestCase):
         mine = [e for e in events if "refused {count}" in e.get("log_format", "")]
         self.assertEqual([e["count"] for e in mine], [1, 100])
         self.assertEqual(refusals.total, 101)
+
+
+class RefusedThenRetriedTests(APITestCase):
+    def test_paused_webhook_payload_can_be_resent(self) -> None:
+        """A signed payload refused because the job was paused is accepted once it is resumed."""
+        body = self.epoch_body()
+        self.manage("pause")
+        self.assertError(self.hook("/hello", body), 412, "ERR_JOB_PAUSED")
+        self.manage("resume", epoch=NOW + 1)
+        self.assertEqual(self.hook("/hello", body).code, 200)
+        self.assertError(self.hook("/hello", body), 403, "ERR_REQUEST_REPLAYED")
+
+    def test_refused_management_payload_can_be_resent(self) -> None:
+        """A signed cancel refused (nothing running) does not use up its payload."""
+        self.assertError(self.manage("cancel"), 409, "ERR_JOB_NOT_RUNNING")
+        self.assertError(self.manage("cancel"), 409, "ERR_JOB_NOT_RUNNING")

@@ -364,3 +364,25 @@ class ListenEndpointTests(SynchronousTestCase):
         self.assertEqual(listen_endpoint("[::1]:80"), r"tcp6:80:interface=\:\:1")
         for bad in ("", "host", "1.2.3.4:99999", "a:b", ":"):
             self.assertRaises(ValueError, listen_endpoint, bad)
+
+
+class ReviewFixTests(SynchronousTestCase):
+    def test_duplicate_notif_warned(self) -> None:
+        """A second [notif] of the same name is reported, the first kept."""
+        path = config_tree(self.mktemp(), NOTIF + NOTIF.replace("ops@", "other@"))
+        loaded = load_environment(path, {})
+        self.assertEqual(loaded.environment.notifs["ops"].to, ("ops@example.com",))
+        (warning,) = loaded.warnings
+        self.assertIn('duplicate [notif "ops"] ignored', warning)
+
+    def test_malformed_bcrypt_refused(self) -> None:
+        """A password that only looks like a bcrypt hash is refused at load, not at every login."""
+        base = os.path.abspath(self.mktemp())
+        path = config_tree(base, "", {"user.conf": '[user "u"]\npassword = $2b$nonsense\n'})
+        err = self.assertRaises(ConfigError, load_environment, path, {})
+        self.assertIn("bcrypt hash", err.reason)
+
+    def test_code_dir_base_made_absolute(self) -> None:
+        """A code-built environment's relative dir_base is made absolute once, at validation."""
+        env, _ = validate(Environment(dir_base="relative/dir", jobs={"x": Job(commands=["true"])}))
+        self.assertEqual(env.dir_base, os.path.abspath("relative/dir"))

@@ -45,7 +45,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from karajo.errors import JobBusy, JobPaused, ServerStopping
+from karajo.errors import JobBusy, JobPaused, RunRefused, ServerStopping
 from karajo.model import Job, JobHttp, TriggerRequest
 from karajo.replay import ReplayGuard, extract_epoch
 from karajo.signature import DEFAULT_HEADER_SIGN, verify
@@ -519,19 +519,27 @@ class KarajoAPI:
             return bool(self._sessions.check_csrf(session, text))
         return self._same_origin(request)
 
-    def _check_replay(self, epoch: int | None, key: bytes | None, delivery: bytes | None) -> None:
+    def _check_replay(
+        self, epoch: int | None, key: bytes | None, delivery: bytes | None
+    ) -> Callable[[], None]:
+        """
+        Refuse a replay or an expired payload; else record it and return
+        how to forget it again if the request is refused further on.
+        """
         reason = self._guard.check(epoch, key, delivery)
         if reason is None:
-            return
+            return lambda: self._guard.forget(key, delivery)
         if reason.startswith("replayed"):
             raise RequestReplayed(f"{reason}: a signed request is accepted only once")
         raise RequestExpired(reason)
 
-    def _authorize_management(self, request: Any, signed: bytes, epoch_of: Callable[[], int | None]) -> str:
+    def _authorize_management(
+        self, request: Any, signed: bytes, epoch_of: Callable[[], int | None]
+    ) -> Callable[[], None]:
         """
         Accept a valid C{X-Karajo-Sign} of C{signed} with the global secret
         (then the replay guard), or a session with CSRF protection.
-        Returns how the call was authorised: C{"signature"} or C{"session"}.
+        Returns how to forget the signed payload if the action is refused.
         """
         reason = "missing X-Karajo-Sign header"
         if request.requestHeaders.hasHeader(b"x-karajo-sign"):
@@ -541,15 +549,14 @@ class KarajoAPI:
             )
             if verdict.ok:
                 key = b"manage\0" + request.path + b"\0" + signed
-                self._check_replay(epoch_of(), key, None)
-                return "signature"
+                return self._check_replay(epoch_of(), key, None)
             reason = verdict.reason
         session = self._session(request)
         if session is None:
             raise Unauthorized(f"{reason}, and no session")
         if not self._csrf_ok(request, session):
             raise CSRFRefused(f"missing or wrong {CSRF_HEADER} header")
-        return "session"
+        return lambda: None
 
     # --- errors -------------------------------------------------------------
 
@@ -652,12 +659,14 @@ class KarajoAPI:
         svc = self._lookup(self._service.http_jobs, _query(request).get("id"))
         return envelope.success_raw(request, self._cached("job_http", svc).json)
 
-    def _log(self, request: Any, table: dict[str, Any]) -> bytes:
+    async def _log(self, request: Any, table: dict[str, Any]) -> bytes:
         query = _query(request)
         svc = self._lookup(table, query.get("id"))
         counter = _int_param(query.get("counter"), "counter", 1)
         offset = _int_param(query.get("offset"), "offset", 0, default=0)
-        found = svc.runner.store.read(counter)
+        store = svc.runner.store
+        # Up to a 10 MiB file: read it off the reactor thread.
+        found = await store.run_in_thread(store.read, counter)
         if found is None:
             raise LogNotFound("log not found")
         name, content = found
@@ -672,12 +681,12 @@ class KarajoAPI:
 
     @app.route(API + "/job_exec/log", methods=["GET"])
     @endpoint(SESSION)
-    def job_exec_log(self, request: Any) -> bytes:
+    def job_exec_log(self, request: Any) -> Any:
         return self._log(request, self._service.jobs)
 
     @app.route(API + "/job_http/log", methods=["GET"])
     @endpoint(SESSION)
-    def job_http_log(self, request: Any) -> bytes:
+    def job_http_log(self, request: Any) -> Any:
         return self._log(request, self._service.http_jobs)
 
     @app.route(API + "/openapi.json", methods=["GET"])
@@ -709,19 +718,23 @@ class KarajoAPI:
             self.refusals.refused(job.id, _client_host(request), verdict.reason)
             raise WebhookForbidden(verdict.reason)
         epoch = extract_epoch(body, request.getHeader(b"content-type"))
-        self._check_replay(epoch, b"webhook\0" + job.path.encode("utf-8") + b"\0" + body,
-                           verdict.replay_key)
+        forget = self._check_replay(
+            epoch, b"webhook\0" + job.path.encode("utf-8") + b"\0" + body, verdict.replay_key)
         headers = {}
         for name, values in request.requestHeaders.getAllRawHeaders():
             if name.lower() == b"cookie":
                 continue  # a dashboard session is no business of the job
             headers[name.decode("latin-1")] = b", ".join(values).decode("latin-1")
-        outcome = runner.trigger(TriggerRequest(
-            method=request.method.decode("latin-1"),
-            path=request.path.decode("latin-1"),
-            headers=headers,
-            body=body,
-        ))
+        try:
+            outcome = runner.trigger(TriggerRequest(
+                method=request.method.decode("latin-1"),
+                path=request.path.decode("latin-1"),
+                headers=headers,
+                body=body,
+            ))
+        except RunRefused:
+            forget()  # paused or busy: the same payload may come again
+            raise
         return envelope.success_raw(request, self._cached("job", svc).json, f"job {outcome}")
 
     def _by_path(self) -> dict[str, Any]:
@@ -737,15 +750,25 @@ class KarajoAPI:
     def _manage_exec(self, request: Any, action: str) -> bytes:
         body = _body(request)
         content_type = request.getHeader(b"content-type")
-        self._authorize_management(request, body, lambda: extract_epoch(body, content_type))
-        svc = self._lookup(self._service.jobs, _body_params(request, body).get("id"))
-        return self._apply(request, "job", svc, action)
+        forget = self._authorize_management(
+            request, body, lambda: extract_epoch(body, content_type))
+        try:
+            svc = self._lookup(self._service.jobs, _body_params(request, body).get("id"))
+            return self._apply(request, "job", svc, action)
+        except Exception:
+            forget()
+            raise
 
     def _manage_http(self, request: Any, action: str) -> bytes:
         query = _raw_query(request)
-        self._authorize_management(request, query, lambda: extract_epoch(b"", None, query=query))
-        svc = self._lookup(self._service.http_jobs, _parse_pairs(query).get("id"))
-        return self._apply(request, "job_http", svc, action)
+        forget = self._authorize_management(
+            request, query, lambda: extract_epoch(b"", None, query=query))
+        try:
+            svc = self._lookup(self._service.http_jobs, _parse_pairs(query).get("id"))
+            return self._apply(request, "job_http", svc, action)
+        except Exception:
+            forget()
+            raise
 
     def _apply(self, request: Any, kind: str, svc: Any, action: str) -> bytes:
         runner = svc.runner

@@ -19,7 +19,7 @@ from twisted.web.server import Site
 
 from karajo.metrics import Metrics
 from karajo.replay import ReplayGuard
-from karajo.users import Sessions
+from karajo.users import Sessions, bcrypt_check
 from karajo.web.api import KarajoAPI
 from karajo.web.envelope import error
 from karajo.web.limits import limited_site
@@ -70,7 +70,14 @@ def build_site(service: Any, clock: Any, *, sessions: Sessions | None = None) ->
     """The site of a L{KarajoService}: API, UI and public files, capped."""
     env = service.env
     if sessions is None:
-        sessions = Sessions(env.users, clock)
+        from karajo.service import thread_runner
+
+        in_thread = thread_runner(clock)
+        sessions = Sessions(
+            env.users, clock,
+            # bcrypt takes ~0.2 s of CPU: never on the reactor thread.
+            check=lambda password, hashed: in_thread(bcrypt_check, password, hashed),
+        )
     guard = ReplayGuard(env.sign_max_age.total_seconds(), clock.seconds)
     api = KarajoAPI(service, clock, sessions, guard=guard)
     metrics = Metrics(service, api.refusals, sessions, clock)

@@ -884,17 +884,27 @@ class WebUI:
         if view is None:
             return failed
         counter_text = _query(request).get("counter", "")
-        found = None
-        if re.fullmatch(r"[0-9]{1,18}", counter_text) and int(counter_text) >= 1:
-            found = self.service.job_service(view.kind, view.id).runner.store.read(int(counter_text))
-        if found is None:
-            return self.error_page(request, 404, "No such log",
-                                   "This run has no log (old logs are deleted).", session)
-        name, content = found
-        status = name.status or "running"
-        text = content.decode("utf-8", errors="replace")
-        body = _LogPage(self, view, name, status, text, len(content))
-        return self.page(request, f"{view.name} #{name.counter}", "log", body, session)
+
+        def show(found: Any) -> Any:
+            if found is None:
+                return self.error_page(request, 404, "No such log",
+                                       "This run has no log (old logs are deleted).", session)
+            name, content = found
+            status = name.status or "running"
+            text = content.decode("utf-8", errors="replace")
+            body = _LogPage(self, view, name, status, text, len(content))
+            return self.page(request, f"{view.name} #{name.counter}", "log", body, session)
+
+        if not (re.fullmatch(r"[0-9]{1,18}", counter_text) and int(counter_text) >= 1):
+            return show(None)
+        store = self.service.job_service(view.kind, view.id).runner.store
+        # A log may be 10 MiB: read it off the reactor thread, then render.
+        d = store.run_in_thread(store.read, int(counter_text))
+        d.addCallback(show)
+        d.addErrback(lambda f: (log.failure("log page failed", f),
+                                self.error_page(request, 500, "Error", "The log could not be read.",
+                                                session)))
+        return NOT_DONE_YET
 
     def static(self, request: Any, name: bytes) -> Any:
         entry = self._static.get(name.decode("latin-1"))

@@ -75,7 +75,8 @@ class CurlExampleTests(DaemonTestCase):
         out, err, code = await getProcessOutputAndValue("/bin/sh", ["-c", script], env=os.environ)
         reply = json.loads(out)
         self.assertEqual((reply["code"], reply["name"]), (403, "ERR_JOB_FORBIDDEN"))
-        self.assertEqual(os.listdir(os.path.join(base, "var/log/karajo/job/hello-world")), [])
+        # No run: the job's log directory (made at its first run) does not even exist.
+        self.assertFalse(os.path.exists(os.path.join(base, "var/log/karajo/job/hello-world")))
 
 
 class JobHttpLoopTests(DaemonTestCase):
