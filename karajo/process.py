@@ -154,6 +154,58 @@ def spawn_command(
 _IN_DIR = 'cd -- "$1" || exit 126; karajo_command=$2; set --; eval "$karajo_command"'
 
 
+@functools.cache
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return "-"
+
+
+def _start_time(pid: int) -> str:
+    """A process's start time (clock ticks since boot), or C{-} when gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return "-"
+    return stat[stat.rindex(")") + 2 :].split()[19]
+
+
+def group_record(pgid: int) -> str:
+    """
+    What a running command's pid file holds: its process group, and enough
+    to recognise that group again after a crash (boot and start time), so
+    a restart never kills an unrelated group that reuses the number.
+    """
+    return f"{pgid} {_boot_id()} {_start_time(pgid)}\n"
+
+
+def leftover_group(record: str) -> int | None:
+    """
+    The process group of a L{group_record} that may still hold a crashed
+    run's processes, or C{None} when the record is stale: written before
+    a reboot, or the number now leads another process.  (While any member
+    of the group lives, Linux does not hand its number to a new process.)
+    """
+    parts = record.split()
+    try:
+        pgid = int(parts[0])
+    except (IndexError, ValueError):
+        return None
+    if pgid <= 1:
+        return None
+    if len(parts) >= 3:
+        boot, started = parts[1], parts[2]
+        if boot != _boot_id():
+            return None
+        now = _start_time(pgid)
+        if now != "-" and started != "-" and now != started:
+            return None
+    return pgid
+
+
 def command_env(counter: int) -> dict[str, str]:
     """
     A command sees only this: the run counter and a sane PATH.  Nothing of

@@ -29,7 +29,7 @@ from karajo.joblog import LogStore
 from karajo.notify import Notifier
 from karajo.model import Environment, Job, JobHttp
 from karajo.paths import Paths
-from karajo.process import signal_group
+from karajo.process import leftover_group, signal_group
 from karajo.run import JobRunner
 from karajo.schedule import parse_schedule
 from karajo.timer import JobTimer
@@ -52,15 +52,15 @@ def thread_runner(reactor) -> Callable[..., defer.Deferred]:
 def stop_leftover_group(pid_path: str) -> None:
     """
     Kill the process group a crashed daemon left running (recorded in
-    C{pid_path} while a command ran), so a restart never leaves orphans.
-    Linux does not reuse a PID while a process group still carries it.
+    C{pid_path} while a command ran), so a restart never leaves orphans;
+    a stale record (another boot, a reused number) kills nothing.
     """
     try:
         with open(pid_path) as f:
-            pgid = int(f.read().strip())
-    except (FileNotFoundError, ValueError):
+            pgid = leftover_group(f.read())
+    except FileNotFoundError:
         return
-    if pgid > 1 and signal_group(pgid, signal.SIGKILL):
+    if pgid is not None and signal_group(pgid, signal.SIGKILL):
         log.warn("killed process group {pgid} left by a previous run", pgid=pgid)
     os.unlink(pid_path)
 

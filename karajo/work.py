@@ -21,7 +21,13 @@ from karajo.errors import RunFailed
 from karajo.joblog import RunLog
 from karajo.model import Job
 from karajo.paths import make_private_dirs
-from karajo.process import CommandResult, RunningCommand, command_env, spawn_command
+from karajo.process import (
+    CommandResult,
+    RunningCommand,
+    command_env,
+    group_record,
+    spawn_command,
+)
 
 
 class Work(Protocol):
@@ -103,7 +109,7 @@ class CommandWork:
         # Written whole or not at all: a restart must never read half a pid.
         tmp = self._pid_path + ".tmp"
         with open(tmp, "w") as f:
-            f.write(f"{pgid}\n")
+            f.write(group_record(pgid))
         os.replace(tmp, self._pid_path)
 
     def stop(self) -> None:

@@ -326,7 +326,7 @@ class StopTests(RunTestCase):
                 break
             await deferLater(reactor, 0.02, lambda: None)
         with open(pid_path) as f:
-            pgid = int(f.read())
+            pgid = int(f.read().split()[0])
         await deferLater(reactor, 0.2, lambda: None)  # let the shell start its children
         self.assertTrue(group_alive(pgid))
         return pgid
@@ -407,3 +407,21 @@ class StopTests(RunTestCase):
                 break
             await deferLater(reactor, 0.02, lambda: None)
         self.assertFalse(group_alive(pgid))
+
+
+class LeftoverRecordTests(TestCase):
+    def test_round_trip(self) -> None:
+        """A record of a live group is recognised; garbage and old boots are not."""
+        from karajo.process import group_record, leftover_group
+
+        me = os.getpgrp()
+        self.assertEqual(leftover_group(group_record(me)), me)
+        self.assertEqual(leftover_group(f"{me}\n"), me)  # the bare form
+        for stale in ("", "x", "1", "0 a b", f"{me} another-boot 123"):
+            self.assertIsNone(leftover_group(stale), stale)
+
+    def test_reused_number_not_killed(self) -> None:
+        """A record whose start time no longer matches that pid is stale."""
+        from karajo.process import _boot_id, leftover_group
+
+        self.assertIsNone(leftover_group(f"{os.getpid()} {_boot_id()} 1"))

@@ -132,7 +132,7 @@ class StartTests(TestCase):
         groups = []
         for p in pgids:
             with open(p) as f:
-                groups.append(int(f.read()))
+                groups.append(int(f.read().split()[0]))
         started = reactor.seconds()
         process.signalProcess("TERM")
         code = yield proto.ended
