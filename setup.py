@@ -45,7 +45,13 @@ setup(
     entry_points={"console_scripts": ["karajo = karajo.cli:main"]},
     extras_require={
         # The browser tests also need Debian's chromium (see .ci/run).
-        "test": ["hypothesis>=6.100", "playwright>=1.40"],
+        "test": [
+            "hypothesis>=6.100",
+            "playwright>=1.40",
+            "schemathesis>=4.32,<5",
+            "pip-audit>=2.7",
+            "bandit>=1.7.9",
+        ],
     },
     zip_safe=False,
 )

@@ -232,7 +232,7 @@ def self_base_url(listen_address: str) -> str:
     host = host.strip()
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if host in ("", "0.0.0.0", "*"):
+    if host in ("", "0.0.0.0", "*"):  # nosec B104: a wildcard is mapped to loopback here
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
