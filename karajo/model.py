@@ -13,7 +13,6 @@ import re
 from datetime import timedelta
 from typing import Any, Callable, Mapping
 
-import attrs
 from attrs import field, frozen
 
 AUTH_KINDS = ("hmac-sha256", "github", "sourcehut")
@@ -173,8 +172,6 @@ class Environment:
         """A job's own secret, or the global one when it has none."""
         return job.secret if job.secret else self.secret
 
-
-evolve = attrs.evolve
 
 
 @frozen

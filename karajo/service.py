@@ -9,6 +9,7 @@ reactor as a parameter; only L{karajo.tap} knows the global one.
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import signal
 import sys
@@ -112,6 +113,14 @@ class KarajoService(MultiService):
             )
 
         return d.addCallback(close).addCallback(lambda _: None)
+
+    def startService(self) -> None:
+        super().startService()
+        # Everything built so far (thousands of jobs' objects) lives as long
+        # as the daemon: keep it out of the cyclic collector, whose full
+        # passes over it would otherwise stall timers and requests for tens
+        # of milliseconds at a time.
+        gc.freeze()
 
     def job_service(self, kind: str, job_id: str) -> JobService | None:
         table = self.jobs if kind == "job" else self.http_jobs

@@ -18,9 +18,10 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
 from karajo.metrics import Metrics
-from karajo.replay import ReplayGuard
+from karajo import __version__
 from karajo.users import Sessions, bcrypt_check
 from karajo.web.api import KarajoAPI
+from karajo.web.ui import WebUI
 from karajo.web.envelope import error
 from karajo.web.limits import limited_site
 
@@ -78,15 +79,9 @@ def build_site(service: Any, clock: Any, *, sessions: Sessions | None = None) ->
             # bcrypt takes ~0.2 s of CPU: never on the reactor thread.
             check=lambda password, hashed: in_thread(bcrypt_check, password, hashed),
         )
-    guard = ReplayGuard(env.sign_max_age.total_seconds(), clock.seconds)
-    api = KarajoAPI(service, clock, sessions, guard=guard)
+    api = KarajoAPI(service, clock, sessions, version=__version__)
     metrics = Metrics(service, api.refusals, sessions, clock)
-    try:
-        from karajo.web.ui import WebUI
-    except ImportError:
-        ui = None
-    else:
-        ui = WebUI(service, sessions).resource()
+    ui = WebUI(service, sessions).resource()
     public = None
     if env.dir_public:
         from karajo.web.public import PublicFiles

@@ -420,7 +420,6 @@ class CardElement(Element):
     def card(self, request: Any, tag: Tag) -> Tag:
         v = self.view
         job = v.job
-        run_now = self.ui.can_run_now(v.kind, job)
         description = sanitize_description(job.description)
         searchable = " ".join([v.name, v.id, v.kind, _text_of(description)]).lower()
         tag.attributes.update({
@@ -430,7 +429,7 @@ class CardElement(Element):
             "data-path": getattr(job, "path", "") or "",
             "data-auth": getattr(job, "auth_kind", "") or "",
             "data-sign-header": getattr(job, "header_sign", "") or "",
-            "data-run-now": "1" if run_now is True else "0",
+            "data-run-now": "1",
             "id": f"{v.kind}-{v.id}",
         })
         runs = v.runs(CHART_RUNS)
@@ -459,10 +458,10 @@ class CardElement(Element):
                 ))
                 for r in runs[:CARD_RUNS]
             ] or [tags.li("no runs yet", **{"class": "none"})],
-            actions=self._actions(v, run_now),
+            actions=self._actions(v),
         )
 
-    def _actions(self, v: _JobView, run_now: bool | str) -> list[Tag]:
+    def _actions(self, v: _JobView) -> list[Tag]:
         def button(action: str, label: str, title: str, disabled: bool) -> Tag:
             attributes = {"type": "button", "data-action": action, "title": title,
                           "class": f"btn btn-{action}"}
@@ -471,8 +470,7 @@ class CardElement(Element):
             return Tag("button", attributes=attributes)(label)
 
         out = [
-            button("run", "Run now", "Run this job now" if run_now is True else str(run_now),
-                   run_now is not True or v.status == "paused"),
+            button("run", "Run now", "Run this job now", v.status == "paused"),
             button("pause", "Pause", "Stop starting new runs", v.status == "paused"),
             button("resume", "Resume", "Start runs again", v.status != "paused"),
         ]
@@ -725,7 +723,9 @@ class WebUI:
         self._loaders: dict[str, XMLFile] = {}
         self._static = _load_static(os.path.join(self._dir, "static"))
         self._durations: dict[tuple, tuple[float | None, float | None]] = {}
-        self.run_now_kinds = _run_now_kinds()
+        # Both kinds have a run_now call in the API (session + CSRF, or the
+        # global secret's signature); the page uses it for every job.
+        self.run_now_kinds = ("job_exec", "job_http")
 
     def resource(self) -> IResource:
         return _UIResource(self)
@@ -743,21 +743,6 @@ class WebUI:
         entry = self._static.get(name)
         version = entry.etag.strip(b'"')[:10].decode("ascii") if entry else "0"
         return f"/karajo/static/{name}?v={version}"
-
-    def can_run_now(self, kind: str, job: Any) -> bool | str:
-        """True, or why the page cannot run this job."""
-        api_kind = _API_KIND[kind]
-        if api_kind in self.run_now_kinds:
-            return True
-        if kind == "job_http":
-            return "The API has no run-now call for HTTP jobs"
-        if self.sessions.enabled:
-            return "The API has no session run-now call yet"
-        if not job.path:
-            return "This job has no webhook path"
-        if job.auth_kind == "sourcehut":
-            return "SourceHut webhooks cannot be signed from the page"
-        return True
 
     def _run_view(self, store: Any, kind: str, name: Any) -> _RunView:
         status = name.status or "running"
@@ -963,17 +948,3 @@ class _LogPage(Element):
         counter = min(later)
         return tags.a(f"#{counter} →", href=self.view.log_href(counter),
                       **{"class": "btn btn-small"})
-
-
-def _run_now_kinds() -> tuple[str, ...]:
-    """The kinds (C{job_exec}, C{job_http}) whose API has a run_now call."""
-    try:
-        from karajo.web.api import routes
-    except ImportError:
-        return ()
-    try:
-        found = routes()
-    except Exception:
-        return ()
-    return tuple(k for k in ("job_exec", "job_http")
-                 if ("POST", f"/karajo/api/{k}/run_now") in found)
