@@ -32,21 +32,13 @@ import sys
 import tempfile
 import time
 
+from _report import table  # bench/ is sys.path[0] when a script runs
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TARGET_GROWTH_MIB = 50.0
 MIB = 1024 * 1024
 
-
-def table(rows: list[tuple], headers: tuple) -> str:
-    cells = [tuple(str(c) for c in headers)] + [tuple(str(c) for c in r) for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    out = []
-    for n, row in enumerate(cells):
-        out.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
-        if n == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
 
 
 def status_kib(field: str) -> int:

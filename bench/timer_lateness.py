@@ -33,6 +33,8 @@ import tempfile
 import threading
 import time
 
+from _report import table  # bench/ is sys.path[0] when a script runs
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TARGET_P99_MS = 20.0
@@ -45,16 +47,6 @@ def percentile(sorted_values: list[float], p: float) -> float:
     rank = max(1, math.ceil(p / 100.0 * len(sorted_values)))
     return sorted_values[rank - 1]
 
-
-def table(rows: list[tuple], headers: tuple) -> str:
-    cells = [tuple(str(c) for c in headers)] + [tuple(str(c) for c in r) for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    out = []
-    for n, row in enumerate(cells):
-        out.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
-        if n == 0:
-            out.append("  ".join("-" * w for w in widths))
-    return "\n".join(out)
 
 
 def parse_args(argv=None):

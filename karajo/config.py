@@ -391,6 +391,8 @@ def _check_common(job: Job | JobHttp, env: Environment) -> None:
         raise _fail(origin, None, "a job needs a name")
     if job.log_retention < 1:
         raise _fail(origin, "log_retention", "log_retention: must be at least 1")
+    if job.timeout is not None and job.timeout <= timedelta(0):
+        raise _fail(origin, "timeout", "timeout: must be positive")
     if not _TOKEN.fullmatch(job.header_sign or ""):
         raise _fail(origin, "header_sign", f"header_sign: {job.header_sign!r} is not a header name")
     for attr in ("notif_on_success", "notif_on_failed"):
@@ -410,8 +412,6 @@ def _check_job(job: Job, env: Environment) -> Job:
         )
     if not job.commands and job.call is None:
         raise _fail(origin, None, f'[job "{job.name}"] has no command')
-    if job.timeout is not None and job.timeout <= timedelta(0):
-        raise _fail(origin, "timeout", "timeout: must be positive")
     path = job.path.strip()
     if path and not path.startswith("/"):
         path = "/" + path

@@ -83,13 +83,12 @@ def _tuple(value: Any) -> tuple:
 
 
 @frozen
-class Job:
+class JobBase:
     """
-    A job that runs shell commands, or a Python callable when built from code.
-
-    C{call(log, request)} receives a writable log (C{write(bytes)}) and the
-    triggering HTTP request or C{None}; it may return a Deferred or be a
-    coroutine function.  C{secret=None} means the global secret.
+    What every kind of job has: a name, a timer (schedule or interval), a
+    secret, its logs' retention and its notifications.  The runner, the
+    timer and the API treat both kinds alike through these fields.
+    C{secret=None} means the global secret.
     """
 
     name: str = ""
@@ -97,13 +96,9 @@ class Job:
     schedule: str | None = None
     interval: timedelta | None = None
     timezone: str | None = None
-    path: str = ""
-    auth_kind: str = "hmac-sha256"
-    header_sign: str = DEFAULT_HEADER_SIGN
     secret: str | None = field(default=None, repr=False)
+    header_sign: str = DEFAULT_HEADER_SIGN
     log_retention: int = DEFAULT_LOG_RETENTION
-    commands: tuple[str, ...] = field(default=(), converter=_tuple)
-    call: Callable[..., Any] | None = field(default=None, eq=False, repr=False)
     timeout: timedelta | None = None
     notif_on_success: tuple[str, ...] = field(default=(), converter=_tuple)
     notif_on_failed: tuple[str, ...] = field(default=(), converter=_tuple)
@@ -117,30 +112,33 @@ class Job:
 
 
 @frozen
-class JobHttp:
+class Job(JobBase):
+    """
+    A job that runs shell commands, or a Python callable when built from code.
+
+    C{call(log, request)} receives a writable log (C{write(bytes)}) and the
+    triggering HTTP request or C{None}; it may return a Deferred or be a
+    coroutine function.
+    """
+
+    path: str = ""
+    auth_kind: str = "hmac-sha256"
+    commands: tuple[str, ...] = field(default=(), converter=_tuple)
+    call: Callable[..., Any] | None = field(default=None, eq=False, repr=False)
+
+    kind = "job"
+
+
+@frozen
+class JobHttp(JobBase):
     """A job that sends one signed HTTP request each time its timer fires."""
 
-    name: str = ""
-    description: str = ""
-    schedule: str | None = None
-    interval: timedelta | None = None
-    timezone: str | None = None
-    secret: str | None = field(default=None, repr=False)
-    header_sign: str = DEFAULT_HEADER_SIGN
     http_method: str = "GET"
     http_url: str = ""
     http_request_type: str = "query"
     http_headers: tuple[tuple[str, str], ...] = field(default=(), converter=_tuple)
     http_timeout: timedelta = timedelta(0)
     http_insecure: bool = False
-    log_retention: int = DEFAULT_LOG_RETENTION
-    notif_on_success: tuple[str, ...] = field(default=(), converter=_tuple)
-    notif_on_failed: tuple[str, ...] = field(default=(), converter=_tuple)
-    origin: Origin = field(factory=Origin, eq=False, repr=False)
-
-    @property
-    def id(self) -> str:
-        return job_id(self.name)
 
     kind = "job_http"
 

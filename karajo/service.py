@@ -148,7 +148,7 @@ def build_job_service(
     )
     runner = JobRunner(
         job, work, store, slots, clock,
-        timeout=getattr(job, "timeout", None),
+        timeout=job.timeout,
         on_finished=on_finished,
     )
     timer = None
