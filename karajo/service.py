@@ -171,12 +171,17 @@ def build_job_service(
     return JobService(runner, timer, pid_path)
 
 
-def job_work(job: Job, paths: Paths, reactor) -> tuple[Work, str | None]:
+def job_work(
+    job: Job, paths: Paths, reactor, run_in_thread: Callable[..., Any] = defer.maybeDeferred
+) -> tuple[Work, str | None]:
     """The work of a command or code job, and where it records its pgid."""
     if job.call is not None:
         return CallableWork(job), None
     pid_path = paths.state_file(job.kind, job.id) + ".pgid"
-    return CommandWork(reactor, reactor, job.commands, paths.work_dir(job.kind, job.id), pid_path), pid_path
+    work = CommandWork(
+        reactor, reactor, job.commands, paths.work_dir(job.kind, job.id), pid_path, run_in_thread
+    )
+    return work, pid_path
 
 
 def build_service(
@@ -212,7 +217,7 @@ def build_service(
         service.notifier = notifier
         service.closers.append(notifier.stop)
     for job in env.jobs.values():
-        work, pid_path = job_work(job, paths, reactor)
+        work, pid_path = job_work(job, paths, reactor, run_in_thread)
         child = build_job_service(
             job, work, paths, service.slots, reactor, run_in_thread, pid_path, on_finished
         )

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.logger import Logger
 
 from karajo.errors import RunFailed
 from karajo.joblog import RunLog
@@ -28,6 +29,8 @@ from karajo.process import (
     group_record,
     spawn_command,
 )
+
+log = Logger()
 
 
 class Work(Protocol):
@@ -48,7 +51,10 @@ class CommandWork:
     command fails the run and the rest are skipped.
 
     While a command runs, its process group is written to C{pid_path} so a
-    restarted daemon can stop what a crashed one left behind.
+    restarted daemon can stop what a crashed one left behind.  Those writes
+    go through C{run_in_thread}, in order: reading the new process's start
+    time from C{/proc} can wait for its exec, which must not hold up the
+    reactor (or the command, on a shared core).
     """
 
     def __init__(
@@ -58,8 +64,11 @@ class CommandWork:
         commands: tuple[str, ...],
         cwd: str,
         pid_path: str | None = None,
+        run_in_thread: Callable[..., defer.Deferred] = defer.maybeDeferred,
     ) -> None:
         self._reactor = reactor
+        self._run_in_thread = run_in_thread
+        self._pid_ops: defer.Deferred = defer.succeed(None)
         self._clock = clock
         self._commands = commands
         self._cwd = cwd
@@ -77,29 +86,44 @@ class CommandWork:
         make_private_dirs(self._cwd)
         if self._pid_path is not None:
             make_private_dirs(os.path.dirname(self._pid_path))
-        for number, command in enumerate(self._commands, 1):
-            if self._stopped:
-                raise Stopped()
-            log.line(f"--- Execute {number:2d}: {command}")
-            self._current = spawn_command(
-                self._reactor, self._clock, command, self._cwd, env, log.write
-            )
-            self._record(self._current.pgid)
-            try:
-                await self._current.ended
-            except CommandResult as e:
+        try:
+            for number, command in enumerate(self._commands, 1):
                 if self._stopped:
-                    raise Stopped() from None
-                raise RunFailed(e.message) from None
-            finally:
-                self._record(None)
-                self._current = None
+                    raise Stopped()
+                log.line(f"--- Execute {number:2d}: {command}")
+                self._current = spawn_command(
+                    self._reactor, self._clock, command, self._cwd, env, log.write
+                )
+                self._record(self._current.pgid)
+                try:
+                    await self._current.ended
+                except CommandResult as e:
+                    if self._stopped:
+                        raise Stopped() from None
+                    raise RunFailed(e.message) from None
+                finally:
+                    self._record(None)
+                    self._current = None
+        finally:
+            # The pid file is settled (gone) before the run counts as over.
+            await self._pid_ops
         if self._stopped:
             raise Stopped()
 
     def _record(self, pgid: int | None) -> None:
+        """Queue a write (or, with C{None}, the removal) of the pid file."""
         if self._pid_path is None:
             return
+
+        def failed(failure) -> None:
+            log.failure("writing {path} failed", failure, path=self._pid_path)
+
+        self._pid_ops.addCallback(
+            lambda _: self._run_in_thread(self._write_record, pgid)
+        ).addErrback(failed)
+
+    def _write_record(self, pgid: int | None) -> None:
+        assert self._pid_path is not None
         if pgid is None:
             try:
                 os.unlink(self._pid_path)
