@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any, Callable
 
 from twisted.application.service import Service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -71,6 +71,7 @@ class JobRunner(Service):
         self.current: LogName | None = None
         self._queued_request: Any = None
         self._waiting: defer.Deferred | None = None
+        self._soon: IDelayedCall | None = None
         self._stop_reason: str | None = None
         self._timer: IDelayedCall | None = None
         self._done: defer.Deferred | None = None
@@ -110,8 +111,8 @@ class JobRunner(Service):
 
     @property
     def waiting(self) -> bool:
-        """A run was accepted and waits for one of the shared slots."""
-        return self._waiting is not None
+        """A run was accepted and waits to start (next turn, or a free slot)."""
+        return self._waiting is not None or self._soon is not None
 
     def logs(self) -> list[LogName]:
         """Every log of this job, oldest first (from memory, not the disk)."""
@@ -167,11 +168,21 @@ class JobRunner(Service):
             return False
         self.queued = False
         self._queued_request = None
+        if not self._drop_pending():
+            self._stop(CANCELED)
+        return True
+
+    def _drop_pending(self) -> bool:
+        """Drop a run that has not started (due next turn, or waiting for a slot)."""
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
+            self._ended()
+            return True
         if self._waiting is not None:
             self._waiting.cancel()
             return True
-        self._stop(CANCELED)
-        return True
+        return False
 
     # --- the run ---------------------------------------------------------
 
@@ -179,10 +190,13 @@ class JobRunner(Service):
         self.active = True
         self._done = defer.Deferred()
         if deferred:
-            waiting = task.deferLater(self._clock, 0, self._slots.acquire)
+            self._soon = self._clock.callLater(0, self._wait_for_slot, request)
         else:
-            waiting = self._slots.acquire()
-        self._waiting = waiting
+            self._wait_for_slot(request)
+
+    def _wait_for_slot(self, request: Any) -> None:
+        self._soon = None
+        waiting = self._waiting = self._slots.acquire()
         waiting.addCallback(lambda _: defer.ensureDeferred(self._holding_slot(request)))
         waiting.addErrback(lambda f: f.trap(defer.CancelledError))
         waiting.addErrback(
@@ -317,8 +331,6 @@ class JobRunner(Service):
         if not self.active:
             return None
         done = self._done
-        if self._waiting is not None:
-            self._waiting.cancel()
-        else:
+        if not self._drop_pending():
             self._stop(SHUTDOWN)
         return done
