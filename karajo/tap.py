@@ -12,6 +12,7 @@ import signal
 import sys
 
 from twisted.application.service import IService
+from twisted.logger import Logger
 from twisted.python import usage
 
 from karajo.config import DEFAULT_CONFIG, Loaded, load_environment
@@ -46,6 +47,9 @@ def _stop_cleanly_on_sigterm(reactor) -> None:
         reactor.callFromThread(reactor.stop)
 
     signal.signal(signal.SIGTERM, handler)
+    # From here on SIGTERM means a clean stop with exit status 0 (a SIGTERM
+    # in the instant before is still a clean stop, reported as a signal).
+    Logger().info("karajo is ready")
 
 
 def makeService(options: Options) -> IService:

@@ -97,6 +97,10 @@ class StartTests(TestCase):
         try:
             took = yield defer.ensureDeferred(wait_listening(port, 5.0))
             self.assertLess(took, 5.0)
+            for _ in range(100):
+                if b"karajo is ready" in proto.out:
+                    break
+                yield deferLater(reactor, 0.05, lambda: None)
         finally:
             process.signalProcess("TERM")
             code = yield proto.ended
