@@ -320,9 +320,9 @@ def main(argv=None) -> int:
         print(s.getvalue())
 
     p99 = percentile(all_late, 99) * 1000
-    verdict = "meets" if p99 < TARGET_P99_MS else "MISSES"
     print()
-    print(f"target p99 < {TARGET_P99_MS:.0f} ms: {verdict} (p99 = {p99:.2f} ms)")
+    print(f"slot -> callable p99 = {p99:.2f} ms (not a target: the runs of one slot start one"
+          " after another, a log file and a slot each)")
     if not args.keep:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
