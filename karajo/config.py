@@ -35,7 +35,6 @@ from karajo.model import (
     Notif,
     Origin,
     User,
-    job_id,
 )
 from karajo.notify import NotifConfigError, check_notif
 from karajo.schedule import parse_schedule

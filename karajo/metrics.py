@@ -37,7 +37,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.utils import floatToGoString
 from twisted.web.resource import Resource
 
-from karajo.users import COOKIE_NAME
+
 from karajo.web.envelope import error
 
 __all__ = ["DURATION_BUCKETS", "Metrics", "MetricsResource", "RunMetrics", "StateCollector"]
@@ -49,7 +49,6 @@ DURATION_BUCKETS = (
 )
 
 _LABELS = ("kind", "job")
-_COOKIE = COOKIE_NAME.encode("ascii")
 #: The classic text format, which every Prometheus version accepts (our
 #: metric names are plain ASCII, so generate_latest's output is exactly it).
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -190,7 +189,7 @@ class MetricsResource(Resource):
         if request.method not in (b"GET", b"HEAD"):
             return error(request, 405, "ERR_METHOD_NOT_ALLOWED",
                          "method not allowed on this endpoint", headers=[(b"allow", b"GET, HEAD")])
-        if self._sessions.enabled and self._sessions.get(request.getCookie(_COOKIE)) is None:
+        if self._sessions.enabled and self._sessions.from_request(request) is None:
             return error(request, 401, "ERR_UNAUTHORIZED", "login required")
         body = generate_latest(self._registry)
         request.setHeader(b"content-type", CONTENT_TYPE)

@@ -39,7 +39,7 @@ import math
 import re
 import secrets
 from collections import Counter, OrderedDict, deque
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import attrs
 import bcrypt
@@ -412,6 +412,10 @@ class Sessions:
             del self._sessions[text]
             return None
         return session
+
+    def from_request(self, request: Any) -> Session | None:
+        """The live session named by a request's cookie, or None (the one place that reads it)."""
+        return self.get(request.getCookie(COOKIE_NAME.encode("ascii")))
 
     def logout(self, token: str | bytes | None) -> None:
         """Forget a session; unknown or malformed tokens are ignored."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 from datetime import timedelta
 
 from twisted.internet import defer, reactor

@@ -365,7 +365,6 @@ SIGNED = "signed"
 PUBLIC = "public"
 
 _TOKEN_OK = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
-_COOKIE_B = COOKIE_NAME.encode("ascii")
 _CSRF_B = CSRF_HEADER.encode("ascii")
 
 
@@ -488,14 +487,7 @@ class KarajoAPI:
     # --- auth ---------------------------------------------------------------
 
     def _session(self, request: Any) -> Any:
-        raw = request.getCookie(_COOKIE_B)
-        if not raw:
-            return None
-        try:
-            token = raw.decode("ascii")
-        except UnicodeDecodeError:
-            return None
-        return self._sessions.get(token)
+        return self._sessions.from_request(request)
 
     def _require_session(self, request: Any) -> None:
         if self._sessions.enabled and self._session(request) is None:

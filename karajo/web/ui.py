@@ -51,7 +51,7 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.template import Element, Tag, XMLFile, flattenString, renderer, tags
 
 from karajo import resources
-from karajo.users import COOKIE_NAME, CSRF_HEADER
+from karajo.users import CSRF_HEADER
 
 __all__ = [
     "CSP",
@@ -757,10 +757,7 @@ class WebUI:
         return _RunView(name.counter, status, span[0], span[1] if name.status else None)
 
     def _session(self, request: Any) -> Any:
-        raw = request.getCookie(COOKIE_NAME.encode("ascii"))
-        if not raw:
-            return None
-        return self.sessions.get(raw)
+        return self.sessions.from_request(request)
 
     def _views(self) -> list[_JobView]:
         views = [_JobView(self, "job", svc) for svc in self.service.jobs.values()]

@@ -11,7 +11,7 @@ from twisted.internet.task import deferLater
 
 from karajo.process import KILL_GRACE
 
-from ..helpers import config_tree, write
+from ..helpers import config_tree
 from ..test_run import group_members
 from .daemon import free_port, start_twistd, wait_listening
 
