@@ -34,7 +34,7 @@ import json
 import os
 import re
 from typing import Any, Callable, Iterable
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from klein import Klein
 from klein.resource import KleinResource
@@ -51,6 +51,7 @@ from karajo.replay import ReplayGuard, extract_epoch
 from karajo.signature import DEFAULT_HEADER_SIGN, verify
 from karajo.users import COOKIE_NAME, CSRF_HEADER, LoginFailed, LoginThrottled
 from karajo.web import envelope
+from karajo.web.params import parse_pairs, query_params, raw_query
 from karajo.web.envelope import duration_ns, dumps, format_time
 
 __all__ = [
@@ -188,26 +189,6 @@ def describe(exc: BaseException) -> tuple[int, str, str, list[tuple[bytes, bytes
 _DIGITS = re.compile(r"[0-9]{1,18}", re.ASCII)
 
 
-def _parse_pairs(raw: bytes) -> dict[str, str]:
-    """Urlencoded pairs; the first value of a name wins (Go's C{Values.Get})."""
-    out: dict[str, str] = {}
-    for name, value in parse_qsl(
-        raw.decode("latin-1"), keep_blank_values=True, encoding="utf-8", errors="replace"
-    ):
-        out.setdefault(name, value)
-    return out
-
-
-def _raw_query(request: Any) -> bytes:
-    """The query string exactly as received (no decoding, no re-encoding)."""
-    _, _, query = request.uri.partition(b"?")
-    return query
-
-
-def _query(request: Any) -> dict[str, str]:
-    return _parse_pairs(_raw_query(request))
-
-
 def _media_type(request: Any) -> bytes:
     value = request.getHeader(b"content-type") or b""
     return value.split(b";", 1)[0].strip().lower()
@@ -238,7 +219,7 @@ def _body_params(request: Any, body: bytes) -> dict[str, str]:
             for k, v in document.items()
             if not isinstance(v, (dict, list))
         }
-    return _parse_pairs(body)
+    return parse_pairs(body)
 
 
 def _int_param(value: str | None, name: str, minimum: int, default: int | None = None) -> int:
@@ -642,17 +623,17 @@ class KarajoAPI:
     @app.route(API + "/job_exec", methods=["GET"])
     @endpoint(SESSION)
     def job_exec(self, request: Any) -> bytes:
-        svc = self._lookup(self._service.jobs, _query(request).get("id"))
+        svc = self._lookup(self._service.jobs, query_params(request).get("id"))
         return envelope.success_raw(request, self._cached("job", svc).json)
 
     @app.route(API + "/job_http", methods=["GET"])
     @endpoint(SESSION)
     def job_http(self, request: Any) -> bytes:
-        svc = self._lookup(self._service.http_jobs, _query(request).get("id"))
+        svc = self._lookup(self._service.http_jobs, query_params(request).get("id"))
         return envelope.success_raw(request, self._cached("job_http", svc).json)
 
     async def _log(self, request: Any, table: dict[str, Any]) -> bytes:
-        query = _query(request)
+        query = query_params(request)
         svc = self._lookup(table, query.get("id"))
         counter = _int_param(query.get("counter"), "counter", 1)
         offset = _int_param(query.get("offset"), "offset", 0, default=0)
@@ -752,11 +733,11 @@ class KarajoAPI:
             raise
 
     def _manage_http(self, request: Any, action: str) -> bytes:
-        query = _raw_query(request)
+        query = raw_query(request)
         forget = self._authorize_management(
             request, query, lambda: extract_epoch(b"", None, query=query))
         try:
-            svc = self._lookup(self._service.http_jobs, _parse_pairs(query).get("id"))
+            svc = self._lookup(self._service.http_jobs, parse_pairs(query).get("id"))
             return self._apply(request, "job_http", svc, action)
         except Exception:
             forget()

@@ -42,7 +42,7 @@ import mimetypes
 import os
 import re
 from typing import Any
-from urllib.parse import parse_qsl, quote
+from urllib.parse import quote
 
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
@@ -52,6 +52,7 @@ from twisted.web.template import Element, Tag, XMLFile, flattenString, renderer,
 
 from karajo import resources
 from karajo.users import CSRF_HEADER
+from karajo.web.params import query_params
 
 __all__ = [
     "CSP",
@@ -670,15 +671,6 @@ def _load_static(directory: str) -> dict[str, _Static]:
     return found
 
 
-def _query(request: Any) -> dict[str, str]:
-    _, _, raw = request.uri.partition(b"?")
-    out: dict[str, str] = {}
-    for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True,
-                                 encoding="utf-8", errors="replace"):
-        out.setdefault(name, value)
-    return out
-
-
 _NEXT_OK = re.compile(r"\A/karajo/app/[A-Za-z0-9_./?&=%-]*\Z")
 
 
@@ -833,7 +825,7 @@ class WebUI:
                                self._session(request))
 
     def login(self, request: Any) -> Any:
-        nxt = safe_next(_query(request).get("next"))
+        nxt = safe_next(query_params(request).get("next"))
         if not self.sessions.enabled or self._session(request) is not None:
             return self.redirect(request, nxt)
         body = _Simple(self.loader("login"), app_name=self.env.name, next=nxt)
@@ -843,7 +835,7 @@ class WebUI:
         return self.page(request, "Dashboard", "dashboard", _Dashboard(self, self._views()), session)
 
     def _find(self, request: Any, session: Any) -> tuple[_JobView | None, Any]:
-        query = _query(request)
+        query = query_params(request)
         kind = query.get("kind", "job")
         if kind not in KINDS:
             return None, self.error_page(request, 400, "Bad request",
@@ -865,7 +857,7 @@ class WebUI:
         view, failed = self._find(request, session)
         if view is None:
             return failed
-        counter_text = _query(request).get("counter", "")
+        counter_text = query_params(request).get("counter", "")
 
         def show(found: Any) -> Any:
             if found is None:
