@@ -8,13 +8,12 @@ Every job is re-triggered as soon as it is idle until C{--runs} runs have
 ended.  Measured: wall time (runs/s) and the daemon process's own CPU time
 (C{getrusage(RUSAGE_SELF)}, user + system, all its threads, not its
 children) per run.  Then, in the same process, the same number of bare
-C{reactor.spawnProcess} calls, 4 at a time:
+spawns, 4 at a time:
 
-  - C{/bin/sh -c true} with no working directory (Twisted uses
+  - C{/bin/sh -c true} through C{reactor.spawnProcess} (Twisted uses
     C{posix_spawnp});
-  - C{setsid /bin/sh -c true} in a working directory, exactly what karajo
-    spawns per command (Twisted then has to fork: C{posix_spawnp} cannot
-    change directory).
+  - C{/bin/sh -c true} as karajo spawns a command: in a new session
+    through L{karajo.process.SessionProcess}, stdin from /dev/null.
 
 The script re-executes itself under C{taskset -c 0} so the daemon runs on
 one core; every spawned process is moved to the other core(s) right after
@@ -79,33 +78,31 @@ def maybe_reexec_pinned(args) -> None:
                         os.path.abspath(__file__), *sys.argv[1:]], env)
 
 
-class PinningReactor:
+def pin_children(child_cpus: set[int] | None):
     """
-    The real reactor, except that every spawned process is moved to
-    C{child_cpus} right after the spawn (it starts on the daemon's core,
-    inherited through fork, and is moved before or while it exec's).
+    Move every process karajo spawns to C{child_cpus} right after the
+    spawn (it starts on the daemon's core, inherited, and is moved while
+    or after it exec's).  Returns C{pin(pid)} for the raw spawns.
     """
+    import karajo.process
 
-    def __init__(self, reactor, child_cpus: set[int] | None) -> None:
-        self._reactor = reactor
-        self._child_cpus = child_cpus
-        # The hot ones, bound directly (no __getattr__ per call).
-        self.seconds = reactor.seconds
-        self.callLater = reactor.callLater
-        self.callWhenRunning = reactor.callWhenRunning
-
-    def spawnProcess(self, *args, **kwargs):
-        transport = self._reactor.spawnProcess(*args, **kwargs)
+    def pin(pid: int | None) -> None:
         # pid is None when the child has already exited and been reaped.
-        if self._child_cpus and transport.pid is not None:
+        if child_cpus and pid is not None:
             try:
-                os.sched_setaffinity(transport.pid, self._child_cpus)
+                os.sched_setaffinity(pid, child_cpus)
             except OSError:
                 pass  # already gone
-        return transport
 
-    def __getattr__(self, name):
-        return getattr(self._reactor, name)
+    spawn = karajo.process.spawn_in_session
+
+    def spawn_and_pin(*args, **kwargs) -> int:
+        pid = spawn(*args, **kwargs)
+        pin(pid)
+        return pid
+
+    karajo.process.spawn_in_session = spawn_and_pin
+    return pin
 
 
 def cpu_self() -> float:
@@ -126,7 +123,7 @@ def main(argv=None) -> int:
 
     from karajo.config import Loaded, validate
     from karajo.model import Environment, Job
-    from karajo.process import SHELL, command_env, setsid_path
+    from karajo.process import SHELL, SessionProcess, command_env, session_spawn_usable
     from karajo.service import build_service
 
     affinity = os.sched_getaffinity(0)
@@ -135,7 +132,9 @@ def main(argv=None) -> int:
     child_cpus = (all_cpus - affinity) if pinned else None
     if pinned and not child_cpus:
         child_cpus = None
-    preactor = PinningReactor(reactor, child_cpus)
+    pin = pin_children(child_cpus)
+    if not session_spawn_usable(reactor):
+        print("note: karajo falls back to setsid(1) on this Twisted", file=sys.stderr)
 
     tmp = tempfile.mkdtemp(prefix="karajo-bench-runs-", dir=args.dir)
     env, warnings = validate(Environment(
@@ -145,11 +144,9 @@ def main(argv=None) -> int:
         max_job_running=args.max_job_running,
         jobs={f"t{i}": Job(commands=[args.command]) for i in range(args.jobs)},
     ))
-    service = build_service(Loaded(env, warnings), preactor)
+    service = build_service(Loaded(env, warnings), reactor)
     service.removeService(service.getServiceNamed("http"))
     runners = [js.runner for js in service.jobs.values()]
-    workdir = os.path.join(tmp, "raw")
-    os.makedirs(workdir)
 
     results: dict[str, dict] = {}
 
@@ -185,17 +182,24 @@ def main(argv=None) -> int:
         def processEnded(self, reason) -> None:
             self.d.callback(reason.value.exitCode)
 
-    def raw_batch(total: int, argv: list[str], path: str | None) -> defer.Deferred:
+    def raw_batch(total: int, argv: list[str], session: bool) -> defer.Deferred:
         done = defer.Deferred()
         st = {"started": 0, "ended": 0, "failed": 0}
         cenv = command_env(1)
+        devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        done.addBoth(lambda r: (os.close(devnull), r)[1])
 
         def spawn() -> None:
             st["started"] += 1
             d = defer.Deferred()
-            t = preactor.spawnProcess(Bare(d), argv[0], argv, env=cenv, path=path,
-                                      childFDs={0: "w", 1: "r", 2: "r"})
-            t.closeStdin()
+            if session:
+                t = SessionProcess(reactor, argv[0], argv, cenv, None, Bare(d),
+                                   childFDs={0: devnull, 1: "r", 2: "r"})
+            else:
+                t = reactor.spawnProcess(Bare(d), argv[0], argv, env=cenv,
+                                         childFDs={0: "w", 1: "r", 2: "r"})
+                t.closeStdin()
+            pin(t.pid)
             d.addCallback(ended)
 
         def ended(code) -> None:
@@ -218,20 +222,18 @@ def main(argv=None) -> int:
         results[label] = dict(n=total, wall=wall, cpu=cpu, kids=kids, failed=st["failed"])
         print(f"  {label}: {total / wall:.0f}/s", flush=True)
 
-    setsid = setsid_path()
     sh_argv = [SHELL, "-c", "true"]
-    setsid_argv = [setsid, SHELL, "-c", "true"]
     profile_text = None
 
     async def scenario() -> None:
         nonlocal profile_text
         # Warm-up: first spawns, first log files, imports.
         await karajo_batch(args.warmup)
-        await raw_batch(args.warmup, sh_argv, None)
-        await raw_batch(args.warmup, setsid_argv, workdir)
-        await measure("raw: /bin/sh -c true (posix_spawnp)", lambda n: raw_batch(n, sh_argv, None), args.runs)
-        await measure("raw: setsid /bin/sh -c true, cwd set (fork)",
-                      lambda n: raw_batch(n, setsid_argv, workdir), args.runs)
+        await raw_batch(args.warmup, sh_argv, False)
+        await raw_batch(args.warmup, sh_argv, True)
+        await measure("raw: /bin/sh -c true (spawnProcess)", lambda n: raw_batch(n, sh_argv, False), args.runs)
+        await measure("raw: /bin/sh -c true, new session (as karajo)",
+                      lambda n: raw_batch(n, sh_argv, True), args.runs)
         await measure(f"karajo: {args.jobs} jobs '{args.command}', max_job_running={args.max_job_running}",
                       karajo_batch, args.runs)
         if args.profile:
@@ -275,7 +277,7 @@ def main(argv=None) -> int:
                        "children CPU ms/run", "failed")))
 
     k = next((r for label, r in results.items() if label.startswith("karajo")), None)
-    raw = next((r for label, r in results.items() if "fork" in label), None)
+    raw = next((r for label, r in results.items() if "session" in label), None)
     if k is not None and raw is not None:
         extra = (k["cpu"] - raw["cpu"]) / k["n"] * 1000
         print()

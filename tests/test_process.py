@@ -1,0 +1,135 @@
+"""
+Tests for how a command is started (L{karajo.process}): its session, its
+signals and its descriptors, on the direct C{posix_spawn} path and on the
+C{setsid(1)} fallback, with real processes on the real reactor.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from twisted.internet import reactor
+from twisted.trial.unittest import TestCase
+
+from karajo import process
+from karajo.process import command_env, spawn_command, spawn_in_session
+
+# The shell's own view of itself: pid, process group, session (fields 1, 5
+# and 6 of /proc/PID/stat), the signals it ignores and blocks, whether it
+# has descriptor FD, what its stdin is and what reading it gives.
+PROBE = (
+    "read -r pid comm state ppid pgrp session rest < /proc/$$/stat; "
+    'echo "ids $pid $pgrp $session"; '
+    "grep -E '^Sig(Ign|Blk):' /proc/$$/status; "
+    "if [ -e /proc/$$/fd/FD ]; then echo fd open; else echo fd closed; fi; "
+    'echo "stdin $(readlink /proc/$$/fd/0)"; '
+    'echo "input $(cat | wc -c)"'
+)
+
+STANDARD_SIGNALS = (1 << 31) - 1  # bits of signals 1 to 31
+
+
+class SpawnTests(TestCase):
+    timeout = 20
+
+    async def probe(self, fd: int = 0) -> dict[str, str]:
+        out: list[bytes] = []
+        command = PROBE.replace("FD", str(fd))
+        running = spawn_command(reactor, reactor, command, "/", command_env(1), out.append)
+        await running.ended
+        lines = b"".join(out).decode().splitlines()
+        return {line.split(None, 1)[0].rstrip(":"): line.split(None, 1)[1] for line in lines}
+
+    def use_fallback(self) -> None:
+        self.patch(process, "session_spawn_usable", lambda reactor: False)
+
+    def test_direct_spawn_in_use(self) -> None:
+        """
+        On the Twisted karajo is built against, commands skip the exec of
+        setsid(1).  If this fails after a Twisted upgrade, karajo still
+        works (through setsid), half a millisecond slower per command:
+        see L{process.SessionProcess}.
+        """
+        self.assertTrue(process.session_spawn_usable(reactor))
+
+    async def check_session_leader(self) -> None:
+        pid, pgrp, session = (await self.probe())["ids"].split()
+        self.assertEqual(pid, pgrp)
+        self.assertEqual(pid, session)
+        self.assertNotEqual(int(pgrp), os.getpgrp())
+
+    async def test_session_leader(self) -> None:
+        await self.check_session_leader()
+
+    async def test_session_leader_fallback(self) -> None:
+        self.use_fallback()
+        await self.check_session_leader()
+
+    async def check_clean_signals_and_fds(self) -> None:
+        # Python ignores SIGPIPE and the test runner may block signals; a
+        # job must see neither.  An inheritable descriptor of the daemon
+        # must not reach it either.
+        self.assertEqual(signal.getsignal(signal.SIGPIPE), signal.SIG_IGN)
+        leaked = os.open(os.devnull, os.O_RDONLY)
+        os.set_inheritable(leaked, True)
+        self.addCleanup(os.close, leaked)
+        seen = await self.probe(leaked)
+        # Standard signals only: glibc's posix_spawn ignores its own two
+        # real-time signals (32, 33) in every child it starts.
+        self.assertEqual(int(seen["SigIgn"], 16) & STANDARD_SIGNALS, 0)
+        self.assertEqual(int(seen["SigBlk"], 16), 0)
+        self.assertEqual(seen["fd"], "closed")
+        # No input: a command that reads stdin gets end-of-file at once.
+        self.assertEqual(seen["stdin"], os.devnull)
+        self.assertEqual(seen["input"], "0")
+
+    async def test_clean_signals_and_fds(self) -> None:
+        await self.check_clean_signals_and_fds()
+
+    async def test_clean_signals_and_fds_fallback(self) -> None:
+        self.use_fallback()
+        await self.check_clean_signals_and_fds()
+
+    async def test_cwd_with_odd_name(self) -> None:
+        odd = os.path.abspath(self.mktemp()) + "/-a dir; $(x) 'q'"
+        os.makedirs(odd)
+        out: list[bytes] = []
+        running = spawn_command(reactor, reactor, "pwd", odd, command_env(1), out.append)
+        await running.ended
+        self.assertEqual(b"".join(out).decode().strip(), odd)
+
+
+class SpawnInSessionTests(TestCase):
+    def test_sources_that_are_also_targets(self) -> None:
+        """
+        Descriptors are placed right even when a source number is another
+        descriptor's target: here the child's stdout is our fd 2 and its
+        stderr our fd 1 (a daemon started with closed stdio gets its pipes
+        on such low numbers).
+        """
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        saved = os.dup(1), os.dup(2)
+        try:
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            pid = spawn_in_session(
+                "/bin/sh", ["sh", "-c", "echo to-out; echo to-err >&2"],
+                {"PATH": "/usr/bin:/bin"}, {1: 2, 2: 1},
+            )
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in (*saved, out_w, err_w):
+                os.close(fd)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        with os.fdopen(out_r, "rb") as out, os.fdopen(err_r, "rb") as err:
+            # fd 1 of the child was our fd 2, whose pipe is err_*.
+            self.assertEqual(err.read(), b"to-out\n")
+            self.assertEqual(out.read(), b"to-err\n")
+
+    def test_spawn_failure_raises(self) -> None:
+        with self.assertRaises(OSError):
+            spawn_in_session("/nonexistent/sh", ["sh"], {}, {})
