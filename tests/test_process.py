@@ -18,10 +18,13 @@ from karajo.process import command_env, spawn_command, spawn_in_session
 # The shell's own view of itself: pid, process group, session (fields 1, 5
 # and 6 of /proc/PID/stat), the signals it ignores and blocks, whether it
 # has descriptor FD, what its stdin is and what reading it gives.
+# Builtins only until the masks are read: dash blocks every signal while it
+# forks, so a forked reader (grep) could see that passing state instead.
 PROBE = (
+    "while read -r key value; do case $key in SigIgn:|SigBlk:) echo $key $value;; esac; "
+    "done < /proc/$$/status; "
     "read -r pid comm state ppid pgrp session rest < /proc/$$/stat; "
     'echo "ids $pid $pgrp $session"; '
-    "grep -E '^Sig(Ign|Blk):' /proc/$$/status; "
     "if [ -e /proc/$$/fd/FD ]; then echo fd open; else echo fd closed; fi; "
     'echo "stdin $(readlink /proc/$$/fd/0)"; '
     'echo "input $(cat | wc -c)"'
