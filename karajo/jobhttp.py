@@ -12,12 +12,10 @@ body), and stopping a run cancels the request wherever it is.  The response
 body goes to the run's log as it arrives, up to a cap, so a huge or endless
 response never sits in memory.
 
-All JobHttp jobs of a server share one L{HttpClients}: one connection pool
-with two agents over it, one verifying TLS certificates (service-identity,
-the platform's trust roots) and one, for C{http_insecure} jobs only, that
-does not.  The insecure agent's connections are kept apart in the pool, so
-a connection opened without verification is never handed to a job that
-asked for verification.
+All JobHttp jobs of a server share one L{HttpClients}: two agents, one
+verifying TLS certificates (service-identity, the platform's trust roots)
+and one, for C{http_insecure} jobs only, that does not.  Each run opens its
+own connection (see L{HttpClients} for why none is kept).
 """
 
 from __future__ import annotations
@@ -44,7 +42,6 @@ from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
     HostnameCachingHTTPSPolicy,
-    HTTPConnectionPool,
     ResponseDone,
     ResponseFailed,
 )
@@ -147,60 +144,36 @@ class _InsecurePolicy:
         return _UnverifiedCreator(self._context, hostname)
 
 
-class _PoolPartition:
-    """
-    A view of an L{HTTPConnectionPool} whose keys carry a tag, so that the
-    connections of one agent are never reused by another (the pool keys
-    only on scheme, host and port, not on how TLS was checked).
-    """
-
-    def __init__(self, pool: HTTPConnectionPool, tag: str) -> None:
-        self._pool = pool
-        self._tag = tag
-
-    @property
-    def persistent(self) -> bool:
-        return self._pool.persistent
-
-    def getConnection(self, key: Any, endpoint: Any) -> defer.Deferred:
-        return self._pool.getConnection((self._tag, key), endpoint)
-
-
 class HttpClients:
     """
-    One connection pool shared by every JobHttp of the server, two agents
-    over it: verified TLS (service-identity, the default
-    L{BrowserLikePolicyForHTTPS}) and, for C{http_insecure} jobs, one that
-    skips certificate checks.
+    The HTTP clients of every JobHttp of the server: one agent that
+    verifies TLS (service-identity, the default L{BrowserLikePolicyForHTTPS})
+    and, for C{http_insecure} jobs, one that skips certificate checks.
 
-    Each L{client} is a fresh L{HTTPClient} over the shared agent, so no
-    cookie set by one response is sent by a later run or another job.
+    Connections are not kept between requests.  A JobHttp fires every 30 s
+    or more, longer than most servers keep an idle connection (nginx 75 s,
+    Apache and Node 5 s), and Twisted re-sends only idempotent requests when
+    a kept connection turns out closed: a POST or PUT run would then fail
+    with "connection closed" although the server was fine.  A fresh
+    connection per run costs a handshake and makes every run independent
+    (no TLS session or connection of an insecure job is ever reused by a
+    verifying one).
+
+    Each L{client} is a fresh L{HTTPClient}, so no cookie set by one
+    response is sent by a later run or another job.
     """
 
-    def __init__(self, reactor: Any, pool: HTTPConnectionPool | None = None) -> None:
-        if pool is None:
-            pool = HTTPConnectionPool(reactor, persistent=True)
+    def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
-        self.pool = pool
         self._verified = Agent(
-            reactor,
-            contextFactory=HostnameCachingHTTPSPolicy(BrowserLikePolicyForHTTPS()),
-            pool=pool,
+            reactor, contextFactory=HostnameCachingHTTPSPolicy(BrowserLikePolicyForHTTPS())
         )
-        self._insecure = Agent(
-            reactor,
-            contextFactory=_InsecurePolicy(),
-            pool=_PoolPartition(pool, "insecure"),
-        )
+        self._insecure = Agent(reactor, contextFactory=_InsecurePolicy())
 
     def client(self, insecure: bool) -> HTTPClient:
         """A client over the verifying agent, or the non-verifying one."""
         agent = self._insecure if insecure else self._verified
         return HTTPClient(agent, data_to_body_producer=_body_producer)
-
-    def close(self) -> defer.Deferred[None]:
-        """Close the idle connections of the pool (at shutdown)."""
-        return self.pool.closeCachedConnections()
 
 
 # --- the request -----------------------------------------------------------

@@ -21,15 +21,15 @@ scheduled; expired entries are dropped lazily while checking.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections import OrderedDict
 from typing import Callable, Optional
-from urllib.parse import parse_qsl
 
 import attrs
 
-__all__ = ["DELIVERY_MIN_TTL", "ReplayGuard", "extract_epoch"]
+from karajo.payload import payload_fields
+
+__all__ = ["DELIVERY_MIN_TTL", "InvalidEpoch", "ReplayGuard", "extract_epoch"]
 
 #: How long a delivery id is remembered at least, in seconds.  Delivery ids
 #: carry no timestamp, so any window is a compromise: a longer one catches
@@ -180,87 +180,42 @@ class ReplayGuard:
             del self._seen[digest]
 
 
-def _coerce_epoch(value: object) -> Optional[int]:
-    """
-    An int, or a string of ASCII digits, as an int; anything else None.
+class InvalidEpoch(ValueError):
+    """A payload carries C{_karajo_epoch}, but not as an integer Unix time."""
 
-    Floats are refused like the original (Go unmarshals into int64), and so
-    are booleans, which Python would otherwise treat as 0 and 1.
+
+def _coerce_epoch(value: object) -> int:
     """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
+    An int, or a string of ASCII digits, as an int.
+
+    Anything else is refused, not ignored: ignoring it would turn the
+    replay check off for that payload.  Floats are refused like the
+    original (Go unmarshals into int64), and so are booleans, which Python
+    would otherwise treat as 0 and 1.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("ascii")
-        except UnicodeDecodeError:
-            return None
     if isinstance(value, str):
         value = value.strip()
         if _INT_RE.fullmatch(value):
             return int(value)
-    return None
+    raise InvalidEpoch(f"{_EPOCH_FIELD} must be an integer Unix time")
 
 
-def _from_json(body: bytes) -> Optional[int]:
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError, UnicodeDecodeError, TypeError):
-        return None
-    if isinstance(document, dict):
-        return _coerce_epoch(document.get(_EPOCH_FIELD))
-    return None
-
-
-def _from_urlencoded(data: bytes) -> Optional[int]:
-    """The first C{_karajo_epoch} field, like Go's C{url.Values.Get}."""
-    try:
-        # latin-1 maps every byte, so decoding cannot fail; parse_qsl then
-        # percent-decodes with errors="replace".
-        pairs = parse_qsl(
-            data.decode("latin-1"), keep_blank_values=True, errors="replace"
-        )
-    except ValueError:
-        return None
-    for name, value in pairs:
-        if name == _EPOCH_FIELD:
-            return _coerce_epoch(value)
-    return None
-
-
-def _media_type(content_type: Optional[bytes]) -> bytes:
-    if not content_type:
-        return b""
-    if isinstance(content_type, str):
-        content_type = content_type.encode("latin-1", "replace")
-    return content_type.split(b";", 1)[0].strip().lower()
-
-
-def extract_epoch(
-    body: bytes, content_type: Optional[bytes], query: Optional[bytes] = None
-) -> Optional[int]:
+def extract_epoch(body: bytes, query: Optional[bytes] = None) -> Optional[int]:
     """
-    Find C{_karajo_epoch} in a JSON object body, a urlencoded form body, or
-    else the raw query string; None when absent or not an integer.  Never
-    raises: the body is untrusted and not parsed by anyone else yet.
+    The C{_karajo_epoch} of a signed body (see L{karajo.payload.payload_fields}), or else
+    of the raw query string; C{None} when neither carries one.
 
-    The body wins over the query.  Pass C{query} only where the signature
-    covers the query string (C{job_http} pause/resume), otherwise a client
-    could attach an unsigned epoch.  Without a recognised content type a
-    body starting with C{{} is tried as JSON, anything else as a form.
+    Pass C{query} only where the signature covers the query string
+    (C{job_http} pause/resume), otherwise a client could attach an
+    unsigned epoch.
+
+    @raise InvalidEpoch: the field is there but not an integer.
     """
-    body = bytes(body or b"")
-    media = _media_type(content_type)
-    epoch: Optional[int] = None
-    if media == b"application/json" or media.endswith(b"+json"):
-        epoch = _from_json(body)
-    elif media == b"application/x-www-form-urlencoded":
-        epoch = _from_urlencoded(body)
-    elif body.lstrip().startswith(b"{"):
-        epoch = _from_json(body)
-    elif body:
-        epoch = _from_urlencoded(body)
-    if epoch is None and query:
-        epoch = _from_urlencoded(bytes(query))
-    return epoch
+    for source in (body, query):
+        if source:
+            fields = payload_fields(source)
+            if _EPOCH_FIELD in fields:
+                return _coerce_epoch(fields[_EPOCH_FIELD])
+    return None

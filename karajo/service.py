@@ -225,7 +225,6 @@ def build_service(
         service.jobs[job.id] = child
     if env.http_jobs:
         clients = HttpClients(reactor)
-        service.closers.append(clients.close)
     for http_job in env.http_jobs.values():
         work = JobHttpWork(http_job, env, reactor, clients)
         child = build_job_service(

@@ -711,6 +711,31 @@ class WebhookTests(APITestCase):
         r = self.post("/karajo/api/job_exec/run/hello", body, headers=headers)
         self.assertError(r, 403, "ERR_REQUEST_REPLAYED")
 
+    def test_content_type_cannot_hide_the_epoch(self) -> None:
+        """
+        The unsigned Content-Type header does not change what a signed body
+        says: a JSON body sent as a form (or a form sent as JSON) still
+        carries its epoch, so the replay and expiry checks still apply.
+        """
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        body = self.epoch_body()
+        self.assertEqual(self.hook("/hello", body).code, 200)
+        for extra in (form, {"Content-Type": "text/plain"}, {"Content-Type": ""}):
+            self.assertError(self.hook("/hello", body, extra=extra), 403, "ERR_REQUEST_REPLAYED")
+        self.assertError(self.hook("/hello", self.epoch_body(NOW - 100_000), extra=form), 403,
+                         "ERR_REQUEST_EXPIRED")
+        old_form = b"_karajo_epoch=%d" % (NOW - 100_000)
+        self.assertError(self.hook("/hello", old_form), 403, "ERR_REQUEST_EXPIRED")
+        self.assertEqual(self.runner("hello").counter, 1)
+
+    def test_epoch_not_an_integer(self) -> None:
+        """An epoch that is there but not an integer is refused, not ignored."""
+        for body in (b'{"_karajo_epoch":%d.0}' % NOW, b'{"_karajo_epoch":true}',
+                     b'{"_karajo_epoch":"abc"}', b"_karajo_epoch=abc&x=1"):
+            doc = self.assertError(self.hook("/hello", body), 400, "ERR_INVALID_PARAMETER")
+            self.assertIn("_karajo_epoch must be an integer", doc["message"])
+        self.assertEqual(self.runner("hello").counter, 0)
+
     def test_stale_and_future_epoch(self) -> None:
         for epoch in (NOW - 301, NOW + 301, 0, -1, 10**20):
             doc = self.assertError(self.hook("/hello", self.epoch_body(epoch)), 403,
@@ -802,6 +827,27 @@ class ManagementTests(APITestCase):
         r = self.post("/karajo/api/job_exec/pause", body, headers={
             "X-Karajo-Sign": sign(SECRET, body.encode()), "Content-Type": "application/json"})
         self.assertEqual(r.code, 200, r.body)
+        self.assertTrue(self.runner("hello").paused)
+
+    def test_body_shapes(self) -> None:
+        """
+        A signed body that says JSON but is not a JSON object is named as
+        such; a JSON body sent as a form is still read as JSON; an epoch of
+        the wrong type is refused.
+        """
+        broken = '{"_karajo_epoch":%d,"id":"hello"' % NOW
+        r = self.post("/karajo/api/job_exec/pause", broken, headers={
+            "X-Karajo-Sign": sign(SECRET, broken.encode()), "Content-Type": "application/json"})
+        doc = self.assertError(r, 400, "ERR_INVALID_PARAMETER")
+        self.assertEqual(doc["message"], "the body is not a JSON object")
+        body = json.dumps({"_karajo_epoch": NOW, "id": "hello"})
+        r = self.post("/karajo/api/job_exec/pause", body, headers={
+            "X-Karajo-Sign": sign(SECRET, body.encode()),
+            "Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual(r.code, 200, r.body)
+        self.assertTrue(self.runner("hello").paused)
+        self.assertError(self.manage("resume", epoch=None, extra="&_karajo_epoch=1.5"), 400,
+                         "ERR_INVALID_PARAMETER")
         self.assertTrue(self.runner("hello").paused)
 
     def test_bad_signatures(self) -> None:

@@ -28,7 +28,6 @@ from treq.testing import StubTreq
 from twisted.internet import defer, reactor, task
 from twisted.internet.ssl import PrivateCertificate
 from twisted.trial.unittest import TestCase
-from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
@@ -481,8 +480,7 @@ class LoopbackTests(TestCase):
     """Real requests on the real reactor to servers started by the tests."""
 
     def setUp(self) -> None:
-        self.pool = HTTPConnectionPool(reactor, persistent=True)
-        self.clients = HttpClients(reactor, self.pool)
+        self.clients = HttpClients(reactor)
         self.store = LogStore(
             self.mktemp(), "hook", kind="job_http", run_in_thread=sync_thread
         )
@@ -507,8 +505,6 @@ class LoopbackTests(TestCase):
             await task.deferLater(reactor, 0.05, lambda: None)
 
         self.addCleanup(close)
-        # Registered after the server's, so it runs before it.
-        self.addCleanup(self.pool.closeCachedConnections)
         scheme = "https" if tls else "http"
         return f"{scheme}://127.0.0.1:{port.getHost().port}"
 
@@ -626,15 +622,20 @@ class LoopbackTests(TestCase):
         self.assertIsInstance(err, RunFailed)
         self.assertEqual(len(rec.requests), 1)
 
-    async def test_pool_reuses_connections(self) -> None:
-        """Two runs to one server share one pooled connection."""
+    async def test_each_run_its_own_connection(self) -> None:
+        """
+        No connection is kept between runs: a server that closes idle
+        connections (or answers HTTP/1.0 and closes) can never make a later
+        POST fail on a connection that is already gone.
+        """
         rec = Recorder()
         base = self.serve(rec)
-        for _ in range(2):
-            err, _, _ = await self.run_job(job(http_url=base + "/r"))
+        for method in ("POST", "PUT", "GET"):
+            err, _, _ = await self.run_job(job(http_url=base + "/r", http_method=method,
+                                               http_request_type="form"))
             self.assertIsNone(err)
-        self.assertEqual(len(rec.requests), 2)
-        self.assertEqual(len(self.site.protocols), 1)
+        self.assertEqual([r["method"] for r in rec.requests], ["POST", "PUT", "GET"])
+        self.assertEqual(len(self.site.protocols), 3)
 
     async def test_never_answers_times_out(self) -> None:
         """A receiver that never answers fails the run at the timeout."""

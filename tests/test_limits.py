@@ -393,3 +393,49 @@ class ConstructionTests(TestCase):
         self.assertTrue(issubclass(site.requestFactory, LimitedRequest))
         self.assertEqual(site.requestFactory.maxBodySize, 5)
         self.assertEqual(site.timeOut, 7)
+
+
+class MalformedRequestTests(LimitsTestCase):
+    """What Twisted's own parser refuses is answered in the JSON envelope."""
+
+    async def answer(self, raw: bytes) -> tuple[bytes, dict[str, Any]]:
+        recorder = Recorder()
+        self.serve(recorder)
+        client = await self.connect()
+        client.transport.write(raw)
+        head, body = split_response(await client.closed)
+        self.assertIn(b"Content-Type: application/json", head)
+        self.assertIn(b"Connection: close", head)
+        self.assertEqual(recorder.bodies, [])
+        return head.split(b"\r\n", 1)[0], json.loads(body)
+
+    async def test_bad_content_length(self) -> None:
+        for value in (b"abc", b"-5", b"1, 2"):
+            status, doc = await self.answer(
+                b"POST /hook HTTP/1.1\r\nHost: x\r\nContent-Length: " + value + b"\r\n\r\n")
+            self.assertEqual(status, b"HTTP/1.1 400 Bad Request", value)
+            self.assertEqual(doc, {"code": 400, "name": "ERR_BAD_REQUEST",
+                                   "message": "malformed HTTP request", "data": None})
+
+    async def test_malformed_request_line(self) -> None:
+        status, doc = await self.answer(b"GARBAGE\r\n\r\n")
+        self.assertEqual(status, b"HTTP/1.1 400 Bad Request")
+        self.assertEqual(doc["name"], "ERR_BAD_REQUEST")
+
+    async def test_huge_request_line(self) -> None:
+        status, doc = await self.answer(
+            b"GET /karajo/api/environment?" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(status, b"HTTP/1.1 414 URI Too Long")
+        self.assertEqual(doc["name"], "ERR_URI_TOO_LONG")
+
+    async def test_huge_header_line(self) -> None:
+        status, doc = await self.answer(
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+        self.assertEqual(status, b"HTTP/1.1 431 Request Header Fields Too Large")
+        self.assertEqual(doc["name"], "ERR_HEADERS_TOO_LARGE")
+
+    async def test_headers_too_large_in_total(self) -> None:
+        headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 1000) for i in range(20))
+        status, doc = await self.answer(b"GET / HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        self.assertEqual(status, b"HTTP/1.1 431 Request Header Fields Too Large")
+        self.assertEqual(doc["name"], "ERR_HEADERS_TOO_LARGE")

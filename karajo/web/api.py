@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import functools
 import inspect
-import json
 import os
 import re
 from typing import Any, Callable, Iterable
@@ -47,7 +46,8 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from karajo.errors import JobBusy, JobPaused, RunRefused, ServerStopping
 from karajo.model import Job, JobHttp, TriggerRequest
-from karajo.replay import ReplayGuard, extract_epoch
+from karajo.payload import json_object, payload_fields
+from karajo.replay import InvalidEpoch, ReplayGuard, extract_epoch
 from karajo.signature import DEFAULT_HEADER_SIGN, verify
 from karajo.users import COOKIE_NAME, CSRF_HEADER, LoginFailed, LoginThrottled
 from karajo.web import envelope
@@ -126,6 +126,7 @@ class JobNotRunning(APIError):
 ERRORS: dict[type, tuple[int, str]] = {
     InvalidJobID: (400, "ERR_INVALID_JOB_ID"),
     InvalidParameter: (400, "ERR_INVALID_PARAMETER"),
+    InvalidEpoch: (400, "ERR_INVALID_PARAMETER"),
     LoginFailed: (400, "ERR_AUTH_LOGIN"),
     Unauthorized: (401, "ERR_UNAUTHORIZED"),
     WebhookForbidden: (403, "ERR_JOB_FORBIDDEN"),
@@ -204,22 +205,18 @@ def _body(request: Any) -> bytes:
 
 
 def _body_params(request: Any, body: bytes) -> dict[str, str]:
-    """A form body (or a JSON object, which some clients send) as strings."""
-    media = _media_type(request)
-    if media == b"application/json" or (media != b"application/x-www-form-urlencoded"
-                                        and body.lstrip().startswith(b"{")):
-        try:
-            document = json.loads(body)
-        except (ValueError, RecursionError):
-            return {}
-        if not isinstance(document, dict):
-            return {}
-        return {
-            str(k): (v if isinstance(v, str) else dumps(v))
-            for k, v in document.items()
-            if not isinstance(v, (dict, list))
-        }
-    return parse_pairs(body)
+    """
+    A management call's signed body (a form, or a JSON object, which some
+    clients send) as strings; the bytes decide which, as for the replay
+    guard (L{payload_fields}).
+    """
+    if _media_type(request) == b"application/json" and json_object(body) is None:
+        raise InvalidParameter("the body is not a JSON object")
+    return {
+        str(k): (v if isinstance(v, str) else dumps(v))
+        for k, v in payload_fields(body).items()
+        if not isinstance(v, (dict, list))
+    }
 
 
 def _int_param(value: str | None, name: str, minimum: int, default: int | None = None) -> int:
@@ -690,7 +687,7 @@ class KarajoAPI:
         if not verdict.ok:
             self.refusals.refused(job.id, _client_host(request), verdict.reason)
             raise WebhookForbidden(verdict.reason)
-        epoch = extract_epoch(body, request.getHeader(b"content-type"))
+        epoch = extract_epoch(body)
         forget = self._check_replay(
             epoch, b"webhook\0" + job.path.encode("utf-8") + b"\0" + body, verdict.replay_key)
         headers = {}
@@ -722,9 +719,7 @@ class KarajoAPI:
 
     def _manage_exec(self, request: Any, action: str) -> bytes:
         body = _body(request)
-        content_type = request.getHeader(b"content-type")
-        forget = self._authorize_management(
-            request, body, lambda: extract_epoch(body, content_type))
+        forget = self._authorize_management(request, body, lambda: extract_epoch(body))
         try:
             svc = self._lookup(self._service.jobs, _body_params(request, body).get("id"))
             return self._apply(request, "job", svc, action)
@@ -735,7 +730,7 @@ class KarajoAPI:
     def _manage_http(self, request: Any, action: str) -> bytes:
         query = raw_query(request)
         forget = self._authorize_management(
-            request, query, lambda: extract_epoch(b"", None, query=query))
+            request, query, lambda: extract_epoch(b"", query=query))
         try:
             svc = self._lookup(self._service.http_jobs, parse_pairs(query).get("id"))
             return self._apply(request, "job_http", svc, action)

@@ -233,6 +233,40 @@ class LimitedChannel(http.HTTPChannel):
             self._armHeaderDeadline()
         super().requestDone(request)
 
+    # -- requests Twisted's parser refuses -------------------------------
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """
+        Twisted's parser refused the request (a malformed request line,
+        header or Content-Length, headers over C{totalHeadersSize}): answer
+        with the JSON envelope, like every other error, rather than
+        Twisted's empty 400.
+        """
+        if self._receivedHeaderSize > self.totalHeadersSize:
+            answer = _error_response(431, b"Request Header Fields Too Large",
+                                     "ERR_HEADERS_TOO_LARGE",
+                                     f"request headers are larger than {self.totalHeadersSize} bytes")
+        else:
+            answer = _error_response(400, b"Bad Request", "ERR_BAD_REQUEST", "malformed HTTP request")
+        self.transport.write(answer)
+        self.loseConnection()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """
+        One line of the request head is longer than C{MAX_LENGTH}: a 414
+        for the request line (a huge query string), a 431 for a header.
+        LineReceiver would just drop the connection without a word.
+        """
+        if self._receivedHeaderSize == 0:  # nothing of this request's head parsed yet
+            answer = _error_response(414, b"URI Too Long", "ERR_URI_TOO_LONG",
+                                     f"request line is longer than {self.MAX_LENGTH} bytes")
+        else:
+            answer = _error_response(431, b"Request Header Fields Too Large",
+                                     "ERR_HEADERS_TOO_LARGE",
+                                     f"a request header is longer than {self.MAX_LENGTH} bytes")
+        self.transport.write(answer)
+        self.loseConnection()
+
     # -- after a 413 ----------------------------------------------------
 
     def lingerClose(self) -> None:

@@ -2,25 +2,16 @@
 Request parameters, read the one way every page and API route reads them.
 
 The raw query string is kept as received (management calls are signed over
-its exact bytes); pairs are decoded with the first value of a name winning,
-as Go's C{url.Values.Get} does, so scripts written for the original see the
-same answers.
+its exact bytes); pairs are decoded by L{karajo.payload.parse_pairs}.
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
 
+from karajo.payload import parse_pairs
 
-def parse_pairs(raw: bytes) -> dict[str, str]:
-    """Urlencoded pairs; the first value of a name wins."""
-    out: dict[str, str] = {}
-    for name, value in parse_qsl(
-        raw.decode("latin-1"), keep_blank_values=True, encoding="utf-8", errors="replace"
-    ):
-        out.setdefault(name, value)
-    return out
+__all__ = ["parse_pairs", "query_params", "raw_query"]
 
 
 def raw_query(request: Any) -> bytes:
