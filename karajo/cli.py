@@ -270,7 +270,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from karajo.config import load_environment
     from karajo.errors import ConfigError
     from karajo.paths import Paths
-    from karajo.web.api import _masked_headers, _masked_url
+    from karajo.redact import masked_headers, masked_url
 
     try:
         loaded = load_environment(args.config)
@@ -329,11 +329,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         _out("")
         _out(f"[job.http \"{job.name}\"]  ID {job.id}  ({_where(job.origin)})")
         rows = [
-            ("request", f"{job.http_method} {_masked_url(job.http_url)}"),
+            ("request", f"{job.http_method} {masked_url(job.http_url)}"),
             ("request type", job.http_request_type),
             ("signature", f"in {job.header_sign}, {'own' if job.secret else 'global'} secret"),
         ]
-        for header in _masked_headers(job.http_headers):
+        for header in masked_headers(job.http_headers):
             rows.append(("header", header))
         rows += _timing(job, paths, now)
         _print_rows(rows)

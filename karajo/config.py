@@ -37,6 +37,7 @@ from karajo.model import (
     User,
 )
 from karajo.notify import NotifConfigError, check_notif
+from karajo.redact import masked_url
 from karajo.schedule import parse_schedule
 from karajo.users import is_bcrypt_hash
 
@@ -82,9 +83,12 @@ def _headers(entries: list[gitconfig.Entry]) -> tuple[tuple[str, str], ...]:
     headers = []
     for e in entries:
         name, sep, value = (e.value or "").partition(":")
-        if not sep or not _TOKEN.fullmatch(name.strip()):
+        if not sep:
+            # The line is not shown: it may be a token missing its colon.
+            raise ConfigError(e.filename, e.line, f"{e.key}: expected 'Name: value' (no ':')")
+        if not _TOKEN.fullmatch(name.strip()):
             raise ConfigError(
-                e.filename, e.line, f"{e.key}: expected 'Name: value', got {e.value!r}"
+                e.filename, e.line, f"{e.key}: {name.strip()!r} is not a header name"
             )
         headers.append((name.strip(), value.strip()))
     return tuple(headers)
@@ -448,7 +452,7 @@ def _check_job_http(job: JobHttp, env: Environment) -> JobHttp:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise _fail(
                 origin, "http_url",
-                f"http_url: {url!r} is neither an http(s) URL nor a path starting with /",
+                f"http_url: {masked_url(url)!r} is neither an http(s) URL nor a path starting with /",
             )
     interval = job.interval
     if not job.schedule and interval is None:

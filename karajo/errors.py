@@ -29,6 +29,15 @@ class ConfigError(Exception):
         return f"{self.filename}:{self.line}: {self.reason}"
 
 
+class StartupError(Exception):
+    """
+    karajo cannot start: a directory it cannot create, an address it cannot
+    listen on.  C{str(err)} is the whole message for the operator; the
+    process exits non-zero (so a supervisor sees the failure) without a
+    traceback.
+    """
+
+
 class RunRefused(Exception):
     """A trigger was not accepted; the HTTP layer maps each kind to a status."""
 

@@ -55,6 +55,7 @@ from karajo.duration import format_duration
 from karajo.errors import RunFailed
 from karajo.joblog import RunLog
 from karajo.model import Environment, JobHttp
+from karajo.redact import masked_url
 from karajo.signature import sign
 from karajo.work import Stopped
 
@@ -232,9 +233,20 @@ class _Prepared:
         self.auth = auth
 
 
+def _uri(text: str) -> EncodedURL:
+    """
+    The URL as treq will send it (percent-encoded, IDNA host).  An IPv6
+    literal host is kept as it is: hyperlink would IDNA-encode it, and fail.
+    """
+    url = EncodedURL.from_text(text)
+    host = url.host
+    if ":" in host:
+        return url.replace(host="ipv6-literal.invalid").to_uri().replace(host=host)
+    return url.to_uri()
+
+
 def _to_uri(text: str) -> str:
-    """The URL as treq will send it (percent-encoded, IDNA host)."""
-    return EncodedURL.from_text(text).to_uri().to_text()
+    return _uri(text).to_text()
 
 
 def prepare(job: JobHttp, env: Environment, epoch: int) -> _Prepared:
@@ -248,11 +260,11 @@ def prepare(job: JobHttp, env: Environment, epoch: int) -> _Prepared:
     if raw.startswith("/"):
         raw = self_base_url(env.listen_address) + raw
     try:
-        url = EncodedURL.from_text(raw).to_uri()
+        url = _uri(raw)
     except Exception as e:
-        raise RunFailed(f"invalid http_url {job.http_url!r}: {e}") from None
+        raise RunFailed(f"invalid http_url {masked_url(job.http_url)!r}: {e}") from None
     if url.scheme not in ("http", "https") or not url.host:
-        raise RunFailed(f"invalid http_url {job.http_url!r}: need an http or https URL")
+        raise RunFailed(f"invalid http_url {masked_url(job.http_url)!r}: need an http or https URL")
     auth = None
     if url.userinfo:
         user, _, password = url.userinfo.partition(":")

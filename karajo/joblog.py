@@ -128,6 +128,18 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _started_at(path: str) -> datetime.datetime:
+    """When the run of a log started: the time of its first line."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len("YYYY-MM-DD HH:MM:SS UTC "))
+        started = datetime.datetime.strptime(head.decode("ascii"), "%Y-%m-%d %H:%M:%S UTC ")
+        return started.replace(tzinfo=datetime.timezone.utc)
+    except (OSError, ValueError, UnicodeDecodeError):
+        mtime = os.stat(path).st_mtime
+        return datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc)
+
+
 class RunLog:
     """
     One run's log being written.  Created by L{LogStore.begin}.
@@ -383,9 +395,12 @@ class LogStore:
         blocking I/O here is fine).
 
         A log still named C{$ID.$N} belongs to a run the daemon did not see
-        end: it gets an explanation line and becomes C{$ID.$N.failed}.  Its
-        modification time is kept, so C{last_run} is when that run last
-        wrote, not this start-up.
+        end: it gets an explanation line and becomes C{$ID.$N.failed}.
+
+        C{last_run} is when the newest finished run started, as its log's
+        first line says (to the second), as it was before the restart; the
+        file's modification time (the run's end) only when that line cannot
+        be read.
         """
         finalised = []
         for name in self.scan():
@@ -400,8 +415,7 @@ class LogStore:
         if finished:
             newest = finished[-1]
             last_status = newest.status
-            mtime = os.stat(self.path_of(newest)).st_mtime
-            last_run = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc)
+            last_run = _started_at(self.path_of(newest))
         return RestoredState(self._floor, last_status, last_run, logs, tuple(finalised))
 
     def begin(self, counter: int) -> RunLog:

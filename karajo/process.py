@@ -16,7 +16,7 @@ import inspect
 import os
 import shutil
 import signal
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 from twisted.internet import defer, protocol
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -65,9 +65,15 @@ class CommandResult(Exception):
 
 
 class _CommandProtocol(protocol.ProcessProtocol):
-    def __init__(self, sink, ended: defer.Deferred) -> None:
+    def __init__(
+        self, clock: IReactorTime, sink: Callable[[bytes], Any],
+        note: Callable[[str], Any], ended: defer.Deferred,
+    ) -> None:
+        self._clock = clock
         self._sink = sink
+        self._note = note
         self._ended = ended
+        self._release: IDelayedCall | None = None
         self.pgid: int | None = None
 
     def connectionMade(self) -> None:
@@ -79,15 +85,28 @@ class _CommandProtocol(protocol.ProcessProtocol):
     def outReceived(self, data: bytes) -> None:
         self._sink(data)
 
-    errReceived = outReceived
-
     def processExited(self, reason) -> None:
-        # The shell is gone; anything it left in its group keeps the pipes
-        # open.  Stop it so the run can end.
+        # The shell is gone; anything it left in its group keeps the output
+        # pipe open.  Stop it so the run can end, and do not wait for ever:
+        # a process that left the group (setsid, a daemon) may hold the
+        # pipe too, and no signal to the group reaches it.
         if self.pgid is not None:
             signal_group(self.pgid, signal.SIGTERM)
+        self._release = self._clock.callLater(KILL_GRACE, self._release_output)
+
+    def _release_output(self) -> None:
+        self._release = None
+        if self.pgid is not None:
+            signal_group(self.pgid, signal.SIGKILL)
+        self._note(
+            f"--- stopped reading output {KILL_GRACE:g}s after the command ended:"
+            " a process it started still held it"
+        )
+        self.transport.loseConnection()
 
     def processEnded(self, reason) -> None:
+        if self._release is not None and self._release.active():
+            self._release.cancel()
         self._ended.callback(reason)
 
 
@@ -216,23 +235,28 @@ def spawn_command(
     command: str,
     cwd: str,
     env: Mapping[str, str],
-    sink,
+    sink: Callable[[bytes], Any],
+    note: Callable[[str], Any] = lambda text: None,
 ) -> RunningCommand:
     """
     Start C{/bin/sh -c command} in C{cwd} with exactly C{env}, in a new
-    session; its stdout and stderr go to C{sink(bytes)} as they arrive.
+    session; its stdout and stderr, one stream in the order written, go to
+    C{sink(bytes)} as they arrive.  C{note(text)} gets what karajo has to
+    say about the command's output (a line for the run log).
 
     The directory change happens in the child's shell, not through a
     working directory for the spawn: with one Twisted forks the whole
     daemon, and C{posix_spawn} has no portable way to set it.
     """
     ended: defer.Deferred = defer.Deferred()
-    proto = _CommandProtocol(sink, ended)
+    proto = _CommandProtocol(clock, sink, note, ended)
     # The shell is intended: a job's command is a shell command line written
     # by the operator in the config (SPEC section 1), never request data.
     argv = [SHELL, "-c", _IN_DIR, "sh", cwd, command]
     # A job gets no input: stdin is /dev/null (no pipe to create and close).
-    child_fds: dict[int, int | str] = {0: _dev_null(), 1: "r", 2: "r"}
+    # One pipe takes stdout and stderr (the wrapper points 2 at 1 first),
+    # so the log keeps the order in which lines were written.
+    child_fds: dict[int, int | str] = {0: _dev_null(), 1: "r", 2: _dev_null()}
     if session_spawn_usable(reactor):
         SessionProcess(reactor, SHELL, argv, dict(env), None, proto, childFDs=child_fds)  # nosec
     else:
@@ -250,11 +274,16 @@ def _dev_null() -> int:
     return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 
-# $1 = the working directory, $2 = the command.  The command is run by this
-# same shell with eval (one exec less than a second sh -c: half a
-# millisecond of every trigger's latency), with $0 = "sh" and no positional
-# parameters, as /bin/sh -c would give it.
-_IN_DIR = 'cd -- "$1" || exit 126; karajo_command=$2; set --; eval "$karajo_command"'
+# $1 = the working directory, $2 = the command.  stderr goes where stdout
+# goes (one stream, in order); the command is run by this same shell with
+# eval (one exec less than a second sh -c: half a millisecond of every
+# trigger's latency), with $0 = "sh" and no positional parameters, as
+# /bin/sh -c would give it, and no OLDPWD (cd sets it to the daemon's
+# directory, which is none of the job's business).
+_IN_DIR = (
+    'exec 2>&1; cd -- "$1" || exit 126; unset OLDPWD; '
+    'karajo_command=$2; set --; eval "$karajo_command"'
+)
 
 
 @functools.cache

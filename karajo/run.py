@@ -89,11 +89,16 @@ class JobRunner(Service):
 
     @property
     def status(self) -> str:
-        """What the API and dashboard show."""
-        if self.executing:
-            return "running"
+        """
+        What the API and dashboard show.  A pause shows at once, also while
+        a run goes on ("paused at any time", SPEC section 3), so the
+        operator sees it and can undo it; whether a run is going on is
+        in the logs (the newest is C{running}).
+        """
         if self.paused:
             return "paused"
+        if self.executing:
+            return "running"
         return self.last_status or "started"
 
     def restore(self) -> None:
@@ -153,8 +158,18 @@ class JobRunner(Service):
         return "started"
 
     def pause(self) -> None:
-        """Refuse triggers and skip timer fires; a running run goes on."""
+        """
+        Refuse triggers and skip timer fires; a running run goes on.  A
+        run accepted but not started yet (queued behind the running one,
+        or waiting for a slot) is dropped: a paused job starts nothing.
+        """
         self.paused = True
+        if self.queued:
+            self.queued = False
+            self._queued_request = None
+            log.info("{job}: paused; the queued run is dropped", job=self.name)
+        if self._drop_pending():
+            log.info("{job}: paused; the run waiting to start is dropped", job=self.name)
 
     def resume(self) -> None:
         self.paused = False

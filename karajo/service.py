@@ -21,10 +21,12 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from karajo.config import Loaded, generate_secret, listen_endpoint
+from karajo.errors import StartupError
 from karajo.jobhttp import HttpClients, JobHttpWork
 from karajo.joblog import LogStore
 from karajo.notify import Notifier
@@ -113,6 +115,16 @@ class KarajoService(MultiService):
             )
 
         return d.addCallback(close).addCallback(lambda _: None)
+
+    def privilegedStartService(self) -> None:
+        """Listen (twistd calls this first); an address in use stops the start."""
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
+            raise StartupError(
+                f"cannot listen on {self.env.listen_address}: {reason}"
+            ) from None
 
     def startService(self) -> None:
         super().startService()
@@ -208,7 +220,12 @@ def build_service(
         log.warn("no [karajo] secret set; a random one was generated for this run")
 
     paths = Paths(env.dir_base)
-    paths.ensure()
+    try:
+        paths.ensure()
+    except OSError as e:
+        raise StartupError(
+            f"dir_base {env.dir_base}: cannot create {e.filename}: {e.strerror}"
+        ) from None
     service = KarajoService(env)
     if notifier is None and env.notifs:
         notifier = Notifier(env.notifs, reactor, server_name=env.name)
@@ -237,6 +254,9 @@ def build_service(
 
     endpoint = serverFromString(reactor, listen_endpoint(env.listen_address))
     listener = StreamServerEndpointService(endpoint, build_site(service, reactor))
+    # A failed listen raises from privilegedStartService instead of being
+    # logged while the daemon runs on without its HTTP side.
+    listener._raiseSynchronously = True
     listener.setName("http")
     listener.setServiceParent(service)
     return service

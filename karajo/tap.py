@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from karajo.config import DEFAULT_CONFIG, Loaded, load_environment
-from karajo.errors import ConfigError
+from karajo.errors import ConfigError, StartupError
 
 
 class Options(usage.Options):
@@ -52,10 +52,28 @@ def _stop_cleanly_on_sigterm(reactor) -> None:
     Logger().info("karajo is ready")
 
 
+def _report_startup_errors() -> None:
+    """
+    A L{StartupError} (raised while twistd builds or starts the service)
+    ends the process with status 1 and its one-line message, not a
+    traceback; everything else keeps Python's report.
+    """
+    default = sys.excepthook
+
+    def hook(kind, value, traceback) -> None:
+        if issubclass(kind, StartupError):
+            sys.stderr.write(f"karajo: {value}\n")
+        else:
+            default(kind, value, traceback)
+
+    sys.excepthook = hook
+
+
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from karajo.service import build_service
 
+    _report_startup_errors()
     reactor.callWhenRunning(_stop_cleanly_on_sigterm, reactor)
     return build_service(options.loaded, reactor)

@@ -92,7 +92,7 @@ class CommandWork:
                     raise Stopped()
                 log.line(f"--- Execute {number:2d}: {command}")
                 self._current = spawn_command(
-                    self._reactor, self._clock, command, self._cwd, env, log.write
+                    self._reactor, self._clock, command, self._cwd, env, log.write, log.line
                 )
                 self._record(self._current.pgid)
                 try:

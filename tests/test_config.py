@@ -250,6 +250,16 @@ class LoadTests(SynchronousTestCase):
         """http_url must be http(s) or a path on this server."""
         self.assertConfigError('[job.http "x"]\nhttp_url = ftp://h/x\n', 4, "http_url")
 
+    def test_errors_never_show_credentials(self) -> None:
+        """A header line missing its colon or a bad URL with a password is not echoed."""
+        err = self.assertConfigError(
+            '[job.http "x"]\nhttp_url = /x\nhttp_header = Authorization Bearer TOPSECRET\n', 5,
+            "http_header: expected 'Name: value' (no ':')")
+        self.assertNotIn("TOPSECRET", str(err))
+        err = self.assertConfigError('[job.http "x"]\nhttp_url = ftp://u:TOPSECRET@h/x\n', 4,
+                                     "http_url: 'ftp://u:********@h/x'")
+        self.assertNotIn("TOPSECRET", str(err))
+
     def test_missing_url(self) -> None:
         """A JobHttp without a URL is reported at its section."""
         self.assertConfigError('[job.http "x"]\ninterval = 1m\n', 3, "http_url")

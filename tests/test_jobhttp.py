@@ -207,6 +207,19 @@ class HelperTests(TestCase):
             f"http://127.0.0.1:31937/karajo/api/job_exec/run/x?_karajo_epoch={EPOCH}",
         )
 
+    def test_ipv6_urls(self) -> None:
+        """
+        An IPv6 listen address (relative URL) or an IPv6 literal in
+        http_url is sent as is; a name is still IDNA-encoded.
+        """
+        env = Environment(listen_address="[::1]:32018", secret=SECRET)
+        p = prepare(job(http_url="/karajo/api/environment"), env, EPOCH)
+        self.assertEqual(p.url, f"http://[::1]:32018/karajo/api/environment?_karajo_epoch={EPOCH}")
+        p = prepare(job(http_url="https://[2001:db8::1]:8443/h\u00e9?x=1"), env, EPOCH)
+        self.assertEqual(p.url, f"https://[2001:db8::1]:8443/h%C3%A9?x=1&_karajo_epoch={EPOCH}")
+        p = prepare(job(http_url="http://b\u00fccher.example/x"), env, EPOCH)
+        self.assertEqual(p.url, f"http://xn--bcher-kva.example/x?_karajo_epoch={EPOCH}")
+
     def test_effective_timeout(self) -> None:
         """Positive: the job's; zero: the global one; negative: none."""
         env = Environment(http_timeout=timedelta(minutes=5))

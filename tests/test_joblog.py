@@ -592,8 +592,8 @@ class StoreTests(StoreMixin, SynchronousTestCase):
     def test_restore_finalises_crash_leftover(self) -> None:
         """
         A running log left by a crash gets an explanation line (after ending
-        a cut-short last line) and is renamed failed; its modification time is
-        kept as the last run time.
+        a cut-short last line) and is renamed failed; the last run time is
+        when it started (its first line), not its modification time.
         """
         path = self.touch("my_id.4", P0 + b"=== BEGIN\n" + P0 + b"half a li")
         os.utime(path, (T0 - 100, T0 - 100))
@@ -608,8 +608,7 @@ class StoreTests(StoreMixin, SynchronousTestCase):
         self.assertEqual(state.counter, 4)
         self.assertEqual(state.last_status, "failed")
         self.assertEqual(
-            state.last_run,
-            datetime.datetime.fromtimestamp(T0 - 100, datetime.timezone.utc),
+            state.last_run, datetime.datetime.fromtimestamp(T0, datetime.timezone.utc)
         )
         self.assertFalse(os.path.exists(path))
         self.assertEqual(
@@ -639,6 +638,28 @@ class StoreTests(StoreMixin, SynchronousTestCase):
         )
         self.assertEqual(state.last_run.utcoffset(), datetime.timedelta(0))
         self.assertEqual(state.counter, 10)
+
+    def test_restore_last_run_is_the_run_start(self) -> None:
+        """
+        last_run is when the newest run started (its first line), as it was
+        before the restart, not when its file was last written (its end);
+        the mtime is used only when the first line is not a timestamp.
+        """
+        store = self.store()
+        log = store.begin(1)
+        log.line("=== BEGIN")
+        self.clock.advance(50)
+        log.line("=== DONE")
+        name = self.finish(log, "success")
+        os.utime(store.path_of(name), (T0 + 50, T0 + 50))
+        state = self.store().restore()
+        self.assertEqual(state.last_run, datetime.datetime.fromtimestamp(T0, datetime.timezone.utc))
+        with open(store.path_of(name), "r+b") as f:
+            f.write(b"garbage")
+        os.utime(store.path_of(name), (T0 + 50, T0 + 50))
+        state = self.store().restore()
+        self.assertEqual(state.last_run,
+                         datetime.datetime.fromtimestamp(T0 + 50, datetime.timezone.utc))
 
     def test_read(self) -> None:
         """read() finds a log by counter, running or finished; None when absent."""

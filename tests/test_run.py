@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from datetime import timedelta
 
 from twisted.internet import defer, reactor
@@ -17,6 +18,7 @@ from karajo.config import validate
 from karajo.errors import JobBusy, JobPaused
 from karajo.model import Environment, Job
 from karajo.paths import Paths
+from karajo.process import KILL_GRACE
 from karajo.service import build_job_service, job_work
 
 PREFIX = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC job: [a-z0-9_-]+: ")
@@ -96,6 +98,8 @@ class CommandTests(RunTestCase):
         self.assertIn("env: PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n", text)
         self.assertNotIn("leaked-secret", text)
         self.assertNotIn("KARAJO_TEST_LEAK", text)
+        # cd in the wrapper must not leave the daemon's directory behind.
+        self.assertNotIn("OLDPWD", text)
 
     async def test_shell_like_sh_c(self) -> None:
         """A command sees $0, $# and exit statuses as under /bin/sh -c; a bad cwd fails clearly."""
@@ -109,6 +113,20 @@ class CommandTests(RunTestCase):
         svc = self.service(Job(name="err", commands=["echo oops >&2"]))
         _, content = await self.run_once(svc)
         self.assertIn(b"err: oops\n", content)
+
+    async def test_stdout_and_stderr_in_order(self) -> None:
+        """stdout and stderr are one stream: the log has lines in the order written."""
+        svc = self.service(Job(name="order", commands=[
+            "echo 1; echo 2 >&2; echo 3; echo 4 >&2; echo 5",
+            "cd /nonexistent-karajo-dir; echo after",
+        ]))
+        _, content = await self.run_once(svc)
+        lines = [line.split(b"order: ", 1)[1] for line in content.splitlines()
+                 if b" job: order: " in line and not line.split(b"order: ", 1)[1][:3]
+                 in (b"===", b"---", b"!!!")]
+        self.assertEqual(lines[:5], [b"1", b"2", b"3", b"4", b"5"])
+        self.assertIn(b"nonexistent-karajo-dir", lines[5])
+        self.assertEqual(lines[6:], [b"after"])
 
     async def test_retention(self) -> None:
         """Only the newest log_retention logs are kept."""
@@ -227,6 +245,42 @@ class ConcurrencyTests(RunTestCase):
         gates[1].callback(None)
         await runner.when_idle()
         self.assertEqual([n.filename for n in runner.logs()], ["one.1.success", "one.2.success"])
+
+    async def test_pause_drops_what_has_not_started(self) -> None:
+        """
+        Pausing shows at once (also while a run goes on), lets the running
+        run finish, and drops the queued run and a run waiting for a slot.
+        """
+        gates: list[defer.Deferred] = []
+
+        def call(log, request):
+            d = defer.Deferred()
+            gates.append(d)
+            return d
+
+        slots = defer.DeferredSemaphore(1)
+        svc = self.service(Job(name="p", call=call), slots=slots)
+        other = self.service(Job(name="w", call=call), slots=slots)
+        runner = svc.runner
+        self.assertEqual(runner.trigger(None), "started")
+        self.assertEqual(runner.trigger(None), "queued")
+        self.assertEqual(other.runner.trigger(None), "started")  # waits for the slot
+        self.assertTrue(other.runner.waiting)
+        runner.pause()
+        other.runner.pause()
+        self.assertEqual(runner.status, "paused")
+        self.assertTrue(runner.executing)
+        self.assertFalse(runner.queued)
+        self.assertFalse(other.runner.active)
+        gates[0].callback(None)
+        await runner.when_idle()
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(len(gates), 1)
+        self.assertEqual([n.filename for n in runner.logs()], ["p.1.success"])
+        self.assertEqual(other.runner.logs(), [])
+        self.assertEqual(runner.status, "paused")
+        runner.resume()
+        self.assertEqual(runner.status, "success")
 
     async def test_shared_slots(self) -> None:
         """With max_job_running=2, six jobs never run more than two at once, and all six run."""
@@ -374,6 +428,56 @@ class StopTests(RunTestCase):
         await svc.runner.when_idle()
         self.assertEqual(svc.runner.last_status, "success")
         self.assertFalse(os.path.exists(Paths(self.base).state_file("job", "bg") + ".pgid"))
+
+    async def escaped(self, svc, commands_pid: str) -> int:
+        """The pid a command wrote of a process it started in its own session."""
+        for _ in range(100):
+            if os.path.exists(commands_pid) and open(commands_pid).read().strip():
+                break
+            await deferLater(reactor, 0.02, lambda: None)
+        pid = int(open(commands_pid).read())
+        self.addCleanup(lambda: os.kill(pid, signal.SIGKILL) if os.path.exists(f"/proc/{pid}") else None)
+        return pid
+
+    async def test_escaped_process_does_not_hold_the_run(self) -> None:
+        """
+        A process that left the command's group (setsid) and keeps its
+        output open is out of karajo's reach; the run still ends, KILL_GRACE
+        after the command did, with a line saying why.
+        """
+        pidfile = os.path.join(os.path.abspath(self.mktemp()))
+        svc = self.service(Job(name="esc", commands=[
+            f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 60' & sleep 0.2; echo done"]))
+        started = reactor.seconds()
+        svc.runner.trigger(None)
+        await self.escaped(svc, pidfile)
+        await svc.runner.when_idle()
+        self.assertLess(reactor.seconds() - started, KILL_GRACE + 2)
+        self.assertEqual(svc.runner.last_status, "success")
+        _, content = svc.runner.store.read(1)
+        self.assertIn(b"esc: done\n", content)
+        self.assertIn(b"--- stopped reading output 2s after the command ended", content)
+
+    async def test_cancel_with_escaped_process(self) -> None:
+        """Cancel ends the run even when an escaped process holds its output."""
+        pidfile = os.path.join(os.path.abspath(self.mktemp()))
+        svc = self.service(Job(name="escc", commands=[
+            f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 60' & sleep 60"]))
+        svc.runner.trigger(None)
+        await self.escaped(svc, pidfile)
+        started = reactor.seconds()
+        self.assertTrue(svc.runner.cancel())
+        await svc.runner.when_idle()
+        self.assertLess(reactor.seconds() - started, KILL_GRACE + 2)
+        self.assertEqual(svc.runner.last_status, "canceled")
+
+    async def test_leftover_ignoring_term_killed(self) -> None:
+        """A leftover of the group that ignores TERM is killed after the grace period."""
+        svc = self.service(Job(name="stubborn", commands=["sh -c 'trap \"\" TERM; sleep 60' & sleep 0.2"]))
+        pgid = await self.started_group(svc)
+        await svc.runner.when_idle()
+        self.assertEqual(svc.runner.last_status, "success")
+        self.assertFalse(group_alive(pgid))
 
     async def test_stop_service_finalises(self) -> None:
         """Stopping the service cancels the running run and finalises its log."""

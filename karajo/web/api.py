@@ -33,7 +33,6 @@ import inspect
 import os
 import re
 from typing import Any, Callable, Iterable
-from urllib.parse import urlsplit, urlunsplit
 
 from klein import Klein
 from klein.resource import KleinResource
@@ -47,6 +46,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from karajo.errors import JobBusy, JobPaused, RunRefused, ServerStopping
 from karajo.model import Job, JobHttp, TriggerRequest
 from karajo.payload import json_object, payload_fields
+from karajo.redact import masked_headers, masked_url
 from karajo.replay import InvalidEpoch, ReplayGuard, extract_epoch
 from karajo.signature import DEFAULT_HEADER_SIGN, verify
 from karajo.users import COOKIE_NAME, CSRF_HEADER, LoginFailed, LoginThrottled
@@ -247,33 +247,6 @@ def _header_getter(request: Any) -> Callable[[str], bytes | None]:
 
 # --- JSON of jobs -----------------------------------------------------------
 
-_SENSITIVE_HEADER = re.compile(
-    r"authorization|cookie|token|secret|passw|api[-_]?key|auth", re.IGNORECASE
-)
-_MASK = "********"
-
-
-def _masked_headers(headers: Iterable[tuple[str, str]]) -> list[str]:
-    """C{Name: value} lines, with the values of credential headers masked."""
-    return [
-        f"{name}: {_MASK if _SENSITIVE_HEADER.search(name) else value}"
-        for name, value in headers
-    ]
-
-
-def _masked_url(url: str) -> str:
-    """An URL without the password of its userinfo part."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.netloc.rpartition("@")[2]
-        return urlunsplit(parts._replace(netloc=f"{user}:{_MASK}@{host}"))
-    except ValueError:
-        return url
-
-
 def _logs_json(logs: Iterable[Any]) -> list[dict[str, Any]]:
     return [
         {
@@ -326,9 +299,9 @@ def job_http_dict(job: JobHttp, status: str, last_run: float | None,
         "notif_on_failed": list(job.notif_on_failed),
         "logs": _logs_json(logs),
         "http_method": job.http_method,
-        "http_url": _masked_url(job.http_url),
+        "http_url": masked_url(job.http_url),
         "http_request_type": job.http_request_type,
-        "http_headers": _masked_headers(job.http_headers),
+        "http_headers": masked_headers(job.http_headers),
         "http_timeout": duration_ns(job.http_timeout),
         "http_insecure": job.http_insecure,
         "header_sign": job.header_sign,

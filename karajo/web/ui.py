@@ -334,6 +334,9 @@ class _JobView:
         self.last_run = runner.last_run
         self.next_run = svc.next_run
         self.logs = list(runner.logs())
+        #: a run is going on (its log is the newest, not final yet), as the
+        #: page's script tells it from the API's logs
+        self.active = bool(self.logs) and self.logs[-1].status is None
         self.schedule_words = describe_schedule(job.schedule, job.interval, job.timezone)
         self.raw_schedule = job.schedule or (
             f"interval {int(job.interval.total_seconds())}s" if job.interval is not None else ""
@@ -431,6 +434,7 @@ class CardElement(Element):
             "data-auth": getattr(job, "auth_kind", "") or "",
             "data-sign-header": getattr(job, "header_sign", "") or "",
             "data-run-now": "1",
+            "data-active": "1" if v.active else "",
             "id": f"{v.kind}-{v.id}",
         })
         runs = v.runs(CHART_RUNS)
@@ -476,7 +480,7 @@ class CardElement(Element):
             button("resume", "Resume", "Start runs again", v.status != "paused"),
         ]
         if v.kind == "job":
-            out.append(button("cancel", "Cancel", "Stop the running run", v.status != "running"))
+            out.append(button("cancel", "Cancel", "Stop the running run", not v.active))
         return out
 
 
@@ -602,11 +606,11 @@ class _JobPage(Element):
             if job.timeout is not None:
                 rows += [tags.dt("Timeout"), tags.dd(human_duration(job.timeout.total_seconds()))]
         else:
-            from karajo.web.api import _masked_url
+            from karajo.redact import masked_url
 
             rows += [
                 tags.dt("Request"),
-                tags.dd(tags.code(f"{job.http_method} {_masked_url(job.http_url)}"),
+                tags.dd(tags.code(f"{job.http_method} {masked_url(job.http_url)}"),
                         f" ({job.http_request_type})"),
             ]
         rows += [tags.dt("Keeps"), tags.dd(_plural(job.log_retention, "log"))]

@@ -438,11 +438,13 @@
 
   function refreshButtons(card, status) {
     var runOk = card.getAttribute("data-run-now") === "1";
+    // A paused job may still have a run going on: its newest log says so.
+    var active = status === "running" || card.getAttribute("data-active") === "1";
     var rules = {
       run: !runOk || status === "paused",
       pause: status === "paused",
       resume: status !== "paused",
-      cancel: status !== "running"
+      cancel: !active
     };
     Object.keys(rules).forEach(function (action) {
       var b = card.querySelector('button[data-action="' + action + '"]');
@@ -634,6 +636,9 @@
     lastJobs[kind + "/" + id] = job;
     var status = String(job.status || "");
     card.setAttribute("data-status", status);
+    var logs = Array.isArray(job.logs) ? job.logs : [];
+    var newest = logs.length ? logs[logs.length - 1] : null;
+    card.setAttribute("data-active", newest && newest.status === "running" ? "1" : "");
     var st = card.querySelector('[data-field="status"]');
     if (st) {
       setText(st, status);

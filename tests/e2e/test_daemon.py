@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
@@ -78,6 +79,42 @@ class BrokenConfigTests(TestCase):
         code = yield proto.ended
         self.assertNotEqual(code, 0)
         self.assertIn(f"{path}: no such file", proto.out.decode())
+
+
+class StartupErrorTests(TestCase):
+    """What the config cannot show: the port taken, dir_base not creatable."""
+
+    timeout = 60
+
+    async def fails_cleanly(self, path: str, expected: str) -> None:
+        proto, _ = start_twistd(path)
+        code = await proto.ended
+        out = proto.out.decode()
+        self.assertEqual(code, 1, out)
+        self.assertIn(f"karajo: {expected}", out)
+        self.assertNotIn("Traceback", out)
+        self.assertNotIn("karajo is ready", out)
+
+    async def test_address_in_use(self) -> None:
+        """The daemon does not run on without its HTTP side: it exits 1."""
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        self.addCleanup(taken.close)
+        port = taken.getsockname()[1]
+        base = os.path.abspath(self.mktemp())
+        path = config_tree(base, f"listen_address = 127.0.0.1:{port}\nsecret = s\n"
+                                 '[job "i"]\ninterval = 1s\ncommand = echo hi\n')
+        await self.fails_cleanly(path, f"cannot listen on 127.0.0.1:{port}: Address already in use")
+        self.assertFalse(os.path.exists(os.path.join(base, "var", "log", "karajo", "job", "i")))
+
+    async def test_dir_base_not_creatable(self) -> None:
+        base = os.path.abspath(self.mktemp())
+        path = config_tree(base, f"listen_address = 127.0.0.1:{free_port()}\n")
+        with open(path, "a") as f:
+            f.write("dir_base = /proc/karajo-cannot-exist\n")
+        await self.fails_cleanly(
+            path, "dir_base /proc/karajo-cannot-exist: cannot create /proc/karajo-cannot-exist:")
 
 
 class StartTests(TestCase):
