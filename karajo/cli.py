@@ -74,7 +74,7 @@ def _read_password(confirm: bool) -> str:
         return password
     line = sys.stdin.buffer.readline()
     if not line:
-        raise CommandError("no password on standard input")
+        raise CommandError("no password on standard input", USAGE)
     if line.endswith(b"\n"):
         line = line[:-1]
         if line.endswith(b"\r"):
@@ -275,6 +275,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         loaded = load_environment(args.config)
     except ConfigError as e:
+        for warning in e.warnings:
+            sys.stderr.write(f"warning: {warning}\n")
         sys.stderr.write(f"{e}\n")
         return USAGE
     except OSError as e:

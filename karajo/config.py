@@ -147,6 +147,8 @@ NOTIF_KEYS = {
     "to": ("to", _list),
 }
 USER_KEYS = {"password": ("password", _str)}
+# Keys that may repeat and accumulate: an empty entry is a value of its own.
+_LIST_CONVERTERS = (_list, _headers)
 
 
 def _fields(
@@ -168,6 +170,10 @@ def _fields(
     key_lines = {}
     for key, entries in grouped.items():
         attr, convert = keys[key]
+        if convert not in _LIST_CONVERTERS and entries[-1].value == "":
+            # "key =" with nothing after it leaves the key at its default,
+            # as the original documents for header_sign, http_method, ...
+            continue
         values[attr] = convert(entries)
         key_lines[attr] = entries[-1].line
     return values, Origin(section.filename, section.line, key_lines)
@@ -288,7 +294,7 @@ def load_environment(
         return True
 
     for section in _read_sections(path):
-        if section.name == "karajo":
+        if section.name == "karajo" and section.subsection is None:
             values, env_origin = _fields(section, KARAJO_KEYS, warnings)
             env_values.update(values)
         elif section.name == "notif":
@@ -339,7 +345,11 @@ def load_environment(
         origin=env_origin,
         **env_values,
     )
-    environment, more = validate(environment)
+    try:
+        environment, more = validate(environment)
+    except ConfigError as e:
+        e.warnings = tuple(warnings)
+        raise
     return Loaded(environment, tuple(warnings) + more)
 
 
@@ -545,6 +555,8 @@ def validate(env: Environment) -> tuple[Environment, tuple[str, ...]]:
 
     users = _named(env.users, "user")
     for user in users.values():
+        if not user.password:
+            raise _fail(user.origin, None, f'[user "{user.name}"] has no password')
         if not is_bcrypt_hash(user.password):
             raise _fail(
                 user.origin, "password",

@@ -21,6 +21,9 @@ class ConfigError(Exception):
         self.filename = filename
         self.line = line
         self.reason = reason
+        #: warnings found before the error (an unknown key may explain it:
+        #: C{passwd} for C{password}); shown with it
+        self.warnings: tuple[str, ...] = ()
         super().__init__(str(self))
 
     def __str__(self) -> str:

@@ -30,9 +30,13 @@ def job_id(name: str) -> str:
     Normalise a job name into the ID used in paths, log names and the API.
 
     The original derives IDs this way, so log directories and API calls keep
-    working when a config moves from the Go program to this one.
+    working when a config moves from the Go program to this one: each
+    character lower-cased on its own (Go's C{unicode.ToLower}: U+0130 is
+    C{i}, the Kelvin sign C{k}), then every I{byte} of the UTF-8 outside
+    C{[a-z0-9_-]} replaced by C{_} (so C{日本} is six of them, not two).
     """
-    ident = _NOT_ID.sub("_", name.lower())
+    lowered = "".join("i" if c == "\u0130" else c.lower() for c in name)
+    ident = _NOT_ID.sub("_", lowered.encode("utf-8").decode("latin-1"))
     if not ident or not (ident[0].isalpha() or ident[0] == "_"):
         ident = "_" + ident
     return ident

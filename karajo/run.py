@@ -341,11 +341,16 @@ class JobRunner(Service):
         """Start nothing new, stop the running run, wait for its log."""
         super().stopService()
         self.stopping = True
+        if self.queued:
+            log.info("{job}: karajo is stopping; the queued run is dropped", job=self.name)
         self.queued = False
         self._queued_request = None
         if not self.active:
             return None
         done = self._done
-        if not self._drop_pending():
+        if self._drop_pending():
+            log.info("{job}: karajo is stopping; the run waiting to start is dropped",
+                     job=self.name)
+        else:
             self._stop(SHUTDOWN)
         return done

@@ -546,6 +546,9 @@ def _split_day_and_times(keyword: str, parts: list[str]) -> tuple[str | None, st
     return None, None
 
 
+_KEYWORD_NAMES = frozenset({"minutely", "hourly", "daily", "weekly", "monthly"})
+
+
 def parse_schedule(text: str, timezone: datetime.tzinfo | None = None) -> Schedule:
     """
     Parse a C{schedule} value; C{timezone} None means UTC.
@@ -557,7 +560,11 @@ def parse_schedule(text: str, timezone: datetime.tzinfo | None = None) -> Schedu
     value = text.strip()
     if not value:
         raise ValueError("empty schedule")
-    if any(ch.isspace() for ch in value):
+    if value.split("@", 1)[0].strip().lower() in _KEYWORD_NAMES:
+        # "hourly@ 5, 30": spaces around the parts of a keyword form are
+        # only spacing, not a cron expression.
+        value = "".join(value.split())
+    elif any(ch.isspace() for ch in value):
         return _parse_cron(text, value, tz)
     if not value.isascii():
         raise ValueError(f"unknown schedule {value!r} (expected {_KEYWORDS} or a cron expression)")

@@ -32,6 +32,8 @@ class Options(usage.Options):
         try:
             self.loaded = load_environment(self["config"])
         except ConfigError as e:
+            for warning in e.warnings:
+                sys.stderr.write(f"karajo: warning: {warning}\n")
             sys.stderr.write(f"karajo: {e}\n")
             raise SystemExit(1)
 

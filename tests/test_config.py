@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from datetime import timedelta
 
@@ -28,7 +29,12 @@ class JobIdTests(SynchronousTestCase):
         self.assertEqual(job_id("Test job success"), "test_job_success")
         self.assertEqual(job_id("interval-1m"), "interval-1m")
         self.assertEqual(job_id("1st job"), "_1st_job")
-        self.assertEqual(job_id("Ünïcode/../x"), "_n_code____x")
+        # Like the original: per-character lower case, then byte by byte.
+        self.assertEqual(job_id("Ünïcode/../x"), "__n__code____x")
+        self.assertEqual(job_id("日本"), "______")
+        self.assertEqual(job_id("İstanbul"), "istanbul")
+        self.assertEqual(job_id("\u212a"), "k")
+        self.assertEqual(job_id("ΟΔΟΣ"), "________")
         self.assertEqual(job_id("_x"), "_x")
 
 
@@ -259,6 +265,38 @@ class LoadTests(SynchronousTestCase):
         err = self.assertConfigError('[job.http "x"]\nhttp_url = ftp://u:TOPSECRET@h/x\n', 4,
                                      "http_url: 'ftp://u:********@h/x'")
         self.assertNotIn("TOPSECRET", str(err))
+
+    def test_empty_value_is_the_default(self) -> None:
+        """C{key =} with no value leaves a scalar key at its default."""
+        loaded, _ = self.load(
+            "listen_address =\nmax_job_running =\nhttp_timeout =\n"
+            '[job "j"]\ncommand = true\nheader_sign =\nauth_kind =\nlog_retention =\ninterval =\n'
+            '[job.http "h"]\nhttp_url = /x\nhttp_method =\nhttp_request_type =\nhttp_insecure =\n'
+        )
+        env = loaded.environment
+        self.assertEqual(env.listen_address, "127.0.0.1:31937")
+        self.assertEqual(env.max_job_running, 1)
+        self.assertEqual(env.http_timeout, datetime.timedelta(minutes=5))
+        job = env.jobs["j"]
+        self.assertEqual((job.header_sign, job.auth_kind, job.log_retention, job.interval),
+                         ("X-Karajo-Sign", "hmac-sha256", 5, None))
+        http = env.http_jobs["h"]
+        self.assertEqual((http.http_method, http.http_request_type, http.http_insecure),
+                         ("GET", "query", False))
+        self.assertEqual(http.interval, datetime.timedelta(seconds=30))
+
+    def test_named_karajo_section_is_not_karajo(self) -> None:
+        """[karajo "prod"] is another section (git-config): warned about, not read."""
+        loaded, path = self.load('[karajo "prod"]\nname = prod\n')
+        self.assertEqual(loaded.environment.name, "karajo")
+        self.assertIn(f'{path}:3: unknown section [karajo "prod"], ignored', loaded.warnings)
+
+    def test_user_without_password(self) -> None:
+        """A user with no password says so, and the misspelt key is shown with the error."""
+        err = self.assertConfigError(
+            "", 1, '[user "ann"] has no password', filename="user.conf",
+            files={"user.conf": '[user "ann"]\npasswd = $2b$12$' + "a" * 53 + "\n"})
+        self.assertTrue(any("unknown key 'passwd'" in w for w in err.warnings), err.warnings)
 
     def test_missing_url(self) -> None:
         """A JobHttp without a URL is reported at its section."""

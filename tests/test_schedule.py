@@ -150,6 +150,18 @@ class CalendarFormTests(SynchronousTestCase):
         result = fires(schedule, self.start, self.start + datetime.timedelta(hours=3))
         self.assertEqual(result, [utc(2026, 1, 1, h, 5) for h in range(3)])
 
+    def test_spaces_inside_keyword_forms(self) -> None:
+        """Spaces between the parts of a keyword form are spacing, not cron."""
+        for text, same_as in (("hourly@ 5, 30", "hourly@5,30"),
+                              ("daily @ 01:00 , 13:30", "daily@01:00,13:30"),
+                              ("weekly@ Mon, Fri @ 09:00", "weekly@Mon,Fri@09:00")):
+            end = self.start + datetime.timedelta(days=14)
+            self.assertEqual(fires(parse_schedule(text), self.start, end),
+                             fires(parse_schedule(same_as), self.start, end), text)
+        with self.assertRaises(ValueError) as caught:
+            parse_schedule("hourly@ 5, 75")
+        self.assertIn("minute", str(caught.exception))
+
     def test_strictly_after(self) -> None:
         """
         Asked exactly at a fire instant, C{next_after} returns the next one;
@@ -453,7 +465,6 @@ class InvalidInputTests(SynchronousTestCase):
         "H * * * *",
         "R * * * *",
         "0 0 * * 8",
-        "daily @ 12:00",
     ]
 
     def test_invalid_inputs(self) -> None:
