@@ -249,7 +249,9 @@ class LimitedChannel(http.HTTPChannel):
         else:
             answer = _error_response(400, b"Bad Request", "ERR_BAD_REQUEST", "malformed HTTP request")
         self.transport.write(answer)
-        self.loseConnection()
+        # Closed like after a 413: what the client still sends must not
+        # turn into a reset that destroys the answer before it is read.
+        self.lingerClose()
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """
@@ -265,7 +267,7 @@ class LimitedChannel(http.HTTPChannel):
                                      "ERR_HEADERS_TOO_LARGE",
                                      f"a request header is longer than {self.MAX_LENGTH} bytes")
         self.transport.write(answer)
-        self.loseConnection()
+        self.lingerClose()
 
     # -- after a 413 ----------------------------------------------------
 
