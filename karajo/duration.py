@@ -36,7 +36,8 @@ def parse_duration(text: str) -> datetime.timedelta:
     Read a Go duration such as C{90s}, C{1h30m}, C{1.5h} or C{-300ms}.
 
     A bare C{0} needs no unit, as in Go.  Precision below a microsecond is
-    truncated towards zero because L{datetime.timedelta} holds no more.
+    truncated towards zero because L{datetime.timedelta} holds no more; a
+    non-zero duration under 1us is refused rather than read as zero.
 
     @raise ValueError: with a message that quotes the input, for anything
         Go would refuse, including values beyond Go's ±292 years.
@@ -76,6 +77,10 @@ def parse_duration(text: str) -> datetime.timedelta:
             total += int(fraction) * scale // 10 ** len(fraction)
         if total > _MAX_NS + negative:
             raise _out_of_range(text)
+    if 0 < total < 1000:
+        # It would truncate to zero, which means something else entirely
+        # (http_timeout = 0 is "the global timeout").
+        raise ValueError(f"invalid duration {text!r}: karajo counts in microseconds, at least 1us")
     # Truncate (as Go does with excess fraction digits) rather than round,
     # so that to_nanoseconds() of the result still fits Go's int64.
     microseconds = total // 1000

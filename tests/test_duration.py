@@ -44,7 +44,6 @@ VALID = [
     ("1000ns", timedelta(microseconds=1)),
     ("1999ns", timedelta(microseconds=1)),
     ("-1999ns", timedelta(microseconds=-1)),
-    ("999ns", timedelta(0)),
     ("1.0000005s", timedelta(seconds=1)),
     ("0.333333333333333333333333333h", timedelta(seconds=1199, microseconds=999999)),
     ("48h", timedelta(days=2)),
@@ -85,6 +84,11 @@ INVALID = [
     "300y",
     "9223372036854775808ns",
     "99999999999999999999999999h",
+    # under 1us would read as zero, which means something else
+    "999ns",
+    "1ns",
+    "-1ns",
+    "0.5us",
     "9" * 5000 + "s",
 ]
 
