@@ -458,8 +458,13 @@ def _check_job_http(job: JobHttp, env: Environment) -> JobHttp:
     if not url:
         raise _fail(origin, None, f'[job.http "{job.name}"] has no http_url')
     if not url.startswith("/"):
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            _ = parts.port  # raises for a port that is not one
+        except ValueError as e:
+            raise _fail(origin, "http_url", f"http_url: {masked_url(url)!r}: {e}") from None
+        if (parts.scheme not in ("http", "https") or not parts.hostname
+                or any(c.isspace() for c in parts.netloc)):
             raise _fail(
                 origin, "http_url",
                 f"http_url: {masked_url(url)!r} is neither an http(s) URL nor a path starting with /",

@@ -42,8 +42,10 @@ from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
     HostnameCachingHTTPSPolicy,
+    HTTPConnectionPool,
     ResponseDone,
     ResponseFailed,
+    _HTTP11ClientFactory,
 )
 from twisted.web.error import SchemeNotSupported
 from twisted.web.http import PotentialDataLoss
@@ -145,6 +147,10 @@ class _InsecurePolicy:
         return _UnverifiedCreator(self._context, hostname)
 
 
+class _QuietClientFactory(_HTTP11ClientFactory):
+    noisy = False
+
+
 class HttpClients:
     """
     The HTTP clients of every JobHttp of the server: one agent that
@@ -166,10 +172,15 @@ class HttpClients:
 
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        # Twisted logs "Starting factory"/"Stopping factory" for every
+        # connection: two lines per run of every JobHttp, at info level.
+        pool._factory = _QuietClientFactory
         self._verified = Agent(
-            reactor, contextFactory=HostnameCachingHTTPSPolicy(BrowserLikePolicyForHTTPS())
+            reactor, contextFactory=HostnameCachingHTTPSPolicy(BrowserLikePolicyForHTTPS()),
+            pool=pool,
         )
-        self._insecure = Agent(reactor, contextFactory=_InsecurePolicy())
+        self._insecure = Agent(reactor, contextFactory=_InsecurePolicy(), pool=pool)
 
     def client(self, insecure: bool) -> HTTPClient:
         """A client over the verifying agent, or the non-verifying one."""
@@ -247,6 +258,17 @@ def _uri(text: str) -> EncodedURL:
 
 def _to_uri(text: str) -> str:
     return _uri(text).to_text()
+
+
+class _OnTheWire(EncodedURL):
+    """
+    A URL already in the form it is sent in (made by L{_uri}).  treq
+    converts every URL it is given once more, which IDNA-encodes an IPv6
+    literal host and fails; this one converts to itself.
+    """
+
+    def to_uri(self) -> "_OnTheWire":
+        return self
 
 
 def prepare(job: JobHttp, env: Environment, epoch: int) -> _Prepared:
@@ -539,7 +561,9 @@ class JobHttpWork:
             kwargs["auth"] = prepared.auth
         try:
             response: IResponse = await attempt.wait(
-                defer.maybeDeferred(client.request, prepared.method, prepared.url, **kwargs)
+                defer.maybeDeferred(
+                    client.request, prepared.method, _OnTheWire.from_text(prepared.url), **kwargs
+                )
             )
         except Exception:
             failure = Failure()

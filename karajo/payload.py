@@ -9,6 +9,7 @@ what a body holds.
 
 from __future__ import annotations
 
+import codecs
 import json
 from typing import Any
 from urllib.parse import parse_qsl
@@ -33,7 +34,8 @@ def parse_pairs(raw: bytes) -> dict[str, str]:
 
 def json_object(body: bytes) -> dict[str, Any] | None:
     """The body as a JSON object, or C{None} when it is not one."""
-    if not body.lstrip().startswith(b"{"):
+    # json.loads accepts a UTF-8 byte order mark before the object, too.
+    if not body.removeprefix(codecs.BOM_UTF8).lstrip().startswith(b"{"):
         return None
     try:
         document = json.loads(body)

@@ -28,8 +28,12 @@ def masked_headers(headers: Iterable[tuple[str, str]]) -> list[str]:
     ]
 
 
+# user:password@ after the scheme, for URLs urlsplit refuses.
+_USERINFO_PASSWORD = re.compile(r"(//[^/?#@:]*:)[^/?#@]*@")
+
+
 def masked_url(url: str) -> str:
-    """An URL without the password of its userinfo part."""
+    """An URL without the password of its userinfo part, even a malformed URL."""
     try:
         parts = urlsplit(url)
         if parts.password is None:
@@ -38,4 +42,4 @@ def masked_url(url: str) -> str:
         host = parts.netloc.rpartition("@")[2]
         return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
     except ValueError:
-        return url
+        return _USERINFO_PASSWORD.sub(rf"\g<1>{MASK}@", url)

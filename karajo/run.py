@@ -195,7 +195,10 @@ class JobRunner(Service):
             self._ended()
             return True
         if self._waiting is not None:
-            self._waiting.cancel()
+            # Cleared first: cancelling ends the run, which may start the
+            # next one (and set a new _waiting) before cancel() returns.
+            waiting, self._waiting = self._waiting, None
+            waiting.cancel()
             return True
         return False
 

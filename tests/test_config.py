@@ -265,6 +265,10 @@ class LoadTests(SynchronousTestCase):
         err = self.assertConfigError('[job.http "x"]\nhttp_url = ftp://u:TOPSECRET@h/x\n', 4,
                                      "http_url: 'ftp://u:********@h/x'")
         self.assertNotIn("TOPSECRET", str(err))
+        for url in ("http://u:TOPSECRET@[::1/x", "http://u:TOPSECRET@h:99999/x",
+                    "http://u:TOPSECRET@exa mple.com/x", "http://[", "http://x]/"):
+            err = self.assertConfigError(f'[job.http "x"]\nhttp_url = {url}\n', 4, "http_url: ")
+            self.assertNotIn("TOPSECRET", str(err))
 
     def test_empty_value_is_the_default(self) -> None:
         """C{key =} with no value leaves a scalar key at its default."""

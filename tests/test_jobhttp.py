@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from treq.testing import StubTreq
 from twisted.internet import defer, reactor, task
+from twisted.internet.error import CannotListenError
 from twisted.internet.ssl import PrivateCertificate
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
@@ -500,14 +501,14 @@ class LoopbackTests(TestCase):
         self.env = Environment(secret=SECRET, listen_address="127.0.0.1:1")
         self.counter = 0
 
-    def serve(self, resource, tls: bool = False) -> str:
+    def serve(self, resource, tls: bool = False, interface: str = "127.0.0.1") -> str:
         """Start a server for C{resource} on a free loopback port; its base URL."""
         site = self.site = _Site(resource)
         if tls:
             options = PrivateCertificate.loadPEM(self_signed_pem()).options()
-            port = reactor.listenSSL(0, site, options, interface="127.0.0.1")
+            port = reactor.listenSSL(0, site, options, interface=interface)
         else:
-            port = reactor.listenTCP(0, site, interface="127.0.0.1")
+            port = reactor.listenTCP(0, site, interface=interface)
 
         async def close() -> None:
             await port.stopListening()
@@ -519,7 +520,8 @@ class LoopbackTests(TestCase):
 
         self.addCleanup(close)
         scheme = "https" if tls else "http"
-        return f"{scheme}://127.0.0.1:{port.getHost().port}"
+        host = f"[{interface}]" if ":" in interface else interface
+        return f"{scheme}://{host}:{port.getHost().port}"
 
     async def run_job(self, j: JobHttp, stop_after: float | None = None):
         """Run C{j} once; return (exception or None, log text, seconds taken)."""
@@ -594,6 +596,25 @@ class LoopbackTests(TestCase):
         [sig] = seen["headers"].get("X-Karajo-Sign")
         self.assertEqual(sig, expected_sign(SECRET, seen["body"]))
         self.assertIn(f"--- POST {base}/karajo/api/job_exec/run/x\n", text)
+
+    async def test_ipv6_over_the_wire(self) -> None:
+        """
+        An IPv6 literal host works, in http_url and as the listen_address
+        a path-only http_url goes to (treq alone would refuse the host).
+        """
+        try:
+            rec = Recorder()
+            base = self.serve(rec, interface="::1")
+        except CannotListenError:
+            raise SkipTest("no IPv6 loopback here")
+        err, text, _ = await self.run_job(job(http_url=base + "/abs"))
+        self.assertIsNone(err, text)
+        self.env = Environment(secret=SECRET, listen_address=base.split("//", 1)[1])
+        err, text, _ = await self.run_job(job(http_url="/rel", http_method="PUT",
+                                              http_request_type="json"))
+        self.assertIsNone(err, text)
+        self.assertEqual([r["path"] for r in rec.requests], ["/abs", "/rel"])
+        self.assertIn(f"--- PUT {base}/rel\n", text)
 
     async def test_query_signature_over_the_wire(self) -> None:
         """The raw query string the receiver gets is the signed payload."""

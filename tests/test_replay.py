@@ -232,6 +232,10 @@ class ExtractEpochTests(SynchronousTestCase):
         self.assertEqual(extract_epoch(b'{"_karajo_epoch":1677350854}'), 1677350854)
         self.assertEqual(extract_epoch(b' {"id": "x", "_karajo_epoch": 5, "extra": [1]}'), 5)
 
+    def test_json_with_byte_order_mark(self) -> None:
+        """A UTF-8 BOM before the object does not turn the body into a form."""
+        self.assertEqual(extract_epoch(b'\xef\xbb\xbf{"_karajo_epoch":7}'), 7)
+
     def test_json_numeric_string(self) -> None:
         """A numeric string is accepted, whitespace trimmed."""
         self.assertEqual(extract_epoch(b'{"_karajo_epoch":" 42 "}'), 42)

@@ -272,6 +272,7 @@ class ConcurrencyTests(RunTestCase):
         self.assertTrue(runner.executing)
         self.assertFalse(runner.queued)
         self.assertFalse(other.runner.active)
+        self.assertFalse(other.runner.waiting)  # what the queued gauge reads
         gates[0].callback(None)
         await runner.when_idle()
         await deferLater(reactor, 0.05, lambda: None)
