@@ -9,7 +9,7 @@ def table(rows: list[tuple], headers: tuple) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     out = []
     for n, row in enumerate(cells):
-        out.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        out.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False))))
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)

@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     rows = [
         ("run status", runner.last_status),
         ("baseline RSS (before the run)", f"{baseline / 1024:.1f} MiB"),
-        ("peak RSS (sampled every %g ms, %d samples)" % (args.interval * 1000, len(samples)),
+        (f"peak RSS (sampled every {args.interval * 1000:g} ms, {len(samples)} samples)",
          f"{peak_sampled / 1024:.1f} MiB"),
         ("VmHWM before / after the run", f"{st['hwm0'] / 1024:.1f} / {st['hwm1'] / 1024:.1f} MiB"),
         ("peak RSS growth", f"{growth_mib:.1f} MiB"),

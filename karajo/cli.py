@@ -29,7 +29,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = ["main"]
@@ -205,8 +206,8 @@ def _write_body(content: bytes) -> None:
 
 def _utc(when: datetime.datetime | float) -> str:
     if not isinstance(when, datetime.datetime):
-        when = datetime.datetime.fromtimestamp(when, datetime.timezone.utc)
-    return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        when = datetime.datetime.fromtimestamp(when, datetime.UTC)
+    return when.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _last_run(log_dir: str, job_id: str) -> float | None:
@@ -287,7 +288,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     env = loaded.environment
     paths = Paths(env.dir_base)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     _out(f"{args.config}: OK ({len(env.jobs)} job(s), {len(env.http_jobs)} job.http,"
          f" {len(loaded.warnings)} warning(s)); times in UTC, now {_utc(now)}")
     _out("")

@@ -14,8 +14,9 @@ import os
 import re
 import secrets
 import string
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 

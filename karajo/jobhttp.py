@@ -21,8 +21,9 @@ own connection (see L{HttpClients} for why none is kept).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from hyperlink import EncodedURL
@@ -267,7 +268,7 @@ class _OnTheWire(EncodedURL):
     literal host and fails; this one converts to itself.
     """
 
-    def to_uri(self) -> "_OnTheWire":
+    def to_uri(self) -> _OnTheWire:
         return self
 
 
@@ -382,7 +383,7 @@ class _BodyToLog(Protocol):
         self._end((self.size, True))
         self._close()
 
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
+    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:  # noqa: B008
         if reason.check(ResponseDone, PotentialDataLoss):
             self._end((self.size, False))
         else:

@@ -22,7 +22,8 @@ import collections
 import datetime
 import os
 import stat
-from typing import BinaryIO, Callable, Deque
+from collections.abc import Callable
+from typing import BinaryIO
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -134,10 +135,10 @@ def _started_at(path: str) -> datetime.datetime:
         with open(path, "rb") as f:
             head = f.read(len("YYYY-MM-DD HH:MM:SS UTC "))
         started = datetime.datetime.strptime(head.decode("ascii"), "%Y-%m-%d %H:%M:%S UTC ")
-        return started.replace(tzinfo=datetime.timezone.utc)
+        return started.replace(tzinfo=datetime.UTC)
     except (OSError, ValueError, UnicodeDecodeError):
         mtime = os.stat(path).st_mtime
-        return datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc)
+        return datetime.datetime.fromtimestamp(mtime, datetime.UTC)
 
 
 class RunLog:
@@ -165,7 +166,7 @@ class RunLog:
         self._partial = bytearray()
         self._head_limit = store.max_bytes // 2
         self._head_full = False
-        self._tail: Deque[bytes] = collections.deque()
+        self._tail: collections.deque[bytes] = collections.deque()
         self._tail_bytes = 0
         self._cut_bytes = 0
         self._cut_lines = 0
@@ -365,7 +366,7 @@ class LogStore:
         """
         second = int(self.clock.seconds())
         if second != self._prefix_second:
-            when = datetime.datetime.fromtimestamp(second, datetime.timezone.utc)
+            when = datetime.datetime.fromtimestamp(second, datetime.UTC)
             text = f"{when:%Y-%m-%d %H:%M:%S} UTC {self.kind}: {self.job_id}: "
             self._prefix = text.encode("utf-8")
             self._prefix_second = second

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -36,7 +37,6 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.utils import floatToGoString
 from twisted.web.resource import Resource
-
 
 from karajo.web.envelope import error
 
@@ -120,7 +120,7 @@ class RunMetrics:
             "How long runs took, from start to the end of the work.", labels=_LABELS)
         for labels, (counts, total) in self.durations.items():
             cumulative = list(itertools.accumulate(counts))
-            buckets = [(floatToGoString(bound), n) for bound, n in zip(self._bounds, cumulative)]
+            buckets = [(floatToGoString(bound), n) for bound, n in zip(self._bounds, cumulative, strict=False)]
             duration.add_metric(labels, buckets, total)
         return iter((started, finished, duration))
 

@@ -10,8 +10,9 @@ Durations are L{datetime.timedelta}; C{None} means "not set".
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from attrs import field, frozen
 

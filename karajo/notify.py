@@ -33,12 +33,14 @@ import collections
 import datetime
 import email.policy
 import email.utils
+from collections.abc import Callable, Mapping
 from email.message import EmailMessage
 from io import BytesIO
-from typing import Any, Callable, Deque, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
-from twisted.internet import defer, error as neterror, ssl
+from twisted.internet import defer, ssl
+from twisted.internet import error as neterror
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.mail import smtp
@@ -183,7 +185,7 @@ def build_message(
     negotiate 8BITMIME, so raw non-ASCII bytes are never sent.
     """
     msg = EmailMessage(policy=email.policy.SMTP)
-    when = datetime.datetime.fromtimestamp(clock_seconds, datetime.timezone.utc)
+    when = datetime.datetime.fromtimestamp(clock_seconds, datetime.UTC)
     msg["Date"] = email.utils.format_datetime(when)
     msg["Message-ID"] = email.utils.make_msgid("karajo", domain=message_id_domain)
     msg["From"] = notif.sender
@@ -406,7 +408,7 @@ class Notifier:
         self._server_name = server_name
         self._timeout = timeout
         self._max_concurrent = max(1, max_concurrent)
-        self._pending: Deque[_Mail] = collections.deque()
+        self._pending: collections.deque[_Mail] = collections.deque()
         self._waiting: set[_Mail] = set()
         self._in_flight = 0
         self._reading = 0

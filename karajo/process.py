@@ -16,7 +16,8 @@ import inspect
 import os
 import shutil
 import signal
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from twisted.internet import defer, protocol
 from twisted.internet.error import ProcessDone, ProcessTerminated

@@ -8,7 +8,7 @@ or a log.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = ["MASK", "masked_headers", "masked_url"]

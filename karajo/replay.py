@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import OrderedDict
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import attrs
 
@@ -88,7 +88,7 @@ class ReplayGuard:
     )
     delivery_ttl: float = attrs.field(default=DELIVERY_MIN_TTL, validator=_positive)
     # digest -> expiry time; insertion order == age order.
-    _seen: "OrderedDict[bytes, float]" = attrs.field(
+    _seen: OrderedDict[bytes, float] = attrs.field(
         factory=OrderedDict, init=False, repr=False
     )
 
@@ -98,10 +98,10 @@ class ReplayGuard:
 
     def check(
         self,
-        payload_epoch: Optional[int],
-        signature_key: Optional[bytes],
-        delivery_key: Optional[bytes],
-    ) -> Optional[str]:
+        payload_epoch: int | None,
+        signature_key: bytes | None,
+        delivery_key: bytes | None,
+    ) -> str | None:
         """
         Accept (record and return None) or refuse (return the reason).
 
@@ -145,7 +145,7 @@ class ReplayGuard:
             self._record(delivery, now + max(self.max_age, self.delivery_ttl))
         return None
 
-    def forget(self, signature_key: Optional[bytes], delivery_key: Optional[bytes]) -> None:
+    def forget(self, signature_key: bytes | None, delivery_key: bytes | None) -> None:
         """
         Undo what an accepting L{check} recorded, when the request was then
         refused for another reason (job paused, busy): the client may send
@@ -202,7 +202,7 @@ def _coerce_epoch(value: object) -> int:
     raise InvalidEpoch(f"{_EPOCH_FIELD} must be an integer Unix time")
 
 
-def extract_epoch(body: bytes, query: Optional[bytes] = None) -> Optional[int]:
+def extract_epoch(body: bytes, query: bytes | None = None) -> int | None:
     """
     The C{_karajo_epoch} of a signed body (see L{karajo.payload.payload_fields}), or else
     of the raw query string; C{None} when neither carries one.

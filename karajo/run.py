@@ -10,8 +10,9 @@ is taken and persisted before the run starts, and the log is finalised
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -46,7 +47,7 @@ class JobRunner(Service):
         slots: defer.DeferredSemaphore,
         clock: IReactorTime,
         timeout: timedelta | None = None,
-        on_finished: Callable[["JobRunner", LogName], Any] | None = None,
+        on_finished: Callable[[JobRunner, LogName], Any] | None = None,
     ) -> None:
         self.job = job
         self.store = store

@@ -47,14 +47,15 @@ import bisect
 import calendar
 import datetime
 import re
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import attrs
 from croniter import croniter
 
 __all__ = ["Schedule", "parse_schedule"]
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 _MINUTE = datetime.timedelta(minutes=1)
 _HOUR = datetime.timedelta(hours=1)
 _DAY = datetime.timedelta(days=1)

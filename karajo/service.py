@@ -13,7 +13,8 @@ import gc
 import os
 import signal
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from attrs import evolve
@@ -29,8 +30,8 @@ from karajo.config import Loaded, generate_secret, listen_endpoint
 from karajo.errors import StartupError
 from karajo.jobhttp import HttpClients, JobHttpWork
 from karajo.joblog import LogStore
-from karajo.notify import Notifier
 from karajo.model import Environment, Job, JobHttp
+from karajo.notify import Notifier
 from karajo.paths import Paths
 from karajo.process import leftover_group, signal_group
 from karajo.run import JobRunner

@@ -24,7 +24,7 @@ import binascii
 import hashlib
 import hmac
 import re
-from typing import Callable, Optional, Union
+from collections.abc import Callable
 
 import attrs
 from cryptography.exceptions import InvalidSignature
@@ -47,8 +47,8 @@ SOURCEHUT_PUBLIC_KEY_B64 = "uX7KWyyDNMaBma4aVbJ/cbUQpdjqczuCyK/HxzV/u+4="
 
 #: Returns the first raw value of a header (name matched case-insensitively),
 #: or None when the request does not carry it.
-Headers = Callable[[str], Optional[bytes]]
-Secret = Union[str, bytes]
+Headers = Callable[[str], bytes | None]
+Secret = str | bytes
 
 DEFAULT_HEADER_SIGN = "X-Karajo-Sign"
 
@@ -72,10 +72,10 @@ class Verdict:
 
     ok: bool
     reason: str
-    replay_key: Optional[bytes] = None
+    replay_key: bytes | None = None
 
 
-def _secret_bytes(secret: object) -> Optional[bytes]:
+def _secret_bytes(secret: object) -> bytes | None:
     """
     The secret as key bytes, or None when there is no usable secret.
 
@@ -89,7 +89,7 @@ def _secret_bytes(secret: object) -> Optional[bytes]:
     return bytes(secret)
 
 
-def _header(headers: Headers, name: str) -> Optional[bytes]:
+def _header(headers: Headers, name: str) -> bytes | None:
     """
     The raw header value as bytes; a str value (some callers decode) is
     accepted only when it is pure latin-1, like the bytes it came from.
@@ -109,7 +109,7 @@ def _header(headers: Headers, name: str) -> Optional[bytes]:
 
 def _parse_hex_digest(
     value: bytes, algorithm: bytes, size: int
-) -> Optional[bytes]:
+) -> bytes | None:
     """
     Decode C{[algorithm=]<hex>} into exactly C{size} digest bytes.
 
@@ -132,7 +132,7 @@ def _parse_hex_digest(
 def _check_hmac(
     key: bytes,
     body: bytes,
-    raw: Optional[bytes],
+    raw: bytes | None,
     header_name: str,
     algorithm: str,
 ) -> Verdict:
@@ -187,7 +187,7 @@ def verify_hmac_sha256(
     )
 
 
-def _nonempty(value: Optional[bytes]) -> Optional[bytes]:
+def _nonempty(value: bytes | None) -> bytes | None:
     """The stripped value, or None when missing, empty or whitespace."""
     if value is None:
         return None
@@ -225,7 +225,7 @@ def verify_github(secret: Secret, body: bytes, headers: Headers) -> Verdict:
     return attrs.evolve(verdict, replay_key=b"github:" + delivery)
 
 
-_sourcehut_key: Optional[Ed25519PublicKey] = None
+_sourcehut_key: Ed25519PublicKey | None = None
 
 
 def _default_sourcehut_key() -> Ed25519PublicKey:
@@ -241,7 +241,7 @@ def _default_sourcehut_key() -> Ed25519PublicKey:
 def verify_sourcehut(
     body: bytes,
     headers: Headers,
-    public_key: Optional[Ed25519PublicKey] = None,
+    public_key: Ed25519PublicKey | None = None,
 ) -> Verdict:
     """
     Check a SourceHut webhook: a base64 ed25519 signature in
@@ -284,7 +284,7 @@ def verify(
     body: bytes,
     headers: Headers,
     header_sign: str = DEFAULT_HEADER_SIGN,
-    sourcehut_key: Optional[Ed25519PublicKey] = None,
+    sourcehut_key: Ed25519PublicKey | None = None,
 ) -> Verdict:
     """
     Check a request with the job's C{auth_kind}: C{hmac-sha256} (in

@@ -35,7 +35,7 @@ class Options(usage.Options):
             for warning in e.warnings:
                 sys.stderr.write(f"karajo: warning: {warning}\n")
             sys.stderr.write(f"karajo: {e}\n")
-            raise SystemExit(1)
+            raise SystemExit(1) from None
 
 
 def _stop_cleanly_on_sigterm(reactor) -> None:

@@ -39,7 +39,8 @@ import math
 import re
 import secrets
 from collections import Counter, OrderedDict, deque
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 import bcrypt

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorProcess, IReactorTime

@@ -835,7 +835,7 @@ class ManagementTests(APITestCase):
         such; a JSON body sent as a form is still read as JSON; an epoch of
         the wrong type is refused.
         """
-        broken = '{"_karajo_epoch":%d,"id":"hello"' % NOW
+        broken = f'{{"_karajo_epoch":{NOW:d},"id":"hello"'
         r = self.post("/karajo/api/job_exec/pause", broken, headers={
             "X-Karajo-Sign": sign(SECRET, broken.encode()), "Content-Type": "application/json"})
         doc = self.assertError(r, 400, "ERR_INVALID_PARAMETER")

@@ -30,7 +30,6 @@ from karajo.config import Loaded, validate
 from karajo.model import Environment, Job, User
 from karajo.service import build_service
 from karajo.web.site import build_site
-
 from tests.helpers import config_tree, write
 
 #: the tree the running tests imported karajo from; the child uses the same

@@ -143,7 +143,7 @@ def self_signed_pem() -> bytes:
     """A fresh key and self-signed certificate for 127.0.0.1 / localhost."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -606,7 +606,7 @@ class LoopbackTests(TestCase):
             rec = Recorder()
             base = self.serve(rec, interface="::1")
         except CannotListenError:
-            raise SkipTest("no IPv6 loopback here")
+            raise SkipTest("no IPv6 loopback here") from None
         err, text, _ = await self.run_job(job(http_url=base + "/abs"))
         self.assertIsNone(err, text)
         self.env = Environment(secret=SECRET, listen_address=base.split("//", 1)[1])

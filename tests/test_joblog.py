@@ -24,8 +24,8 @@ from karajo.joblog import (
     LogName,
     LogStore,
     RestoredState,
-    parse_log_name,
     RunLog,
+    parse_log_name,
 )
 
 # 2026-01-02 03:04:05 UTC
@@ -608,7 +608,7 @@ class StoreTests(StoreMixin, SynchronousTestCase):
         self.assertEqual(state.counter, 4)
         self.assertEqual(state.last_status, "failed")
         self.assertEqual(
-            state.last_run, datetime.datetime.fromtimestamp(T0, datetime.timezone.utc)
+            state.last_run, datetime.datetime.fromtimestamp(T0, datetime.UTC)
         )
         self.assertFalse(os.path.exists(path))
         self.assertEqual(
@@ -634,7 +634,7 @@ class StoreTests(StoreMixin, SynchronousTestCase):
         self.assertEqual(state.last_status, "success")
         self.assertEqual(
             state.last_run,
-            datetime.datetime(2026, 1, 2, 3, 4, 35, tzinfo=datetime.timezone.utc),
+            datetime.datetime(2026, 1, 2, 3, 4, 35, tzinfo=datetime.UTC),
         )
         self.assertEqual(state.last_run.utcoffset(), datetime.timedelta(0))
         self.assertEqual(state.counter, 10)
@@ -653,13 +653,13 @@ class StoreTests(StoreMixin, SynchronousTestCase):
         name = self.finish(log, "success")
         os.utime(store.path_of(name), (T0 + 50, T0 + 50))
         state = self.store().restore()
-        self.assertEqual(state.last_run, datetime.datetime.fromtimestamp(T0, datetime.timezone.utc))
+        self.assertEqual(state.last_run, datetime.datetime.fromtimestamp(T0, datetime.UTC))
         with open(store.path_of(name), "r+b") as f:
             f.write(b"garbage")
         os.utime(store.path_of(name), (T0 + 50, T0 + 50))
         state = self.store().restore()
         self.assertEqual(state.last_run,
-                         datetime.datetime.fromtimestamp(T0 + 50, datetime.timezone.utc))
+                         datetime.datetime.fromtimestamp(T0 + 50, datetime.UTC))
 
     def test_read(self) -> None:
         """read() finds a log by counter, running or finished; None when absent."""

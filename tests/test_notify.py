@@ -32,8 +32,8 @@ from karajo.joblog import LogName
 from karajo.model import Job, JobHttp, Notif
 from karajo.notify import (
     NotifConfigError,
-    _Sender,
     Notifier,
+    _Sender,
     build_message,
     cap_body,
     check_notif,
@@ -51,7 +51,7 @@ class _Certs:
 
 def _make_certs() -> _Certs:
     """A CA and a server certificate for localhost/127.0.0.1, signed by it."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "karajo test CA")])
     ca = (
@@ -147,7 +147,7 @@ class Received:
 
 @implementer(smtp.IMessage)
 class _Message:
-    def __init__(self, server: "SMTPServer", sender: str, recipient: str) -> None:
+    def __init__(self, server: SMTPServer, sender: str, recipient: str) -> None:
         self.server, self.sender, self.recipient = server, sender, recipient
         self.lines: list[bytes] = []
 
@@ -166,7 +166,7 @@ class _Message:
 
 @implementer(smtp.IMessageDelivery)
 class _Delivery:
-    def __init__(self, server: "SMTPServer") -> None:
+    def __init__(self, server: SMTPServer) -> None:
         self.server = server
         self.origin = ""
 
@@ -183,7 +183,7 @@ class _Delivery:
 
 @implementer(portal.IRealm)
 class _Realm:
-    def __init__(self, server: "SMTPServer") -> None:
+    def __init__(self, server: SMTPServer) -> None:
         self.server = server
 
     def requestAvatar(self, avatar_id: Any, mind: Any, *interfaces: Any) -> Any:
@@ -227,7 +227,7 @@ MECHANISMS = {
 class _Factory(smtp.SMTPFactory):
     noisy = False
 
-    def __init__(self, server: "SMTPServer") -> None:
+    def __init__(self, server: SMTPServer) -> None:
         super().__init__(server.portal)
         self.server = server
         self.domain = b"localhost"

@@ -122,8 +122,7 @@ class CommandTests(RunTestCase):
         ]))
         _, content = await self.run_once(svc)
         lines = [line.split(b"order: ", 1)[1] for line in content.splitlines()
-                 if b" job: order: " in line and not line.split(b"order: ", 1)[1][:3]
-                 in (b"===", b"---", b"!!!")]
+                 if b" job: order: " in line and line.split(b"order: ", 1)[1][:3] not in (b"===", b"---", b"!!!")]
         self.assertEqual(lines[:5], [b"1", b"2", b"3", b"4", b"5"])
         self.assertIn(b"nonexistent-karajo-dir", lines[5])
         self.assertEqual(lines[6:], [b"after"])

@@ -5,7 +5,7 @@ Tests for L{karajo.schedule}.
 from __future__ import annotations
 
 import datetime
-from typing import Callable
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from karajo.schedule import Schedule, parse_schedule
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
 LORD_HOWE = ZoneInfo("Australia/Lord_Howe")  # 30-minute DST shift

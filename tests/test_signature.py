@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
+from collections.abc import Callable, Mapping
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -31,17 +31,17 @@ from karajo.signature import (
     verify_sourcehut,
 )
 
-HeaderValue = Union[bytes, str]
+HeaderValue = bytes | str
 
 
-def headers_of(values: Mapping[str, HeaderValue]) -> Callable[[str], Optional[bytes]]:
+def headers_of(values: Mapping[str, HeaderValue]) -> Callable[[str], bytes | None]:
     """
     A headers callable over a dict, matching names case-insensitively like
     twisted.web's getRawHeaders()[0].
     """
     lowered = {k.lower(): v for k, v in values.items()}
 
-    def get(name: str) -> Optional[bytes]:
+    def get(name: str) -> bytes | None:
         return lowered.get(name.lower())  # type: ignore[return-value]
 
     return get
@@ -73,7 +73,7 @@ def flip(digest: bytes, byte: int, bit: int) -> bytes:
     return bytes(out)
 
 
-def garbage_values(valid: str) -> List[Tuple[str, HeaderValue]]:
+def garbage_values(valid: str) -> list[tuple[str, HeaderValue]]:
     """
     Malformed spellings of a hex signature that no hex HMAC check may
     accept, shared by the hmac-sha256 and github matrices.
@@ -113,9 +113,9 @@ def garbage_values(valid: str) -> List[Tuple[str, HeaderValue]]:
     ]
 
 
-def hmac_matrix() -> Dict[str, Tuple[Mapping[str, HeaderValue], bytes, str, str]]:
+def hmac_matrix() -> dict[str, tuple[Mapping[str, HeaderValue], bytes, str, str]]:
     """name -> (headers, body, secret, header_name) for hmac-sha256."""
-    cases: Dict[str, Tuple[Mapping[str, HeaderValue], bytes, str, str]] = {}
+    cases: dict[str, tuple[Mapping[str, HeaderValue], bytes, str, str]] = {}
     h = "X-Karajo-Sign"
     cases["missing"] = ({}, BODY, SECRET, h)
     for name, value in garbage_values(SPEC_SIGN):
@@ -148,9 +148,9 @@ def hmac_matrix() -> Dict[str, Tuple[Mapping[str, HeaderValue], bytes, str, str]
     return cases
 
 
-def github_matrix() -> Dict[str, Tuple[Mapping[str, HeaderValue], bytes, str]]:
+def github_matrix() -> dict[str, tuple[Mapping[str, HeaderValue], bytes, str]]:
     """name -> (headers, body, secret) for github."""
-    cases: Dict[str, Tuple[Mapping[str, HeaderValue], bytes, str]] = {}
+    cases: dict[str, tuple[Mapping[str, HeaderValue], bytes, str]] = {}
     h256, h1 = "X-Hub-Signature-256", "X-Hub-Signature"
     cases["missing_both"] = ({}, GH_BODY, GH_SECRET)
     cases["delivery_only"] = ({"X-GitHub-Delivery": "abc"}, GH_BODY, GH_SECRET)
@@ -196,17 +196,17 @@ def github_matrix() -> Dict[str, Tuple[Mapping[str, HeaderValue], bytes, str]]:
     return cases
 
 
-def sourcehut_matrix() -> Dict[
-    str, Tuple[Mapping[str, HeaderValue], bytes, Optional[Ed25519PublicKey]]
+def sourcehut_matrix() -> dict[
+    str, tuple[Mapping[str, HeaderValue], bytes, Ed25519PublicKey | None]
 ]:
     """name -> (headers, body, public key) for sourcehut; None is the real key."""
-    cases: Dict[
-        str, Tuple[Mapping[str, HeaderValue], bytes, Optional[Ed25519PublicKey]]
+    cases: dict[
+        str, tuple[Mapping[str, HeaderValue], bytes, Ed25519PublicKey | None]
     ] = {}
     hs, hn = "X-Payload-Signature", "X-Payload-Nonce"
 
-    def ok_with(**changes: HeaderValue) -> Dict[str, HeaderValue]:
-        values: Dict[str, HeaderValue] = {hs: SH_SIG, hn: SH_NONCE}
+    def ok_with(**changes: HeaderValue) -> dict[str, HeaderValue]:
+        values: dict[str, HeaderValue] = {hs: SH_SIG, hn: SH_NONCE}
         for key, value in changes.items():
             values[{"sig": hs, "nonce": hn}[key]] = value
         return values
@@ -272,7 +272,7 @@ SOURCEHUT_CASES = sourcehut_matrix()
 class RejectionMatrixMixin:
     """Assertions every refused request must satisfy."""
 
-    def assertRefused(self, verdict: Verdict, *forbidden: Union[str, bytes]) -> None:
+    def assertRefused(self, verdict: Verdict, *forbidden: str | bytes) -> None:
         """
         The verdict refuses, has a reason, and the reason leaks none of
         C{forbidden} (secret, expected signature).

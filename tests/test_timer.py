@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from twisted.internet import defer
 from twisted.internet.task import Clock
@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from karajo.schedule import parse_schedule
 from karajo.timer import JobTimer
 
-START = datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()  # a Thursday
+START = datetime(2026, 1, 1, tzinfo=UTC).timestamp()  # a Thursday
 DAY = 86400
 
 
@@ -87,7 +87,7 @@ class ScheduleTimerTests(SynchronousTestCase):
         """weekly@Mon,fri@09:30 fires on Mondays and Fridays at 09:30 UTC only."""
         clock, fire, _ = make("weekly@Mon,fri@09:30")
         run_for(clock, 28 * DAY, step=3600)
-        days = [datetime.fromtimestamp(t, timezone.utc) for t in fire.times]
+        days = [datetime.fromtimestamp(t, UTC) for t in fire.times]
         self.assertEqual(len(days), 8)
         self.assertEqual({d.strftime("%a %H:%M:%S") for d in days}, {"Mon 09:30:00", "Fri 09:30:00"})
 
@@ -95,7 +95,7 @@ class ScheduleTimerTests(SynchronousTestCase):
         """monthly@31 skips months without a 31st."""
         clock, fire, _ = make("monthly@31")
         run_for(clock, 365 * DAY, step=6 * 3600)
-        months = [datetime.fromtimestamp(t, timezone.utc).month for t in fire.times]
+        months = [datetime.fromtimestamp(t, UTC).month for t in fire.times]
         self.assertEqual(months, [1, 3, 5, 7, 8, 10, 12])
 
     def test_next_run_exposed(self) -> None:

@@ -14,6 +14,7 @@ from treq.testing import StubTreq
 from twisted.internet import defer, reactor
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
+from twisted.web.template import flattenString
 
 import karajo.config
 import karajo.service
@@ -27,7 +28,6 @@ from karajo.web.ui import (
     safe_next,
     sanitize_description,
 )
-from twisted.web.template import flattenString
 
 EVIL_NAME = '<script>alert("name")</script> & <img src=x onerror=alert(1)>'
 DESCRIPTION = (

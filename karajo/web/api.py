@@ -32,7 +32,8 @@ import functools
 import inspect
 import os
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from klein import Klein
 from klein.resource import KleinResource
@@ -51,8 +52,8 @@ from karajo.replay import InvalidEpoch, ReplayGuard, extract_epoch
 from karajo.signature import DEFAULT_HEADER_SIGN, verify
 from karajo.users import COOKIE_NAME, CSRF_HEADER, LoginFailed, LoginThrottled
 from karajo.web import envelope
+from karajo.web.envelope import dumps, duration_ns, format_time
 from karajo.web.params import parse_pairs, query_params, raw_query
-from karajo.web.envelope import duration_ns, dumps, format_time
 
 __all__ = [
     "ERRORS",
@@ -330,7 +331,7 @@ def endpoint(auth: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
     def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(f)
-        def handler(self: "KarajoAPI", request: Any, **kwargs: Any) -> Any:
+        def handler(self: KarajoAPI, request: Any, **kwargs: Any) -> Any:
             try:
                 if auth == SESSION:
                     self._require_session(request)

@@ -20,7 +20,8 @@ from __future__ import annotations
 import datetime
 import json
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from karajo.duration import to_nanoseconds
 
@@ -71,7 +72,7 @@ def format_time(epoch: float | None) -> str:
         return ZERO_TIME
     if second >= 0:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
-    when = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(
+    when = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(
         seconds=second
     )
     return (
@@ -99,7 +100,7 @@ def envelope_raw(code: int, message: str, data_json: str, name: str | None = Non
     The envelope around an already encoded C{data} value, so a large,
     partly cached document is not decoded and encoded again.
     """
-    head = '{"code":%d,"message":%s' % (code, _encode(message))
+    head = f'{{"code":{code:d},"message":{_encode(message)}'
     if name is not None:
         head += ',"name":' + _encode(name)
     return (head + ',"data":' + data_json + "}").encode("ascii")

@@ -17,13 +17,13 @@ from typing import Any
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
-from karajo.metrics import Metrics
 from karajo import __version__
+from karajo.metrics import Metrics
 from karajo.users import Sessions, bcrypt_check
 from karajo.web.api import KarajoAPI
-from karajo.web.ui import WebUI
 from karajo.web.envelope import error
 from karajo.web.limits import limited_site
+from karajo.web.ui import WebUI
 
 
 class _NotFound(Resource):

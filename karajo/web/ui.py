@@ -237,7 +237,7 @@ def _iso(epoch: float | None) -> str:
     if epoch is None:
         return ZERO_TIME
     try:
-        when = datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc)
+        when = datetime.datetime.fromtimestamp(int(epoch), datetime.UTC)
     except (OverflowError, OSError, ValueError):
         return ZERO_TIME
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -246,7 +246,7 @@ def _iso(epoch: float | None) -> str:
 def _human_time(epoch: float | None) -> str:
     if epoch is None:
         return "never"
-    when = datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc)
+    when = datetime.datetime.fromtimestamp(int(epoch), datetime.UTC)
     return when.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
@@ -275,7 +275,7 @@ def _stamp(line: bytes) -> float | None:
         when = datetime.datetime.strptime(m.group(1).decode("ascii"), "%Y-%m-%d %H:%M:%S")
     except ValueError:
         return None
-    return when.replace(tzinfo=datetime.timezone.utc).timestamp()
+    return when.replace(tzinfo=datetime.UTC).timestamp()
 
 
 def log_span(path: str) -> tuple[float | None, float | None]:
@@ -323,7 +323,7 @@ class _RunView:
 class _JobView:
     """What the pages show of one job, taken from its service."""
 
-    def __init__(self, ui: "WebUI", kind: str, svc: Any) -> None:
+    def __init__(self, ui: WebUI, kind: str, svc: Any) -> None:
         runner = svc.runner
         job = runner.job
         self.kind = kind
@@ -414,7 +414,7 @@ def _time_tag(epoch: float | None, field: str, **extra: str) -> Tag:
 class CardElement(Element):
     """One job's card (templates/card.html)."""
 
-    def __init__(self, loader: Any, view: _JobView, ui: "WebUI", detail: bool = False) -> None:
+    def __init__(self, loader: Any, view: _JobView, ui: WebUI, detail: bool = False) -> None:
         super().__init__(loader)
         self.view = view
         self.ui = ui
@@ -487,7 +487,7 @@ class CardElement(Element):
 class _Page(Element):
     """The common layout (templates/layout.html) around a page body."""
 
-    def __init__(self, ui: "WebUI", request: Any, title: str, body: Element,
+    def __init__(self, ui: WebUI, request: Any, title: str, body: Element,
                  page: str, session: Any = None) -> None:
         super().__init__(ui.loader("layout"))
         self.ui = ui
@@ -551,7 +551,7 @@ class _Simple(Element):
 
 
 class _Dashboard(Element):
-    def __init__(self, ui: "WebUI", views: list[_JobView]) -> None:
+    def __init__(self, ui: WebUI, views: list[_JobView]) -> None:
         super().__init__(ui.loader("dashboard"))
         self.ui = ui
         self.views = views
@@ -577,7 +577,7 @@ class _Dashboard(Element):
 
 
 class _JobPage(Element):
-    def __init__(self, ui: "WebUI", view: _JobView) -> None:
+    def __init__(self, ui: WebUI, view: _JobView) -> None:
         super().__init__(ui.loader("job"))
         self.ui = ui
         self.view = view
@@ -688,7 +688,7 @@ def safe_next(value: str | None) -> str:
 class _UIResource(Resource):
     isLeaf = True
 
-    def __init__(self, ui: "WebUI") -> None:
+    def __init__(self, ui: WebUI) -> None:
         super().__init__()
         self.ui = ui
 

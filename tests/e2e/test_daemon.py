@@ -6,9 +6,8 @@ import os
 import socket
 
 from twisted.internet import defer, reactor
-from twisted.trial.unittest import TestCase
-
 from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
 
 from karajo.process import KILL_GRACE
 
@@ -64,7 +63,7 @@ class BrokenConfigTests(TestCase):
 
         self.assertGreaterEqual(len(BROKEN), 10)
         results = yield defer.DeferredList(
-            [defer.ensureDeferred(one(n, t, l)) for n, (t, l) in BROKEN.items()],
+            [defer.ensureDeferred(one(n, t, ln)) for n, (t, ln) in BROKEN.items()],
             consumeErrors=True,
         )
         for ok, result in results:
@@ -179,7 +178,7 @@ class StartTests(TestCase):
         code = yield proto.ended
         self.assertLess(reactor.seconds() - started, KILL_GRACE + 1)
         self.assertEqual(code, 0, proto.out.decode())
-        for i, log in enumerate(logs):
+        for _i, log in enumerate(logs):
             with open(log + ".canceled", "rb") as f:
                 self.assertIn(b"??? CANCELED: karajo is stopping", f.read())
         self.assertEqual([g for g in groups if group_members(g)], [])

@@ -69,7 +69,7 @@ def schemathesis_cli() -> str:
     try:
         import schemathesis  # noqa: F401
     except ImportError:
-        raise SkipTest("schemathesis is not installed (pip install 'schemathesis>=4,<5')")
+        raise SkipTest("schemathesis is not installed (pip install 'schemathesis>=4,<5')") from None
     path = os.path.join(os.path.dirname(sys.executable), "st")
     if not os.access(path, os.X_OK):
         raise SkipTest(f"schemathesis is installed but its CLI {path} is not")

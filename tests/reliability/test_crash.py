@@ -35,7 +35,14 @@ from twisted.trial.unittest import TestCase
 from karajo.joblog import CRASH_LINE, parse_log_name
 
 from .harness import (
-    LONG, Daemon, job_processes, processes, report, scale, sleep, wait_until,
+    LONG,
+    Daemon,
+    job_processes,
+    processes,
+    report,
+    scale,
+    sleep,
+    wait_until,
 )
 
 JOBS = ("w0", "w1", "w2", "w3", "w4")
@@ -241,7 +248,7 @@ class CrashTests(TestCase):
         ledger = Ledger(daemon)
         early_kills = 0
         started = time.monotonic()
-        for number in range(rounds):
+        for _number in range(rounds):
             ledger.before_restart()
             await daemon.start()
             await ledger.after_restart()

@@ -152,7 +152,7 @@ _ZONES = st.sampled_from(
 )
 _INSTANTS = st.datetimes(
     min_value=datetime.datetime(1971, 1, 1), max_value=datetime.datetime(2099, 1, 1),
-    timezones=st.just(datetime.timezone.utc),
+    timezones=st.just(datetime.UTC),
 )
 
 # --- signatures --------------------------------------------------------------

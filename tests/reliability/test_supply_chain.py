@@ -32,7 +32,7 @@ def _installed(module: str) -> None:
     try:
         __import__(module)
     except ImportError:
-        raise SkipTest(f"{module} is not installed (pip install {module.replace('_', '-')})")
+        raise SkipTest(f"{module} is not installed (pip install {module.replace('_', '-')})") from None
 
 
 class SupplyChainTests(TestCase):
@@ -54,7 +54,7 @@ class SupplyChainTests(TestCase):
                 "pip-audit could not query a vulnerability service: "
                 + err.decode("utf-8", "replace").strip().splitlines()[-1:][0]
                 if err.strip() else "pip-audit printed no JSON"
-            )
+            ) from None
         deps = result.get("dependencies", [])
         audited = [d for d in deps if "skip_reason" not in d]
         vulns = [
