@@ -23,12 +23,14 @@ import attrs
 
 from karajo.errors import ConfigError
 
-# git works on bytes with the C locale, so only ASCII counts as a letter or
-# as white space; a non-breaking space is part of a value, not around it.
+# git works on bytes with its own ctype table (git-compat-util.h), so only
+# ASCII counts as a letter, and white space is exactly space, TAB and CR
+# (a CR not before a line break): a vertical tab, a form feed or a
+# non-breaking space is part of a value, not space around it.
 _LETTERS = frozenset(string.ascii_letters)
 _KEY_CHARS = frozenset(string.ascii_letters + string.digits + "-_")
 _SECTION_CHARS = frozenset(string.ascii_letters + string.digits + "-.")
-_SPACE = frozenset(" \t\r\v\f")
+_SPACE = frozenset(" \t\r")
 _END = ("", "\n")
 _COMMENT = frozenset("#;")
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "b": "\b"}
@@ -276,8 +278,11 @@ class _Reader:
     def _read_value(self) -> str:
         """
         Follow git's C{parse_value}: unquoted white space is trimmed at
-        both ends (kept inside), quotes are dropped, and escapes and
-        continuation lines work both inside and outside quotes.
+        both ends and each unquoted space, TAB or lone CR inside is one
+        space (git's t1300: C{big SP TAB TAB SP blue} reads as C{big},
+        four spaces, C{blue}); quotes are dropped and keep what they
+        enclose as written; escapes and continuation lines work both
+        inside and outside quotes.
         """
         value: list[str] = []
         trim_to = 0
@@ -288,7 +293,7 @@ class _Reader:
                 if not trim_to:
                     trim_to = len(value)
                 if value:
-                    value.append(char)
+                    value.append(" ")
                 continue
             if char in _COMMENT and not quoted:
                 self._skip_comment()

@@ -166,10 +166,42 @@ class ParseTests(SynchronousTestCase):
 
     def test_whitespace(self) -> None:
         """
-        Blank space around C{=} and around the value is dropped, blank space
-        inside the value is kept as written.
+        Blank space around C{=} and around the value is dropped; inside the
+        value each unquoted space, TAB or lone CR is one space, as git reads
+        it.
         """
-        self.assertEqual(_value("  name\t=   My \t server  \t"), "My \t server")
+        self.assertEqual(_value("  name\t=   My \t server  \t"), "My   server")
+        self.assertEqual(_value("k = a\rb\r"), "a b")
+
+    def test_gitInternalWhitespace(self) -> None:
+        """
+        git's own t1300 cases ("internal whitespace" and its neighbours).
+        """
+        cases = {
+            "sparse = big \t\t blue": "big    blue",
+            "sparseAndTail = big \t\t blue ": "big    blue",
+            'sparseAndTailQuoted = "big \t\t blue "': "big \t\t blue ",
+            "sparseAndBiggerTail = big \t\t blue \t \t": "big    blue",
+            'sparseAndBiggerTailQuoted = "big \t\t blue \t \t"': "big \t\t blue \t \t",
+            "annotated = big blue\t# to be discarded": "big blue",
+        }
+        for line, expected in cases.items():
+            self.assertEqual(_value(line), expected, line)
+
+    def test_quotedWhitespaceKept(self) -> None:
+        """
+        Inside quotes a TAB or a lone CR stays as written.
+        """
+        self.assertEqual(_value('k = "a\t\rb" \t'), "a\t\rb")
+
+    def test_otherControlsAreNotSpace(self) -> None:
+        """
+        A vertical tab or a form feed is no white space to git: it is kept
+        in a value, even at its end, and cannot start a line.
+        """
+        self.assertEqual(_value("k = a\vb\f"), "a\vb\f")
+        error = self.assertRaises(ConfigError, parse, "[a]\n\fk = v\n", "f")
+        self.assertEqual(error.line, 2)
 
     def test_quotes(self) -> None:
         """
