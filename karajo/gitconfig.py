@@ -67,22 +67,6 @@ class Section:
     line: int
     entries: tuple[Entry, ...]
 
-    def get_all(self, key: str) -> list[Entry]:
-        """
-        Every value of C{key}, in file order, for keys that accumulate a
-        list (C{command}, C{to}, C{http_header}, ...).
-        """
-        key = key.lower()
-        return [entry for entry in self.entries if entry.key == key]
-
-    def get_last(self, key: str) -> Entry | None:
-        """
-        The value that counts for a single-valued key: as in git, the last
-        one wins.
-        """
-        found = self.get_all(key)
-        return found[-1] if found else None
-
 
 def parse(text: str, filename: str) -> list[Section]:
     """

@@ -114,13 +114,10 @@ class ParseTests(SynchronousTestCase):
 
     def test_keysCaseInsensitive(self) -> None:
         """
-        Keys are lower-cased, and L{Section.get_all} and L{Section.get_last}
-        look them up in any case.
+        Keys are lower-cased, so that the loader finds them in any case.
         """
         [section] = parse("[a]\nHTTP_Url = x\n", "f")
-        self.assertEqual(section.entries[0].key, "http_url")
-        self.assertEqual(section.get_last("Http_URL"), Entry("http_url", "x", "f", 2))
-        self.assertEqual(len(section.get_all("HTTP_URL")), 1)
+        self.assertEqual(section.entries, (Entry("http_url", "x", "f", 2),))
 
     def test_underscoreAndDashInKey(self) -> None:
         """
@@ -132,23 +129,24 @@ class ParseTests(SynchronousTestCase):
 
     def test_multiValued(self) -> None:
         """
-        A repeated key keeps every value; L{Section.get_all} gives them in
-        order and L{Section.get_last} the last one.
+        A repeated key keeps every value, in file order, with its own line.
         """
         [section] = parse("[a]\ncommand = one\nx = y\nCommand = two\n", "f")
         self.assertEqual(
-            section.get_all("command"),
-            [Entry("command", "one", "f", 2), Entry("command", "two", "f", 4)],
+            section.entries,
+            (
+                Entry("command", "one", "f", 2),
+                Entry("x", "y", "f", 3),
+                Entry("command", "two", "f", 4),
+            ),
         )
-        self.assertEqual(section.get_last("command"), Entry("command", "two", "f", 4))
 
-    def test_missingKey(self) -> None:
+    def test_noEntries(self) -> None:
         """
-        An absent key gives no entries and no last entry.
+        A header with nothing under it is a section without entries.
         """
         [section] = parse("[a]\n", "f")
-        self.assertEqual(section.get_all("x"), [])
-        self.assertIsNone(section.get_last("x"))
+        self.assertEqual(section.entries, ())
 
     def test_bareKey(self) -> None:
         """
