@@ -9,9 +9,12 @@ keys: it only turns text into sections of entries that remember their file
 and line, so that the config loader can point at the exact place of a
 mistake.
 
-Deliberate differences from git, all of them more lenient: key names may
-contain C{_}, and a bare key may be followed by a comment.  Like git, a
-header may be followed on the same line by a key (C{[job "x"] path = /x}).
+Like git, a header may be followed on the same line by a key
+(C{[job "x"] path = /x}).  The deliberate differences from git are listed
+in docs/gitconfig.md: more lenient, key names may contain C{_} and a bare
+key may be followed by a comment; stricter, a key before the first section
+and a NUL character anywhere are errors.  tests/test_gitconfig_differential.py
+compares this reader with C{git config --list} over a generated corpus.
 """
 
 from __future__ import annotations
