@@ -37,7 +37,7 @@ setup(
         "service-identity>=24.1",
         "pyOpenSSL>=24.0",
         "attrs>=23.1",
-        "croniter>=2.0",
+        "cronsim>=2.9,<3",
         "cryptography>=42",
         "nh3>=0.2.14",
         "prometheus_client>=0.20",

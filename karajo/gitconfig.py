@@ -9,9 +9,12 @@ keys: it only turns text into sections of entries that remember their file
 and line, so that the config loader can point at the exact place of a
 mistake.
 
-Deliberate differences from git, all of them more lenient: key names may
-contain C{_}, and a bare key may be followed by a comment.  Like git, a
-header may be followed on the same line by a key (C{[job "x"] path = /x}).
+Like git, a header may be followed on the same line by a key
+(C{[job "x"] path = /x}).  The deliberate differences from git are listed
+in docs/gitconfig.md: more lenient, key names may contain C{_} and a bare
+key may be followed by a comment; stricter, a key before the first section
+and a NUL character anywhere are errors.  tests/test_gitconfig_differential.py
+compares this reader with C{git config --list} over a generated corpus.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ import attrs
 
 from karajo.errors import ConfigError
 
-# git works on bytes with the C locale, so only ASCII counts as a letter or
-# as white space; a non-breaking space is part of a value, not around it.
+# git works on bytes with its own ctype table (git-compat-util.h), so only
+# ASCII counts as a letter, and white space is exactly space, TAB and CR
+# (a CR not before a line break): a vertical tab, a form feed or a
+# non-breaking space is part of a value, not space around it.
 _LETTERS = frozenset(string.ascii_letters)
 _KEY_CHARS = frozenset(string.ascii_letters + string.digits + "-_")
 _SECTION_CHARS = frozenset(string.ascii_letters + string.digits + "-.")
-_SPACE = frozenset(" \t\r\v\f")
+_SPACE = frozenset(" \t\r")
 _END = ("", "\n")
 _COMMENT = frozenset("#;")
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "b": "\b"}
@@ -64,22 +69,6 @@ class Section:
     filename: str
     line: int
     entries: tuple[Entry, ...]
-
-    def get_all(self, key: str) -> list[Entry]:
-        """
-        Every value of C{key}, in file order, for keys that accumulate a
-        list (C{command}, C{to}, C{http_header}, ...).
-        """
-        key = key.lower()
-        return [entry for entry in self.entries if entry.key == key]
-
-    def get_last(self, key: str) -> Entry | None:
-        """
-        The value that counts for a single-valued key: as in git, the last
-        one wins.
-        """
-        found = self.get_all(key)
-        return found[-1] if found else None
 
 
 def parse(text: str, filename: str) -> list[Section]:
@@ -276,8 +265,11 @@ class _Reader:
     def _read_value(self) -> str:
         """
         Follow git's C{parse_value}: unquoted white space is trimmed at
-        both ends (kept inside), quotes are dropped, and escapes and
-        continuation lines work both inside and outside quotes.
+        both ends and each unquoted space, TAB or lone CR inside is one
+        space (git's t1300: C{big SP TAB TAB SP blue} reads as C{big},
+        four spaces, C{blue}); quotes are dropped and keep what they
+        enclose as written; escapes and continuation lines work both
+        inside and outside quotes.
         """
         value: list[str] = []
         trim_to = 0
@@ -288,7 +280,7 @@ class _Reader:
                 if not trim_to:
                     trim_to = len(value)
                 if value:
-                    value.append(char)
+                    value.append(" ")
                 continue
             if char in _COMMENT and not quoted:
                 self._skip_comment()

@@ -15,15 +15,17 @@ surrounding whitespace is ignored)::
     monthly[@D,...][@HH:MM,...]   days 1-31; a day the month lacks is skipped (default day 1, 00:00)
 
 A value containing whitespace is a standard 5-field cron expression
-(C{minute hour day-of-month month day-of-week}), evaluated with C{croniter}.
+(C{minute hour day-of-month month day-of-week}) with the meaning Debian's
+crontab(5) gives it, matched by C{cronsim}; docs/schedules.md has the rules.
 
 Times are wall-clock times in the schedule's timezone (UTC by default).
-Daylight-saving time follows one rule for every form, so that
-C{daily@02:30} and C{30 2 * * *} always agree:
+Daylight-saving time follows Debian cron(8)'s rule, applied to the calendar
+forms too, so that C{daily@02:30} and C{30 2 * * *} always agree:
 
   - I{Wall-clock schedules} (C{daily}, C{weekly}, C{monthly}, and cron
-    expressions whose hour field does not cover all 24 hours) fire once per
-    matching local wall-clock time:
+    expressions whose minute and hour fields both do not start with C{*}:
+    cron's "jobs that run at a specific time") fire once per matching local
+    wall-clock time:
       - a wall time that occurs twice (autumn fall-back) fires only at its
         first occurrence (C{fold=0});
       - a wall time that does not exist (spring-forward gap) fires at the
@@ -31,14 +33,14 @@ C{daily@02:30} and C{30 2 * * *} always agree:
         (02:30 on 2026-03-29 in Europe/Berlin fires at 03:00 CEST =
         01:00Z).  Several times inside one gap therefore fire once.
   - I{Real-time schedules} (C{minutely}, C{hourly}, and cron expressions
-    whose hour field is C{*}) fire at every real instant whose local wall
-    clock matches: the repeated hour of a fall-back day fires twice (they
-    are two distinct real hours) and wall times inside a spring-forward
-    gap never happen, so they are not fired.
+    whose minute or hour field starts with C{*}: cron's "wildcard jobs")
+    fire at every real instant whose local wall clock matches: the repeated
+    hour of a fall-back day fires twice (they are two distinct real hours)
+    and wall times inside a spring-forward gap never happen, so they are
+    not fired.
 
-C{croniter}'s own timezone handling fires C{30 2 * * *} twice on fall-back
-days, so cron expressions are iterated in naive local time and mapped to
-instants here, with the same rules as the calendar forms.
+cronsim is only asked about naive wall times; mapping them to instants is
+done here, with the same code for cron and calendar forms.
 """
 
 from __future__ import annotations
@@ -51,11 +53,12 @@ from collections.abc import Callable
 from typing import Protocol
 
 import attrs
-from croniter import croniter
+from cronsim import CronSim, CronSimError
 
 __all__ = ["Schedule", "parse_schedule"]
 
 UTC = datetime.UTC
+_SECOND = datetime.timedelta(seconds=1)
 _MINUTE = datetime.timedelta(minutes=1)
 _HOUR = datetime.timedelta(hours=1)
 _DAY = datetime.timedelta(days=1)
@@ -415,35 +418,31 @@ class Monthly:
 @attrs.frozen
 class Cron:
     """
-    A standard 5-field cron expression, evaluated by C{croniter} in naive
-    local time and mapped to instants by this module's DST rules.
+    A standard 5-field cron expression with Debian cron's meaning.
 
-    An hour field covering all 24 hours makes it a real-time schedule (like
-    C{hourly}); anything else is a wall-clock schedule (like C{daily}).
+    C{cronsim} matches the fields against naive local wall times (it follows
+    Debian cron: C{N-N} is one value, day-of-month and day-of-week are ANDed
+    when either starts with C{*}, 7 is Sunday); this module maps those wall
+    times to instants.  C{wildcard} is Debian cron's DST switch: a job whose
+    minute or hour field starts with C{*} runs on the new time at once (a
+    real-time schedule, like C{hourly}), any other job runs at its wall-clock
+    time (like C{daily}).
     """
 
     text: str
     expression: str
     timezone: datetime.tzinfo = UTC
-    every_hour: bool = False
-    # croniter objects are stateful iterators and expensive to build
-    # (~100 us); one is kept per schedule and repositioned on each call.
-    # Safe because next_after runs on the reactor thread only.
-    _iterator: croniter = attrs.field(init=False, eq=False, repr=False, hash=False)
-
-    def __attrs_post_init__(self) -> None:
-        object.__setattr__(
-            self, "_iterator", croniter(self.expression, datetime.datetime(2000, 1, 1))
-        )
+    wildcard: bool = False
 
     def _next_wall(self, w: datetime.datetime) -> datetime.datetime:
-        self._iterator.set_current(w - _MINUTE, force=True)
-        result: datetime.datetime = self._iterator.get_next(datetime.datetime)
-        return result
+        # A naive start keeps cronsim out of timezone handling (its own DST
+        # rules assume iteration from a fixed start, not a fresh question at
+        # any instant); it answers strictly after its start, hence w - 1 s.
+        return next(CronSim(self.expression, w - _SECOND))
 
     def next_after(self, t: datetime.datetime) -> datetime.datetime:
         _check_aware(t)
-        if self.every_hour:
+        if self.wildcard:
             return _next_real_fire(t, self.timezone, self._next_wall)
         return _next_wall_fire(t, self.timezone, self._next_wall)
 
@@ -451,9 +450,11 @@ class Cron:
         return f"cron {self.expression} ({_zone_name(self.timezone)})"
 
 
-# A lone H (hashed) or R (random) item: croniter extensions whose fire times
-# are not determined by the text alone.  Day/month names never match.
-_HASH_OR_RANDOM = re.compile(r"(?<![a-z])[hr](?![a-z])", re.IGNORECASE)
+# The field grammar of crontab(5) plus cronsim's extensions (L, LW, nL, n#k,
+# N/step); anything else (Debian cron would silently drop the rest of an
+# item after a stray character: "5.5" is minute 5) is refused here, before
+# cronsim, so that an error never depends on how cronsim happens to fail.
+_CRON_ITEM = re.compile(r"[*0-9A-Za-z/#-]+")
 
 
 def _parse_cron(text: str, value: str, tz: datetime.tzinfo) -> Cron:
@@ -465,23 +466,43 @@ def _parse_cron(text: str, value: str, tz: datetime.tzinfo) -> Cron:
             f"(minute hour day-of-month month day-of-week){extra}"
         )
     expression = " ".join(fields)
-    if not expression.isascii() or _HASH_OR_RANDOM.search(expression):
-        raise ValueError(f"cron expression {value!r} is not a standard cron expression")
+    for item in (item for field in fields for item in field.split(",")):
+        if not (item.isascii() and _CRON_ITEM.fullmatch(item)):
+            raise ValueError(
+                f"cron expression {value!r} is not a standard cron expression "
+                f"(item {item!r})"
+            )
     try:
-        expanded, _ = croniter.expand(expression)
-        croniter(expression, datetime.datetime(2000, 1, 1)).get_next(datetime.datetime)
-    except Exception as e:
-        # croniter reports bad text through several exception types (and an
-        # expression that never fires, like "0 0 30 2 *", as a bad date); to
-        # the config loader they are all just an invalid value.
-        if "failed to find next date" in str(e):
-            reason = "never fires"
+        next(CronSim(expression, _VALIDATION_START))
+    except CronSimError as e:
+        raise ValueError(f"invalid cron expression {value!r}: {_cron_reason(fields, e)}") from None
+    except StopIteration:
+        raise ValueError(f"invalid cron expression {value!r}: never fires") from None
+    # Debian cron (entry.c) flags MIN_STAR/HR_STAR from the first character
+    # of the field as written, so "*/5" is a wildcard and "0-59" is not.
+    wildcard = fields[0].startswith("*") or fields[1].startswith("*")
+    return Cron(text=text, expression=expression, timezone=tz, wildcard=wildcard)
+
+
+_VALIDATION_START = datetime.datetime(2000, 1, 1)
+
+
+def _cron_reason(fields: list[str], error: CronSimError) -> str:
+    """
+    Words for a cronsim refusal.  cronsim reports a day that no month of the
+    month field has (C{0 0 30 2 *}) as a bad day-of-month; the field is fine
+    on its own there, and "never fires" is what the operator needs to hear.
+    """
+    reason = str(error) or type(error).__name__
+    if reason == "Bad day-of-month":
+        anymonth = " ".join([*fields[:3], "*", fields[4]])
+        try:
+            CronSim(anymonth, _VALIDATION_START)
+        except CronSimError:
+            pass
         else:
-            reason = str(e) or type(e).__name__
-        raise ValueError(f"invalid cron expression {value!r}: {reason}") from None
-    hours = expanded[1]
-    every_hour = hours == ["*"] or set(hours) == set(range(24))
-    return Cron(text=text, expression=expression, timezone=tz, every_hour=every_hour)
+            return "never fires (no month of the month field has that day)"
+    return reason.lower()
 
 
 # ---------------------------------------------------------------------------

@@ -114,13 +114,10 @@ class ParseTests(SynchronousTestCase):
 
     def test_keysCaseInsensitive(self) -> None:
         """
-        Keys are lower-cased, and L{Section.get_all} and L{Section.get_last}
-        look them up in any case.
+        Keys are lower-cased, so that the loader finds them in any case.
         """
         [section] = parse("[a]\nHTTP_Url = x\n", "f")
-        self.assertEqual(section.entries[0].key, "http_url")
-        self.assertEqual(section.get_last("Http_URL"), Entry("http_url", "x", "f", 2))
-        self.assertEqual(len(section.get_all("HTTP_URL")), 1)
+        self.assertEqual(section.entries, (Entry("http_url", "x", "f", 2),))
 
     def test_underscoreAndDashInKey(self) -> None:
         """
@@ -132,23 +129,24 @@ class ParseTests(SynchronousTestCase):
 
     def test_multiValued(self) -> None:
         """
-        A repeated key keeps every value; L{Section.get_all} gives them in
-        order and L{Section.get_last} the last one.
+        A repeated key keeps every value, in file order, with its own line.
         """
         [section] = parse("[a]\ncommand = one\nx = y\nCommand = two\n", "f")
         self.assertEqual(
-            section.get_all("command"),
-            [Entry("command", "one", "f", 2), Entry("command", "two", "f", 4)],
+            section.entries,
+            (
+                Entry("command", "one", "f", 2),
+                Entry("x", "y", "f", 3),
+                Entry("command", "two", "f", 4),
+            ),
         )
-        self.assertEqual(section.get_last("command"), Entry("command", "two", "f", 4))
 
-    def test_missingKey(self) -> None:
+    def test_noEntries(self) -> None:
         """
-        An absent key gives no entries and no last entry.
+        A header with nothing under it is a section without entries.
         """
         [section] = parse("[a]\n", "f")
-        self.assertEqual(section.get_all("x"), [])
-        self.assertIsNone(section.get_last("x"))
+        self.assertEqual(section.entries, ())
 
     def test_bareKey(self) -> None:
         """
@@ -166,10 +164,42 @@ class ParseTests(SynchronousTestCase):
 
     def test_whitespace(self) -> None:
         """
-        Blank space around C{=} and around the value is dropped, blank space
-        inside the value is kept as written.
+        Blank space around C{=} and around the value is dropped; inside the
+        value each unquoted space, TAB or lone CR is one space, as git reads
+        it.
         """
-        self.assertEqual(_value("  name\t=   My \t server  \t"), "My \t server")
+        self.assertEqual(_value("  name\t=   My \t server  \t"), "My   server")
+        self.assertEqual(_value("k = a\rb\r"), "a b")
+
+    def test_gitInternalWhitespace(self) -> None:
+        """
+        git's own t1300 cases ("internal whitespace" and its neighbours).
+        """
+        cases = {
+            "sparse = big \t\t blue": "big    blue",
+            "sparseAndTail = big \t\t blue ": "big    blue",
+            'sparseAndTailQuoted = "big \t\t blue "': "big \t\t blue ",
+            "sparseAndBiggerTail = big \t\t blue \t \t": "big    blue",
+            'sparseAndBiggerTailQuoted = "big \t\t blue \t \t"': "big \t\t blue \t \t",
+            "annotated = big blue\t# to be discarded": "big blue",
+        }
+        for line, expected in cases.items():
+            self.assertEqual(_value(line), expected, line)
+
+    def test_quotedWhitespaceKept(self) -> None:
+        """
+        Inside quotes a TAB or a lone CR stays as written.
+        """
+        self.assertEqual(_value('k = "a\t\rb" \t'), "a\t\rb")
+
+    def test_otherControlsAreNotSpace(self) -> None:
+        """
+        A vertical tab or a form feed is no white space to git: it is kept
+        in a value, even at its end, and cannot start a line.
+        """
+        self.assertEqual(_value("k = a\vb\f"), "a\vb\f")
+        error = self.assertRaises(ConfigError, parse, "[a]\n\fk = v\n", "f")
+        self.assertEqual(error.line, 2)
 
     def test_quotes(self) -> None:
         """

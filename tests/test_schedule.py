@@ -5,6 +5,7 @@ Tests for L{karajo.schedule}.
 from __future__ import annotations
 
 import datetime
+import random
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
@@ -560,3 +561,367 @@ class DescribeTests(SynchronousTestCase):
         ]
         for text, zone, expected in cases:
             self.assertEqual(parse_schedule(text, zone).describe(), expected, text)
+
+
+class CronSemanticsTests(SynchronousTestCase):
+    """
+    Cron expressions mean what Debian's crontab(5) and cron(8) say, in the
+    places where karajo once read them differently.
+    """
+
+    def test_single_value_range(self) -> None:
+        """
+        C{N-N} is the one value N, not the whole field: C{5-5 * * * *} fires
+        once an hour and C{0 0 * * 1-1} on Mondays only.
+        """
+        start = utc(2026, 1, 1)  # a Thursday
+        self.assertEqual(
+            fires(parse_schedule("5-5 * * * *"), start, utc(2026, 1, 1, 3)),
+            [utc(2026, 1, 1, h, 5) for h in range(3)],
+        )
+        self.assertEqual(
+            fires(parse_schedule("0 0 * * 1-1"), start, utc(2026, 1, 20)),
+            [utc(2026, 1, 5), utc(2026, 1, 12), utc(2026, 1, 19)],
+        )
+
+    def test_star_day_field_ands_the_other(self) -> None:
+        """
+        When either day field starts with C{*} (C{*/2}, C{*/1} too), both
+        must match: C{0 0 */2 * 1} is a Monday that is an odd day of the
+        month.  Only when neither starts with C{*} are they ORed.
+        """
+        start = utc(2026, 1, 1)
+        # Mondays of 2026-01..02: 5, 12, 19, 26, Feb 2, 9, 16, 23.
+        self.assertEqual(
+            fires(parse_schedule("0 0 */2 * 1"), start, utc(2026, 3, 1)),
+            [utc(2026, 1, 5), utc(2026, 1, 19), utc(2026, 2, 9), utc(2026, 2, 23)],
+        )
+        self.assertEqual(
+            fires(parse_schedule("0 0 */1 * 1"), start, utc(2026, 1, 20)),
+            [utc(2026, 1, 5), utc(2026, 1, 12), utc(2026, 1, 19)],
+        )
+        self.assertEqual(
+            fires(parse_schedule("0 0 1 * */7"), start, utc(2026, 4, 1)),
+            [utc(2026, 2, 1), utc(2026, 3, 1)],  # the 1st that is a Sunday
+        )
+        # Neither starts with "*": the 13th or any Friday.
+        self.assertEqual(
+            fires(parse_schedule("0 0 13 * 5"), start, utc(2026, 1, 17)),
+            [utc(2026, 1, 2), utc(2026, 1, 9), utc(2026, 1, 13), utc(2026, 1, 16)],
+        )
+
+    def test_weekday_step_reaches_sunday_seven(self) -> None:
+        """
+        Day-of-week runs 0-7 and 7 is Sunday, so C{1/2} (an extension:
+        C{1-7/2}) is Monday, Wednesday, Friday and Sunday.
+        """
+        result = fires(parse_schedule("0 0 * * 1/2"), utc(2026, 1, 1), utc(2026, 1, 12))
+        self.assertEqual({t.strftime("%a") for t in result}, {"Mon", "Wed", "Fri", "Sun"})
+        self.assertIn(utc(2026, 1, 4), result)  # a Sunday
+        self.assertEqual(
+            fires(parse_schedule("0 0 * * 5-7"), utc(2026, 1, 1), utc(2026, 1, 8)),
+            [utc(2026, 1, 2), utc(2026, 1, 3), utc(2026, 1, 4)],
+        )
+
+    def test_dst_rule_follows_the_star(self) -> None:
+        """
+        Whether a cron job is a wildcard job (real time) or a fixed-time job
+        (wall clock) is decided by a C{*} at the start of the minute or hour
+        field, not by how many hours the hour field covers.
+        """
+        day = datetime.date(2026, 10, 25)  # Berlin falls back, 02:xx twice
+        # Covers all 24 hours but is written without "*": fixed-time, 24 fires.
+        fixed = _fires_by_day(parse_schedule("0 0-23 * * *", BERLIN), BERLIN, day)
+        self.assertEqual(len(fixed), 24)
+        self.assertIn(utc(2026, 10, 25, 0), fixed)
+        self.assertNotIn(utc(2026, 10, 25, 1), fixed)
+        # One hour only, but the minute field starts with "*": wildcard.
+        wild = _fires_by_day(parse_schedule("*/30 2 * * *", BERLIN), BERLIN, day)
+        self.assertEqual(wild, [utc(2026, 10, 25, 0), utc(2026, 10, 25, 0, 30),
+                                utc(2026, 10, 25, 1), utc(2026, 10, 25, 1, 30)])
+
+    def test_extensions_kept(self) -> None:
+        """
+        Beyond crontab(5), karajo keeps C{L}/C{LW} (last day / last weekday
+        of the month), C{D#n} (nth weekday) and C{DL} (last weekday D).
+        """
+        start = utc(2026, 1, 1)
+        self.assertEqual(parse_schedule("0 0 LW * *").next_after(start), utc(2026, 1, 30))
+        self.assertEqual(parse_schedule("0 0 * * 1#2").next_after(start), utc(2026, 1, 12))
+        self.assertEqual(parse_schedule("0 0 * * 5L").next_after(start), utc(2026, 1, 30))
+
+    def test_refused_forms(self) -> None:
+        """
+        Text Debian cron refuses, or silently reads as something else, is a
+        config error with a message naming the problem.
+        """
+        cases = {
+            "5.5 * * * *": "not a standard cron expression",  # Debian: minute 5
+            "0 0 * * 5-1": "bad day-of-week",  # Debian: never fires
+            "0 0 ? * *": "not a standard cron expression",
+            "0 0 0 * *": "bad day-of-month",
+            "0 0 31 4,6 *": "never fires",
+            "0-64/30 * * * *": "bad minute",
+        }
+        for text, fragment in cases.items():
+            with self.assertRaises(ValueError, msg=text) as caught:
+                parse_schedule(text)
+            self.assertIn(fragment, str(caught.exception), text)
+
+
+# ---------------------------------------------------------------------------
+# A second, independent cron evaluator: crontab(5) read literally and
+# matched minute by minute.  It shares no code with karajo.schedule or cronsim.
+
+_MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_DOW_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+# (low, high, names with the number of their first entry)
+_FIELDS = [(0, 59, None), (0, 23, None), (1, 31, None), (1, 12, (_MONTH_NAMES, 1)), (0, 7, (_DOW_NAMES, 0))]
+
+
+def _value(text: str, field: int) -> int:
+    names = _FIELDS[field][2]
+    if names is not None and text.lower() in names[0]:
+        return names[0].index(text.lower()) + names[1]
+    return int(text)
+
+
+def _field_set(text: str, field: int) -> set[int]:
+    """
+    The values a field matches: a comma list of C{*}, C{N}, C{A-B}, each of
+    C{*} and C{A-B} optionally followed by C{/STEP}; C{N/STEP} is karajo's
+    documented extension C{N-high/STEP}.
+    """
+    low, high, _ = _FIELDS[field]
+    values: set[int] = set()
+    for item in text.split(","):
+        body, _, step_text = item.partition("/")
+        step = int(step_text) if step_text else 1
+        if body == "*":
+            first, last = low, high
+        elif "-" in body:
+            a, b = body.split("-")
+            first, last = _value(a, field), _value(b, field)
+        else:
+            first = _value(body, field)
+            last = high if step_text else first
+        values.update(range(first, last + 1, step))
+    if field == 4 and 7 in values:
+        values.add(0)
+    return values
+
+
+class _BruteCron:
+    """
+    Fires at every minute whose five wall-clock fields match (UTC only).
+    """
+
+    def __init__(self, expression: str) -> None:
+        fields = expression.split()
+        self.minutes, self.hours, self.doms, self.months, self.dows = (
+            _field_set(text, i) for i, text in enumerate(fields)
+        )
+        # crontab(5)/Debian: the two day fields are ORed only when neither
+        # starts with "*"; otherwise both must match.
+        self.day_or = not fields[2].startswith("*") and not fields[4].startswith("*")
+
+    def day_matches(self, day: datetime.date) -> bool:
+        if day.month not in self.months:
+            return False
+        dom = day.day in self.doms
+        dow = day.isoweekday() % 7 in self.dows
+        return (dom or dow) if self.day_or else (dom and dow)
+
+    def next_after(self, t: datetime.datetime, horizon_days: int = 366 * 30) -> datetime.datetime | None:
+        """
+        The first whole minute after C{t} that matches, scanning minute by
+        minute through every day whose date fields match.
+        """
+        first = t.replace(second=0, microsecond=0) + MINUTE
+        day = first.date()
+        for _ in range(horizon_days):
+            if self.day_matches(day):
+                minute = datetime.datetime.combine(day, datetime.time(), UTC)
+                for _ in range(1440):
+                    if (minute >= first and minute.hour in self.hours
+                            and minute.minute in self.minutes):
+                        return minute
+                    minute += MINUTE
+            day += datetime.timedelta(days=1)
+        return None
+
+
+def _generated_expressions(count: int, seed: int) -> list[str]:
+    """
+    Random but reproducible expressions covering every item form of each
+    field: C{*}, C{*/S}, C{N}, C{A-B} (including C{N-N}), C{A-B/S}, C{N/S},
+    names, 7 for Sunday, and lists of them.
+    """
+    rng = random.Random(seed)
+
+    def item(field: int) -> str:
+        low, high, names = _FIELDS[field]
+
+        def number() -> str:
+            n = rng.randint(low, high)
+            if names is not None and n < len(names[0]) + names[1] and n >= names[1] and rng.random() < 0.3:
+                name = names[0][n - names[1]]
+                return rng.choice([name, name.upper(), name.capitalize()])
+            return str(n)
+
+        kind = rng.choice(["star", "star_step", "number", "range", "range_step", "single_range", "number_step"])
+        if kind == "star":
+            return "*"
+        if kind == "star_step":
+            return f"*/{rng.randint(1, high - low + 2)}"
+        if kind == "number":
+            return number()
+        if kind == "number_step":
+            return f"{rng.randint(low, high)}/{rng.randint(1, high - low + 1)}"
+        if kind == "single_range":
+            n = number()
+            return f"{n}-{n}"
+        a, b = sorted(rng.sample(range(low, high + 1), 2))
+        text = f"{a}-{b}"
+        return text + f"/{rng.randint(1, b - a + 1)}" if kind == "range_step" else text
+
+    result = []
+    for _ in range(count):
+        fields = []
+        for field in range(5):
+            n = rng.choice([1, 1, 1, 2, 3])
+            items = [item(field) for _ in range(n)]
+            if n > 1 and rng.random() < 0.7:
+                items = [i for i in items if not i.startswith("*")] or ["1"]
+            fields.append(",".join(items))
+        result.append(" ".join(fields))
+    return result
+
+
+# The forms that karajo once got wrong, and the classic edge cases.
+_HAND_PICKED = [
+    "5-5 * * * *", "0 0 * * 1-1", "0 0 */2 * 1", "0 0 */1 * 1", "0 0 1 * */1",
+    "0 0 */2 * mon", "0 0 1,15 * */2", "0 0 * * 1/2", "0 0 * * 0/3", "0 0 * * */2",
+    "0 0 * * 6-7", "0 0 * * 7", "0 0 * * 0", "0 0 * * 0,7", "0 0 * * sun-sat",
+    "0 0 * * 0-7/7", "0 0 13 * fri", "0 0 13 * 5", "30 4 1,15 * 5", "0 0 31 * *",
+    "0 0 30 * *", "0 0 29 2 *", "0 0 29 2 mon", "0 0 29 2 */7", "0 0 31 1-12/2 *",
+    "59 23 31 12 *", "0 0 1 1 *", "* * * * *", "*/7 * * * *", "*/59 */23 * * *",
+    "*/100 * * * *", "0-59/15 0-23/6 * * *", "23 0-23/2 * * *", "5 4 * * sun",
+    "0 22 * * 1-5", "15 14 1 * *", "0 9-17 * * mon-fri", "0 0 1-7 * 1", "0 0 1-7 * *",
+    "0 0 8-14 * */7", "0,30 * * jan,jul *", "0 12 * feb-apr sat,sun", "1 2 3 4 5",
+    "5/15 * * * *", "0 3/6 * * *", "0 0 2/10 * *", "0 0 1 2/5 *", "7-7 7-7 7-7 7-7 7-7",
+    "0 0 1-1 * 0-0", "0 0 */31 * *", "0 0 * */12 *", "0 0 */2 */3 */4",
+    # Never fire: refused at parse time.
+    "0 0 30 2 *", "0 0 31 4,6,9,11 *", "0 0 31 2 */2", "0 0 30-31 feb *",
+]
+
+
+class CronDifferentialTests(SynchronousTestCase):
+    """
+    karajo's cron agrees with the brute-force evaluator above on the next
+    fires after several start instants, for hundreds of expressions.
+    """
+
+    starts = [
+        utc(2026, 1, 1),
+        utc(2026, 2, 28, 23, 59, 30),
+        datetime.datetime(2026, 6, 15, 13, 37, 42, 500000, tzinfo=UTC),
+        utc(2027, 12, 31, 23, 59),
+        utc(2028, 2, 28, 12),
+        utc(2099, 12, 31, 23),  # 2100 is no leap year
+    ]
+
+    def test_against_brute_force(self) -> None:
+        """
+        For every expression and start, the next three fires (each asked
+        after the previous one) are the brute force's; an expression karajo
+        refuses as never firing has no fire in 30 years.
+        """
+        expressions = _HAND_PICKED + _generated_expressions(500, seed=20261204)
+        self.assertGreaterEqual(len(set(expressions)), 500)
+        compared = refused = 0
+        for expression in expressions:
+            brute = _BruteCron(expression)
+            try:
+                schedule = parse_schedule(expression)
+            except ValueError as e:
+                self.assertIn("never fires", str(e), expression)
+                self.assertIsNone(brute.next_after(utc(2026, 1, 1)), expression)
+                refused += 1
+                continue
+            for start in self.starts:
+                ours, theirs = start, start
+                for _ in range(3):
+                    ours, theirs = schedule.next_after(ours), brute.next_after(theirs)
+                    self.assertEqual(ours, theirs, f"{expression} after {start}")
+                    assert theirs is not None
+                compared += 1
+        # Nearly all generated expressions fire; the check above must not
+        # have passed by refusing them.
+        self.assertGreater(compared, 500 * len(self.starts))
+        self.assertEqual(refused, 4)
+
+
+class CronDaylightSavingTableTests(SynchronousTestCase):
+    """
+    Hand-checked fires over whole local days around DST changes, for
+    fixed-time jobs (minute and hour fields without a leading C{*}: wall
+    clock, first occurrence, end of the gap) and wildcard jobs (real time).
+
+    Berlin 2026-03-29: 02:00 CET becomes 03:00 CEST at 01:00Z.
+    Berlin 2026-10-25: 03:00 CEST becomes 02:00 CET at 01:00Z (02:xx twice).
+    New York 2026-03-08: 02:00 EST becomes 03:00 EDT at 07:00Z.
+    New York 2026-11-01: 02:00 EDT becomes 01:00 EST at 06:00Z (01:xx twice).
+    """
+
+    table: list[tuple[str, ZoneInfo, datetime.date, list[datetime.datetime]]] = [
+        # Berlin, spring forward.
+        ("30 2 * * *", BERLIN, datetime.date(2026, 3, 29), [utc(2026, 3, 29, 1)]),
+        ("0,45 2 * * *", BERLIN, datetime.date(2026, 3, 29), [utc(2026, 3, 29, 1)]),
+        ("30 3 * * *", BERLIN, datetime.date(2026, 3, 29), [utc(2026, 3, 29, 1, 30)]),
+        ("30 1 * * *", BERLIN, datetime.date(2026, 3, 29), [utc(2026, 3, 29, 0, 30)]),
+        ("*/20 2 * * *", BERLIN, datetime.date(2026, 3, 29), []),
+        ("* 2 * * *", BERLIN, datetime.date(2026, 3, 29), []),
+        ("0 */2 * * *", BERLIN, datetime.date(2026, 3, 29),
+         [utc(2026, 3, 28, 23), utc(2026, 3, 29, 2)] + [utc(2026, 3, 29, h) for h in range(4, 22, 2)]),
+        # Berlin, fall back.
+        ("30 2 * * *", BERLIN, datetime.date(2026, 10, 25), [utc(2026, 10, 25, 0, 30)]),
+        ("0 2-3 * * *", BERLIN, datetime.date(2026, 10, 25), [utc(2026, 10, 25, 0), utc(2026, 10, 25, 2)]),
+        ("*/20 2 * * *", BERLIN, datetime.date(2026, 10, 25),
+         [utc(2026, 10, 25, h, m) for h in (0, 1) for m in (0, 20, 40)]),
+        ("0 */2 * * *", BERLIN, datetime.date(2026, 10, 25),
+         [utc(2026, 10, 24, 22), utc(2026, 10, 25, 0), utc(2026, 10, 25, 1)]
+         + [utc(2026, 10, 25, h) for h in range(3, 22, 2)]),
+        ("0 0,2,4,6,8,10,12,14,16,18,20,22 * * *", BERLIN, datetime.date(2026, 10, 25),
+         [utc(2026, 10, 24, 22), utc(2026, 10, 25, 0)] + [utc(2026, 10, 25, h) for h in range(3, 22, 2)]),
+        # New York, spring forward.
+        ("30 2 * * *", NEW_YORK, datetime.date(2026, 3, 8), [utc(2026, 3, 8, 7)]),
+        ("0 3 * * *", NEW_YORK, datetime.date(2026, 3, 8), [utc(2026, 3, 8, 7)]),
+        ("*/30 2 * * *", NEW_YORK, datetime.date(2026, 3, 8), []),
+        ("15 1-3 * * 0", NEW_YORK, datetime.date(2026, 3, 8), [utc(2026, 3, 8, 6, 15), utc(2026, 3, 8, 7), utc(2026, 3, 8, 7, 15)]),
+        ("15 * 8 3 *", NEW_YORK, datetime.date(2026, 3, 8),
+         [utc(2026, 3, 8, h, 15) for h in range(5, 7)] + [utc(2026, 3, 8, h, 15) for h in range(7, 24)]
+         + [utc(2026, 3, 9, h, 15) for h in range(0, 4)]),
+        # New York, fall back.
+        ("30 1 * * *", NEW_YORK, datetime.date(2026, 11, 1), [utc(2026, 11, 1, 5, 30)]),
+        ("0 1,2 * * *", NEW_YORK, datetime.date(2026, 11, 1), [utc(2026, 11, 1, 5), utc(2026, 11, 1, 7)]),
+        ("*/30 1 * * *", NEW_YORK, datetime.date(2026, 11, 1),
+         [utc(2026, 11, 1, 5), utc(2026, 11, 1, 5, 30), utc(2026, 11, 1, 6), utc(2026, 11, 1, 6, 30)]),
+        ("30 * 1 11 *", NEW_YORK, datetime.date(2026, 11, 1),
+         [utc(2026, 11, 1, h, 30) for h in range(4, 24)] + [utc(2026, 11, 2, h, 30) for h in range(0, 5)]),
+        ("30 0-23 1 11 *", NEW_YORK, datetime.date(2026, 11, 1),
+         [utc(2026, 11, 1, h, 30) for h in range(4, 6)] + [utc(2026, 11, 1, h, 30) for h in range(7, 24)]
+         + [utc(2026, 11, 2, h, 30) for h in range(0, 5)]),
+    ]
+
+    def test_table(self) -> None:
+        """
+        Each expression fires exactly at the listed instants over the local
+        day, found by feeding each fire back into C{next_after}.
+        """
+        for expression, zone, day, expected in self.table:
+            self.assertEqual(
+                _fires_by_day(parse_schedule(expression, zone), zone, day),
+                expected,
+                f"{expression} in {zone} on {day}",
+            )
