@@ -37,10 +37,9 @@ from karajo.model import (
     Origin,
     User,
 )
-from karajo.notify import NotifConfigError, check_notif
 from karajo.redact import masked_url
 from karajo.schedule import parse_schedule
-from karajo.users import is_bcrypt_hash
+from karajo.validators import NotifConfigError, check_notif, is_bcrypt_hash
 
 DEFAULT_CONFIG = "/etc/karajo/karajo.conf"
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import math
-import re
 import secrets
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
@@ -50,6 +49,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from karajo.model import User
+from karajo.validators import normalize_hash
 
 __all__ = [
     "COOKIE_NAME",
@@ -73,8 +73,6 @@ BCRYPT_MAX_PASSWORD = 72
 
 _LOGIN_FAILED_MESSAGE = "invalid name or password"
 
-# $2a$/$2b$/$2y$, two-digit cost, 22 characters of salt + 31 of hash.
-_BCRYPT_HASH = re.compile(r"\A\$2([aby])\$(\d\d)\$[./A-Za-z0-9]{53}\Z")
 _BCRYPT_ALPHABET = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _DEFAULT_COST = 12
 # A session or CSRF token is 43 characters (32 bytes, URL-safe base64);
@@ -149,26 +147,6 @@ def bcrypt_check(password: str, hashed: str) -> bool:
 def _default_check(password: str, hashed: str) -> Deferred[bool]:
     """Run L{bcrypt_check} in the reactor's thread pool."""
     return deferToThread(bcrypt_check, password, hashed)
-
-
-def is_bcrypt_hash(hashed: str) -> bool:
-    """Whether C{hashed} is a bcrypt hash karajo can check (C{$2a$}, C{$2b$}, C{$2y$})."""
-    return _normalize_hash(hashed) is not None
-
-
-def _normalize_hash(hashed: str) -> str | None:
-    """
-    The hash in a form the C{bcrypt} package accepts, or None if malformed.
-
-    C{$2y$} (PHP, htpasswd) is the same algorithm as C{$2b$}; C{$2a$} is
-    accepted as is.
-    """
-    match = _BCRYPT_HASH.match(hashed)
-    if match is None or not 4 <= int(match.group(2)) <= 31:
-        return None
-    if match.group(1) == "y":
-        return "$2b$" + hashed[4:]
-    return hashed
 
 
 def _dummy_hash(cost: int) -> str:
@@ -261,7 +239,7 @@ class Sessions:
         costs = Counter(
             int(normalized[4:6])
             for user in self._users.values()
-            if (normalized := _normalize_hash(user.password)) is not None
+            if (normalized := normalize_hash(user.password)) is not None
         )
         cost = costs.most_common(1)[0][0] if costs else _DEFAULT_COST
         self._dummy = _dummy_hash(cost)
@@ -292,7 +270,7 @@ class Sessions:
         user = self._users.get(name)
         hashed = None
         if user is not None:
-            hashed = _normalize_hash(user.password)
+            hashed = normalize_hash(user.password)
             if hashed is None:
                 log.error(
                     "user {user} has a malformed password hash; "

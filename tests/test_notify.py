@@ -30,15 +30,8 @@ from zope.interface import implementer
 
 from karajo.joblog import LogName
 from karajo.model import Job, JobHttp, Notif
-from karajo.notify import (
-    NotifConfigError,
-    Notifier,
-    _Sender,
-    build_message,
-    cap_body,
-    check_notif,
-    parse_smtp_server,
-)
+from karajo.notify import Notifier, _Sender, build_message, cap_body
+from karajo.validators import NotifConfigError, check_notif, parse_smtp_server
 
 # --- certificates ----------------------------------------------------------
 
