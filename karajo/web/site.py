@@ -2,7 +2,7 @@
 The whole HTTP site: the JSON API, the web UI and C{dir_public}.
 
     /karajo/api/...   JSON API (L{karajo.web.api})
-    /karajo/metrics   Prometheus metrics (L{karajo.metrics})
+    /karajo/metrics   Prometheus metrics (L{karajo.web.metrics})
     /karajo/...       web UI: login, dashboard, job and log pages, static files
     /...              files of dir_public (when set), else 404
 
@@ -18,11 +18,11 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
 from karajo import __version__
-from karajo.metrics import Metrics
 from karajo.users import Sessions, bcrypt_check
 from karajo.web.api import KarajoAPI
 from karajo.web.envelope import error
 from karajo.web.limits import limited_site
+from karajo.web.metrics import Metrics
 from karajo.web.ui import WebUI
 
 
