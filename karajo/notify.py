@@ -42,12 +42,18 @@ from twisted.internet import defer, ssl
 from twisted.internet import error as neterror
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
-from twisted.mail import smtp
 from twisted.python.failure import Failure
 
 from karajo.joblog import LogName
 from karajo.model import Notif
+from karajo.twisted_private import reactor_bound_late
 from karajo.validators import addr_spec, check_notif, parse_smtp_server
+
+# twisted.mail.smtp binds the global reactor when imported (installing the
+# default one): deferred, so that importing karajo leaves the choice to the
+# entry point.
+with reactor_bound_late():
+    from twisted.mail import smtp
 
 log = Logger()
 

@@ -51,6 +51,7 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.template import Element, Tag, XMLFile, flattenString, renderer, tags
 
 from karajo import resources
+from karajo.twisted_private import request_gone
 from karajo.users import CSRF_HEADER
 from karajo.web.params import query_params
 
@@ -769,7 +770,7 @@ class WebUI:
         d = flattenString(request, element)
 
         def written(body: bytes) -> None:
-            if not request._disconnected:
+            if not request_gone(request):
                 request.setHeader(b"content-length", b"%d" % (len(body) + 16))
                 request.write(b"<!DOCTYPE html>\n" + body)
                 request.finish()
@@ -777,7 +778,7 @@ class WebUI:
         def failed(failure: Any) -> None:
             log.failure("rendering {path} failed", failure,
                         path=request.path[:200].decode("latin-1"))
-            if not request._disconnected:
+            if not request_gone(request):
                 request.setResponseCode(500)
                 request.setHeader(b"content-type", b"text/plain; charset=utf-8")
                 request.setHeader(b"content-length", b"22")
