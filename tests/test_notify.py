@@ -702,7 +702,7 @@ class RunnerIntegrationTests(NotifyTestCase):
 
         from karajo.config import Loaded, validate
         from karajo.model import Environment, Job
-        from karajo.service import build_service
+        from karajo.server import build_service
 
         failed = self.server("smtps")
         succeeded = self.server("smtps")
