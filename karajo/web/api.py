@@ -44,6 +44,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
+from karajo.deferreds import as_deferred
 from karajo.errors import JobBusy, JobPaused, RunRefused, ServerStopping
 from karajo.model import Job, JobHttp, TriggerRequest
 from karajo.payload import json_object, payload_fields
@@ -339,8 +340,7 @@ def endpoint(auth: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             except Exception as exc:
                 return self._error_body(request, exc)
             if inspect.isawaitable(result):
-                d = defer.ensureDeferred(result)
-                return d.addErrback(self._error_failure, request)
+                return as_deferred(result).addErrback(self._error_failure, request)
             return result
 
         handler.karajo_auth = auth  # type: ignore[attr-defined]
