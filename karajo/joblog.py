@@ -378,7 +378,7 @@ class LogStore:
 
     def scan(self) -> list[LogName]:
         """Every log in the directory, oldest counter first."""
-        names = []
+        names: list[LogName] = []
         if not os.path.isdir(self.directory):
             return names
         with os.scandir(self.directory) as entries:

@@ -228,7 +228,10 @@ def is_temporary(failure: Failure) -> bool:
             return True
         if isinstance(exc, smtp.SMTPDeliveryError) and exc.code < 0:
             # No recipient accepted: temporary when one was refused with 4xx.
-            codes = [code for _, code, _ in (exc.addresses or ())]
+            # Twisted types addresses as object; ESMTPSender sets a list
+            # of (address, code, response).
+            refused = exc.addresses if isinstance(exc.addresses, list | tuple) else ()
+            codes = [code for _, code, _ in refused]
             return any(400 <= code < 500 for code in codes)
         if isinstance(exc, smtp.SMTPConnectError) and exc.code < 0:
             return isinstance(exc.__cause__, _TEMPORARY) or exc.__cause__ is None

@@ -80,7 +80,8 @@ class _CommandProtocol(protocol.ProcessProtocol):
         # The child leads its own session and group: pgid == pid.
         # Kept here because the transport forgets its pid once it exits
         # (which may be before spawnProcess even returns).
-        self.pgid = self.transport.pid
+        if self.transport is not None:
+            self.pgid = self.transport.pid
 
     def outReceived(self, data: bytes) -> None:
         self._sink(data)
@@ -102,7 +103,8 @@ class _CommandProtocol(protocol.ProcessProtocol):
             f"--- stopped reading output {KILL_GRACE:g}s after the command ended:"
             " a process it started still held it"
         )
-        self.transport.loseConnection()
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def processEnded(self, reason) -> None:
         if self._release is not None and self._release.active():

@@ -168,6 +168,8 @@ def build_job_service(
         on_finished=on_finished,
     )
     timer = None
+    label = runner.name
+    assert label is not None  # JobRunner names itself kind/ID; Service types it optional
     if job.schedule or job.interval is not None:
         zone = ZoneInfo(job.timezone) if job.timezone else None
 
@@ -182,7 +184,7 @@ def build_job_service(
             last_run=lambda: runner.last_run,
             is_paused=lambda: runner.paused,
             is_busy=lambda: runner.active,
-            label=runner.name,
+            label=label,
         )
     return JobService(runner, timer, pid_path)
 

@@ -36,6 +36,7 @@ import tempfile
 from typing import IO, Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport, ITCPTransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
@@ -146,7 +147,8 @@ class LimitedRequest(server.Request):
             peer=getattr(peer, "host", str(peer)),
         )
         channel.persistent = False
-        channel.transport.write(
+        _write(
+            channel,
             _error_response(
                 413,
                 b"Payload Too Large",
@@ -158,6 +160,12 @@ class LimitedRequest(server.Request):
             channel.lingerClose()
         else:
             channel.loseConnection()
+
+
+def _write(channel: http.HTTPChannel, data: bytes) -> None:
+    """Write straight to C{channel}'s connection, unless it is already gone."""
+    if channel.transport is not None:
+        channel.transport.write(data)
 
 
 def _tempfile() -> IO[bytes]:
@@ -208,14 +216,15 @@ class LimitedChannel(HTTPChannelHooks):
         """
         self._headerCall = None
         started = bool(self.header_bytes_received() or self.has_unparsed_data())
-        peer = self.transport.getPeer()
+        peer = self.getPeer()
         log.info(
             "closing {peer}: request headers not complete within {timeout}s",
             peer=getattr(peer, "host", str(peer)),
             timeout=self.headerTimeout,
         )
         if started:
-            self.transport.write(
+            _write(
+                self,
                 _error_response(
                     408,
                     b"Request Timeout",
@@ -255,7 +264,7 @@ class LimitedChannel(HTTPChannelHooks):
                                      f"request headers are larger than {self.totalHeadersSize} bytes")
         else:
             answer = _error_response(400, b"Bad Request", "ERR_BAD_REQUEST", "malformed HTTP request")
-        self.transport.write(answer)
+        _write(self, answer)
         # Closed like after a 413: what the client still sends must not
         # turn into a reset that destroys the answer before it is read.
         self.lingerClose()
@@ -273,7 +282,7 @@ class LimitedChannel(HTTPChannelHooks):
             answer = _error_response(431, b"Request Header Fields Too Large",
                                      "ERR_HEADERS_TOO_LARGE",
                                      f"a request header is longer than {self.MAX_LENGTH} bytes")
-        self.transport.write(answer)
+        _write(self, answer)
         self.lingerClose()
 
     # -- after an early answer (413, 400, 414, 431) ----------------------
@@ -298,7 +307,9 @@ class LimitedChannel(HTTPChannelHooks):
     def _endLinger(self) -> None:
         """The drain budget is spent: drop the connection."""
         self._lingerCall = None
-        self.transport.abortConnection()
+        transport = self.transport
+        if ITCPTransport.providedBy(transport):  # always: lingering is only done on TCP
+            transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         """Discard everything once the request body was refused."""
@@ -332,7 +343,7 @@ class LimitedChannel(HTTPChannelHooks):
         """Never invite the body of a request already refused."""
         return not self._lingering
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Cancel our timers with the connection."""
         self._cancelHeaderDeadline()
         if self._lingerCall is not None:
@@ -346,6 +357,10 @@ class _LimitedSite(server.Site):
     """A Site whose channels get the header deadline."""
 
     headerTimeout: float | None = None
+    # Twisted types this as its HTTP/1.1-or-2 wrapper's factory; a plain
+    # HTTPChannel subclass is what a Site served before HTTP/2 and still
+    # serves (buildProtocol needs only a protocol).  No HTTP/2 here.
+    protocol = LimitedChannel  # type: ignore[assignment]
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
@@ -392,6 +407,5 @@ def limited_site(
         # only cost time (a fifth of a forged webhook's handling).
         parsePOSTFormSubmission=False,
     )
-    site.protocol = LimitedChannel
     site.headerTimeout = header_timeout
     return site
