@@ -59,6 +59,13 @@ setup(
             "pip-audit>=2.7",
             "bandit>=1.7.9",
         ],
+        # The checks .ci/run makes before the tests (config in pyproject.toml).
+        "lint": [
+            "ruff>=0.17,<0.18",
+            "mypy>=2.4,<2.5",
+            "mypy-zope>=1.0.17",
+            "import-linter>=2.17,<3",
+        ],
     },
     zip_safe=False,
 )
