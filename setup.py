@@ -1,6 +1,13 @@
 import os
+import re
 
 from setuptools import find_packages, setup
+
+
+def version() -> str:
+    """The version from karajo/version.py, its one home (no import: dependencies may be missing)."""
+    with open(os.path.join(os.path.dirname(__file__), "karajo", "version.py"), encoding="utf-8") as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 
 def data_files_under(top):
@@ -14,7 +21,7 @@ def data_files_under(top):
 
 setup(
     name="karajo",
-    version="0.1.0",
+    version=version(),
     description="A cron-like job runner managed over HTTP, with webhooks and a web dashboard.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -51,6 +58,13 @@ setup(
             "schemathesis>=4.32,<5",
             "pip-audit>=2.7",
             "bandit>=1.7.9",
+        ],
+        # The checks .ci/run makes before the tests (config in pyproject.toml).
+        "lint": [
+            "ruff>=0.17,<0.18",
+            "mypy>=2.4,<2.5",
+            "mypy-zope>=1.0.17",
+            "import-linter>=2.17,<3",
         ],
     },
     zip_safe=False,

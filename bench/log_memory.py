@@ -73,7 +73,7 @@ def main(argv=None) -> int:
 
     from karajo.config import Loaded, validate
     from karajo.model import Environment, Job
-    from karajo.service import build_service
+    from karajo.server import build_service
 
     tmp = tempfile.mkdtemp(prefix="karajo-bench-log-", dir=args.dir)
     command = f"yes {'x' * 99} | head -c {args.bytes}"

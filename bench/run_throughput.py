@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     from karajo.config import Loaded, validate
     from karajo.model import Environment, Job
     from karajo.process import SHELL, SessionProcess, command_env, session_spawn_usable
-    from karajo.service import build_service
+    from karajo.server import build_service
 
     affinity = os.sched_getaffinity(0)
     all_cpus = set(range(os.cpu_count() or 1))

@@ -133,7 +133,7 @@ def main(argv=None) -> int:
 
     from karajo.config import Loaded, validate
     from karajo.model import Environment, Job
-    from karajo.service import build_service
+    from karajo.server import build_service
 
     bd = None
     if not args.no_breakdown:

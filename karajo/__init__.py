@@ -18,11 +18,10 @@ See C{examples/karajo_example.tac} for a complete C{twistd -ny} file.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from karajo.config import Loaded, load_environment, validate
 from karajo.errors import ConfigError
 from karajo.model import Environment, Job, JobHttp, Notif, TriggerRequest, User
+from karajo.version import __version__
 
 
 def make_service(env: Environment, reactor=None):
@@ -30,9 +29,13 @@ def make_service(env: Environment, reactor=None):
     Validate a code-built (or extended) environment and build its server,
     exactly as C{twistd karajo} builds one from files.
 
+    With no C{reactor} the global one is used (installing the default if
+    none is yet): a C{.tac} file that wants another installs it before
+    calling this.  Importing karajo never installs one.
+
     @raise ConfigError: the environment is not valid.
     """
-    from karajo.service import build_service
+    from karajo.server import build_service
 
     if reactor is None:
         from twisted.internet import reactor
@@ -49,6 +52,7 @@ __all__ = [
     "Notif",
     "TriggerRequest",
     "User",
+    "__version__",
     "load_environment",
     "make_service",
     "validate",

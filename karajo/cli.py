@@ -328,17 +328,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         for number, command in enumerate(job.commands, 1):
             _out(f"    {number}. {command!r}")
 
-    for job in env.http_jobs.values():
+    for http_job in env.http_jobs.values():
         _out("")
-        _out(f"[job.http \"{job.name}\"]  ID {job.id}  ({_where(job.origin)})")
+        _out(f"[job.http \"{http_job.name}\"]  ID {http_job.id}  ({_where(http_job.origin)})")
         rows = [
-            ("request", f"{job.http_method} {masked_url(job.http_url)}"),
-            ("request type", job.http_request_type),
-            ("signature", f"in {job.header_sign}, {'own' if job.secret else 'global'} secret"),
+            ("request", f"{http_job.http_method} {masked_url(http_job.http_url)}"),
+            ("request type", http_job.http_request_type),
+            ("signature",
+             f"in {http_job.header_sign}, {'own' if http_job.secret else 'global'} secret"),
         ]
-        for header in masked_headers(job.http_headers):
+        for header in masked_headers(http_job.http_headers):
             rows.append(("header", header))
-        rows += _timing(job, paths, now)
+        rows += _timing(http_job, paths, now)
         _print_rows(rows)
     return OK
 

@@ -37,10 +37,9 @@ from karajo.model import (
     Origin,
     User,
 )
-from karajo.notify import NotifConfigError, check_notif
 from karajo.redact import masked_url
 from karajo.schedule import parse_schedule
-from karajo.users import is_bcrypt_hash
+from karajo.validators import NotifConfigError, check_notif, is_bcrypt_hash
 
 DEFAULT_CONFIG = "/etc/karajo/karajo.conf"
 
@@ -286,12 +285,12 @@ def load_environment(
         name = _need_name(section)
         if section.name == "job":
             values, origin = _fields(section, JOB_KEYS, warnings)
-            target, cls = jobs, Job
+            if _first(jobs, name, section, warnings):
+                jobs[name] = Job(name=name, origin=origin, **values)
         else:
             values, origin = _fields(section, JOB_HTTP_KEYS, warnings)
-            target, cls = http_jobs, JobHttp
-        if _first(target, name, section, warnings):
-            target[name] = cls(name=name, origin=origin, **values)
+            if _first(http_jobs, name, section, warnings):
+                http_jobs[name] = JobHttp(name=name, origin=origin, **values)
         return True
 
     for section in _read_sections(path):
@@ -551,11 +550,11 @@ def validate(env: Environment) -> tuple[Environment, tuple[str, ...]]:
             )
         if job.path:
             paths[job.path] = job
-    for job in [*jobs.values(), *http_jobs.values()]:
-        if job.schedule and job.interval is not None:
-            line = job.origin.line_of("interval")
+    for any_job in [*jobs.values(), *http_jobs.values()]:
+        if any_job.schedule and any_job.interval is not None:
+            line = any_job.origin.line_of("interval")
             warnings.append(
-                f"{job.origin.filename}:{line}: {job.name!r} has both schedule and "
+                f"{any_job.origin.filename}:{line}: {any_job.name!r} has both schedule and "
                 "interval; the schedule is used"
             )
 

@@ -46,7 +46,6 @@ from twisted.web.client import (
     HTTPConnectionPool,
     ResponseDone,
     ResponseFailed,
-    _HTTP11ClientFactory,
 )
 from twisted.web.error import SchemeNotSupported
 from twisted.web.http import PotentialDataLoss
@@ -60,6 +59,7 @@ from karajo.joblog import RunLog
 from karajo.model import Environment, JobHttp
 from karajo.redact import masked_url
 from karajo.signature import sign
+from karajo.twisted_private import quiet_connections
 from karajo.work import Stopped
 
 __all__ = [
@@ -148,10 +148,6 @@ class _InsecurePolicy:
         return _UnverifiedCreator(self._context, hostname)
 
 
-class _QuietClientFactory(_HTTP11ClientFactory):
-    noisy = False
-
-
 class HttpClients:
     """
     The HTTP clients of every JobHttp of the server: one agent that
@@ -176,7 +172,7 @@ class HttpClients:
         pool = HTTPConnectionPool(reactor, persistent=False)
         # Twisted logs "Starting factory"/"Stopping factory" for every
         # connection: two lines per run of every JobHttp, at info level.
-        pool._factory = _QuietClientFactory
+        quiet_connections(pool)
         self._verified = Agent(
             reactor, contextFactory=HostnameCachingHTTPSPolicy(BrowserLikePolicyForHTTPS()),
             pool=pool,

@@ -322,7 +322,8 @@ class LogStore:
     @param kind: C{job} or C{job_http}, the word in every line's prefix.
     @param clock: the time source for line timestamps.
     @param max_bytes: the approximate cap on one log file.
-    @param run_in_thread: C{f, *args -> Deferred}; default C{deferToThread}.
+    @param run_in_thread: C{f, *args -> Deferred} off the reactor thread
+        (required: no default reaches for the global reactor).
     @param state_path: a file (C{$dir_base/var/run/karajo/job/$ID}) holding
         the highest counter ever begun, so numbers are not reused after
         retention removed every log.  Without it, only the logs count.
@@ -333,19 +334,16 @@ class LogStore:
         directory: str,
         job_id: str,
         kind: str = "job",
-        clock: IReactorTime | None = None,
+        *,
+        clock: IReactorTime,
         max_bytes: int = 10 * 1024 * 1024,
-        run_in_thread: Callable[..., Deferred] | None = None,
+        run_in_thread: Callable[..., Deferred],
         state_path: str | None = None,
     ) -> None:
         if not job_id or "/" in job_id or "\0" in job_id or job_id in (".", ".."):
             raise ValueError(f"job ID {job_id!r} cannot name a file")
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
-        if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[no-redef]
-        if run_in_thread is None:
-            from twisted.internet.threads import deferToThread as run_in_thread
         self.directory = directory
         self.job_id = job_id
         self.kind = kind
@@ -380,7 +378,7 @@ class LogStore:
 
     def scan(self) -> list[LogName]:
         """Every log in the directory, oldest counter first."""
-        names = []
+        names: list[LogName] = []
         if not os.path.isdir(self.directory):
             return names
         with os.scandir(self.directory) as entries:

@@ -37,103 +37,28 @@ from collections.abc import Callable, Mapping
 from email.message import EmailMessage
 from io import BytesIO
 from typing import Any
-from urllib.parse import urlsplit
 
 from twisted.internet import defer, ssl
 from twisted.internet import error as neterror
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
-from twisted.mail import smtp
 from twisted.python.failure import Failure
 
 from karajo.joblog import LogName
 from karajo.model import Notif
+from karajo.twisted_private import reactor_bound_late
+from karajo.validators import addr_spec, check_notif, parse_smtp_server
+
+# twisted.mail.smtp binds the global reactor when imported (installing the
+# default one): deferred, so that importing karajo leaves the choice to the
+# entry point.
+with reactor_bound_late():
+    from twisted.mail import smtp
 
 log = Logger()
 
-DEFAULT_PORTS = {"smtps": 465, "smtp+starttls": 587}
-
 #: What on_finished sends for a run whose log cannot be read.
 NO_LOG = "(the log of this run could not be read; see the dashboard)"
-
-
-class NotifConfigError(ValueError):
-    """
-    A notif that cannot work as configured (a start-up error).  C{key} is
-    the model attribute at fault, so the config loader can name its line.
-    """
-
-    def __init__(self, message: str, key: str | None = None) -> None:
-        super().__init__(message)
-        self.key = key
-
-
-def parse_smtp_server(url: str) -> tuple[str, str, int]:
-    """
-    Split C{smtp_server} into C{(scheme, host, port)}.
-
-    @raise NotifConfigError: not C{smtps://host[:port]} or
-        C{smtp+starttls://host[:port]}.
-    """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as e:
-        raise NotifConfigError(f"smtp_server {url!r}: {e}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS:
-        raise NotifConfigError(
-            f"smtp_server {url!r}: must start with smtps:// or smtp+starttls://"
-        )
-    if not parts.hostname:
-        raise NotifConfigError(f"smtp_server {url!r}: no host")
-    if parts.username is not None or parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise NotifConfigError(
-            f"smtp_server {url!r}: only scheme://host[:port] is allowed"
-            " (user and password go in smtp_user and smtp_password)"
-        )
-    return scheme, parts.hostname, port or DEFAULT_PORTS[scheme]
-
-
-def _addr_spec(text: str) -> str:
-    """The bare address of C{"Name <a@b>"} or C{"a@b"}."""
-    return email.utils.parseaddr(text)[1]
-
-
-def check_notif(notif: Notif) -> None:
-    """
-    Reject a notif that cannot work, so that a bad config is a start-up
-    error rather than a string of failed mails.
-
-    @raise NotifConfigError: with the reason.
-    """
-    where = f"notif {notif.name!r}"
-    if notif.kind != "email":
-        raise NotifConfigError(f"{where}: kind {notif.kind!r} is not supported (only email)", "kind")
-    try:
-        parse_smtp_server(notif.smtp_server)
-    except NotifConfigError as e:
-        raise NotifConfigError(f"{where}: {e}", "smtp_server") from None
-    if notif.smtp_password and not notif.smtp_user:
-        raise NotifConfigError(f"{where}: smtp_password is set but smtp_user is not", "smtp_password")
-    texts = (notif.sender, notif.smtp_user, *notif.to)
-    if any("\r" in t or "\n" in t for t in texts):
-        raise NotifConfigError(f"{where}: a value holds a line break", None)
-    if not _valid_address(notif.sender):
-        raise NotifConfigError(f"{where}: from {notif.sender!r} is not an e-mail address", "sender")
-    if not notif.to:
-        raise NotifConfigError(f"{where}: needs at least one to", "to")
-    for to in notif.to:
-        if not _valid_address(to):
-            raise NotifConfigError(f"{where}: to {to!r} is not an e-mail address", "to")
-
-
-def _valid_address(text: str) -> bool:
-    spec = _addr_spec(text)
-    if not spec or "@" not in spec or not spec.isascii():
-        return False
-    local, _, domain = spec.rpartition("@")
-    return bool(local and domain)
 
 
 def subject_of(job: Any, name: LogName, server_name: str = "karajo") -> str:
@@ -303,7 +228,10 @@ def is_temporary(failure: Failure) -> bool:
             return True
         if isinstance(exc, smtp.SMTPDeliveryError) and exc.code < 0:
             # No recipient accepted: temporary when one was refused with 4xx.
-            codes = [code for _, code, _ in (exc.addresses or ())]
+            # Twisted types addresses as object; ESMTPSender sets a list
+            # of (address, code, response).
+            refused = exc.addresses if isinstance(exc.addresses, list | tuple) else ()
+            codes = [code for _, code, _ in refused]
             return any(400 <= code < 500 for code in codes)
         if isinstance(exc, smtp.SMTPConnectError) and exc.code < 0:
             return isinstance(exc.__cause__, _TEMPORARY) or exc.__cause__ is None
@@ -371,7 +299,7 @@ class Notifier:
     @param timeout: seconds to connect, and to wait for each server reply.
     @param max_concurrent: attempts in flight at once.
 
-    @raise NotifConfigError: a notif cannot work as configured.
+    @raise karajo.validators.NotifConfigError: a notif cannot work as configured.
 
     @ivar failures: mails given up (after retries, at once when permanent,
         or still unsent at L{stop}); dropped ones are in C{dropped}.
@@ -596,7 +524,7 @@ class Notifier:
     # --- one attempt -------------------------------------------------------
 
     def _build(self, notif: Notif, subject: str, body: str) -> bytes:
-        domain = _addr_spec(notif.sender).rpartition("@")[2] or "localhost"
+        domain = addr_spec(notif.sender).rpartition("@")[2] or "localhost"
         return build_message(notif, subject, body, self._reactor.seconds(), domain)
 
     def send(self, notif: Notif, subject: str, body: str) -> defer.Deferred[None]:
@@ -627,8 +555,8 @@ class Notifier:
             self._reactor,
             user,
             secret,
-            _addr_spec(notif.sender),
-            [_addr_spec(to) for to in notif.to],
+            addr_spec(notif.sender),
+            [addr_spec(to) for to in notif.to],
             # Twisted's client turns LF into CRLF itself.
             BytesIO(message.replace(b"\r\n", b"\n")),
             result,

@@ -18,10 +18,6 @@ class Paths:
 
     dir_base: str
 
-    @property
-    def etc(self) -> str:
-        return os.path.join(self.dir_base, "etc", "karajo")
-
     def work_dir(self, kind: str, job_id: str) -> str:
         """Where a job's commands run (C{kind} is C{job} or C{job_http})."""
         return os.path.join(self.dir_base, "var", "lib", "karajo", kind, job_id)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import inspect
 import os
 import shutil
 import signal
@@ -22,9 +21,9 @@ from typing import Any
 from twisted.internet import defer, protocol
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IDelayedCall, IReactorProcess, IReactorTime
-from twisted.internet.posixbase import PosixReactorBase
-from twisted.internet.process import Process
 from twisted.logger import Logger
+
+from karajo.twisted_private import SpawnHookProcess, spawn_hook_usable
 
 log = Logger()
 
@@ -81,7 +80,8 @@ class _CommandProtocol(protocol.ProcessProtocol):
         # The child leads its own session and group: pgid == pid.
         # Kept here because the transport forgets its pid once it exits
         # (which may be before spawnProcess even returns).
-        self.pgid = self.transport.pid
+        if self.transport is not None:
+            self.pgid = self.transport.pid
 
     def outReceived(self, data: bytes) -> None:
         self._sink(data)
@@ -103,7 +103,8 @@ class _CommandProtocol(protocol.ProcessProtocol):
             f"--- stopped reading output {KILL_GRACE:g}s after the command ended:"
             " a process it started still held it"
         )
-        self.transport.loseConnection()
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def processEnded(self, reason) -> None:
         if self._release is not None and self._release.active():
@@ -195,39 +196,20 @@ def spawn_in_session(
             os.close(fd)
 
 
-class SessionProcess(Process):
+class SessionProcess(SpawnHookProcess):
     """
-    A Twisted process started by L{spawn_in_session}.
-
-    Twisted's process transport asks C{_trySpawnInsteadOfFork} to start
-    the child once its pipes exist; this is the one place karajo overrides
-    a private Twisted method, so L{session_spawn_usable} checks its shape
-    first and karajo falls back to C{setsid(1)} when it has changed.
+    A Twisted process started by L{spawn_in_session} (through the spawn
+    hook of L{karajo.twisted_private}; L{session_spawn_usable} checks that
+    the hook still has the shape it was written for, and karajo falls back
+    to C{setsid(1)} when it has changed).
     """
 
-    def _trySpawnInsteadOfFork(self, path, uid, gid, executable, args, environment, kwargs):
-        assert path is None and uid is None and gid is None
-        self.pid = spawn_in_session(executable, args, environment, kwargs["fdmap"])
-        self.status = -1
-        return True
-
-
-_HOOK_PARAMETERS = ["self", "path", "uid", "gid", "executable", "args", "environment", "kwargs"]
-
-
-@functools.cache
-def _hook_unchanged() -> bool:
-    hook = getattr(Process, "_trySpawnInsteadOfFork", None)
-    return (
-        hasattr(os, "posix_spawn")
-        and hook is not None
-        and list(inspect.signature(hook).parameters) == _HOOK_PARAMETERS
-    )
+    spawn = staticmethod(spawn_in_session)
 
 
 def session_spawn_usable(reactor: object) -> bool:
     """Whether L{SessionProcess} can start commands on C{reactor}."""
-    return isinstance(reactor, PosixReactorBase) and _hook_unchanged()
+    return spawn_hook_usable(reactor)
 
 
 def spawn_command(

@@ -1,9 +1,14 @@
 """
-Wire a validated environment into one L{MultiService}.
+Wire a validated environment's jobs into one L{MultiService}.
 
 Each job gets a L{JobService}: its runner and, unless it is a webhook-only
-job, its timer.  The HTTP listener is one more child.  Everything takes the
-reactor as a parameter; only L{karajo.tap} knows the global one.
+job, its timer.  The HTTP listener is added above this layer, by
+L{karajo.server.build_service}: services know nothing of the web.
+
+Everything here takes the reactor, and a thread runner made from it, as
+parameters and never imports the global reactor: only the entry points
+pick it (L{karajo.tap} for twistd, L{karajo.make_service} for C{.tac}
+files), and C{tests/integration} checks that no import installs one.
 """
 
 from __future__ import annotations
@@ -18,15 +23,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from attrs import evolve
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet import defer
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from karajo.config import Loaded, generate_secret, listen_endpoint
+from karajo.config import Loaded, generate_secret
 from karajo.errors import StartupError
 from karajo.jobhttp import HttpClients, JobHttpWork
 from karajo.joblog import LogStore
@@ -95,7 +98,7 @@ class JobService(MultiService):
 
 
 class KarajoService(MultiService):
-    """The whole server: one L{JobService} per job plus the HTTP listener."""
+    """The whole server: one L{JobService} per job (plus the HTTP listener L{karajo.server} adds)."""
 
     def __init__(self, env: Environment) -> None:
         super().__init__()
@@ -146,7 +149,7 @@ def build_job_service(
     paths: Paths,
     slots: defer.DeferredSemaphore,
     clock,
-    run_in_thread: Callable[..., Any] | None = None,
+    run_in_thread: Callable[..., Any],
     pid_path: str | None = None,
     on_finished: Callable[..., Any] | None = None,
 ) -> JobService:
@@ -165,6 +168,8 @@ def build_job_service(
         on_finished=on_finished,
     )
     timer = None
+    label = runner.name
+    assert label is not None  # JobRunner names itself kind/ID; Service types it optional
     if job.schedule or job.interval is not None:
         zone = ZoneInfo(job.timezone) if job.timezone else None
 
@@ -179,7 +184,7 @@ def build_job_service(
             last_run=lambda: runner.last_run,
             is_paused=lambda: runner.paused,
             is_busy=lambda: runner.active,
-            label=runner.name,
+            label=label,
         )
     return JobService(runner, timer, pid_path)
 
@@ -197,18 +202,17 @@ def job_work(
     return work, pid_path
 
 
-def build_service(
-    loaded: Loaded, reactor, run_in_thread=None, notifier: Notifier | None = None
+def build_job_services(
+    loaded: Loaded, reactor, run_in_thread: Callable[..., Any], notifier: Notifier | None = None
 ) -> KarajoService:
     """
-    Build the server for C{loaded}: create the directory tree, fill in a
-    generated secret when none is set, and add every child service.
+    Build the jobs of C{loaded}: create the directory tree, fill in a
+    generated secret when none is set, and add every job's service.
+
+    @param run_in_thread: C{f, *args -> Deferred} for disk waits (fsync,
+        rename, pruning, log reads), normally L{thread_runner}C{(reactor)}.
     """
     env = loaded.environment
-    if run_in_thread is None:
-        # Disk waits (fsync, rename, pruning, log reads) go to this
-        # reactor's own thread pool.
-        run_in_thread = thread_runner(reactor)
     for warning in loaded.warnings:
         log.warn("{warning}", warning=warning)
     if not env.secret:
@@ -251,13 +255,4 @@ def build_service(
         child.setServiceParent(service)
         service.http_jobs[http_job.id] = child
 
-    from karajo.web.site import build_site
-
-    endpoint = serverFromString(reactor, listen_endpoint(env.listen_address))
-    listener = StreamServerEndpointService(endpoint, build_site(service, reactor))
-    # A failed listen raises from privilegedStartService instead of being
-    # logged while the daemon runs on without its HTTP side.
-    listener._raiseSynchronously = True
-    listener.setName("http")
-    listener.setServiceParent(service)
     return service

@@ -1,7 +1,9 @@
 """
 C{twistd karajo}: options and the service maker.
 
-The only module that touches the global reactor.  Config errors are found in
+The entry point for twistd, and so (with L{karajo.make_service} for C{.tac}
+files) the only module that picks the global reactor: twistd has installed
+the one asked for (C{-r}) before L{makeService} imports it.  Config errors are found in
 L{Options.postOptions}, before twistd daemonizes, and are printed as
 C{FILE:LINE: reason} with no traceback.
 """
@@ -74,7 +76,7 @@ def _report_startup_errors() -> None:
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
-    from karajo.service import build_service
+    from karajo.server import build_service
 
     _report_startup_errors()
     reactor.callWhenRunning(_stop_cleanly_on_sigterm, reactor)

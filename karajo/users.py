@@ -9,7 +9,7 @@ stays public as in the original.
 Design notes (why, not just what):
 
   - Password hashes are bcrypt (C{$2a$}, C{$2b$}, C{$2y$}), checked off the
-    reactor thread by default: a bcrypt check at cost 12 takes a quarter of
+    reactor thread (L{threaded_check}): a bcrypt check at cost 12 takes a quarter of
     a second, which would freeze every other request and every timer.
   - Failures are rate limited per client (IPv6 clients per /64, since one
     host usually owns a whole /64).  The throttle is checked I{before}
@@ -36,7 +36,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import math
-import re
 import secrets
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
@@ -46,10 +45,10 @@ import attrs
 import bcrypt
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from karajo.model import User
+from karajo.validators import normalize_hash
 
 __all__ = [
     "COOKIE_NAME",
@@ -59,6 +58,7 @@ __all__ = [
     "Session",
     "Sessions",
     "hash_password",
+    "threaded_check",
 ]
 
 COOKIE_NAME = "karajo_session"
@@ -73,8 +73,6 @@ BCRYPT_MAX_PASSWORD = 72
 
 _LOGIN_FAILED_MESSAGE = "invalid name or password"
 
-# $2a$/$2b$/$2y$, two-digit cost, 22 characters of salt + 31 of hash.
-_BCRYPT_HASH = re.compile(r"\A\$2([aby])\$(\d\d)\$[./A-Za-z0-9]{53}\Z")
 _BCRYPT_ALPHABET = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _DEFAULT_COST = 12
 # A session or CSRF token is 43 characters (32 bytes, URL-safe base64);
@@ -137,7 +135,7 @@ def hash_password(password: str, rounds: int = 12) -> str:
 
 def bcrypt_check(password: str, hashed: str) -> bool:
     """
-    Blocking bcrypt comparison, run in a thread by the default check.
+    Blocking bcrypt comparison, run in a thread by L{threaded_check}.
 
     The password is truncated to 72 bytes as bcrypt itself always did; a
     malformed hash raises C{ValueError}.
@@ -146,29 +144,17 @@ def bcrypt_check(password: str, hashed: str) -> bool:
     return bcrypt.checkpw(secret, hashed.encode("ascii"))
 
 
-def _default_check(password: str, hashed: str) -> Deferred[bool]:
-    """Run L{bcrypt_check} in the reactor's thread pool."""
-    return deferToThread(bcrypt_check, password, hashed)
-
-
-def is_bcrypt_hash(hashed: str) -> bool:
-    """Whether C{hashed} is a bcrypt hash karajo can check (C{$2a$}, C{$2b$}, C{$2y$})."""
-    return _normalize_hash(hashed) is not None
-
-
-def _normalize_hash(hashed: str) -> str | None:
+def threaded_check(run_in_thread: Callable[..., Deferred[Any]]) -> Callable[[str, str], Deferred[bool]]:
     """
-    The hash in a form the C{bcrypt} package accepts, or None if malformed.
-
-    C{$2y$} (PHP, htpasswd) is the same algorithm as C{$2b$}; C{$2a$} is
-    accepted as is.
+    The check a server uses: L{bcrypt_check} through C{run_in_thread}
+    (C{f, *args -> Deferred} on the reactor's thread pool), since one check
+    takes a quarter of a second of CPU.
     """
-    match = _BCRYPT_HASH.match(hashed)
-    if match is None or not 4 <= int(match.group(2)) <= 31:
-        return None
-    if match.group(1) == "y":
-        return "$2b$" + hashed[4:]
-    return hashed
+
+    def check(password: str, hashed: str) -> Deferred[bool]:
+        return run_in_thread(bcrypt_check, password, hashed)
+
+    return check
 
 
 def _dummy_hash(cost: int) -> str:
@@ -233,7 +219,10 @@ class Sessions:
     Checks logins and keeps the sessions they create.
 
     Time comes from C{clock} (the reactor, or a C{task.Clock} in tests);
-    nothing is scheduled, expired entries are dropped lazily.
+    nothing is scheduled, expired entries are dropped lazily.  C{check}
+    compares a password with a hash (L{threaded_check} in a server: bcrypt
+    off the reactor thread); it is required, so no default can quietly
+    reach for the global reactor's threads.
     """
 
     def __init__(
@@ -242,7 +231,7 @@ class Sessions:
         clock: IReactorTime,
         *,
         ttl: float = 12 * 3600,
-        check: Callable[[str, str], Deferred[bool]] | None = None,
+        check: Callable[[str, str], Deferred[bool]],
         max_failures: int = 5,
         failure_window: float = 300.0,
         max_sessions: int = 10_000,
@@ -251,7 +240,7 @@ class Sessions:
         self._users = dict(users)
         self._clock = clock
         self._ttl = ttl
-        self._check = check if check is not None else _default_check
+        self._check = check
         self._max_failures = max_failures
         self._failure_window = failure_window
         self._max_sessions = max_sessions
@@ -261,7 +250,7 @@ class Sessions:
         costs = Counter(
             int(normalized[4:6])
             for user in self._users.values()
-            if (normalized := _normalize_hash(user.password)) is not None
+            if (normalized := normalize_hash(user.password)) is not None
         )
         cost = costs.most_common(1)[0][0] if costs else _DEFAULT_COST
         self._dummy = _dummy_hash(cost)
@@ -292,7 +281,7 @@ class Sessions:
         user = self._users.get(name)
         hashed = None
         if user is not None:
-            hashed = _normalize_hash(user.password)
+            hashed = normalize_hash(user.password)
             if hashed is None:
                 log.error(
                     "user {user} has a malformed password hash; "

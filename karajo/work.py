@@ -19,6 +19,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
 
+from karajo.deferreds import as_deferred
 from karajo.errors import RunFailed
 from karajo.joblog import RunLog
 from karajo.model import Job
@@ -161,7 +162,7 @@ class _TextLog:
 class CallableWork:
     """
     Call a code-defined job: C{call(log, request)}, which may return a
-    value, a Deferred, or be a coroutine function.  Stopping cancels the
+    value, a Deferred or any other awaitable, or be a coroutine function.  Stopping cancels the
     Deferred; an exception fails the run with its message.
     """
 
@@ -176,7 +177,7 @@ class CallableWork:
         def call() -> Any:
             result = self._call(_TextLog(log), request)
             if inspect.isawaitable(result):
-                return defer.ensureDeferred(result)
+                return as_deferred(result)
             return result
 
         self._pending = defer.maybeDeferred(call)

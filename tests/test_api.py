@@ -26,7 +26,7 @@ from twisted.trial import unittest
 from karajo.config import Loaded, validate
 from karajo.errors import JobBusy, JobPaused, ServerStopping
 from karajo.model import Environment, Job, JobHttp, TriggerRequest, User
-from karajo.service import build_service
+from karajo.server import build_service
 from karajo.signature import sign
 from karajo.users import LoginFailed, LoginThrottled, Sessions, hash_password
 from karajo.web import api as apimod

@@ -28,7 +28,8 @@ from twisted.web.client import Agent, HTTPConnectionPool
 import karajo
 from karajo.config import Loaded, validate
 from karajo.model import Environment, Job, User
-from karajo.service import build_service
+from karajo.server import build_service
+from karajo.service import thread_runner
 from karajo.web.site import build_site
 from tests.helpers import config_tree, write
 
@@ -109,7 +110,7 @@ class Daemon:
         # Our own listener on port 0 instead of the configured one.
         self.service.removeService(self.service.getServiceNamed("http"))
         self.service.startService()
-        self.port = reactor.listenTCP(0, build_site(self.service, reactor), interface="127.0.0.1")
+        self.port = reactor.listenTCP(0, build_site(self.service, reactor, thread_runner(reactor)), interface="127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port.getHost().port}"
         test.addCleanup(self.stop)
 

@@ -496,7 +496,7 @@ class LoopbackTests(TestCase):
     def setUp(self) -> None:
         self.clients = HttpClients(reactor)
         self.store = LogStore(
-            self.mktemp(), "hook", kind="job_http", run_in_thread=sync_thread
+            self.mktemp(), "hook", kind="job_http", clock=reactor, run_in_thread=sync_thread
         )
         self.env = Environment(secret=SECRET, listen_address="127.0.0.1:1")
         self.counter = 0

@@ -17,7 +17,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import Clock, LoopingCall, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
@@ -100,6 +100,7 @@ class LimitsTestCase(TestCase):
         Listen on a random loopback port; every server-side connection must
         be gone before the test ends, so the reactor stays clean.
         """
+        kwargs.setdefault("clock", reactor)
         site = limited_site(resource, max_body_size, **kwargs)
         self.requests: list[LimitedRequest] = []
         requests = self.requests
@@ -385,11 +386,11 @@ class ConstructionTests(TestCase):
 
     def test_negative_limit(self) -> None:
         """A negative cap is a programming error."""
-        self.assertRaises(ValueError, limited_site, Recorder(), -1)
+        self.assertRaises(ValueError, limited_site, Recorder(), -1, clock=Clock())
 
     def test_site_shape(self) -> None:
         """The site uses the limited request and channel, and the idle timeout."""
-        site = limited_site(Recorder(), 5, idle_timeout=7)
+        site = limited_site(Recorder(), 5, clock=Clock(), idle_timeout=7)
         self.assertTrue(issubclass(site.requestFactory, LimitedRequest))
         self.assertEqual(site.requestFactory.maxBodySize, 5)
         self.assertEqual(site.timeOut, 7)

@@ -1,5 +1,5 @@
 """
-Tests of C{GET /karajo/metrics} (L{karajo.metrics}): real servers on
+Tests of C{GET /karajo/metrics} (L{karajo.web.metrics}): real servers on
 loopback running real command jobs, the page parsed with
 C{prometheus_client}'s own parser.
 """
@@ -313,7 +313,7 @@ class RunMetricsTests(unittest.TestCase):
         from prometheus_client import CollectorRegistry, generate_latest
         from twisted.internet.task import Clock
 
-        from karajo.metrics import RunMetrics
+        from karajo.web.metrics import RunMetrics
 
         class Runner:
             job = Job(name="j", commands=("true",))

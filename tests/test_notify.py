@@ -30,15 +30,8 @@ from zope.interface import implementer
 
 from karajo.joblog import LogName
 from karajo.model import Job, JobHttp, Notif
-from karajo.notify import (
-    NotifConfigError,
-    Notifier,
-    _Sender,
-    build_message,
-    cap_body,
-    check_notif,
-    parse_smtp_server,
-)
+from karajo.notify import Notifier, _Sender, build_message, cap_body
+from karajo.validators import NotifConfigError, check_notif, parse_smtp_server
 
 # --- certificates ----------------------------------------------------------
 
@@ -709,7 +702,7 @@ class RunnerIntegrationTests(NotifyTestCase):
 
         from karajo.config import Loaded, validate
         from karajo.model import Environment, Job
-        from karajo.service import build_service
+        from karajo.server import build_service
 
         failed = self.server("smtps")
         succeeded = self.server("smtps")

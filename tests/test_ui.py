@@ -17,7 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.template import flattenString
 
 import karajo.config
-import karajo.service
+import karajo.server
 from karajo.model import Environment, Job, JobHttp, User
 from karajo.resources import templates_dir
 from karajo.users import COOKIE_NAME, Sessions, hash_password
@@ -62,7 +62,7 @@ def build(test: TestCase, users: bool = False):
                                  schedule="daily@01:00,13:30")}
     env, warnings = karajo.config.validate(Environment(
         dir_base=base, secret="s3cret", jobs=jobs, http_jobs=http_jobs, users=table))
-    service = karajo.service.build_service(
+    service = karajo.server.build_service(
         karajo.config.Loaded(env, warnings), reactor,
         run_in_thread=lambda f, *a: defer.maybeDeferred(f, *a),
     )

@@ -12,6 +12,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from karajo.model import User
+from karajo.service import thread_runner
 from karajo.users import (
     COOKIE_NAME,
     CSRF_HEADER,
@@ -20,6 +21,7 @@ from karajo.users import (
     Session,
     Sessions,
     hash_password,
+    threaded_check,
 )
 
 PASSWORD = "correct horse battery staple"
@@ -428,12 +430,12 @@ class SecretsNotLeakedTests(LoginHelpers, SynchronousTestCase):
 
 
 class DefaultCheckTests(TestCase):
-    """The default check runs bcrypt in a thread of the real reactor."""
+    """The server's check (L{threaded_check}) runs bcrypt in a thread of the real reactor."""
 
     async def test_real_check(self) -> None:
         """Right and wrong passwords through deferToThread."""
         users = {"alice": User(name="alice", password=HASH)}
-        sessions = Sessions(users, reactor)
+        sessions = Sessions(users, reactor, check=threaded_check(thread_runner(reactor)))
         session = await sessions.login("alice", PASSWORD, "127.0.0.1")
         self.assertEqual(session.user, "alice")
         with self.assertRaises(LoginFailed):

@@ -44,6 +44,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
+from karajo.deferreds import as_deferred
 from karajo.errors import JobBusy, JobPaused, RunRefused, ServerStopping
 from karajo.model import Job, JobHttp, TriggerRequest
 from karajo.payload import json_object, payload_fields
@@ -339,10 +340,11 @@ def endpoint(auth: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             except Exception as exc:
                 return self._error_body(request, exc)
             if inspect.isawaitable(result):
-                d = defer.ensureDeferred(result)
-                return d.addErrback(self._error_failure, request)
+                return as_deferred(result).addErrback(self._error_failure, request)
             return result
 
+        # Read by the tests that check every route's protection; a function
+        # attribute, which mypy cannot see declared.
         handler.karajo_auth = auth  # type: ignore[attr-defined]
         return handler
 
@@ -518,7 +520,10 @@ class KarajoAPI:
     def _error_failure(self, failure: Failure, request: Any) -> bytes | None:
         if failure.check(defer.CancelledError):
             return None  # the client went away
-        return self._error_body(request, failure.value, failure)
+        exc = failure.value
+        if exc is None:  # typed optional; a Failure made from an exception always has one
+            exc = Exception(failure.getErrorMessage())
+        return self._error_body(request, exc, failure)
 
     @app.handle_errors(Exception)
     def _routing_error(self, request: Any, failure: Failure) -> bytes | None:

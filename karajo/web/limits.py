@@ -15,12 +15,17 @@ at a time.  L{limited_site} closes both holes:
     complete within C{header_timeout} seconds of connecting (or of the
     previous response on a keep-alive connection).
 
-After a 413 the connection is closed "lingering": our side is shut for
-writing right after the answer, and whatever the client still sends is
-read and thrown away for at most L{LINGER_SECONDS} / L{LINGER_BYTES}.
-Closing a socket with unread data makes the kernel send a RST, which can
-destroy the 413 before the client reads it; this is what nginx and Apache
-do too.
+Every answer given before a request was read whole -- the 413, and the
+400, 414 and 431 for requests Twisted's parser refuses -- is followed by a
+"lingering" close: on plain TCP our side is shut for writing right after
+the answer, and whatever the client still sends is read and thrown away
+for at most L{LINGER_SECONDS} / L{LINGER_BYTES}.  Closing a socket with
+unread data makes the kernel send a RST, which can destroy the answer
+before the client reads it; this is what nginx and Apache do too.  Over
+TLS (no half-close) the connection is simply closed after the answer.
+
+Twisted's private channel hooks used here come from
+L{karajo.twisted_private.HTTPChannelHooks}.
 """
 
 from __future__ import annotations
@@ -31,10 +36,13 @@ import tempfile
 from typing import IO, Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport, ITCPTransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import IResource
+
+from karajo.twisted_private import HTTPChannelHooks
 
 __all__ = [
     "LINGER_BYTES",
@@ -46,9 +54,9 @@ __all__ = [
 
 log = Logger()
 
-#: How long, at most, a connection that got a 413 keeps being drained.
+#: How long, at most, a connection answered early (413, 400, 414, 431) keeps being drained.
 LINGER_SECONDS = 2.0
-#: How many bytes, at most, are read and discarded after a 413.
+#: How many bytes, at most, are read and discarded after such an answer.
 LINGER_BYTES = 256 * 1024
 
 # Bodies below this size are kept in memory; larger ones (up to the cap) go
@@ -139,7 +147,8 @@ class LimitedRequest(server.Request):
             peer=getattr(peer, "host", str(peer)),
         )
         channel.persistent = False
-        channel.transport.write(
+        _write(
+            channel,
             _error_response(
                 413,
                 b"Payload Too Large",
@@ -153,12 +162,18 @@ class LimitedRequest(server.Request):
             channel.loseConnection()
 
 
+def _write(channel: http.HTTPChannel, data: bytes) -> None:
+    """Write straight to C{channel}'s connection, unless it is already gone."""
+    if channel.transport is not None:
+        channel.transport.write(data)
+
+
 def _tempfile() -> IO[bytes]:
     """An anonymous temporary file for a body too large to keep in memory."""
     return tempfile.TemporaryFile()
 
 
-class LimitedChannel(http.HTTPChannel):
+class LimitedChannel(HTTPChannelHooks):
     """
     An HTTP channel with a deadline for the request headers, and that stops
     parsing once its request body has been refused.
@@ -200,15 +215,16 @@ class LimitedChannel(http.HTTPChannel):
         keep-alive connection is just closed, as clients expect.
         """
         self._headerCall = None
-        started = bool(self._receivedHeaderSize or self._buffer)
-        peer = self.transport.getPeer()
+        started = bool(self.header_bytes_received() or self.has_unparsed_data())
+        peer = self.getPeer()
         log.info(
             "closing {peer}: request headers not complete within {timeout}s",
             peer=getattr(peer, "host", str(peer)),
             timeout=self.headerTimeout,
         )
         if started:
-            self.transport.write(
+            _write(
+                self,
                 _error_response(
                     408,
                     b"Request Timeout",
@@ -235,20 +251,20 @@ class LimitedChannel(http.HTTPChannel):
 
     # -- requests Twisted's parser refuses -------------------------------
 
-    def _respondToBadRequestAndDisconnect(self) -> None:
+    def refuse_malformed_request(self) -> None:
         """
         Twisted's parser refused the request (a malformed request line,
         header or Content-Length, headers over C{totalHeadersSize}): answer
         with the JSON envelope, like every other error, rather than
         Twisted's empty 400.
         """
-        if self._receivedHeaderSize > self.totalHeadersSize:
+        if self.header_bytes_received() > self.totalHeadersSize:
             answer = _error_response(431, b"Request Header Fields Too Large",
                                      "ERR_HEADERS_TOO_LARGE",
                                      f"request headers are larger than {self.totalHeadersSize} bytes")
         else:
             answer = _error_response(400, b"Bad Request", "ERR_BAD_REQUEST", "malformed HTTP request")
-        self.transport.write(answer)
+        _write(self, answer)
         # Closed like after a 413: what the client still sends must not
         # turn into a reset that destroys the answer before it is read.
         self.lingerClose()
@@ -259,17 +275,17 @@ class LimitedChannel(http.HTTPChannel):
         for the request line (a huge query string), a 431 for a header.
         LineReceiver would just drop the connection without a word.
         """
-        if self._receivedHeaderSize == 0:  # nothing of this request's head parsed yet
+        if self.header_bytes_received() == 0:  # nothing of this request's head parsed yet
             answer = _error_response(414, b"URI Too Long", "ERR_URI_TOO_LONG",
                                      f"request line is longer than {self.MAX_LENGTH} bytes")
         else:
             answer = _error_response(431, b"Request Header Fields Too Large",
                                      "ERR_HEADERS_TOO_LARGE",
                                      f"a request header is longer than {self.MAX_LENGTH} bytes")
-        self.transport.write(answer)
+        _write(self, answer)
         self.lingerClose()
 
-    # -- after a 413 ----------------------------------------------------
+    # -- after an early answer (413, 400, 414, 431) ----------------------
 
     def lingerClose(self) -> None:
         """
@@ -291,7 +307,9 @@ class LimitedChannel(http.HTTPChannel):
     def _endLinger(self) -> None:
         """The drain budget is spent: drop the connection."""
         self._lingerCall = None
-        self.transport.abortConnection()
+        transport = self.transport
+        if ITCPTransport.providedBy(transport):  # always: lingering is only done on TCP
+            transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
         """Discard everything once the request body was refused."""
@@ -321,13 +339,11 @@ class LimitedChannel(http.HTTPChannel):
             return
         super().allContentReceived()
 
-    def _send100Continue(self) -> None:
-        # Never invite the body of a request already refused.
-        if self._lingering:
-            return
-        super()._send100Continue()
+    def may_continue(self) -> bool:
+        """Never invite the body of a request already refused."""
+        return not self._lingering
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Cancel our timers with the connection."""
         self._cancelHeaderDeadline()
         if self._lingerCall is not None:
@@ -341,6 +357,10 @@ class _LimitedSite(server.Site):
     """A Site whose channels get the header deadline."""
 
     headerTimeout: float | None = None
+    # Twisted types this as its HTTP/1.1-or-2 wrapper's factory; a plain
+    # HTTPChannel subclass is what a Site served before HTTP/2 and still
+    # serves (buildProtocol needs only a protocol).  No HTTP/2 here.
+    protocol = LimitedChannel  # type: ignore[assignment]
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
@@ -360,7 +380,7 @@ def limited_site(
     resource: IResource,
     max_body_size: int,
     *,
-    clock: IReactorTime | None = None,
+    clock: IReactorTime,
     idle_timeout: float = 60.0,
     header_timeout: float = 10.0,
 ) -> server.Site:
@@ -369,7 +389,8 @@ def limited_site(
     bytes (413 beyond), idle connections closed after C{idle_timeout}
     seconds and request headers due within C{header_timeout} seconds.
 
-    C{clock} defaults to the global reactor; tests may inject another.
+    C{clock} runs the timeouts (the server's reactor, or a test's clock);
+    it is required so that no site silently falls back to the global one.
     """
     if max_body_size < 0:
         raise ValueError("max_body_size must not be negative")
@@ -386,6 +407,5 @@ def limited_site(
         # only cost time (a fifth of a forged webhook's handling).
         parsePOSTFormSubmission=False,
     )
-    site.protocol = LimitedChannel
     site.headerTimeout = header_timeout
     return site

@@ -100,11 +100,13 @@ class _File(static.File):
     the JSON 404 instead of Twisted's HTML pages, which would say why.
     """
 
-    childNotFound = _NotFound()
-    forbidden = _NotFound()
+    # Twisted's types for these two are inferred from its own defaults
+    # (private resource classes); any resource renders there.
+    childNotFound = _NotFound()  # type: ignore[assignment]
+    forbidden = _NotFound()  # type: ignore[assignment]
     # Send files as they are: Twisted would label "x.tar.gz" as
     # Content-Encoding gzip and browsers would silently unpack it.
-    contentEncodings: dict[str, bytes] = {}
+    contentEncodings: dict[str, str] = {}
 
     def render_GET(self, request: IRequest) -> Any:
         try:

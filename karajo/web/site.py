@@ -2,7 +2,7 @@
 The whole HTTP site: the JSON API, the web UI and C{dir_public}.
 
     /karajo/api/...   JSON API (L{karajo.web.api})
-    /karajo/metrics   Prometheus metrics (L{karajo.metrics})
+    /karajo/metrics   Prometheus metrics (L{karajo.web.metrics})
     /karajo/...       web UI: login, dashboard, job and log pages, static files
     /...              files of dir_public (when set), else 404
 
@@ -12,17 +12,18 @@ slow-client timeouts protect every route.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
-from karajo import __version__
-from karajo.metrics import Metrics
-from karajo.users import Sessions, bcrypt_check
+from karajo.users import Sessions, threaded_check
+from karajo.version import __version__
 from karajo.web.api import KarajoAPI
 from karajo.web.envelope import error
 from karajo.web.limits import limited_site
+from karajo.web.metrics import Metrics
 from karajo.web.ui import WebUI
 
 
@@ -67,18 +68,26 @@ class Root(Resource):
         return b""
 
 
-def build_site(service: Any, clock: Any, *, sessions: Sessions | None = None) -> Site:
-    """The site of a L{KarajoService}: API, UI and public files, capped."""
+def build_site(
+    service: Any,
+    clock: Any,
+    run_in_thread: Callable[..., Any],
+    *,
+    sessions: Sessions | None = None,
+) -> Site:
+    """
+    The site of a L{KarajoService}: API, UI and public files, capped.
+
+    @param clock: the reactor the site's timeouts and sessions run on.
+    @param run_in_thread: C{f, *args -> Deferred} off the reactor thread
+        (L{karajo.service.thread_runner}): bcrypt checks go there.
+    @param sessions: the login sessions; by default the environment's users
+        with bcrypt checked through C{run_in_thread}.
+    """
     env = service.env
     if sessions is None:
-        from karajo.service import thread_runner
-
-        in_thread = thread_runner(clock)
-        sessions = Sessions(
-            env.users, clock,
-            # bcrypt takes ~0.2 s of CPU: never on the reactor thread.
-            check=lambda password, hashed: in_thread(bcrypt_check, password, hashed),
-        )
+        # bcrypt takes ~0.2 s of CPU: never on the reactor thread.
+        sessions = Sessions(env.users, clock, check=threaded_check(run_in_thread))
     api = KarajoAPI(service, clock, sessions, version=__version__)
     metrics = Metrics(service, api.refusals, sessions, clock)
     ui = WebUI(service, sessions).resource()

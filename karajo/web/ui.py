@@ -51,6 +51,7 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.template import Element, Tag, XMLFile, flattenString, renderer, tags
 
 from karajo import resources
+from karajo.twisted_private import request_gone
 from karajo.users import CSRF_HEADER
 from karajo.web.params import query_params
 
@@ -407,7 +408,8 @@ def chart(runs: list[_RunView]) -> Tag:
 
 
 def _time_tag(epoch: float | None, field: str, **extra: str) -> Tag:
-    attributes = {"data-field": field, "datetime": _iso(epoch), **extra}
+    attributes: dict[bytes | str, Any] = {"data-field": field, "datetime": _iso(epoch)}
+    attributes.update(extra)
     return Tag("time", attributes=attributes)(_human_time(epoch))
 
 
@@ -468,8 +470,9 @@ class CardElement(Element):
 
     def _actions(self, v: _JobView) -> list[Tag]:
         def button(action: str, label: str, title: str, disabled: bool) -> Tag:
-            attributes = {"type": "button", "data-action": action, "title": title,
-                          "class": f"btn btn-{action}"}
+            attributes: dict[bytes | str, Any] = {
+                "type": "button", "data-action": action, "title": title, "class": f"btn btn-{action}",
+            }
             if disabled:
                 attributes["disabled"] = "disabled"
             return Tag("button", attributes=attributes)(label)
@@ -769,7 +772,7 @@ class WebUI:
         d = flattenString(request, element)
 
         def written(body: bytes) -> None:
-            if not request._disconnected:
+            if not request_gone(request):
                 request.setHeader(b"content-length", b"%d" % (len(body) + 16))
                 request.write(b"<!DOCTYPE html>\n" + body)
                 request.finish()
@@ -777,7 +780,7 @@ class WebUI:
         def failed(failure: Any) -> None:
             log.failure("rendering {path} failed", failure,
                         path=request.path[:200].decode("latin-1"))
-            if not request._disconnected:
+            if not request_gone(request):
                 request.setResponseCode(500)
                 request.setHeader(b"content-type", b"text/plain; charset=utf-8")
                 request.setHeader(b"content-length", b"22")
@@ -879,9 +882,12 @@ class WebUI:
         # A log may be 10 MiB: read it off the reactor thread, then render.
         d = store.run_in_thread(store.read, int(counter_text))
         d.addCallback(show)
-        d.addErrback(lambda f: (log.failure("log page failed", f),
-                                self.error_page(request, 500, "Error", "The log could not be read.",
-                                                session)))
+
+        def read_failed(f: Any) -> Any:
+            log.failure("log page failed", f)
+            return self.error_page(request, 500, "Error", "The log could not be read.", session)
+
+        d.addErrback(read_failed)
         return NOT_DONE_YET
 
     def static(self, request: Any, name: bytes) -> Any:

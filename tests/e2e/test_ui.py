@@ -20,9 +20,10 @@ from twisted.internet import defer, reactor
 from twisted.trial.unittest import SkipTest, TestCase
 
 import karajo.config
-import karajo.service
+import karajo.server
 from karajo.model import Environment, Job, JobHttp, User
 from karajo.paths import Paths
+from karajo.service import thread_runner
 from karajo.users import hash_password
 from karajo.web.site import build_site
 from karajo.web.ui import CSP
@@ -107,11 +108,11 @@ class Daemon:
             name="karajo e2e", dir_base=os.path.abspath(base), secret=SECRET,
             jobs=jobs(), http_jobs=http_jobs(), users=user_table,
         ))
-        self.service = karajo.service.build_service(karajo.config.Loaded(env, warnings), reactor)
+        self.service = karajo.server.build_service(karajo.config.Loaded(env, warnings), reactor)
         self.service.removeService(self.service.getServiceNamed("http"))
         seed_history(Paths(env.dir_base))
         self.service.startService()
-        self.port = reactor.listenTCP(0, build_site(self.service, reactor), interface="127.0.0.1")
+        self.port = reactor.listenTCP(0, build_site(self.service, reactor, thread_runner(reactor)), interface="127.0.0.1")
         self.url = f"http://127.0.0.1:{self.port.getHost().port}"
 
     async def stop(self) -> None:

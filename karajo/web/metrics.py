@@ -113,8 +113,8 @@ class RunMetrics:
             "karajo_runs_finished",
             "Runs finished since karajo started, by status (success, failed, canceled).",
             labels=(*_LABELS, "status"))
-        for labels, value in self.finished.items():
-            finished.add_metric(labels, value)
+        for status_labels, value in self.finished.items():
+            finished.add_metric(status_labels, value)
         duration = HistogramMetricFamily(
             "karajo_run_duration_seconds",
             "How long runs took, from start to the end of the work.", labels=_LABELS)
