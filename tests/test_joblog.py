@@ -25,6 +25,7 @@ from karajo.joblog import (
     LogStore,
     RestoredState,
     RunLog,
+    RunRecord,
     parse_log_name,
 )
 
@@ -371,6 +372,8 @@ class RunLogTests(StoreMixin, SynchronousTestCase):
         threads = FakeThreads()
         store = self.store(run_in_thread=threads)
         log = store.begin(1)
+        self.assertEqual(len(threads.calls), 1)  # the run record, off the thread
+        threads.run()
         log.line("=== DONE")
         d = log.finish("success")
         self.assertEqual(len(threads.calls), 1)
@@ -592,8 +595,9 @@ class StoreTests(StoreMixin, SynchronousTestCase):
     def test_restore_finalises_crash_leftover(self) -> None:
         """
         A running log left by a crash gets an explanation line (after ending
-        a cut-short last line) and is renamed failed; the last run time is
-        when it started (its first line), not its modification time.
+        a cut-short last line) and is renamed failed; without a run record
+        (a log of an older karajo) the last run time is its modification
+        time, never a time read from its text.
         """
         path = self.touch("my_id.4", P0 + b"=== BEGIN\n" + P0 + b"half a li")
         os.utime(path, (T0 - 100, T0 - 100))
@@ -608,7 +612,12 @@ class StoreTests(StoreMixin, SynchronousTestCase):
         self.assertEqual(state.counter, 4)
         self.assertEqual(state.last_status, "failed")
         self.assertEqual(
-            state.last_run, datetime.datetime.fromtimestamp(T0, datetime.UTC)
+            state.last_run, datetime.datetime.fromtimestamp(T0 - 100, datetime.UTC)
+        )
+        self.assertEqual(
+            state.records,
+            (RunRecord("my_id", 3, "success", None, T0 - 200),
+             RunRecord("my_id", 4, "failed", None, T0 - 100)),
         )
         self.assertFalse(os.path.exists(path))
         self.assertEqual(
@@ -620,15 +629,17 @@ class StoreTests(StoreMixin, SynchronousTestCase):
 
     def test_restore_last_status_and_run(self) -> None:
         """
-        The last status and run time come from the newest finished log,
-        by counter, as an aware UTC datetime.
+        The last status comes from the newest finished log, by counter; the
+        last run is when that run started, from its record (not the file
+        times), as an aware UTC datetime.
         """
         store = self.store()
         self.run_job(store, 8, "failed")
+        self.clock.advance(10)
         self.run_job(store, 9, "canceled")
+        self.clock.advance(20)
         self.run_job(store, 10, "success")
-        os.utime(store.path_of(LogName(10, "my_id", "success")), (T0 + 30, T0 + 30))
-        os.utime(store.path_of(LogName(9, "my_id", "canceled")), (T0 + 90, T0 + 90))
+        os.utime(store.path_of(LogName(10, "my_id", "success")), (T0 + 90, T0 + 90))
         self.touch("my_id.11.success.bak")
         state = self.store().restore()
         self.assertEqual(state.last_status, "success")
@@ -641,9 +652,9 @@ class StoreTests(StoreMixin, SynchronousTestCase):
 
     def test_restore_last_run_is_the_run_start(self) -> None:
         """
-        last_run is when the newest run started (its first line), as it was
-        before the restart, not when its file was last written (its end);
-        the mtime is used only when the first line is not a timestamp.
+        last_run is when the newest run started, from its record, whatever
+        its text says; without the record file it is when the file was
+        last written (its end).
         """
         store = self.store()
         log = store.begin(1)
@@ -651,15 +662,17 @@ class StoreTests(StoreMixin, SynchronousTestCase):
         self.clock.advance(50)
         log.line("=== DONE")
         name = self.finish(log, "success")
-        os.utime(store.path_of(name), (T0 + 50, T0 + 50))
-        state = self.store().restore()
-        self.assertEqual(state.last_run, datetime.datetime.fromtimestamp(T0, datetime.UTC))
         with open(store.path_of(name), "r+b") as f:
             f.write(b"garbage")
-        os.utime(store.path_of(name), (T0 + 50, T0 + 50))
+        os.utime(store.path_of(name), (T0 + 70, T0 + 70))
+        state = self.store().restore()
+        self.assertEqual(state.last_run, datetime.datetime.fromtimestamp(T0, datetime.UTC))
+        self.assertEqual(state.records, (RunRecord("my_id", 1, "success", T0, T0 + 50),))
+        os.unlink(store.records_path)
         state = self.store().restore()
         self.assertEqual(state.last_run,
-                         datetime.datetime.fromtimestamp(T0 + 50, datetime.UTC))
+                         datetime.datetime.fromtimestamp(T0 + 70, datetime.UTC))
+        self.assertEqual(state.records, (RunRecord("my_id", 1, "success", None, T0 + 70),))
 
     def test_read(self) -> None:
         """read() finds a log by counter, running or finished; None when absent."""
