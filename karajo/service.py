@@ -13,7 +13,7 @@ import gc
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -34,7 +34,7 @@ from karajo.model import Environment, Job, JobHttp
 from karajo.notify import Notifier
 from karajo.paths import Paths
 from karajo.process import leftover_group, signal_group
-from karajo.run import JobRunner
+from karajo.run import JobRunner, RunListener
 from karajo.schedule import parse_schedule
 from karajo.timer import JobTimer
 from karajo.work import CallableWork, CommandWork, Work
@@ -81,7 +81,7 @@ class JobService(MultiService):
         runner.setServiceParent(self)
         if timer is not None:
             timer.setServiceParent(self)
-            runner.on_started = timer.reschedule
+            runner.listeners.append(timer)
 
     def startService(self) -> None:
         if self._pid_path is not None:
@@ -148,7 +148,7 @@ def build_job_service(
     clock,
     run_in_thread: Callable[..., Any] | None = None,
     pid_path: str | None = None,
-    on_finished: Callable[..., Any] | None = None,
+    listeners: Sequence[RunListener] = (),
 ) -> JobService:
     """A job's runner and timer, on its own log directory."""
     store = LogStore(
@@ -159,11 +159,7 @@ def build_job_service(
         run_in_thread=run_in_thread,
         state_path=paths.state_file(job.kind, job.id),
     )
-    runner = JobRunner(
-        job, work, store, slots, clock,
-        timeout=job.timeout,
-        on_finished=on_finished,
-    )
+    runner = JobRunner(job, work, store, slots, clock, timeout=job.timeout)
     timer = None
     if job.schedule or job.interval is not None:
         zone = ZoneInfo(job.timezone) if job.timezone else None
@@ -181,7 +177,9 @@ def build_job_service(
             is_busy=lambda: runner.active,
             label=runner.name,
         )
-    return JobService(runner, timer, pid_path)
+    service = JobService(runner, timer, pid_path)
+    runner.listeners.extend(listeners)
+    return service
 
 
 def job_work(
@@ -230,14 +228,16 @@ def build_service(
     service = KarajoService(env)
     if notifier is None and env.notifs:
         notifier = Notifier(env.notifs, reactor, server_name=env.name)
-    on_finished = notifier.on_finished if notifier is not None else None
+    listeners: tuple[RunListener, ...] = ()
     if notifier is not None:
         service.notifier = notifier
-        service.closers.append(notifier.stop)
+        # A child: its queue stops with the service tree.
+        notifier.setServiceParent(service)
+        listeners = (notifier,)
     for job in env.jobs.values():
         work, pid_path = job_work(job, paths, reactor, run_in_thread)
         child = build_job_service(
-            job, work, paths, service.slots, reactor, run_in_thread, pid_path, on_finished
+            job, work, paths, service.slots, reactor, run_in_thread, pid_path, listeners
         )
         child.setServiceParent(service)
         service.jobs[job.id] = child
@@ -246,7 +246,7 @@ def build_service(
     for http_job in env.http_jobs.values():
         work = JobHttpWork(http_job, env, reactor, clients)
         child = build_job_service(
-            http_job, work, paths, service.slots, reactor, run_in_thread, None, on_finished
+            http_job, work, paths, service.slots, reactor, run_in_thread, None, listeners
         )
         child.setServiceParent(service)
         service.http_jobs[http_job.id] = child
