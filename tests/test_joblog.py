@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import json
 import os
 import stat
 import tracemalloc
@@ -26,6 +27,9 @@ from karajo.joblog import (
     RestoredState,
     RunLog,
     RunRecord,
+    _write_records,
+    last_run_of,
+    load_records,
     parse_log_name,
 )
 
@@ -707,3 +711,145 @@ class StoreTests(StoreMixin, SynchronousTestCase):
     def test_evolve_keeps_validation(self) -> None:
         """attrs.evolve() of a name re-runs the validators."""
         self.assertRaises(ValueError, attrs.evolve, LogName(1, "j", None), status="ok")
+
+
+class RunRecordTests(StoreMixin, SynchronousTestCase):
+    """The run record: kept, written whole, pruned, rebuilt; never read from log text."""
+
+    def saved(self) -> dict:
+        with open(self.state_path + ".runs", "rb") as f:
+            return json.loads(f.read())
+
+    def test_begin_and_finish(self) -> None:
+        """begin() records a running run with its start; finish() its status and end."""
+        store = self.store()
+        log = store.begin(1, trigger="webhook")
+        record = RunRecord("my_id", 1, "running", T0, None, "webhook", 1, None)
+        self.assertEqual(store.records(), [record])
+        self.assertEqual(store.record(1), record)
+        self.assertEqual(self.saved()["runs"], [record.to_json()])
+        self.clock.advance(2.5)
+        self.finish(log, "failed")
+        done = RunRecord("my_id", 1, "failed", T0, T0 + 2.5, "webhook")
+        self.assertEqual(store.records(), [done])
+        self.assertEqual(self.saved()["runs"], [{
+            "counter": 1, "status": "failed", "started": T0, "ended": T0 + 2.5,
+            "trigger": "webhook", "attempt": 1, "node": None,
+        }])
+        self.assertEqual(self.store().restore().records, (done,))
+        self.assertEqual(done.name, LogName(1, "my_id", "failed"))
+        self.assertEqual(record.name, LogName(1, "my_id", None))
+
+    def test_crash_keeps_the_start(self) -> None:
+        """
+        A run killed with the daemon keeps its start from the record; it
+        ends C{failed} at its log's last write (the file's mtime).
+        """
+        store = self.store()
+        log = store.begin(1, trigger="schedule")
+        log.line("=== BEGIN")
+        os.utime(log.path, (T0 + 7, T0 + 7))
+        self.clock.advance(3600)
+        state = self.store().restore()
+        self.assertEqual(state.finalised, (LogName(1, "my_id", "failed"),))
+        self.assertEqual(state.records, (RunRecord("my_id", 1, "failed", T0, T0 + 7, "schedule"),))
+        self.assertEqual(state.last_run, datetime.datetime.fromtimestamp(T0, datetime.UTC))
+
+    def test_the_log_name_wins(self) -> None:
+        """
+        A kill between the record's rewrite and the log's rename: the record
+        says success, the log is still running: the log wins (C{failed}).
+        """
+        threads = FakeThreads()
+        store = self.store(run_in_thread=threads)
+        log = store.begin(1)
+        threads.run()
+        log.finish("success")
+        [(_f, args, _d)] = threads.calls
+        path, records = args[-2], args[-1]
+        _write_records(path, records)  # the step's first half; then the kill
+        self.assertEqual(self.saved()["runs"][0]["status"], "success")
+        state = self.store().restore()
+        self.assertEqual([r.status for r in state.records], ["failed"])
+        self.assertEqual(state.records[0].started, T0)
+
+    def test_unreadable_file_ignored(self) -> None:
+        """A torn or foreign record file costs the times, never the logs."""
+        store = self.store()
+        self.run_job(store, 1)
+        for garbage in (b"", b'{"runs": [{"counter": 1,', b"[]", b'{"runs": 5}',
+                        b'{"runs": [{"counter": 0, "status": "success"}, 7]}'):
+            with open(store.records_path, "wb") as f:
+                f.write(garbage)
+            state = self.store().restore()
+            self.assertEqual([(r.counter, r.status, r.started) for r in state.records],
+                             [(1, "success", None)], garbage)
+
+    def test_written_whole(self) -> None:
+        """
+        The file is replaced by a rename: a tmp file left by a kill in the
+        middle of a write is never read.
+        """
+        store = self.store()
+        self.run_job(store, 1)
+        with open(store.records_path + ".tmp", "wb") as f:
+            f.write(b'{"runs": [')
+        self.assertEqual(self.store().restore().records[0].started, T0)
+        self.assertEqual(sorted(os.listdir(os.path.dirname(self.state_path))),
+                         ["my_id.runs", "my_id.runs.tmp"])
+
+    def test_pruned_with_the_logs(self) -> None:
+        """forget() drops pruned runs; the next write leaves them out; restore ignores strays."""
+        store = self.store()
+        for counter in (1, 2, 3):
+            self.run_job(store, counter)
+        store.forget(store.prune(2))
+        self.assertEqual([r.counter for r in store.records()], [2, 3])
+        store.begin(4)
+        self.assertEqual([r["counter"] for r in self.saved()["runs"]], [2, 3, 4])
+        os.unlink(store.path_of(LogName(2, "my_id", "success")))
+        self.assertEqual([r.counter for r in self.store().restore().records], [3, 4])
+
+    def test_load_records_changes_nothing(self) -> None:
+        """load_records (karajo check) leaves a running log running and the files alone."""
+        store = self.store()
+        self.run_job(store, 1)
+        store.begin(2)
+        before = sorted(os.listdir(self.directory))
+        records = load_records(self.directory, "my_id", store.records_path)
+        self.assertEqual([(r.counter, r.status) for r in records],
+                         [(1, "success"), (2, "running")])
+        self.assertEqual(sorted(os.listdir(self.directory)), before)
+        self.assertEqual(last_run_of(records), T0)
+
+    def test_writes_in_order(self) -> None:
+        """A finish never starts in the thread pool before the record write before it ended."""
+        threads = FakeThreads()
+        store = self.store(run_in_thread=threads)
+        log = store.begin(1)
+        d = log.finish("success")
+        self.assertEqual(len(threads.calls), 1)  # only the begin's write
+        threads.run()
+        self.assertEqual(len(threads.calls), 1)  # now the finish
+        self.assertNoResult(d)
+        threads.run()
+        self.successResultOf(d)
+
+    def test_last_run_of(self) -> None:
+        """The newest run by counter: its start, else its end; None without runs."""
+        self.assertIsNone(last_run_of([]))
+        self.assertEqual(last_run_of([RunRecord("j", 2, "success", 5.0, 9.0),
+                                      RunRecord("j", 10, "failed", None, 7.0),
+                                      RunRecord("j", 3, "success", 20.0, 30.0)]), 7.0)
+        self.assertEqual(last_run_of([RunRecord("j", 1, "running", 4.0)]), 4.0)
+
+    def test_record_validation(self) -> None:
+        self.assertRaises(ValueError, RunRecord, "j", 1, "done")
+        self.assertRaises(ValueError, RunRecord, "j", 0, "success")
+        self.assertRaises(ValueError, RunRecord, "j", 1, "success", "yesterday")
+        self.assertIsNone(RunRecord.from_json("j", {"counter": 1, "status": "success",
+                                                   "attempt": 0}))
+        self.assertIsNone(RunRecord.from_json("j", {"counter": 1, "status": "success",
+                                                   "node": 5}))
+        r = RunRecord("j", 3, "canceled", 1.5, 2.5, "manual", 2, "n1")
+        self.assertEqual(RunRecord.from_json("j", r.to_json()), r)
