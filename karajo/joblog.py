@@ -55,7 +55,7 @@ import json
 import os
 import stat
 from collections.abc import Callable, Sequence
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import attrs
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -577,15 +577,19 @@ class LogStore:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
         if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[no-redef]
+            from twisted.internet import reactor
+
+            clock = cast(IReactorTime, reactor)
         if run_in_thread is None:
-            from twisted.internet.threads import deferToThread as run_in_thread
+            from twisted.internet.threads import deferToThread
+
+            run_in_thread = deferToThread
         self.directory = directory
         self.job_id = job_id
         self.kind = kind
-        self.clock = clock
+        self.clock: IReactorTime = clock
         self.max_bytes = max_bytes
-        self.run_in_thread = run_in_thread
+        self.run_in_thread: Callable[..., Deferred] = run_in_thread
         self.state_path = state_path
         #: the run record file (see the module docstring), or None
         self.records_path = state_path + RECORDS_SUFFIX if state_path is not None else None
@@ -646,6 +650,7 @@ class LogStore:
         return tuple(self._records.values())
 
     def _ended(self, final: LogName, ended: float) -> None:
+        assert final.status is not None
         record = self._records.get(final.counter)
         if record is None:
             record = RunRecord(self.job_id, final.counter, RunStatus.RUNNING)
@@ -703,8 +708,10 @@ class LogStore:
                     finalised.append(done)
         logs = tuple(self.scan())
         self._floor = max([self._read_floor()] + [n.counter for n in logs])
+        # A job that never ran (or whose logs are all gone) costs no open.
         saved = (
-            _read_records(self.records_path, self.job_id) if self.records_path is not None else {}
+            _read_records(self.records_path, self.job_id)
+            if self.records_path is not None and logs else {}
         )
         self._records = {
             n.counter: _record_from_disk(self.directory, n, saved.get(n.counter)) for n in logs
