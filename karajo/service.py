@@ -103,7 +103,7 @@ class KarajoService(MultiService):
         self.slots = defer.DeferredSemaphore(env.max_job_running)
         self.jobs: dict[str, JobService] = {}
         self.http_jobs: dict[str, JobService] = {}
-        #: things to close once every child has stopped (pools, mail queue)
+        #: things to close once every child has stopped (connection pools)
         self.closers: list[Callable[[], Any]] = []
         self.notifier: Notifier | None = None
 

@@ -762,3 +762,31 @@ class RunnerIntegrationTests(NotifyTestCase):
         body = mail.get_content()
         self.assertIn("backup: disk full", body)
         self.assertIn("!!! exit status 3", body)
+
+
+class ServiceTreeTests(NotifyTestCase):
+    def test_stops_with_the_service_tree(self) -> None:
+        """The notifier is a child of the server: stopping the server stops its queue."""
+        import os as _os
+
+        from karajo.config import Loaded, validate
+        from karajo.model import Environment
+        from karajo.service import build_service
+
+        notif = self.notif(f"smtps://127.0.0.1:{closed_port()}", name="ops")
+        env, warnings = validate(Environment(
+            dir_base=_os.path.abspath(self.mktemp()), secret="s",
+            listen_address="127.0.0.1:0", notifs={"ops": notif},
+            jobs={"x": Job(commands=["true"], notif_on_failed=["ops"])},
+        ))
+        service = build_service(Loaded(env, warnings), reactor)
+        service.removeService(service.getServiceNamed("http"))
+        notifier = service.notifier
+        assert notifier is not None
+        self.assertIs(notifier.parent, service)
+        self.assertIn(notifier, service.jobs["x"].runner.listeners)
+        service.startService()
+        self.assertTrue(notifier.running)
+        self.successResultOf(defer.maybeDeferred(service.stopService))
+        self.assertFalse(notifier.running)
+        self.assertFalse(notifier.enqueue(notif, "after the stop", "b"))
