@@ -6,6 +6,10 @@ Every way a run can start (timer, webhook, dashboard, JobHttp) comes through
 L{JobRunner.trigger}; the work itself is a L{karajo.work.Work}.  The counter
 is taken and persisted before the run starts, and the log is finalised
 (renamed to its status, fsynced) before the next run may start.
+
+What the runner knows about each run is its L{karajo.joblog.RunRecord}
+(L{JobRunner.records}); whatever watches runs is a L{RunListener} in
+L{JobRunner.listeners}.
 """
 
 from __future__ import annotations
