@@ -179,12 +179,13 @@ class RunRecord:
     trigger: str | None = None
     attempt: int = 1
     node: str | None = None
+    #: The name of this run's log file; made once (the dashboard asks for
+    #: the names of every job's logs on every page).
+    name: LogName = attrs.field(init=False, eq=False, repr=False)
 
-    @property
-    def name(self) -> LogName:
-        """The name of this run's log file."""
+    def __attrs_post_init__(self) -> None:
         final = None if self.status is RunStatus.RUNNING else self.status
-        return LogName(self.counter, self.job_id, final)
+        object.__setattr__(self, "name", LogName(self.counter, self.job_id, final))
 
     @property
     def filename(self) -> str:
