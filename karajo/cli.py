@@ -210,18 +210,23 @@ def _utc(when: datetime.datetime | float) -> str:
     return when.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _last_run(log_dir: str, job_id: str) -> float | None:
-    """When the job last wrote a log (as the timer counts an interval from)."""
-    newest = None
+def _last_run(job: Any, paths: Any) -> float | None:
+    """
+    When the job last ran, from the run records exactly as the daemon
+    restores them (L{karajo.joblog.last_run_of}: the start of the newest
+    run), so C{check} and the daemon agree on the next run of an interval
+    job.  Read-only: a live daemon's files are left as they are.
+    """
+    from karajo.joblog import RECORDS_SUFFIX, last_run_of, load_records
+
     try:
-        with os.scandir(log_dir) as entries:
-            for entry in entries:
-                if entry.name.startswith(job_id + ".") and entry.is_file():
-                    mtime = entry.stat().st_mtime
-                    newest = mtime if newest is None else max(newest, mtime)
+        records = load_records(
+            paths.log_dir(job.kind, job.id), job.id,
+            paths.state_file(job.kind, job.id) + RECORDS_SUFFIX,
+        )
     except OSError:
         return None
-    return newest
+    return last_run_of(records)
 
 
 def _timing(job: Any, paths: Any, now: datetime.datetime) -> list[tuple[str, str]]:
@@ -244,7 +249,7 @@ def _timing(job: Any, paths: Any, now: datetime.datetime) -> list[tuple[str, str
         return rows
     if job.interval is not None:
         rows = [("interval", f"every {format_duration(job.interval)} after the last run")]
-        last = _last_run(paths.log_dir(job.kind, job.id), job.id)
+        last = _last_run(job, paths)
         if last is None:
             rows.append(("next run", "at start (it has never run)"))
         else:

@@ -1,14 +1,45 @@
 """
-The run-log store: one file per run of a job.
+The run-log store: one file per run of a job, and one record per run.
 
 A run writes C{$ID.$COUNTER} while it runs and renames it to
 C{$ID.$COUNTER.$STATUS} when it ends, so the file name alone says whether a
 run finished and how (SPEC section 3).  Every line carries a UTC timestamp and
 the job it belongs to, so a log stays readable once it is mailed or copied
-elsewhere.  The names are the only state the daemon keeps about past runs:
-at start-up L{LogStore.restore} rebuilds the run counter, the last status and
-the last run time from them, plus a small counter file so that numbers are
-never reused after retention deleted every log.
+elsewhere.  A small counter file keeps numbers from being reused after
+retention deleted every log.
+
+The run record
+==============
+
+What the runner knows exactly about a run (counter, status, when it
+started and ended, what triggered it, which attempt, on which node) is one
+frozen L{RunRecord}, kept in memory by the job's L{LogStore} (the API,
+dashboard, metrics and notifications read it from there, never from log
+text) and persisted in one file per job, C{var/run/karajo/$KIND/$ID.runs}
+(the SPEC's run-time state directory), as JSON holding the records of the
+logs the store keeps.
+
+  - Crash-safe: the file is only ever replaced whole (written to
+    C{$ID.runs.tmp}, then C{rename}d over), so a kill -9 at any point leaves
+    the old or the new file, never a torn one.  A file that does not parse
+    (a power loss before the page cache reached the disk) is ignored.
+  - Cheap: no fsync of its own.  It is rewritten twice per run, both times
+    off the reactor thread and in order (L{LogStore._in_order}): after
+    L{LogStore.begin} (the run is C{running} and has its start time), and
+    at L{RunLog.finish} in the same thread step that fsyncs and renames the
+    log, just before the rename.  The log file and its name stay the truth
+    about which runs exist and how they ended; the record adds the times.
+  - Pruned with the logs: L{LogStore.forget} drops the records of pruned
+    logs, and each rewrite holds only the records the store still keeps;
+    L{LogStore.restore} ignores a record whose log is gone.
+  - Rebuilt at start-up by L{LogStore.restore}, in the existing restore
+    step, with one read of that file per job (it replaces the read of the
+    newest log's first line): status from the log names (a leftover
+    running log becomes C{failed}), C{started}, C{ended}, C{trigger},
+    C{attempt}, C{node} from the record.  A log without a usable record
+    (written by an older karajo, or a record lost with the page cache) gets
+    C{started=None} and its file's modification time as C{ended}; the last
+    run then counts from that end (L{last_run_of}).
 
 Whatever a job prints, a log file and the memory behind it stay bounded: the
 first half of C{max_bytes} goes to the file as it arrives, later lines wait in
@@ -20,20 +51,30 @@ from __future__ import annotations
 
 import collections
 import datetime
+import json
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from karajo.paths import make_private_dirs
+from karajo.status import FINAL_STATUSES, RunStatus
 
-STATUSES = ("success", "failed", "canceled")
+#: The statuses a log file name can end in (L{FINAL_STATUSES}).
+STATUSES = FINAL_STATUSES
 KINDS = ("job", "job_http")
+
+#: The run record file of a job is its state file plus this suffix.
+RECORDS_SUFFIX = ".runs"
+#: A record file larger than this is not read (it holds a few hundred bytes
+#: per kept log).
+RECORDS_MAX_BYTES = 16 * 1024 * 1024
 
 #: A line of output longer than this (without its newline) is cut into lines
 #: of this size, so one endless line cannot hold unbounded memory.
@@ -106,7 +147,189 @@ def parse_log_name(job_id: str, filename: str) -> LogName | None:
         counter = int(number)
     except ValueError:  # more digits than int() accepts from a str
         return None
-    return LogName(counter, job_id, status if dot else None)
+    return LogName(counter, job_id, RunStatus(status) if dot else None)
+
+
+def _optional_time(
+    instance: object, attribute: attrs.Attribute, value: float | None
+) -> None:
+    if value is not None and (type(value) not in (int, float) or value != value):
+        raise ValueError(f"{attribute.name} must be a Unix time or None, not {value!r}")
+
+
+@attrs.frozen
+class RunRecord:
+    """
+    One run as the runner knows it; see the module docstring.
+
+    @ivar started: Unix time the run started (its log was created); C{None}
+        when unknown (a log from before run records existed).
+    @ivar ended: Unix time its work ended; C{None} while it runs.
+    @ivar trigger: what started it (a L{karajo.status.Trigger} value), or
+        C{None} when unknown.
+    @ivar attempt: 1 for a first run; a retry counts up.
+    @ivar node: the cluster node that ran it; C{None} on a single server.
+    """
+
+    job_id: str
+    counter: int = attrs.field(validator=_check_counter)
+    status: RunStatus = attrs.field(converter=RunStatus)
+    started: float | None = attrs.field(default=None, validator=_optional_time)
+    ended: float | None = attrs.field(default=None, validator=_optional_time)
+    trigger: str | None = None
+    attempt: int = 1
+    node: str | None = None
+    #: The name of this run's log file; made once (the dashboard asks for
+    #: the names of every job's logs on every page).
+    name: LogName = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        final = None if self.status is RunStatus.RUNNING else self.status
+        object.__setattr__(self, "name", LogName(self.counter, self.job_id, final))
+
+    @property
+    def filename(self) -> str:
+        return self.name.filename
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "counter": self.counter,
+            "status": str(self.status),
+            "started": self.started,
+            "ended": self.ended,
+            "trigger": self.trigger,
+            "attempt": self.attempt,
+            "node": self.node,
+        }
+
+    @classmethod
+    def from_json(cls, job_id: str, value: object) -> RunRecord | None:
+        """A record read back from the file; C{None} for anything malformed."""
+        if not isinstance(value, dict):
+            return None
+        try:
+            trigger, node, attempt = value.get("trigger"), value.get("node"), value.get("attempt", 1)
+            if not (trigger is None or isinstance(trigger, str)):
+                return None
+            if not (node is None or isinstance(node, str)):
+                return None
+            if type(attempt) is not int or attempt < 1:
+                return None
+            return cls(
+                job_id, value["counter"], value["status"],
+                value.get("started"), value.get("ended"), trigger, attempt, node,
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def last_run_of(records: Sequence[RunRecord]) -> float | None:
+    """
+    When the job last ran, as the daemon and C{karajo check} both count an
+    interval from it: the start of the newest run (by counter), or its end
+    when its start is unknown.
+    """
+    if not records:
+        return None
+    newest = max(records, key=lambda r: r.counter)
+    return newest.started if newest.started is not None else newest.ended
+
+
+def _read_records(path: str, job_id: str) -> dict[int, RunRecord]:
+    """The records in the file at C{path}, by counter; empty when unreadable."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(RECORDS_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return {}
+    except OSError as e:
+        _log.warn("Ignoring unreadable run records {path}: {error}", path=path, error=str(e))
+        return {}
+    try:
+        if len(data) > RECORDS_MAX_BYTES:
+            raise ValueError("too large")
+        document = json.loads(data)
+        runs = document["runs"]
+        if not isinstance(runs, list):
+            raise ValueError("runs is not a list")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        _log.warn("Ignoring malformed run records {path}", path=path)
+        return {}
+    found = {}
+    for value in runs:
+        record = RunRecord.from_json(job_id, value)
+        if record is not None:
+            found[record.counter] = record
+    return found
+
+
+def _write_records(path: str, records: tuple[RunRecord, ...]) -> None:
+    """
+    Replace the record file whole (tmp file, then rename): a kill at any
+    point leaves the old or the new one.  No fsync: see the module
+    docstring.  Runs off the reactor thread.
+    """
+    data = json.dumps(
+        {"version": 1, "runs": [r.to_json() for r in records]},
+        separators=(",", ":"),
+    ).encode("ascii")
+    tmp = path + ".tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except FileNotFoundError:
+        make_private_dirs(os.path.dirname(os.path.abspath(path)))
+        fd = os.open(tmp, flags, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _record_from_disk(
+    directory: str, name: LogName, saved: RunRecord | None
+) -> RunRecord:
+    """
+    A log's record at start-up: status from the log's name, the rest from
+    its saved record; without one, C{ended} is the file's modification
+    time (never anything read from the log's text).
+    """
+    status = RunStatus.RUNNING if name.status is None else RunStatus(name.status)
+    started = saved.started if saved is not None else None
+    ended = saved.ended if saved is not None else None
+    if ended is None and name.status is not None:
+        try:
+            ended = os.stat(os.path.join(directory, name.filename)).st_mtime
+        except OSError:
+            ended = None
+    if saved is None:
+        return RunRecord(name.job_id, name.counter, status, started, ended)
+    return attrs.evolve(saved, status=status, started=started, ended=ended)
+
+
+def load_records(directory: str, job_id: str, records_path: str | None) -> list[RunRecord]:
+    """
+    The record of every log of job C{job_id} in C{directory}, oldest
+    first, without changing anything (C{karajo check} reads a live
+    daemon's directory with it).  A running log stays C{running}.
+    """
+    names = _scan(directory, job_id)
+    saved = _read_records(records_path, job_id) if records_path is not None else {}
+    return [_record_from_disk(directory, n, saved.get(n.counter)) for n in names]
+
+
+def _scan(directory: str, job_id: str) -> list[LogName]:
+    """Every log of C{job_id} in C{directory}, oldest counter first."""
+    names: list[LogName] = []
+    if not os.path.isdir(directory):
+        return names
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            name = parse_log_name(job_id, entry.name)
+            if name is not None and entry.is_file(follow_symlinks=False):
+                names.append(name)
+    return sorted(names)
 
 
 @attrs.frozen
@@ -118,6 +341,7 @@ class RestoredState:
     last_run: datetime.datetime | None
     logs: tuple[LogName, ...]
     finalised: tuple[LogName, ...]
+    records: tuple[RunRecord, ...] = ()
 
 
 def _fsync_dir(path: str) -> None:
@@ -127,18 +351,6 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _started_at(path: str) -> datetime.datetime:
-    """When the run of a log started: the time of its first line."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len("YYYY-MM-DD HH:MM:SS UTC "))
-        started = datetime.datetime.strptime(head.decode("ascii"), "%Y-%m-%d %H:%M:%S UTC ")
-        return started.replace(tzinfo=datetime.UTC)
-    except (OSError, ValueError, UnicodeDecodeError):
-        mtime = os.stat(path).st_mtime
-        return datetime.datetime.fromtimestamp(mtime, datetime.UTC)
 
 
 class RunLog:
@@ -221,16 +433,18 @@ class RunLog:
 
     def finish(self, status: str) -> Deferred[LogName]:
         """
-        End the run: write what is still held in memory (partial line, cut
-        note, tail), then fsync, close and rename the file to its final name
-        and fsync the directory, all in C{run_in_thread} so the reactor never
-        waits on the disk.
+        End the run: its record gets the status and the end time at once;
+        then write what is still held in memory (partial line, cut note,
+        tail), fsync and close the file, replace the run record file, rename
+        the log to its final name and fsync the directory, all in one
+        C{run_in_thread} step so the reactor never waits on the disk.
 
         @return: fires with the final L{LogName} once the rename is durable.
         @raise RuntimeError: when called a second time.
         """
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+        status = RunStatus(status)
         self._check_open()
         self._flush_partial()
         self._finished = True
@@ -245,13 +459,17 @@ class RunLog:
         self._tail_bytes = 0
         self.bytes_written += sum(map(len, rest))
         final = attrs.evolve(self.name, status=status)
-        d = self._store.run_in_thread(
+        store = self._store
+        store._ended(final, store.clock.seconds())
+        d = store._in_order(
             _close_and_rename,
             self._file,
             rest,
             self.path,
-            self._store.path_of(final),
+            store.path_of(final),
             final,
+            store.records_path,
+            store._snapshot(),
         )
 
         def renamed(name: LogName) -> LogName:
@@ -296,15 +514,30 @@ class RunLog:
 
 
 def _close_and_rename(
-    file: BinaryIO, rest: list[bytes], old_path: str, new_path: str, final: LogName
+    file: BinaryIO,
+    rest: list[bytes],
+    old_path: str,
+    new_path: str,
+    final: LogName,
+    records_path: str | None = None,
+    records: tuple[RunRecord, ...] = (),
 ) -> LogName:
     """
-    The blocking end of L{RunLog.finish}, run off the reactor thread.
+    The blocking end of L{RunLog.finish}, run off the reactor thread: the
+    record file is replaced before the log's rename, so the one directory
+    fsync that makes the rename durable comes after both.
     """
     with file:
         file.writelines(rest)
         file.flush()
         os.fsync(file.fileno())
+    if records_path is not None:
+        try:
+            _write_records(records_path, records)
+        except OSError as e:
+            # The log is what matters; restore copes without the record.
+            _log.warn("Writing run records {path} failed: {error}",
+                      path=records_path, error=str(e))
     os.rename(old_path, new_path)
     _fsync_dir(os.path.dirname(new_path))
     return final
@@ -327,6 +560,8 @@ class LogStore:
     @param state_path: a file (C{$dir_base/var/run/karajo/job/$ID}) holding
         the highest counter ever begun, so numbers are not reused after
         retention removed every log.  Without it, only the logs count.
+        The run records live next to it, in C{state_path + ".runs"};
+        without a state path they are kept in memory only.
     """
 
     def __init__(
@@ -347,11 +582,19 @@ class LogStore:
         self.directory = directory
         self.job_id = job_id
         self.kind = kind
-        self.clock = clock
+        self.clock: IReactorTime = clock
         self.max_bytes = max_bytes
-        self.run_in_thread = run_in_thread
+        self.run_in_thread: Callable[..., Deferred] = run_in_thread
         self.state_path = state_path
+        #: the run record file (see the module docstring), or None
+        self.records_path = state_path + RECORDS_SUFFIX if state_path is not None else None
         self._floor: int | None = None
+        # The records of the kept logs by counter, oldest first; touched only
+        # on the reactor thread (the thread steps get immutable snapshots).
+        self._records: dict[int, RunRecord] = {}
+        # Record writes and log finishes of this job, one after the other.
+        self._io: Deferred[None] = Deferred()
+        self._io.callback(None)
         self._prefix_second: int | None = None
         self._prefix = b""
         # Directories are made on first use (begin, prune), not here: a
@@ -378,28 +621,79 @@ class LogStore:
 
     def scan(self) -> list[LogName]:
         """Every log in the directory, oldest counter first."""
-        names: list[LogName] = []
-        if not os.path.isdir(self.directory):
-            return names
-        with os.scandir(self.directory) as entries:
-            for entry in entries:
-                name = parse_log_name(self.job_id, entry.name)
-                if name is not None and entry.is_file(follow_symlinks=False):
-                    names.append(name)
-        return sorted(names)
+        return _scan(self.directory, self.job_id)
+
+    # --- run records ---------------------------------------------------------
+
+    def records(self) -> list[RunRecord]:
+        """
+        The record of every kept log of this job, oldest first, from memory
+        (no disk access: fine on the reactor thread, for every request).
+        """
+        return list(self._records.values())
+
+    def record(self, counter: int) -> RunRecord | None:
+        """The record of run C{counter}, if its log is kept."""
+        return self._records.get(counter)
+
+    def forget(self, names: Sequence[LogName]) -> None:
+        """Drop the records of logs L{prune} deleted (on the reactor thread)."""
+        for name in names:
+            self._records.pop(name.counter, None)
+
+    def _snapshot(self) -> tuple[RunRecord, ...]:
+        return tuple(self._records.values())
+
+    def _ended(self, final: LogName, ended: float) -> None:
+        assert final.status is not None
+        record = self._records.get(final.counter)
+        if record is None:
+            record = RunRecord(self.job_id, final.counter, RunStatus.RUNNING)
+        self._records[final.counter] = attrs.evolve(
+            record, status=RunStatus(final.status), ended=ended
+        )
+
+    def _in_order(self, f: Callable[..., object], *args: object) -> Deferred:
+        """
+        C{run_in_thread(f, *args)}, started only once the previous call
+        through here is over: a run's record writes and its finish never
+        overtake one another in the thread pool.
+        """
+        done: Deferred = Deferred()
+
+        def relay(result: object) -> None:
+            if isinstance(result, Failure):
+                done.errback(result)
+            else:
+                done.callback(result)
+
+        def start(_: object) -> Deferred:
+            return maybeDeferred(self.run_in_thread, f, *args).addBoth(relay)
+
+        self._io.addCallback(start)
+        return done
+
+    def _save_records(self) -> None:
+        """Queue a rewrite of the record file (after a run began)."""
+        if self.records_path is None:
+            return
+        d = self._in_order(_write_records, self.records_path, self._snapshot())
+        d.addErrback(
+            lambda f: _log.failure("Writing run records {path} failed", f, path=self.records_path)
+        )
 
     def restore(self) -> RestoredState:
         """
-        Rebuild the job's state at start-up, before the reactor runs (so the
-        blocking I/O here is fine).
+        Rebuild the job's state at start-up, in the service's start step
+        before any run (so the blocking I/O here is fine): one directory
+        scan and one read of the record file per job.
 
         A log still named C{$ID.$N} belongs to a run the daemon did not see
         end: it gets an explanation line and becomes C{$ID.$N.failed}.
 
-        C{last_run} is when the newest finished run started, as its log's
-        first line says (to the second), as it was before the restart; the
-        file's modification time (the run's end) only when that line cannot
-        be read.
+        Every kept log gets its L{RunRecord} (see the module docstring);
+        C{last_run} is L{last_run_of} them: when the newest run started, as
+        it was before the restart.
         """
         finalised = []
         for name in self.scan():
@@ -409,22 +703,41 @@ class LogStore:
                     finalised.append(done)
         logs = tuple(self.scan())
         self._floor = max([self._read_floor()] + [n.counter for n in logs])
-        last_status = last_run = None
-        finished = [n for n in logs if n.status is not None]
+        # A job that never ran (or whose logs are all gone) costs no open.
+        saved = (
+            _read_records(self.records_path, self.job_id)
+            if self.records_path is not None and logs else {}
+        )
+        self._records = {
+            n.counter: _record_from_disk(self.directory, n, saved.get(n.counter)) for n in logs
+        }
+        records = tuple(self._records.values())
+        last_status = None
+        finished = [r for r in records if r.status is not RunStatus.RUNNING]
         if finished:
-            newest = finished[-1]
-            last_status = newest.status
-            last_run = _started_at(self.path_of(newest))
-        return RestoredState(self._floor, last_status, last_run, logs, tuple(finalised))
+            last_status = finished[-1].status
+        last = last_run_of(finished)
+        last_run = datetime.datetime.fromtimestamp(last, datetime.UTC) if last is not None else None
+        return RestoredState(
+            self._floor, last_status, last_run, logs, tuple(finalised), records
+        )
 
-    def begin(self, counter: int) -> RunLog:
+    def begin(
+        self,
+        counter: int,
+        *,
+        trigger: str | None = None,
+        attempt: int = 1,
+        node: str | None = None,
+    ) -> RunLog:
         """
         Start the log of run C{counter} by creating C{$ID.$N} exclusively,
         mode 0600.  That file is what persists the counter: a crash at any
         point after this leaves it behind for L{restore}, and L{prune}
         writes the state file before it deletes any log.  Nothing here
         waits on the disk (no fsync), because it runs on the reactor thread
-        for every run.
+        for every run.  The run's L{RunRecord} (C{running}, started now)
+        is kept at once and written to the record file off this thread.
 
         @raise FileExistsError: a log of that counter exists already.
         @raise ValueError: C{counter} is not above a counter already used.
@@ -444,12 +757,20 @@ class LogStore:
         except FileNotFoundError:
             make_private_dirs(self.directory)
             fd = os.open(self.path_of(running), flags, 0o600)
+        self._records[counter] = RunRecord(
+            self.job_id, counter, RunStatus.RUNNING, self.clock.seconds(),
+            None, trigger, attempt, node,
+        )
+        self._save_records()
         return RunLog(self, running, fd)
 
     def prune(self, retention: int) -> list[LogName]:
         """
         Keep the newest C{retention} finished logs (at least one) and delete
         the older finished ones.  A running log is never counted or touched.
+
+        Blocking: the runner calls it through C{run_in_thread}, then
+        L{forget} with what it returns.
 
         @return: the logs deleted.
         """
@@ -491,10 +812,21 @@ class LogStore:
                     return name, f.read()
         return None
 
+    def read_in_thread(self, counter: int) -> Deferred[tuple[LogName, bytes] | None]:
+        """
+        L{read} off the reactor thread: the one way the API, the dashboard
+        and the mailer read a log (a file may be C{max_bytes}, 10 MiB by
+        default).  Fires with C{None} at once for a counter that cannot
+        exist, without a thread hop.
+        """
+        if type(counter) is not int or counter < 1:
+            return maybeDeferred(lambda: None)
+        return maybeDeferred(self.run_in_thread, self.read, counter)
+
     def _finalise_leftover(self, name: LogName) -> LogName | None:
         """Mark a crashed run's log failed; see L{restore}."""
         path = self.path_of(name)
-        final = attrs.evolve(name, status="failed")
+        final = attrs.evolve(name, status=RunStatus.FAILED)
         final_path = self.path_of(final)
         if os.path.lexists(final_path):
             _log.warn(

@@ -91,9 +91,12 @@ def _tuple(value: Any) -> tuple:
 class JobBase:
     """
     What every kind of job has: a name, a timer (schedule or interval), a
-    secret, its logs' retention and its notifications.  The runner, the
-    timer and the API treat both kinds alike through these fields.
-    C{secret=None} means the global secret.
+    secret, its logs' retention, a run timeout and its notifications.  The
+    runner, the timer and the API treat both kinds alike through these
+    fields.  C{secret=None} means the global secret.  C{timeout} ends a
+    run still going after it C{failed} (L{karajo.run.JobRunner}), for
+    either kind; the config files accept it in C{[job]} only, a JobHttp
+    has its request's C{http_timeout}.  C{None} means no limit.
     """
 
     name: str = ""

@@ -13,7 +13,9 @@ Everything runs on the reactor through L{twisted.mail.smtp}'s ESMTP client:
   - AUTH (CRAM-MD5, LOGIN or PLAIN, whatever the server offers first in
     that order) is required as soon as C{smtp_user} is set.
 
-Sending never delays or fails a run: L{Notifier.on_finished} only queues.
+L{Notifier} is a child service of the server and one of each runner's
+listeners (L{karajo.run.RunListener}).  Sending never delays or fails a
+run: L{Notifier.run_finished} only queues.
 The queue is bounded (a mail that does not fit is dropped and logged).  A
 temporary failure (a 4xx reply, connection refused or lost, a timeout, a
 DNS failure) is retried with exponential backoff for at most C{retry_for}
@@ -38,14 +40,16 @@ from email.message import EmailMessage
 from io import BytesIO
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet import defer, ssl
 from twisted.internet import error as neterror
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from karajo.joblog import LogName
+from karajo.joblog import LogName, RunRecord
 from karajo.model import Notif
+from karajo.status import RunStatus
 from karajo.twisted_private import reactor_bound_late
 from karajo.validators import addr_spec, check_notif, parse_smtp_server
 
@@ -57,11 +61,11 @@ with reactor_bound_late():
 
 log = Logger()
 
-#: What on_finished sends for a run whose log cannot be read.
+#: What run_finished sends for a run whose log cannot be read.
 NO_LOG = "(the log of this run could not be read; see the dashboard)"
 
 
-def subject_of(job: Any, name: LogName, server_name: str = "karajo") -> str:
+def subject_of(job: Any, name: LogName | RunRecord, server_name: str = "karajo") -> str:
     """C{[karajo] job hello-world #27: failed}."""
     return f"[{server_name}] {job.kind} {name.job_id} #{name.counter}: {name.status}"
 
@@ -278,9 +282,10 @@ class _Mail:
         self.timer: IDelayedCall | None = None
 
 
-class Notifier:
+class Notifier(Service):
     """
-    Sends the mails of finished runs; see the module docstring.
+    Sends the mails of finished runs; see the module docstring.  Stopping
+    the service is L{stop}.
 
     @param notifs: every C{[notif]}, by name; each is checked at once.
     @param reactor: provides C{callLater}, C{seconds}, C{connectTCP},
@@ -341,27 +346,35 @@ class Notifier:
         self._in_flight = 0
         self._reading = 0
         self._stopped = False
-        self._drain_waiters: list[defer.Deferred[None]] = []
 
-    # --- the hook ----------------------------------------------------------
+    @property
+    def outstanding(self) -> int:
+        """Mails on their way: logs being read, mails queued, in flight or to be retried."""
+        return self._reading + self._held()
 
-    def on_finished(self, runner: Any, name: LogName) -> None:
+    # --- the listener (karajo.run.RunListener) -----------------------------
+
+    def run_started(self, runner: Any, record: RunRecord) -> None:
+        pass
+
+    def run_finished(self, runner: Any, record: RunRecord) -> None:
         """
-        The runner's hook after each finished run: queue one mail per notif
-        named for this outcome.  C{success} goes to C{notif_on_success};
-        C{failed} and C{canceled} (a run that did not do its work) go to
+        After each finished run: queue one mail per notif named for this
+        outcome.  C{success} goes to C{notif_on_success}; C{failed} and
+        C{canceled} (a run that did not do its work) go to
         C{notif_on_failed}.  Returns at once and never raises; the log is
-        read through the store's C{run_in_thread} when it has one.
+        read off the reactor thread (L{karajo.joblog.LogStore.read_in_thread}).
         """
         try:
-            self._on_finished(runner, name)
+            self._on_finished(runner, record)
         except Exception:
             log.failure("Notification of run {counter} of {job} failed",
-                        counter=getattr(name, "counter", None), job=getattr(name, "job_id", None))
+                        counter=getattr(record, "counter", None),
+                        job=getattr(record, "job_id", None))
 
-    def _on_finished(self, runner: Any, name: LogName) -> None:
+    def _on_finished(self, runner: Any, name: RunRecord) -> None:
         job = runner.job
-        names = job.notif_on_success if name.status == "success" else job.notif_on_failed
+        names = job.notif_on_success if name.status == RunStatus.SUCCESS else job.notif_on_failed
         if not names:
             return
         if self._stopped:
@@ -370,12 +383,7 @@ class Notifier:
                 counter=name.counter, kind=job.kind, job=name.job_id,
             )
             return
-        store = runner.store
-        run_in_thread = getattr(store, "run_in_thread", None)
-        if run_in_thread is not None:
-            d = run_in_thread(store.read, name.counter)
-        else:
-            d = defer.maybeDeferred(store.read, name.counter)
+        d = runner.store.read_in_thread(name.counter)
         self._reading += 1
 
         def read(found: Any) -> None:
@@ -396,9 +404,8 @@ class Notifier:
 
         d.addCallbacks(read, unreadable)
         d.addErrback(lambda f: log.failure("Queueing mails of {job} failed", f, job=name.job_id))
-        d.addBoth(lambda _: self._check_drained())
 
-    def _enqueue_all(self, job: Any, name: LogName, names: tuple[str, ...], body: str) -> None:
+    def _enqueue_all(self, job: Any, name: RunRecord, names: tuple[str, ...], body: str) -> None:
         subject = subject_of(job, name, self._server_name)
         for notif_name in dict.fromkeys(names):
             notif = self.notifs.get(notif_name)
@@ -474,7 +481,6 @@ class Notifier:
             else:
                 self._give_up(mail, reason, "temporary" if temporary else "permanent")
         self._pump()
-        self._check_drained()
 
     def _retry(self, mail: _Mail) -> None:
         mail.timer = None
@@ -490,6 +496,10 @@ class Notifier:
             reason=reason, failure_kind=kind,
         )
 
+    def stopService(self) -> None:
+        super().stopService()
+        self.stop()
+
     def stop(self) -> None:
         """
         At shutdown: cancel retries and drop what was not sent yet (each
@@ -504,32 +514,12 @@ class Notifier:
         self._waiting.clear()
         while self._pending:
             self._give_up(self._pending.popleft(), "karajo is stopping", "shutdown")
-        self._check_drained()
-
-    def drained(self) -> defer.Deferred[None]:
-        """Fires once no mail is being read, queued, sent or waiting to be retried."""
-        d: defer.Deferred[None] = defer.Deferred()
-        self._drain_waiters.append(d)
-        self._check_drained()
-        return d
-
-    def _check_drained(self) -> None:
-        if self._reading or self._held():
-            return
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for d in waiters:
-            if not d.called:  # a caller may have cancelled it
-                d.callback(None)
 
     # --- one attempt -------------------------------------------------------
 
     def _build(self, notif: Notif, subject: str, body: str) -> bytes:
         domain = addr_spec(notif.sender).rpartition("@")[2] or "localhost"
         return build_message(notif, subject, body, self._reactor.seconds(), domain)
-
-    def send(self, notif: Notif, subject: str, body: str) -> defer.Deferred[None]:
-        """One delivery attempt of a new message, without the queue."""
-        return defer.maybeDeferred(self._deliver, notif, self._build(notif, subject, body))
 
     def _context_for(self, notif: Notif, host: str) -> Any:
         if self._context_factory_for is not None:

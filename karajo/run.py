@@ -6,13 +6,17 @@ Every way a run can start (timer, webhook, dashboard, JobHttp) comes through
 L{JobRunner.trigger}; the work itself is a L{karajo.work.Work}.  The counter
 is taken and persisted before the run starts, and the log is finalised
 (renamed to its status, fsynced) before the next run may start.
+
+What the runner knows about each run is its L{karajo.joblog.RunRecord}
+(L{JobRunner.records}); whatever watches runs is a L{RunListener} in
+L{JobRunner.listeners}.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -21,8 +25,9 @@ from twisted.logger import Logger
 
 from karajo.duration import format_duration
 from karajo.errors import JobBusy, JobPaused, RunFailed, ServerStopping
-from karajo.joblog import LogName, LogStore
-from karajo.model import Job, JobHttp
+from karajo.joblog import LogName, LogStore, RunRecord
+from karajo.model import Job, JobHttp, TriggerRequest
+from karajo.status import JobStatus, RunStatus, Trigger
 from karajo.work import Stopped, Work
 
 log = Logger()
@@ -31,6 +36,25 @@ log = Logger()
 CANCELED = "canceled"
 TIMEOUT = "timeout"
 SHUTDOWN = "shutdown"
+
+
+class RunListener(Protocol):
+    """
+    Everything that watches a job's runs (the timer, the notifier, the
+    metrics; later retries, chains and the cluster) is one of these, in
+    L{JobRunner.listeners}, called in that order.  A listener must return
+    at once (queue work, never wait) and should not raise; one that does
+    is logged and the others are still called.
+    """
+
+    def run_started(self, runner: JobRunner, record: RunRecord) -> None:
+        """A run began: its log exists, C{record} is C{running}."""
+
+    def run_finished(self, runner: JobRunner, record: RunRecord) -> None:
+        """
+        A run ended and its log is final (renamed and fsynced); C{record}
+        has its status and C{started}/C{ended}.
+        """
 
 
 class JobRunner(Service):
@@ -47,7 +71,6 @@ class JobRunner(Service):
         slots: defer.DeferredSemaphore,
         clock: IReactorTime,
         timeout: timedelta | None = None,
-        on_finished: Callable[[JobRunner, LogName], Any] | None = None,
     ) -> None:
         self.job = job
         self.store = store
@@ -55,11 +78,10 @@ class JobRunner(Service):
         self._slots = slots
         self._clock = clock
         self._timeout = timeout
-        self._on_finished = on_finished
         self.setName(f"{job.kind}/{job.id}")
 
         self.counter = 0
-        self.last_status: str | None = None
+        self.last_status: RunStatus | None = None
         self.last_run: float | None = None
         self.paused = False
         self.stopping = False
@@ -69,27 +91,21 @@ class JobRunner(Service):
         #: with Service.running, which says the service is started)
         self.executing = False
         self.queued = False
-        self.current: LogName | None = None
         self._queued_request: Any = None
+        self._queued_trigger: str | None = None
         self._waiting: defer.Deferred | None = None
         self._soon: IDelayedCall | None = None
         self._stop_reason: str | None = None
         self._timer: IDelayedCall | None = None
         self._done: defer.Deferred | None = None
         self._idle_waiters: list[defer.Deferred] = []
-        # The log names, kept in memory: the API lists them for every job
-        # on every request, which must not cost a directory scan each.
-        self._logs: list[LogName] = []
-        #: called with no argument when a run starts (the timer re-arms)
-        self.on_started: Callable[[], Any] = lambda: None
-        #: observers (metrics): C{run_started(runner)} when a run starts,
-        #: C{run_finished(runner, name, status, seconds)} once its log is final
-        self.listeners: list[Any] = []
+        #: who hears of each run start and end, in this order (L{RunListener})
+        self.listeners: list[RunListener] = []
 
     # --- state -----------------------------------------------------------
 
     @property
-    def status(self) -> str:
+    def status(self) -> JobStatus | RunStatus:
         """
         What the API and dashboard show.  A pause shows at once, also while
         a run goes on ("paused at any time", SPEC section 3), so the
@@ -97,18 +113,17 @@ class JobRunner(Service):
         in the logs (the newest is C{running}).
         """
         if self.paused:
-            return "paused"
+            return JobStatus.PAUSED
         if self.executing:
-            return "running"
-        return self.last_status or "started"
+            return RunStatus.RUNNING
+        return self.last_status or JobStatus.STARTED
 
     def restore(self) -> None:
-        """Rebuild counter, last status and last run from the log directory."""
+        """Rebuild counter, last status, last run and the run records."""
         state = self.store.restore()
         self.counter = state.counter
-        self.last_status = state.last_status
+        self.last_status = RunStatus(state.last_status) if state.last_status else None
         self.last_run = state.last_run.timestamp() if state.last_run else None
-        self._logs = list(state.logs)
         for name in state.finalised:
             log.warn(
                 "{job}: run {counter} was interrupted by a stop of karajo; marked failed",
@@ -122,7 +137,14 @@ class JobRunner(Service):
 
     def logs(self) -> list[LogName]:
         """Every log of this job, oldest first (from memory, not the disk)."""
-        return list(self._logs)
+        return [record.name for record in self.store.records()]
+
+    def records(self) -> list[RunRecord]:
+        """
+        The L{RunRecord} of every kept log of this job, oldest first, from
+        memory: what the API's C{logs}, the dashboard and its chart show.
+        """
+        return self.store.records()
 
     def when_idle(self) -> defer.Deferred[None]:
         """Fires once no run is running, waiting or queued."""
@@ -134,7 +156,9 @@ class JobRunner(Service):
 
     # --- commands --------------------------------------------------------
 
-    def trigger(self, request: Any = None, *, deferred: bool = False) -> str:
+    def trigger(
+        self, request: Any = None, *, deferred: bool = False, trigger: str | None = None
+    ) -> str:
         """
         Start a run now (when a slot is free), or queue one behind the
         current run.  Returns C{"started"} or C{"queued"}; raises
@@ -144,7 +168,14 @@ class JobRunner(Service):
         inside this call: timers use it, because a thousand jobs may be due
         on one slot and each timer fire should stay a few microseconds, with
         every run accepted before any of them starts.
+
+        C{trigger} goes into the run's record; when not given it is told
+        from the call: a deferred start is the job's timer (C{schedule} or
+        C{interval}), a L{TriggerRequest} a webhook, anything else a manual
+        run (the dashboard or the management API).
         """
+        if trigger is None:
+            trigger = self._trigger_of(request, deferred)
         if self.stopping:
             raise ServerStopping(f"{self.name}: karajo is stopping")
         if self.paused:
@@ -154,9 +185,17 @@ class JobRunner(Service):
                 raise JobBusy(f"job {self.job.id} is running and a run is already queued")
             self.queued = True
             self._queued_request = request
+            self._queued_trigger = trigger
             return "queued"
-        self._start(request, deferred)
+        self._start(request, trigger, deferred)
         return "started"
+
+    def _trigger_of(self, request: Any, deferred: bool) -> Trigger:
+        if deferred:
+            return Trigger.SCHEDULE if self.job.schedule else Trigger.INTERVAL
+        if isinstance(request, TriggerRequest):
+            return Trigger.WEBHOOK
+        return Trigger.MANUAL
 
     def pause(self) -> None:
         """
@@ -166,8 +205,7 @@ class JobRunner(Service):
         """
         self.paused = True
         if self.queued:
-            self.queued = False
-            self._queued_request = None
+            self._drop_queued()
             log.info("{job}: paused; the queued run is dropped", job=self.name)
         if self._drop_pending():
             log.info("{job}: paused; the run waiting to start is dropped", job=self.name)
@@ -182,11 +220,15 @@ class JobRunner(Service):
         """
         if not self.active:
             return False
-        self.queued = False
-        self._queued_request = None
+        self._drop_queued()
         if not self._drop_pending():
             self._stop(CANCELED)
         return True
+
+    def _drop_queued(self) -> None:
+        self.queued = False
+        self._queued_request = None
+        self._queued_trigger = None
 
     def _drop_pending(self) -> bool:
         """Drop a run that has not started (due next turn, or waiting for a slot)."""
@@ -205,25 +247,27 @@ class JobRunner(Service):
 
     # --- the run ---------------------------------------------------------
 
-    def _start(self, request: Any, deferred: bool = False) -> None:
+    def _start(self, request: Any, trigger: str | None, deferred: bool = False) -> None:
         self.active = True
         self._done = defer.Deferred()
         if deferred:
-            self._soon = self._clock.callLater(0, self._wait_for_slot, request)
+            self._soon = self._clock.callLater(0, self._wait_for_slot, request, trigger)
         else:
-            self._wait_for_slot(request)
+            self._wait_for_slot(request, trigger)
 
-    def _wait_for_slot(self, request: Any) -> None:
+    def _wait_for_slot(self, request: Any, trigger: str | None) -> None:
         self._soon = None
         waiting = self._waiting = self._slots.acquire()
-        waiting.addCallback(lambda _: defer.ensureDeferred(self._holding_slot(request)))
+        waiting.addCallback(
+            lambda _: defer.ensureDeferred(self._holding_slot(request, trigger))
+        )
         waiting.addErrback(lambda f: f.trap(defer.CancelledError))
         waiting.addErrback(
             lambda f: log.failure("{job}: run failed", f, job=self.name)
         )
         waiting.addBoth(lambda _: self._ended())
 
-    async def _holding_slot(self, request: Any) -> None:
+    async def _holding_slot(self, request: Any, trigger: str | None) -> None:
         self._waiting = None
         released = False
 
@@ -234,20 +278,21 @@ class JobRunner(Service):
                 self._slots.release()
 
         try:
-            await self._run(request, release)
+            await self._run(request, trigger, release)
         finally:
             release()
 
-    async def _run(self, request: Any, release_slot: Callable[[], None]) -> None:
+    async def _run(
+        self, request: Any, trigger: str | None, release_slot: Callable[[], None]
+    ) -> None:
         self.counter += 1
-        runlog = self.store.begin(self.counter)
-        self.current = runlog.name
-        self._logs.append(runlog.name)
+        runlog = self.store.begin(self.counter, trigger=trigger)
+        record = self.store.record(self.counter)
+        assert record is not None
         self.executing = True
         self._stop_reason = None
-        started = self.last_run = self._clock.seconds()
-        self.on_started()
-        self._tell("run_started", self)
+        self.last_run = record.started
+        self._tell("run_started", record)
         runlog.line("=== BEGIN")
         if self._timeout is not None:
             self._timer = self._clock.callLater(
@@ -258,63 +303,58 @@ class JobRunner(Service):
         except Stopped:
             status = self._stopped_line(runlog)
         except RunFailed as e:
-            status = "failed"
+            status = RunStatus.FAILED
             runlog.line(f"!!! {e.message}")
         except Exception as e:  # the work is user code; never lose the run
             log.failure("{job}: run raised", job=self.name)
-            status = "failed"
+            status = RunStatus.FAILED
             runlog.line(f"!!! {type(e).__name__}: {e}")
         else:
             if self._stop_reason is not None:
                 status = self._stopped_line(runlog)
             else:
-                status = "success"
+                status = RunStatus.SUCCESS
                 runlog.line("=== DONE")
         finally:
             if self._timer is not None and self._timer.active():
                 self._timer.cancel()
             self._timer = None
-        seconds = self._clock.seconds() - started
         # The work is over: another job may use the slot while this log is
         # flushed to disk (this job's next run still waits for it), and the
-        # job no longer counts as running.
+        # job no longer counts as running.  finish() gives the record its
+        # status and end time at once.
         self.executing = False
         self.last_status = status
         release_slot()
-        name = await runlog.finish(status)
-        self._logs = [name if n.counter == name.counter else n for n in self._logs]
-        self.current = None
+        await runlog.finish(status)
+        record = self.store.record(self.counter)
         try:
             # Listing and unlinking wait on the disk: not on the reactor thread.
-            pruned = set(await self.store.run_in_thread(self.store.prune, self.job.log_retention))
+            pruned = await self.store.run_in_thread(self.store.prune, self.job.log_retention)
         except OSError:
             log.failure("{job}: pruning old logs failed", job=self.name)
         else:
-            self._logs = [n for n in self._logs if n not in pruned]
-        if self._on_finished is not None:
-            try:
-                self._on_finished(self, name)
-            except Exception:
-                log.failure("{job}: on_finished failed", job=self.name)
-        self._tell("run_finished", self, name, status, seconds)
+            self.store.forget(pruned)
+        if record is not None:
+            self._tell("run_finished", record)
 
-    def _tell(self, event: str, *args: Any) -> None:
+    def _tell(self, event: str, record: RunRecord) -> None:
         for listener in list(self.listeners):
             try:
-                getattr(listener, event)(*args)
+                getattr(listener, event)(self, record)
             except Exception:
                 log.failure("{job}: listener {event} failed", job=self.name, event=event)
 
-    def _stopped_line(self, runlog) -> str:
+    def _stopped_line(self, runlog) -> RunStatus:
         if self._stop_reason == TIMEOUT:
             assert self._timeout is not None
             runlog.line(f"!!! timed out after {format_duration(self._timeout)}")
-            return "failed"
+            return RunStatus.FAILED
         if self._stop_reason == SHUTDOWN:
             runlog.line("??? CANCELED: karajo is stopping")
         else:
             runlog.line("??? CANCELED")
-        return "canceled"
+        return RunStatus.CANCELED
 
     def _stop(self, reason: str) -> None:
         if self.executing and self._stop_reason is None:
@@ -325,9 +365,9 @@ class JobRunner(Service):
         self.active = False
         done, self._done = self._done, None
         if self.queued and not self.stopping:
-            self.queued = False
-            request, self._queued_request = self._queued_request, None
-            self._start(request)
+            request, trigger = self._queued_request, self._queued_trigger
+            self._drop_queued()
+            self._start(request, trigger)
         if done is not None:
             done.callback(None)
         if not self.active:
@@ -347,8 +387,7 @@ class JobRunner(Service):
         self.stopping = True
         if self.queued:
             log.info("{job}: karajo is stopping; the queued run is dropped", job=self.name)
-        self.queued = False
-        self._queued_request = None
+        self._drop_queued()
         if not self.active:
             return None
         done = self._done

@@ -18,7 +18,7 @@ import gc
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -37,7 +37,7 @@ from karajo.model import Environment, Job, JobHttp
 from karajo.notify import Notifier
 from karajo.paths import Paths
 from karajo.process import leftover_group, signal_group
-from karajo.run import JobRunner
+from karajo.run import JobRunner, RunListener
 from karajo.schedule import parse_schedule
 from karajo.timer import JobTimer
 from karajo.work import CallableWork, CommandWork, Work
@@ -84,7 +84,7 @@ class JobService(MultiService):
         runner.setServiceParent(self)
         if timer is not None:
             timer.setServiceParent(self)
-            runner.on_started = timer.reschedule
+            runner.listeners.append(timer)
 
     def startService(self) -> None:
         if self._pid_path is not None:
@@ -106,7 +106,7 @@ class KarajoService(MultiService):
         self.slots = defer.DeferredSemaphore(env.max_job_running)
         self.jobs: dict[str, JobService] = {}
         self.http_jobs: dict[str, JobService] = {}
-        #: things to close once every child has stopped (pools, mail queue)
+        #: things to close once every child has stopped (connection pools)
         self.closers: list[Callable[[], Any]] = []
         self.notifier: Notifier | None = None
 
@@ -151,7 +151,7 @@ def build_job_service(
     clock,
     run_in_thread: Callable[..., Any],
     pid_path: str | None = None,
-    on_finished: Callable[..., Any] | None = None,
+    listeners: Sequence[RunListener] = (),
 ) -> JobService:
     """A job's runner and timer, on its own log directory."""
     store = LogStore(
@@ -162,11 +162,7 @@ def build_job_service(
         run_in_thread=run_in_thread,
         state_path=paths.state_file(job.kind, job.id),
     )
-    runner = JobRunner(
-        job, work, store, slots, clock,
-        timeout=job.timeout,
-        on_finished=on_finished,
-    )
+    runner = JobRunner(job, work, store, slots, clock, timeout=job.timeout)
     timer = None
     label = runner.name
     assert label is not None  # JobRunner names itself kind/ID; Service types it optional
@@ -186,7 +182,9 @@ def build_job_service(
             is_busy=lambda: runner.active,
             label=label,
         )
-    return JobService(runner, timer, pid_path)
+    service = JobService(runner, timer, pid_path)
+    runner.listeners.extend(listeners)
+    return service
 
 
 def job_work(
@@ -234,14 +232,16 @@ def build_job_services(
     service = KarajoService(env)
     if notifier is None and env.notifs:
         notifier = Notifier(env.notifs, reactor, server_name=env.name)
-    on_finished = notifier.on_finished if notifier is not None else None
+    listeners: tuple[RunListener, ...] = ()
     if notifier is not None:
         service.notifier = notifier
-        service.closers.append(notifier.stop)
+        # A child: its queue stops with the service tree.
+        notifier.setServiceParent(service)
+        listeners = (notifier,)
     for job in env.jobs.values():
         work, pid_path = job_work(job, paths, reactor, run_in_thread)
         child = build_job_service(
-            job, work, paths, service.slots, reactor, run_in_thread, pid_path, on_finished
+            job, work, paths, service.slots, reactor, run_in_thread, pid_path, listeners
         )
         child.setServiceParent(service)
         service.jobs[job.id] = child
@@ -250,7 +250,7 @@ def build_job_services(
     for http_job in env.http_jobs.values():
         work = JobHttpWork(http_job, env, reactor, clients)
         child = build_job_service(
-            http_job, work, paths, service.slots, reactor, run_in_thread, None, on_finished
+            http_job, work, paths, service.slots, reactor, run_in_thread, None, listeners
         )
         child.setServiceParent(service)
         service.http_jobs[http_job.id] = child

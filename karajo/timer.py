@@ -66,7 +66,6 @@ class JobTimer(Service):
         # waits for a slot (or never starts) cannot make the timer spin.
         self._anchor: float | None = None
         self.next_run: float | None = None
-        self.fired = 0
 
     # --- service ---------------------------------------------------------
 
@@ -88,6 +87,15 @@ class JobTimer(Service):
         """
         if self.running:
             self._arm()
+
+    # --- as the runner's listener (karajo.run.RunListener) ---------------
+
+    def run_started(self, runner: Any, record: Any) -> None:
+        """Any run, whatever triggered it, moves an interval's start."""
+        self.reschedule()
+
+    def run_finished(self, runner: Any, record: Any) -> None:
+        pass
 
     # --- internals -------------------------------------------------------
 
@@ -142,7 +150,6 @@ class JobTimer(Service):
         if self._is_busy():
             log.info("{job}: still running, timer fire dropped", job=self._label)
             return
-        self.fired += 1
         # No Deferred unless the callback returns one: a thousand timers may
         # fire on one slot, and each should stay a few microseconds.
         try:

@@ -351,7 +351,8 @@ class ReadTests(APITestCase):
         self.assertEqual(every["status"], "success")
         self.assertEqual(every["logs"], [
             {"job_id": "every_minute", "name": "every_minute.1.success",
-             "status": "success", "counter": 1},
+             "status": "success", "counter": 1,
+             "started": "2026-01-02T03:04:05Z", "ended": "2026-01-02T03:04:05Z"},
         ])
 
     def test_job_http_values(self) -> None:
@@ -407,10 +408,30 @@ class ReadTests(APITestCase):
         # the job's entry lists it
         job = self.get("/karajo/api/job_exec?id=hello").json["data"]
         self.assertEqual(job["logs"], [
-            {"job_id": "hello", "name": "hello.1.success", "status": "success", "counter": 1}
+            {"job_id": "hello", "name": "hello.1.success", "status": "success", "counter": 1,
+             "started": "2026-01-02T03:04:05Z", "ended": "2026-01-02T03:04:05Z"}
         ])
         self.assertEqual(job["status"], "success")
         self.assertEqual(job["last_run"], "2026-01-02T03:04:05Z")
+
+    def test_logs_times_from_the_record(self) -> None:
+        """
+        A log entry's started and ended are its run record's, RFC 3339 UTC;
+        the zero time stands for unknown (a log older than run records) and
+        for the end of a run still going on.
+        """
+        from karajo.joblog import RunRecord
+
+        entries = apimod._logs_json([
+            RunRecord("j", 1, "failed", None, NOW + 0.9),
+            RunRecord("j", 2, "running", NOW + 61.5, None),
+        ])
+        self.assertEqual(entries, [
+            {"job_id": "j", "name": "j.1.failed", "status": "failed", "counter": 1,
+             "started": envelope.ZERO_TIME, "ended": "2026-01-02T03:04:05Z"},
+            {"job_id": "j", "name": "j.2", "status": "running", "counter": 2,
+             "started": "2026-01-02T03:05:06Z", "ended": envelope.ZERO_TIME},
+        ])
 
     def test_log_offset(self) -> None:
         self.hook("/hello", b"one")
@@ -481,7 +502,7 @@ class ReadTests(APITestCase):
         def broken():
             raise RuntimeError("s3cret details")
 
-        self.runner("hello").logs = broken
+        self.runner("hello").records = broken
         r = self.get("/karajo/api/environment")
         doc = self.assertError(r, 500, "ERR_INTERNAL")
         self.assertEqual(doc["message"], "internal server error")

@@ -7,6 +7,7 @@ one.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
 import json
@@ -506,3 +507,47 @@ class CheckTests(unittest.TestCase):
         self.assertEqual(code, 2)
         self.assertEqual(
             err, f"{base}/etc/karajo/job.d/x.conf:3: timeout: must be positive\n".encode())
+
+
+class CheckAgreesWithDaemonTests(unittest.SynchronousTestCase):
+    """C{karajo check} takes the last run from the run records, as the daemon does."""
+
+    def test_last_run_from_the_record_not_the_mtime(self) -> None:
+        from twisted.internet import task
+
+        from karajo import cli
+        from karajo.joblog import LogStore
+        from karajo.paths import Paths
+
+        base = os.path.abspath(self.mktemp())
+        paths = Paths(base)
+        job = Job(name="every", commands=("true",), interval=datetime.timedelta(minutes=10))
+        clock = task.Clock()
+        clock.advance(1_800_000_000)
+
+        def store() -> LogStore:
+            return LogStore(
+                paths.log_dir("job", "every"), "every", clock=clock,
+                run_in_thread=defer.maybeDeferred,
+                state_path=paths.state_file("job", "every"),
+            )
+
+        first = store()
+        for _ in range(2):
+            log = first.begin(first.restore().counter + 1)
+            clock.advance(40)
+            self.successResultOf(log.finish("success"))
+            clock.advance(100)
+        # The newest log's file times say nothing about the run.
+        newest = first.path_of(first.scan()[-1])
+        os.utime(newest, (1_000_000_000, 1_000_000_000))
+        daemon = store().restore().last_run
+        assert daemon is not None
+        self.assertEqual(daemon.timestamp(), 1_800_000_140)
+        self.assertEqual(cli._last_run(job, paths), daemon.timestamp())
+        # A run going on (or left by a crash) is the newest: both count from its start.
+        running = store()
+        running.restore()
+        running.begin(3)
+        self.assertEqual(cli._last_run(job, paths), clock.seconds())
+        self.assertEqual(store().restore().last_run.timestamp(), clock.seconds())

@@ -740,14 +740,19 @@ class LoopbackTests(TestCase):
         finished = []
         waiter: list[defer.Deferred] = []
 
-        def on_finished(runner, name):
-            finished.append(name)
-            waiter.pop().callback(None)
+        class Listener:
+            def run_started(self, runner, record):
+                pass
+
+            def run_finished(self, runner, record):
+                finished.append(record)
+                waiter.pop().callback(None)
 
         runner = JobRunner(
             j, JobHttpWork(j, self.env, reactor, self.clients), self.store,
-            defer.DeferredSemaphore(1), reactor, on_finished=on_finished,
+            defer.DeferredSemaphore(1), reactor,
         )
+        runner.listeners.append(Listener())
         for code in (500, 200):
             rec.code = code
             waiter.append(defer.Deferred())

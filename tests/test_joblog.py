@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import json
 import os
 import stat
 import tracemalloc
@@ -25,6 +26,10 @@ from karajo.joblog import (
     LogStore,
     RestoredState,
     RunLog,
+    RunRecord,
+    _write_records,
+    last_run_of,
+    load_records,
     parse_log_name,
 )
 
@@ -371,6 +376,8 @@ class RunLogTests(StoreMixin, SynchronousTestCase):
         threads = FakeThreads()
         store = self.store(run_in_thread=threads)
         log = store.begin(1)
+        self.assertEqual(len(threads.calls), 1)  # the run record, off the thread
+        threads.run()
         log.line("=== DONE")
         d = log.finish("success")
         self.assertEqual(len(threads.calls), 1)
@@ -592,8 +599,9 @@ class StoreTests(StoreMixin, SynchronousTestCase):
     def test_restore_finalises_crash_leftover(self) -> None:
         """
         A running log left by a crash gets an explanation line (after ending
-        a cut-short last line) and is renamed failed; the last run time is
-        when it started (its first line), not its modification time.
+        a cut-short last line) and is renamed failed; without a run record
+        (a log of an older karajo) the last run time is its modification
+        time, never a time read from its text.
         """
         path = self.touch("my_id.4", P0 + b"=== BEGIN\n" + P0 + b"half a li")
         os.utime(path, (T0 - 100, T0 - 100))
@@ -608,7 +616,12 @@ class StoreTests(StoreMixin, SynchronousTestCase):
         self.assertEqual(state.counter, 4)
         self.assertEqual(state.last_status, "failed")
         self.assertEqual(
-            state.last_run, datetime.datetime.fromtimestamp(T0, datetime.UTC)
+            state.last_run, datetime.datetime.fromtimestamp(T0 - 100, datetime.UTC)
+        )
+        self.assertEqual(
+            state.records,
+            (RunRecord("my_id", 3, "success", None, T0 - 200),
+             RunRecord("my_id", 4, "failed", None, T0 - 100)),
         )
         self.assertFalse(os.path.exists(path))
         self.assertEqual(
@@ -620,15 +633,17 @@ class StoreTests(StoreMixin, SynchronousTestCase):
 
     def test_restore_last_status_and_run(self) -> None:
         """
-        The last status and run time come from the newest finished log,
-        by counter, as an aware UTC datetime.
+        The last status comes from the newest finished log, by counter; the
+        last run is when that run started, from its record (not the file
+        times), as an aware UTC datetime.
         """
         store = self.store()
         self.run_job(store, 8, "failed")
+        self.clock.advance(10)
         self.run_job(store, 9, "canceled")
+        self.clock.advance(20)
         self.run_job(store, 10, "success")
-        os.utime(store.path_of(LogName(10, "my_id", "success")), (T0 + 30, T0 + 30))
-        os.utime(store.path_of(LogName(9, "my_id", "canceled")), (T0 + 90, T0 + 90))
+        os.utime(store.path_of(LogName(10, "my_id", "success")), (T0 + 90, T0 + 90))
         self.touch("my_id.11.success.bak")
         state = self.store().restore()
         self.assertEqual(state.last_status, "success")
@@ -641,9 +656,9 @@ class StoreTests(StoreMixin, SynchronousTestCase):
 
     def test_restore_last_run_is_the_run_start(self) -> None:
         """
-        last_run is when the newest run started (its first line), as it was
-        before the restart, not when its file was last written (its end);
-        the mtime is used only when the first line is not a timestamp.
+        last_run is when the newest run started, from its record, whatever
+        its text says; without the record file it is when the file was
+        last written (its end).
         """
         store = self.store()
         log = store.begin(1)
@@ -651,15 +666,17 @@ class StoreTests(StoreMixin, SynchronousTestCase):
         self.clock.advance(50)
         log.line("=== DONE")
         name = self.finish(log, "success")
-        os.utime(store.path_of(name), (T0 + 50, T0 + 50))
-        state = self.store().restore()
-        self.assertEqual(state.last_run, datetime.datetime.fromtimestamp(T0, datetime.UTC))
         with open(store.path_of(name), "r+b") as f:
             f.write(b"garbage")
-        os.utime(store.path_of(name), (T0 + 50, T0 + 50))
+        os.utime(store.path_of(name), (T0 + 70, T0 + 70))
+        state = self.store().restore()
+        self.assertEqual(state.last_run, datetime.datetime.fromtimestamp(T0, datetime.UTC))
+        self.assertEqual(state.records, (RunRecord("my_id", 1, "success", T0, T0 + 50),))
+        os.unlink(store.records_path)
         state = self.store().restore()
         self.assertEqual(state.last_run,
-                         datetime.datetime.fromtimestamp(T0 + 50, datetime.UTC))
+                         datetime.datetime.fromtimestamp(T0 + 70, datetime.UTC))
+        self.assertEqual(state.records, (RunRecord("my_id", 1, "success", None, T0 + 70),))
 
     def test_read(self) -> None:
         """read() finds a log by counter, running or finished; None when absent."""
@@ -694,3 +711,145 @@ class StoreTests(StoreMixin, SynchronousTestCase):
     def test_evolve_keeps_validation(self) -> None:
         """attrs.evolve() of a name re-runs the validators."""
         self.assertRaises(ValueError, attrs.evolve, LogName(1, "j", None), status="ok")
+
+
+class RunRecordTests(StoreMixin, SynchronousTestCase):
+    """The run record: kept, written whole, pruned, rebuilt; never read from log text."""
+
+    def saved(self) -> dict:
+        with open(self.state_path + ".runs", "rb") as f:
+            return json.loads(f.read())
+
+    def test_begin_and_finish(self) -> None:
+        """begin() records a running run with its start; finish() its status and end."""
+        store = self.store()
+        log = store.begin(1, trigger="webhook")
+        record = RunRecord("my_id", 1, "running", T0, None, "webhook", 1, None)
+        self.assertEqual(store.records(), [record])
+        self.assertEqual(store.record(1), record)
+        self.assertEqual(self.saved()["runs"], [record.to_json()])
+        self.clock.advance(2.5)
+        self.finish(log, "failed")
+        done = RunRecord("my_id", 1, "failed", T0, T0 + 2.5, "webhook")
+        self.assertEqual(store.records(), [done])
+        self.assertEqual(self.saved()["runs"], [{
+            "counter": 1, "status": "failed", "started": T0, "ended": T0 + 2.5,
+            "trigger": "webhook", "attempt": 1, "node": None,
+        }])
+        self.assertEqual(self.store().restore().records, (done,))
+        self.assertEqual(done.name, LogName(1, "my_id", "failed"))
+        self.assertEqual(record.name, LogName(1, "my_id", None))
+
+    def test_crash_keeps_the_start(self) -> None:
+        """
+        A run killed with the daemon keeps its start from the record; it
+        ends C{failed} at its log's last write (the file's mtime).
+        """
+        store = self.store()
+        log = store.begin(1, trigger="schedule")
+        log.line("=== BEGIN")
+        os.utime(log.path, (T0 + 7, T0 + 7))
+        self.clock.advance(3600)
+        state = self.store().restore()
+        self.assertEqual(state.finalised, (LogName(1, "my_id", "failed"),))
+        self.assertEqual(state.records, (RunRecord("my_id", 1, "failed", T0, T0 + 7, "schedule"),))
+        self.assertEqual(state.last_run, datetime.datetime.fromtimestamp(T0, datetime.UTC))
+
+    def test_the_log_name_wins(self) -> None:
+        """
+        A kill between the record's rewrite and the log's rename: the record
+        says success, the log is still running: the log wins (C{failed}).
+        """
+        threads = FakeThreads()
+        store = self.store(run_in_thread=threads)
+        log = store.begin(1)
+        threads.run()
+        log.finish("success")
+        [(_f, args, _d)] = threads.calls
+        path, records = args[-2], args[-1]
+        _write_records(path, records)  # the step's first half; then the kill
+        self.assertEqual(self.saved()["runs"][0]["status"], "success")
+        state = self.store().restore()
+        self.assertEqual([r.status for r in state.records], ["failed"])
+        self.assertEqual(state.records[0].started, T0)
+
+    def test_unreadable_file_ignored(self) -> None:
+        """A torn or foreign record file costs the times, never the logs."""
+        store = self.store()
+        self.run_job(store, 1)
+        for garbage in (b"", b'{"runs": [{"counter": 1,', b"[]", b'{"runs": 5}',
+                        b'{"runs": [{"counter": 0, "status": "success"}, 7]}'):
+            with open(store.records_path, "wb") as f:
+                f.write(garbage)
+            state = self.store().restore()
+            self.assertEqual([(r.counter, r.status, r.started) for r in state.records],
+                             [(1, "success", None)], garbage)
+
+    def test_written_whole(self) -> None:
+        """
+        The file is replaced by a rename: a tmp file left by a kill in the
+        middle of a write is never read.
+        """
+        store = self.store()
+        self.run_job(store, 1)
+        with open(store.records_path + ".tmp", "wb") as f:
+            f.write(b'{"runs": [')
+        self.assertEqual(self.store().restore().records[0].started, T0)
+        self.assertEqual(sorted(os.listdir(os.path.dirname(self.state_path))),
+                         ["my_id.runs", "my_id.runs.tmp"])
+
+    def test_pruned_with_the_logs(self) -> None:
+        """forget() drops pruned runs; the next write leaves them out; restore ignores strays."""
+        store = self.store()
+        for counter in (1, 2, 3):
+            self.run_job(store, counter)
+        store.forget(store.prune(2))
+        self.assertEqual([r.counter for r in store.records()], [2, 3])
+        store.begin(4)
+        self.assertEqual([r["counter"] for r in self.saved()["runs"]], [2, 3, 4])
+        os.unlink(store.path_of(LogName(2, "my_id", "success")))
+        self.assertEqual([r.counter for r in self.store().restore().records], [3, 4])
+
+    def test_load_records_changes_nothing(self) -> None:
+        """load_records (karajo check) leaves a running log running and the files alone."""
+        store = self.store()
+        self.run_job(store, 1)
+        store.begin(2)
+        before = sorted(os.listdir(self.directory))
+        records = load_records(self.directory, "my_id", store.records_path)
+        self.assertEqual([(r.counter, r.status) for r in records],
+                         [(1, "success"), (2, "running")])
+        self.assertEqual(sorted(os.listdir(self.directory)), before)
+        self.assertEqual(last_run_of(records), T0)
+
+    def test_writes_in_order(self) -> None:
+        """A finish never starts in the thread pool before the record write before it ended."""
+        threads = FakeThreads()
+        store = self.store(run_in_thread=threads)
+        log = store.begin(1)
+        d = log.finish("success")
+        self.assertEqual(len(threads.calls), 1)  # only the begin's write
+        threads.run()
+        self.assertEqual(len(threads.calls), 1)  # now the finish
+        self.assertNoResult(d)
+        threads.run()
+        self.successResultOf(d)
+
+    def test_last_run_of(self) -> None:
+        """The newest run by counter: its start, else its end; None without runs."""
+        self.assertIsNone(last_run_of([]))
+        self.assertEqual(last_run_of([RunRecord("j", 2, "success", 5.0, 9.0),
+                                      RunRecord("j", 10, "failed", None, 7.0),
+                                      RunRecord("j", 3, "success", 20.0, 30.0)]), 7.0)
+        self.assertEqual(last_run_of([RunRecord("j", 1, "running", 4.0)]), 4.0)
+
+    def test_record_validation(self) -> None:
+        self.assertRaises(ValueError, RunRecord, "j", 1, "done")
+        self.assertRaises(ValueError, RunRecord, "j", 0, "success")
+        self.assertRaises(ValueError, RunRecord, "j", 1, "success", "yesterday")
+        self.assertIsNone(RunRecord.from_json("j", {"counter": 1, "status": "success",
+                                                   "attempt": 0}))
+        self.assertIsNone(RunRecord.from_json("j", {"counter": 1, "status": "success",
+                                                   "node": 5}))
+        r = RunRecord("j", 3, "canceled", 1.5, 2.5, "manual", 2, "n1")
+        self.assertEqual(RunRecord.from_json("j", r.to_json()), r)

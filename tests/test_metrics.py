@@ -269,10 +269,18 @@ class RunnerListenerTests(unittest.TestCase):
         base = os.path.abspath(self.mktemp())
         job = Job(name="code", call=lambda log, req: log.write(b"hi\n"))
         finished: list[Any] = []
+
+        class First:
+            def run_started(self, runner, record):
+                pass
+
+            def run_finished(self, runner, record):
+                finished.append(("first", record.status))
+
         svc = build_job_service(
             job, CallableWork(job), Paths(base), defer.DeferredSemaphore(1), reactor,
             lambda f, *a: defer.maybeDeferred(f, *a),
-            on_finished=lambda runner, name: finished.append(("on_finished", name.status)),
+            listeners=[First()],
         )
         events: list[Any] = []
 
@@ -283,13 +291,13 @@ class RunnerListenerTests(unittest.TestCase):
             run_finished = run_started
 
         class Recorder:
-            def run_started(self, runner):
-                events.append(("started", runner.executing, runner.counter))
+            def run_started(self, runner, record):
+                events.append(("started", runner.executing, runner.counter, record.status))
 
-            def run_finished(self, runner, name, status, seconds):
-                events.append(("finished", status, name.status, runner.last_status,
-                               runner.executing, seconds >= 0))
-                finished.append(("listener", status))
+            def run_finished(self, runner, record):
+                events.append(("finished", record.status, runner.last_status,
+                               runner.executing, record.ended >= record.started))
+                finished.append(("listener", record.status))
 
         svc.runner.listeners += [Broken(), Recorder()]
         svc.startService()
@@ -298,11 +306,11 @@ class RunnerListenerTests(unittest.TestCase):
         await svc.runner.when_idle()
         self.assertEqual(svc.runner.last_status, "success")
         self.assertEqual(events, [
-            ("started", True, 1),
-            ("finished", "success", "success", "success", False, True),
+            ("started", True, 1, "running"),
+            ("finished", "success", "success", False, True),
         ])
-        # on_finished still works, and runs before the listeners.
-        self.assertEqual(finished, [("on_finished", "success"), ("listener", "success")])
+        # Listeners are told in the order they were added.
+        self.assertEqual(finished, [("first", "success"), ("listener", "success")])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
 
 
@@ -313,6 +321,7 @@ class RunMetricsTests(unittest.TestCase):
         from prometheus_client import CollectorRegistry, generate_latest
         from twisted.internet.task import Clock
 
+        from karajo.joblog import RunRecord
         from karajo.web.metrics import RunMetrics
 
         class Runner:
@@ -325,8 +334,8 @@ class RunMetricsTests(unittest.TestCase):
         runs.watch("job", "j", Runner())
         for seconds, status in ((0.05, "success"), (0.051, "failed"), (-1, "canceled"),
                                 (10_000, "success")):
-            runs.run_started(Runner())
-            runs.run_finished(Runner(), None, status, seconds)
+            runs.run_started(Runner(), None)
+            runs.run_finished(Runner(), RunRecord("j", 1, status, 0.0, seconds))
 
         class Only:
             def collect(self):

@@ -28,7 +28,7 @@ from twisted.mail._cred import LOGINCredentials, PLAINCredentials
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from karajo.joblog import LogName
+from karajo.joblog import LogName, RunRecord
 from karajo.model import Job, JobHttp, Notif
 from karajo.notify import Notifier, _Sender, build_message, cap_body
 from karajo.validators import NotifConfigError, check_notif, parse_smtp_server
@@ -310,14 +310,29 @@ class FakeStore:
 
     logs: dict[int, tuple[LogName, bytes]] = attrs.field(factory=dict)
 
-    def read(self, counter: int) -> tuple[LogName, bytes] | None:
-        return self.logs.get(counter)
+    def read_in_thread(self, counter: int) -> defer.Deferred:
+        return defer.succeed(self.logs.get(counter))
 
 
 @attrs.define
 class FakeRunner:
     job: Any
     store: FakeStore
+
+
+def send(n: Notifier, notif: Any, subject: str, body: str) -> defer.Deferred:
+    """One delivery attempt of a new message, without the queue."""
+    return defer.maybeDeferred(n._deliver, notif, n._build(notif, subject, body))
+
+
+def drained(n: Notifier, timeout: float = 5.0) -> defer.Deferred:
+    """Fires once no mail of C{n} is being read, queued, sent or to be retried."""
+    return wait_until(lambda: n.outstanding == 0, timeout)
+
+
+def record_of(name: LogName) -> RunRecord:
+    """The finished run record of a log name."""
+    return RunRecord(name.job_id, name.counter, name.status, 1.0, 2.0)
 
 
 def wait_until(predicate: Any, timeout: float = 5.0) -> defer.Deferred:
@@ -451,7 +466,7 @@ class DeliveryTests(NotifyTestCase):
         server = self.server("smtps")
         notif = self.notif(server.url(), to=("ops@example.org", "Dev <dev@example.org>"))
         n = self.notifier({"ops": notif})
-        yield n.send(notif, "[karajo] job hello-world #27: failed", "line 1\n.line 2\n")
+        yield send(n, notif, "[karajo] job hello-world #27: failed", "line 1\n.line 2\n")
         self.assertEqual(sorted(m.recipient for m in server.messages),
                          ["dev@example.org", "ops@example.org"])
         got = server.messages[0]
@@ -470,7 +485,7 @@ class DeliveryTests(NotifyTestCase):
         server = self.server("starttls")
         notif = self.notif(server.url())
         n = self.notifier({"ops": notif})
-        yield n.send(notif, "subject", "body\n")
+        yield send(n, notif, "subject", "body\n")
         self.assertEqual(len(server.messages), 1)
         self.assertEqual(server.messages[0].parsed().get_content(), "body\n")
 
@@ -481,11 +496,11 @@ class DeliveryTests(NotifyTestCase):
         notif = self.notif(server.url())
         n = self.notifier({"ops": notif}, retry_for=10.0)
         n.enqueue(notif, "subject", "body\n")
-        yield n.drained()
+        yield drained(n)
         self.assertEqual(n.failures, 1)
         self.assertEqual(server.messages, [])
         self.assertEqual(server.connections, 1)
-        yield self.assertFailure(n.send(notif, "s", "b"), smtp.TLSRequiredError)
+        yield self.assertFailure(send(n, notif, "s", "b"), smtp.TLSRequiredError)
 
     @defer.inlineCallbacks
     def test_auth_accepted(self) -> Any:
@@ -495,7 +510,7 @@ class DeliveryTests(NotifyTestCase):
                                  mechanisms=(mech,))
             notif = self.notif(server.url(), smtp_user="karajo", smtp_password=PASSWORD)
             n = self.notifier({"ops": notif})
-            yield n.send(notif, "subject", "body\n")
+            yield send(n, notif, "subject", "body\n")
             self.assertEqual(len(server.messages), 1, mech)
 
     @defer.inlineCallbacks
@@ -503,7 +518,7 @@ class DeliveryTests(NotifyTestCase):
         """The test server itself refuses a mail without AUTH (so AUTH tests mean something)."""
         server = self.server("smtps", users={b"karajo": PASSWORD.encode()})
         n = self.notifier({})
-        yield self.assertFailure(n.send(self.notif(server.url()), "s", "b"), smtp.SMTPDeliveryError)
+        yield self.assertFailure(send(n, self.notif(server.url()), "s", "b"), smtp.SMTPDeliveryError)
         self.assertEqual(server.messages, [])
 
     @defer.inlineCallbacks
@@ -516,7 +531,7 @@ class DeliveryTests(NotifyTestCase):
             notif = self.notif(server.url(), smtp_user="karajo", smtp_password=PASSWORD)
             n = self.notifier({"ops": notif}, retry_for=10.0)
             n.enqueue(notif, "subject", "body\n")
-            yield n.drained()
+            yield drained(n)
             self.assertEqual(n.failures, 1, mech)
             self.assertEqual(server.messages, [])
             self.assertEqual(server.connections, 1)
@@ -533,12 +548,12 @@ class DeliveryTests(NotifyTestCase):
         notif = self.notif(server.url())
         n = self.notifier({"ops": notif}, context_factory_for=None, retry_for=10.0)
         n.enqueue(notif, "subject", "body\n")
-        yield n.drained()
+        yield drained(n)
         self.assertEqual((n.failures, server.messages), (1, []))
         self.assertTrue(any("Gave up" in t and "TLS" in t for t in self.logged()))
 
         insecure = attrs.evolve(notif, smtp_insecure=True)
-        yield n.send(insecure, "subject", "body\n")
+        yield send(n, insecure, "subject", "body\n")
         self.assertEqual(len(server.messages), 1)
 
     @defer.inlineCallbacks
@@ -547,9 +562,9 @@ class DeliveryTests(NotifyTestCase):
         server = self.server("starttls")
         notif = self.notif(server.url())
         n = self.notifier({"ops": notif}, context_factory_for=None)
-        yield self.assertFailure(n.send(notif, "s", "b"), smtp.SMTPConnectError)
+        yield self.assertFailure(send(n, notif, "s", "b"), smtp.SMTPConnectError)
         self.assertEqual(server.messages, [])
-        yield n.send(attrs.evolve(notif, smtp_insecure=True), "s", "b")
+        yield send(n, attrs.evolve(notif, smtp_insecure=True), "s", "b")
         self.assertEqual(len(server.messages), 1)
 
 
@@ -575,7 +590,7 @@ class DotStuffingTests(unittest.TestCase):
 
 
 class QueueTests(NotifyTestCase):
-    """Retries, give-up and routing through L{Notifier.on_finished}."""
+    """Retries, give-up and routing through L{Notifier.run_finished}."""
 
     @defer.inlineCallbacks
     def test_retry_after_451(self) -> Any:
@@ -584,7 +599,7 @@ class QueueTests(NotifyTestCase):
         notif = self.notif(server.url())
         n = self.notifier({"ops": notif})
         n.enqueue(notif, "subject", "body\n")
-        yield n.drained()
+        yield drained(n)
         self.assertEqual(len(server.messages), 1)
         self.assertEqual(server.connections, 2)
         self.assertEqual((n.failures, n.sent), (0, 1))
@@ -592,17 +607,17 @@ class QueueTests(NotifyTestCase):
 
     @defer.inlineCallbacks
     def test_server_down(self) -> Any:
-        """With the server down, on_finished returns at once; retries end in a logged give-up."""
+        """With the server down, run_finished returns at once; retries end in a logged give-up."""
         notif = self.notif(f"smtps://127.0.0.1:{closed_port()}", name="b")
         n = self.notifier({"b": notif}, retry_for=0.5)
         name = LogName(4, "nightly", "failed")
         runner = FakeRunner(Job(name="nightly", notif_on_failed=["b"]),
                             FakeStore({4: (name, b"log\n")}))
         started = time.monotonic()
-        n.on_finished(runner, name)
+        n.run_finished(runner, record_of(name))
         self.assertLess(time.monotonic() - started, 0.1)
         self.assertEqual(n.failures, 0)
-        yield n.drained()
+        yield drained(n)
         self.assertLess(time.monotonic() - started, 1.5)
         self.assertEqual(n.failures, 1)
         retries = [t for t in self.logged() if "retrying" in t]
@@ -626,15 +641,15 @@ class QueueTests(NotifyTestCase):
         })
         runner = FakeRunner(Job(name="Hello World", notif_on_success=["a"], notif_on_failed=["b"]),
                             store)
-        n.on_finished(runner, ok)
-        yield n.drained()
+        n.run_finished(runner, record_of(ok))
+        yield drained(n)
         self.assertEqual([(m.recipient, m.parsed()["Subject"], m.parsed().get_content())
                           for m in server.messages],
                          [("a@example.org", "[karajo] job hello_world #1: success", "it worked\n")])
         del server.messages[:]
-        n.on_finished(runner, bad)
-        n.on_finished(runner, canceled)
-        yield n.drained()
+        n.run_finished(runner, record_of(bad))
+        n.run_finished(runner, record_of(canceled))
+        yield drained(n)
         self.assertEqual(sorted((m.recipient, m.parsed()["Subject"]) for m in server.messages), [
             ("b@example.org", "[karajo] job hello_world #2: failed"),
             ("b@example.org", "[karajo] job hello_world #3: canceled"),
@@ -650,8 +665,8 @@ class QueueTests(NotifyTestCase):
         log = b"".join(b"2024-01-01 00:00:00 UTC job_http: ping: line %d\n" % i for i in range(20))
         runner = FakeRunner(JobHttp(name="ping", notif_on_failed=["a"]),
                             FakeStore({9: (name, log)}))
-        n.on_finished(runner, name)
-        yield n.drained()
+        n.run_finished(runner, record_of(name))
+        yield drained(n)
         [got] = server.messages
         msg = got.parsed()
         self.assertEqual(msg["Subject"], "[karajo] job_http ping #9: failed")
@@ -664,11 +679,11 @@ class QueueTests(NotifyTestCase):
         n = self.notifier({})
 
         class Store:
-            def read(self, counter: int) -> Any:
+            def read_in_thread(self, counter: int) -> Any:
                 raise AssertionError("read")
 
         runner = FakeRunner(Job(name="x"), Store())  # type: ignore[arg-type]
-        n.on_finished(runner, LogName(1, "x", "failed"))
+        n.run_finished(runner, RunRecord("x", 1, "failed"))
         self.assertEqual((n.failures, n.dropped), (0, 0))
 
     def test_queue_full(self) -> None:
@@ -680,7 +695,7 @@ class QueueTests(NotifyTestCase):
         self.assertEqual(n.dropped, 1)
         self.assertTrue(any("queue full" in t for t in self.logged()))
         # the first attempt is still in flight; let it end before cleanup.
-        return n.drained()
+        return drained(n)
 
     @defer.inlineCallbacks
     def test_stop_cancels_retries(self) -> Any:
@@ -690,7 +705,7 @@ class QueueTests(NotifyTestCase):
         n.enqueue(notif, "subject", "b")
         yield wait_until(lambda: n._waiting)
         n.stop()
-        yield n.drained()
+        yield drained(n)
         self.assertEqual(n.failures, 1)
         self.assertFalse(n.enqueue(notif, "later", "b"))
 
@@ -732,7 +747,7 @@ class RunnerIntegrationTests(NotifyTestCase):
         runner = service.jobs["backup"].runner
         runner.trigger(None)
         await runner.when_idle()
-        await notifier.drained()
+        await drained(notifier)
         self.assertEqual(len(failed.messages), 1)
         self.assertEqual(succeeded.messages, [])
         mail = failed.messages[0].parsed()
@@ -740,3 +755,31 @@ class RunnerIntegrationTests(NotifyTestCase):
         body = mail.get_content()
         self.assertIn("backup: disk full", body)
         self.assertIn("!!! exit status 3", body)
+
+
+class ServiceTreeTests(NotifyTestCase):
+    def test_stops_with_the_service_tree(self) -> None:
+        """The notifier is a child of the server: stopping the server stops its queue."""
+        import os as _os
+
+        from karajo.config import Loaded, validate
+        from karajo.model import Environment
+        from karajo.service import build_service
+
+        notif = self.notif(f"smtps://127.0.0.1:{closed_port()}", name="ops")
+        env, warnings = validate(Environment(
+            dir_base=_os.path.abspath(self.mktemp()), secret="s",
+            listen_address="127.0.0.1:0", notifs={"ops": notif},
+            jobs={"x": Job(commands=["true"], notif_on_failed=["ops"])},
+        ))
+        service = build_service(Loaded(env, warnings), reactor)
+        service.removeService(service.getServiceNamed("http"))
+        notifier = service.notifier
+        assert notifier is not None
+        self.assertIs(notifier.parent, service)
+        self.assertIn(notifier, service.jobs["x"].runner.listeners)
+        service.startService()
+        self.assertTrue(notifier.running)
+        self.successResultOf(defer.maybeDeferred(service.stopService))
+        self.assertFalse(notifier.running)
+        self.assertFalse(notifier.enqueue(notif, "after the stop", "b"))

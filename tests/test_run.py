@@ -1,6 +1,8 @@
 """
 Tests for running jobs (L{karajo.run}, L{karajo.work}, L{karajo.process}):
-real processes on the real reactor.
+real processes on the real reactor.  The state machine itself (queue, pause,
+slots, cancel, timeout, stop) is tested with a fake work and a clock in
+tests/unit/test_runner.py.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from karajo.config import validate
-from karajo.errors import JobBusy, JobPaused
 from karajo.model import Environment, Job
 from karajo.paths import Paths
 from karajo.process import KILL_GRACE
@@ -219,133 +220,6 @@ class CallableTests(RunTestCase):
         name, content = await self.run_call(call)
         self.assertEqual(name, "code.1.failed")
         self.assertIn(b"!!! ValueError: no good", content)
-
-
-class ConcurrencyTests(RunTestCase):
-    async def test_queue_of_one(self) -> None:
-        """A trigger while running is queued; one more is refused; the queued run follows."""
-        gates: list[defer.Deferred] = []
-
-        def call(log, request):
-            d = defer.Deferred()
-            gates.append(d)
-            return d
-
-        svc = self.service(Job(name="one", call=call))
-        runner = svc.runner
-        self.assertEqual(runner.trigger(None), "started")
-        self.assertEqual(runner.trigger(None), "queued")
-        self.assertRaises(JobBusy, runner.trigger, None)
-        self.assertEqual(len(gates), 1)
-        gates[0].callback(None)
-        await deferLater(reactor, 0, lambda: None)
-        self.assertEqual(len(gates), 2)
-        self.assertTrue(runner.executing)
-        gates[1].callback(None)
-        await runner.when_idle()
-        self.assertEqual([n.filename for n in runner.logs()], ["one.1.success", "one.2.success"])
-
-    async def test_pause_drops_what_has_not_started(self) -> None:
-        """
-        Pausing shows at once (also while a run goes on), lets the running
-        run finish, and drops the queued run and a run waiting for a slot.
-        """
-        gates: list[defer.Deferred] = []
-
-        def call(log, request):
-            d = defer.Deferred()
-            gates.append(d)
-            return d
-
-        slots = defer.DeferredSemaphore(1)
-        svc = self.service(Job(name="p", call=call), slots=slots)
-        other = self.service(Job(name="w", call=call), slots=slots)
-        runner = svc.runner
-        self.assertEqual(runner.trigger(None), "started")
-        self.assertEqual(runner.trigger(None), "queued")
-        self.assertEqual(other.runner.trigger(None), "started")  # waits for the slot
-        self.assertTrue(other.runner.waiting)
-        runner.pause()
-        other.runner.pause()
-        self.assertEqual(runner.status, "paused")
-        self.assertTrue(runner.executing)
-        self.assertFalse(runner.queued)
-        self.assertFalse(other.runner.active)
-        self.assertFalse(other.runner.waiting)  # what the queued gauge reads
-        gates[0].callback(None)
-        await runner.when_idle()
-        await deferLater(reactor, 0.05, lambda: None)
-        self.assertEqual(len(gates), 1)
-        self.assertEqual([n.filename for n in runner.logs()], ["p.1.success"])
-        self.assertEqual(other.runner.logs(), [])
-        self.assertEqual(runner.status, "paused")
-        runner.resume()
-        self.assertEqual(runner.status, "success")
-
-    async def test_shared_slots(self) -> None:
-        """With max_job_running=2, six jobs never run more than two at once, and all six run."""
-        slots = defer.DeferredSemaphore(2)
-        active = [0]
-        peak = [0]
-
-        async def call(log, request):
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-            await deferLater(reactor, 0.05, lambda: None)
-            active[0] -= 1
-
-        services = [self.service(Job(name=f"j{i}", call=call), slots=slots) for i in range(6)]
-        for svc in services:
-            svc.runner.trigger(None)
-        await defer.gatherResults([svc.runner.when_idle() for svc in services])
-        self.assertEqual(peak[0], 2)
-        self.assertEqual([svc.runner.last_status for svc in services], ["success"] * 6)
-
-    async def test_waiting_run_not_lost(self) -> None:
-        """A run waiting for a slot waits, then runs."""
-        slots = defer.DeferredSemaphore(1)
-        gate = defer.Deferred()
-        first = self.service(Job(name="first", call=lambda log, req: gate), slots=slots)
-        second = self.service(Job(name="second", commands=["true"]), slots=slots)
-        first.runner.trigger(None)
-        second.runner.trigger(None)
-        await deferLater(reactor, 0.05, lambda: None)
-        self.assertFalse(second.runner.executing)
-        self.assertTrue(second.runner.active)
-        gate.callback(None)
-        await second.runner.when_idle()
-        self.assertEqual(second.runner.last_status, "success")
-
-    async def test_deferred_start(self) -> None:
-        """A deferred trigger (the timers' way) is accepted at once and starts on the next turn."""
-        svc = self.service(Job(name="d", call=lambda log, req: None))
-        runner = svc.runner
-        self.assertEqual(runner.trigger(None, deferred=True), "started")
-        self.assertTrue(runner.active)
-        self.assertFalse(runner.executing)
-        self.assertEqual(runner.trigger(None), "queued")
-        await runner.when_idle()
-        self.assertEqual([n.filename for n in runner.logs()], ["d.1.success", "d.2.success"])
-
-    async def test_deferred_start_canceled(self) -> None:
-        """Cancelling a deferred trigger before it starts leaves no run and no log."""
-        svc = self.service(Job(name="dc", call=lambda log, req: None))
-        runner = svc.runner
-        runner.trigger(None, deferred=True)
-        self.assertTrue(runner.cancel())
-        await runner.when_idle()
-        await deferLater(reactor, 0.01, lambda: None)
-        self.assertEqual(runner.logs(), [])
-        self.assertEqual(runner.counter, 0)
-
-    def test_paused_refuses(self) -> None:
-        """A paused job refuses triggers; resume accepts them again."""
-        svc = self.service(Job(name="p", call=lambda log, req: None))
-        svc.runner.pause()
-        self.assertEqual(svc.runner.status, "paused")
-        self.assertRaises(JobPaused, svc.runner.trigger, None)
-        svc.runner.resume()
-        self.assertEqual(svc.runner.trigger(None), "started")
 
 
 def group_members(pgid: int) -> list[int]:

@@ -249,15 +249,18 @@ def _header_getter(request: Any) -> Callable[[str], bytes | None]:
 
 # --- JSON of jobs -----------------------------------------------------------
 
-def _logs_json(logs: Iterable[Any]) -> list[dict[str, Any]]:
+def _logs_json(records: Iterable[Any]) -> list[dict[str, Any]]:
+    """The C{logs} of a job: one entry per L{karajo.joblog.RunRecord}."""
     return [
         {
-            "job_id": name.job_id,
-            "name": name.filename,
-            "status": name.status or "running",
-            "counter": name.counter,
+            "job_id": record.job_id,
+            "name": record.filename,
+            "status": record.status,
+            "counter": record.counter,
+            "started": format_time(record.started),
+            "ended": format_time(record.ended),
         }
-        for name in logs
+        for record in records
     ]
 
 
@@ -539,7 +542,7 @@ class KarajoAPI:
         the job's service object: computing C{job.id} costs a regex.
         """
         runner = svc.runner
-        logs = tuple(runner.logs())
+        logs = tuple(runner.records())
         key = (runner.status, runner.last_run, svc.next_run, logs)
         entry = self._cache.get(svc)
         if entry is not None and entry.key == key:
@@ -613,9 +616,7 @@ class KarajoAPI:
         svc = self._lookup(table, query.get("id"))
         counter = _int_param(query.get("counter"), "counter", 1)
         offset = _int_param(query.get("offset"), "offset", 0, default=0)
-        store = svc.runner.store
-        # Up to a 10 MiB file: read it off the reactor thread.
-        found = await store.run_in_thread(store.read, counter)
+        found = await svc.runner.store.read_in_thread(counter)
         if found is None:
             raise LogNotFound("log not found")
         name, content = found

@@ -89,15 +89,15 @@ class RunMetrics:
         self.durations.setdefault((kind, job_id), [[0] * len(self._bounds), 0.0])
         runner.listeners.append(self)
 
-    def run_started(self, runner: Any) -> None:
+    def run_started(self, runner: Any, record: Any) -> None:
         key = (runner.job.kind, runner.job.id)
         self.started[key] = self.started.get(key, 0) + 1
 
-    def run_finished(self, runner: Any, name: Any, status: str, seconds: float) -> None:
-        kind, job_id = runner.job.kind, runner.job.id
+    def run_finished(self, runner: Any, record: Any) -> None:
+        kind, job_id, status = runner.job.kind, runner.job.id, str(record.status)
         key = (kind, job_id, status)
         self.finished[key] = self.finished.get(key, 0) + 1
-        seconds = max(0.0, seconds)
+        seconds = max(0.0, (record.ended or 0.0) - (record.started or 0.0))
         counts = self.durations.setdefault((kind, job_id), [[0] * len(self._bounds), 0.0])
         counts[0][bisect.bisect_left(self._bounds, seconds)] += 1
         counts[1] += seconds

@@ -217,6 +217,10 @@ class Ledger:
         self.left_alive += live_groups(self.pending_groups, pid)
         self.left_alive += job_processes(self.daemon.base, exclude_descendants_of=pid)
         self.pending_groups.clear()
+        # The daemon listens before its start-up restore finalises the
+        # leftovers (and leftovers that died on their own need no kill to
+        # wait for): the logs are final once it says it is ready.
+        await wait_until(lambda: b"karajo is ready" in self.daemon.proto.out, timeout=10)
         for job, counter in sorted(self.pending):
             path = os.path.join(self.daemon.log_dir(job), f"{job}.{counter}.failed")
             try:

@@ -1,0 +1,402 @@
+"""
+The run state machine of L{karajo.run.JobRunner}, deterministically: a fake
+L{karajo.work.Work} whose runs end when the test says so, a L{task.Clock},
+and a L{LogStore} whose "thread" runs inline.  Real processes are tested in
+tests/test_run.py.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from twisted.internet import defer, task
+from twisted.trial.unittest import SynchronousTestCase
+
+from karajo.errors import JobBusy, JobPaused, RunFailed, ServerStopping
+from karajo.joblog import LogStore, RunLog, RunRecord
+from karajo.model import Job, TriggerRequest
+from karajo.run import JobRunner
+from karajo.status import JobStatus, RunStatus, Trigger
+from karajo.work import Stopped
+
+T0 = 1_800_000_000.0
+
+
+def inline(f: Any, *args: Any) -> defer.Deferred:
+    return defer.maybeDeferred(f, *args)
+
+
+class FakeWork:
+    """
+    A L{Work} that runs until the test ends it: C{succeed()}, C{fail()},
+    or a stop (which fails the run with L{Stopped}, as real work does).
+    """
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, Any]] = []
+        self.stops = 0
+        self._current: defer.Deferred[None] | None = None
+        self.log: RunLog | None = None
+
+    def run(self, log: RunLog, counter: int, request: Any) -> defer.Deferred[None]:
+        assert self._current is None, "two runs at once"
+        self.runs.append((counter, request))
+        self.log = log
+        self._current = defer.Deferred()
+        return self._current
+
+    def stop(self) -> None:
+        self.stops += 1
+        self._end(Stopped())
+
+    @property
+    def busy(self) -> bool:
+        return self._current is not None
+
+    def succeed(self) -> None:
+        self._end(None)
+
+    def fail(self, error: Exception) -> None:
+        self._end(error)
+
+    def _end(self, error: Exception | None) -> None:
+        d, self._current = self._current, None
+        assert d is not None, "no run to end"
+        if error is None:
+            d.callback(None)
+        else:
+            d.errback(error)
+
+
+class Listener:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, RunRecord]] = []
+
+    def run_started(self, runner: JobRunner, record: RunRecord) -> None:
+        self.events.append(("started", record))
+
+    def run_finished(self, runner: JobRunner, record: RunRecord) -> None:
+        self.events.append(("finished", record))
+
+
+class RunnerTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.clock.advance(T0)
+        self.base = os.path.abspath(self.mktemp())
+        self.slots = defer.DeferredSemaphore(4)
+
+    def runner(
+        self, name: str = "j", *, slots: defer.DeferredSemaphore | None = None,
+        timeout: timedelta | None = None, **job: Any,
+    ) -> tuple[JobRunner, FakeWork, Listener]:
+        spec = Job(name=name, call=lambda log, request: None, **job)
+        store = LogStore(
+            os.path.join(self.base, "log", spec.id), spec.id, clock=self.clock,
+            run_in_thread=inline, state_path=os.path.join(self.base, "run", spec.id),
+        )
+        work = FakeWork()
+        runner = JobRunner(spec, work, store, slots or self.slots, self.clock, timeout=timeout)
+        listener = Listener()
+        runner.listeners.append(listener)
+        runner.restore()
+        runner.startService()
+        return runner, work, listener
+
+    def content(self, runner: JobRunner, counter: int) -> bytes:
+        found = runner.store.read(counter)
+        assert found is not None
+        return found[1]
+
+    def statuses(self, runner: JobRunner) -> list[tuple[int, str]]:
+        return [(r.counter, r.status) for r in runner.records()]
+
+
+class QueueTests(RunnerTestCase):
+    def test_queue_of_one(self) -> None:
+        """A trigger while running is queued; one more is refused; the queued run follows."""
+        runner, work, _ = self.runner()
+        self.assertEqual(runner.trigger("a"), "started")
+        self.assertEqual(runner.trigger("b"), "queued")
+        self.assertRaises(JobBusy, runner.trigger, "c")
+        self.assertEqual(work.runs, [(1, "a")])
+        work.succeed()
+        self.assertEqual(work.runs, [(1, "a"), (2, "b")])
+        self.assertTrue(runner.executing)
+        self.assertFalse(runner.queued)
+        work.succeed()
+        self.successResultOf(runner.when_idle())
+        self.assertEqual(self.statuses(runner), [(1, "success"), (2, "success")])
+        self.assertEqual(runner.status, RunStatus.SUCCESS)
+
+    def test_states_while_running(self) -> None:
+        """status, active, executing, last_run and the record follow the run."""
+        runner, work, _ = self.runner()
+        self.assertEqual(runner.status, JobStatus.STARTED)
+        self.assertIsNone(runner.last_run)
+        runner.trigger()
+        self.assertEqual(runner.status, RunStatus.RUNNING)
+        self.assertTrue(runner.active and runner.executing)
+        self.assertEqual(runner.last_run, T0)
+        self.assertEqual(runner.records(), [RunRecord("j", 1, "running", T0, None, "manual")])
+        idle = runner.when_idle()
+        self.assertNoResult(idle)
+        self.clock.advance(3)
+        work.succeed()
+        self.successResultOf(idle)
+        self.assertFalse(runner.active or runner.executing)
+        self.assertEqual(runner.records(), [RunRecord("j", 1, "success", T0, T0 + 3, "manual")])
+        self.assertEqual(runner.last_status, RunStatus.SUCCESS)
+        self.assertIn(b"=== BEGIN\n", self.content(runner, 1))
+        self.assertIn(b"=== DONE\n", self.content(runner, 1))
+
+    def test_failures(self) -> None:
+        """RunFailed fails the run with its message; any other exception with its type."""
+        runner, work, _ = self.runner()
+        runner.trigger()
+        work.fail(RunFailed("exit status 3"))
+        runner.trigger()
+        work.fail(KeyError("boom"))
+        self.assertEqual(self.statuses(runner), [(1, "failed"), (2, "failed")])
+        self.assertIn(b"!!! exit status 3\n", self.content(runner, 1))
+        self.assertIn(b"!!! KeyError: 'boom'\n", self.content(runner, 2))
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_deferred_start(self) -> None:
+        """A deferred trigger (the timers') is accepted at once and starts on the next turn."""
+        runner, work, _ = self.runner()
+        self.assertEqual(runner.trigger(None, deferred=True), "started")
+        self.assertTrue(runner.active)
+        self.assertTrue(runner.waiting)
+        self.assertFalse(runner.executing)
+        self.assertEqual(runner.trigger(None), "queued")
+        self.assertEqual(work.runs, [])
+        self.clock.advance(0)
+        self.assertEqual(work.runs, [(1, None)])
+        work.succeed()
+        work.succeed()
+        self.assertEqual(self.statuses(runner), [(1, "success"), (2, "success")])
+
+    def test_deferred_start_canceled(self) -> None:
+        """Cancelling a deferred trigger before it starts leaves no run and no log."""
+        runner, work, _ = self.runner()
+        runner.trigger(None, deferred=True)
+        self.assertTrue(runner.cancel())
+        self.successResultOf(runner.when_idle())
+        self.clock.advance(1)
+        self.assertEqual((work.runs, runner.records(), runner.counter), ([], [], 0))
+
+    def test_triggers_recorded(self) -> None:
+        """Each record says what started the run; a queued run keeps its own."""
+        runner, work, _ = self.runner()
+        runner.trigger(None, deferred=True)
+        self.clock.advance(0)
+        runner.trigger(TriggerRequest(method="POST", path="/x"))  # queued
+        work.succeed()
+        work.succeed()
+        runner.trigger(None)
+        work.succeed()
+        runner.trigger(None, trigger="retry")
+        work.succeed()
+        timed, _, _ = self.runner("t", interval=timedelta(minutes=1))
+        timed.trigger(None, deferred=True)
+        self.clock.advance(0)
+        self.assertEqual(
+            [r.trigger for r in runner.records()],
+            [Trigger.SCHEDULE if runner.job.schedule else Trigger.INTERVAL,
+             Trigger.WEBHOOK, Trigger.MANUAL, "retry"],
+        )
+        self.assertEqual(timed.records()[0].trigger, Trigger.INTERVAL)
+        sched, _, _ = self.runner("s", schedule="hourly")
+        sched.trigger(None, deferred=True)
+        self.clock.advance(0)
+        self.assertEqual(sched.records()[0].trigger, Trigger.SCHEDULE)
+
+
+class PauseTests(RunnerTestCase):
+    def test_pause_drops_what_has_not_started(self) -> None:
+        """
+        Pausing shows at once (also while a run goes on), lets the running
+        run finish, and drops the queued run and a run waiting for a slot.
+        """
+        slots = defer.DeferredSemaphore(1)
+        runner, work, _ = self.runner("p", slots=slots)
+        other, other_work, _ = self.runner("w", slots=slots)
+        runner.trigger()
+        runner.trigger()
+        other.trigger()  # waits for the slot
+        self.assertTrue(other.waiting)
+        runner.pause()
+        other.pause()
+        self.assertEqual(runner.status, JobStatus.PAUSED)
+        self.assertTrue(runner.executing)
+        self.assertFalse(runner.queued)
+        self.assertFalse(other.active or other.waiting)
+        work.succeed()
+        self.successResultOf(runner.when_idle())
+        self.assertEqual(work.runs, [(1, None)])
+        self.assertEqual(other_work.runs, [])
+        self.assertEqual(other.records(), [])
+        self.assertEqual(runner.status, JobStatus.PAUSED)
+        runner.resume()
+        self.assertEqual(runner.status, RunStatus.SUCCESS)
+
+    def test_paused_refuses(self) -> None:
+        runner, work, _ = self.runner()
+        runner.pause()
+        self.assertRaises(JobPaused, runner.trigger)
+        runner.resume()
+        self.assertEqual(runner.trigger(), "started")
+
+
+class SlotTests(RunnerTestCase):
+    def test_shared_slots(self) -> None:
+        """Two slots among three jobs: the third waits, then takes the first free one."""
+        slots = defer.DeferredSemaphore(2)
+        runs = [self.runner(f"j{i}", slots=slots) for i in range(3)]
+        for runner, _, _ in runs:
+            runner.trigger()
+        self.assertEqual([w.busy for _, w, _ in runs], [True, True, False])
+        third = runs[2][0]
+        self.assertTrue(third.active and third.waiting and not third.executing)
+        runs[1][1].succeed()
+        self.assertEqual([w.busy for _, w, _ in runs], [True, False, True])
+        self.assertTrue(third.executing)
+
+    def test_slot_free_while_the_log_is_written(self) -> None:
+        """The slot is released when the work ends, before the log's finish is durable."""
+        slots = defer.DeferredSemaphore(1)
+        pending: list[tuple[Any, tuple, defer.Deferred]] = []
+
+        def held(f: Any, *args: Any) -> defer.Deferred:
+            d: defer.Deferred = defer.Deferred()
+            pending.append((f, args, d))
+            return d
+
+        runner, work, _ = self.runner("a", slots=slots)
+        runner.store.run_in_thread = held
+        other, other_work, _ = self.runner("b", slots=slots)
+        runner.trigger()
+        other.trigger()
+        while pending:  # the begin's record write
+            f, args, d = pending.pop(0)
+            d.callback(f(*args))
+        work.succeed()
+        self.assertTrue(other_work.busy)
+        self.assertTrue(runner.active)  # its log is not final yet
+        self.assertEqual(runner.trigger(), "queued")  # behind its own unfinished log
+        while pending:
+            f, args, d = pending.pop(0)
+            d.callback(f(*args))
+        self.assertEqual(self.statuses(runner), [(1, "success")])
+        self.assertTrue(runner.waiting)  # the queued run waits for the slot b holds
+        other_work.succeed()
+        self.assertEqual(self.statuses(runner), [(1, "success"), (2, "running")])
+
+
+class StopTests(RunnerTestCase):
+    def test_cancel(self) -> None:
+        """Cancel stops the running run (canceled) and drops the queued one."""
+        runner, work, _ = self.runner()
+        self.assertFalse(runner.cancel())
+        runner.trigger()
+        runner.trigger()
+        self.assertTrue(runner.cancel())
+        self.assertEqual(work.stops, 1)
+        self.successResultOf(runner.when_idle())
+        self.assertEqual(self.statuses(runner), [(1, "canceled")])
+        self.assertTrue(self.content(runner, 1).endswith(b"??? CANCELED\n"))
+        self.assertEqual(runner.status, RunStatus.CANCELED)
+
+    def test_cancel_waiting_for_a_slot(self) -> None:
+        slots = defer.DeferredSemaphore(1)
+        first, _, _ = self.runner("a", slots=slots)
+        second, second_work, _ = self.runner("b", slots=slots)
+        first.trigger()
+        second.trigger()
+        self.assertTrue(second.cancel())
+        self.assertFalse(second.active)
+        self.assertEqual((second_work.stops, second.records()), (0, []))
+
+    def test_timeout(self) -> None:
+        """A run still going at its timeout is stopped and fails, saying so."""
+        runner, work, _ = self.runner(timeout=timedelta(seconds=5))
+        runner.trigger()
+        self.clock.advance(4.9)
+        self.assertEqual(work.stops, 0)
+        self.clock.advance(0.1)
+        self.assertEqual(work.stops, 1)
+        self.assertEqual(self.statuses(runner), [(1, "failed")])
+        self.assertIn(b"!!! timed out after 5s\n", self.content(runner, 1))
+        self.assertEqual(runner.records()[0].ended, T0 + 5)
+
+    def test_timeout_timer_canceled(self) -> None:
+        """A run that ends in time leaves no timeout pending."""
+        runner, work, _ = self.runner(timeout=timedelta(seconds=5))
+        runner.trigger()
+        work.succeed()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_graceful_stop(self) -> None:
+        """
+        Stopping the service drops the queued run, stops the running one
+        (canceled, saying why) and fires once its log is final; then
+        triggers are refused.
+        """
+        runner, work, _ = self.runner()
+        runner.trigger()
+        runner.trigger()
+        d = runner.stopService()
+        assert d is not None
+        self.successResultOf(d)
+        self.assertEqual(work.stops, 1)
+        self.assertEqual(work.runs, [(1, None)])
+        self.assertEqual(self.statuses(runner), [(1, "canceled")])
+        self.assertTrue(self.content(runner, 1).endswith(b"??? CANCELED: karajo is stopping\n"))
+        self.assertRaises(ServerStopping, runner.trigger)
+
+    def test_graceful_stop_idle(self) -> None:
+        runner, _, _ = self.runner()
+        self.assertIsNone(runner.stopService())
+
+
+class ListenerTests(RunnerTestCase):
+    def test_started_and_finished_with_the_record(self) -> None:
+        runner, work, listener = self.runner()
+        runner.trigger()
+        self.clock.advance(2)
+        work.succeed()
+        self.assertEqual(listener.events, [
+            ("started", RunRecord("j", 1, "running", T0, None, "manual")),
+            ("finished", RunRecord("j", 1, "success", T0, T0 + 2, "manual")),
+        ])
+
+    def test_failing_listener(self) -> None:
+        """A listener that raises is logged; the run and the others go on."""
+        runner, work, listener = self.runner()
+
+        class Broken:
+            def run_started(self, runner: Any, record: Any) -> None:
+                raise RuntimeError("bug")
+
+            run_finished = run_started
+
+        runner.listeners.insert(0, Broken())
+        runner.trigger()
+        work.succeed()
+        self.assertEqual([e for e, _ in listener.events], ["started", "finished"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+        self.assertEqual(self.statuses(runner), [(1, "success")])
+
+
+class RetentionTests(RunnerTestCase):
+    def test_records_pruned_with_logs(self) -> None:
+        runner, work, _ = self.runner(log_retention=2)
+        for _ in range(4):
+            runner.trigger()
+            work.succeed()
+        self.assertEqual([r.counter for r in runner.records()], [3, 4])
+        self.assertEqual([n.counter for n in runner.store.scan()], [3, 4])
+        self.assertEqual([n.counter for n in runner.logs()], [3, 4])
