@@ -764,7 +764,7 @@ class ServiceTreeTests(NotifyTestCase):
 
         from karajo.config import Loaded, validate
         from karajo.model import Environment
-        from karajo.service import build_service
+        from karajo.server import build_service
 
         notif = self.notif(f"smtps://127.0.0.1:{closed_port()}", name="ops")
         env, warnings = validate(Environment(
