@@ -9,10 +9,11 @@ Durations are L{datetime.timedelta}; C{None} means "not set".
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from attrs import field, frozen
 
@@ -41,6 +42,48 @@ def job_id(name: str) -> str:
     if not ident or not (ident[0].isalpha() or ident[0] == "_"):
         ident = "_" + ident
     return ident
+
+
+class JobKind(enum.StrEnum):
+    """
+    The two kinds of job, and every name a kind goes by: its config
+    section, its directories, its API path segment and its label on the
+    dashboard.  The value (C{job}, C{job_http}) is the word in log lines,
+    directory names under C{var/} and the dashboard's C{kind=} parameter.
+    """
+
+    JOB = "job"
+    JOB_HTTP = "job_http"
+
+    @property
+    def section(self) -> str:
+        """The config section: C{[job "NAME"]} or C{[job.http "NAME"]}."""
+        return "job" if self is JobKind.JOB else "job.http"
+
+    @property
+    def config_dir(self) -> str:
+        """The directory of extra config files under C{etc/karajo/}."""
+        return "job.d" if self is JobKind.JOB else "job_http.d"
+
+    @property
+    def directory(self) -> str:
+        """A job's directory name under C{var/lib}, C{var/log}, C{var/run}."""
+        return self.value
+
+    @property
+    def api(self) -> str:
+        """The API path segment: C{/karajo/api/job_exec/...}, C{/karajo/api/job_http/...}."""
+        return "job_exec" if self is JobKind.JOB else "job_http"
+
+    @property
+    def table(self) -> str:
+        """The map of these jobs: in L{Environment}, the server and the API's JSON."""
+        return "jobs" if self is JobKind.JOB else "http_jobs"
+
+    @property
+    def label(self) -> str:
+        """The kind in words, as the dashboard shows it."""
+        return "job" if self is JobKind.JOB else "HTTP job"
 
 
 @frozen
@@ -113,7 +156,7 @@ class JobBase:
     def id(self) -> str:
         return job_id(self.name)
 
-    kind = "job"
+    kind: ClassVar[JobKind] = JobKind.JOB
 
 
 @frozen
@@ -131,7 +174,7 @@ class Job(JobBase):
     commands: tuple[str, ...] = field(default=(), converter=_tuple)
     call: Callable[..., Any] | None = field(default=None, eq=False, repr=False)
 
-    kind = "job"
+    kind: ClassVar[JobKind] = JobKind.JOB
 
 
 @frozen
@@ -145,7 +188,7 @@ class JobHttp(JobBase):
     http_timeout: timedelta = timedelta(0)
     http_insecure: bool = False
 
-    kind = "job_http"
+    kind: ClassVar[JobKind] = JobKind.JOB_HTTP
 
 
 @frozen
