@@ -31,7 +31,8 @@ from karajo.signature import sign
 from karajo.users import LoginFailed, LoginThrottled, Sessions, hash_password
 from karajo.web import api as apimod
 from karajo.web import envelope
-from karajo.web.api import ERRORS, KarajoAPI, describe, routes
+from karajo.web.api import KarajoAPI, routes
+from karajo.web.errors import ERRORS, describe
 
 SECRET = "s3cret"
 JOB_SECRET = "j0b-secret-value"

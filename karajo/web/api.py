@@ -2,10 +2,11 @@
 The JSON HTTP API under C{/karajo/api/} (SPEC section 4), as a Klein app.
 
 Every response, success or error, is the envelope of L{karajo.web.envelope}.
-Errors have one home: L{ERRORS} maps an exception type to its status and
-C{ERR_*} name, and L{KarajoAPI._error_body} is the only code that turns an
-exception into a response (called by the per-route wrapper for errors the
-handlers raise and by Klein's C{handle_errors} for routing errors).
+Errors have one home, L{karajo.web.errors}: its C{ERRORS} maps an exception
+type to its status and C{ERR_*} name, and L{KarajoAPI._error_body} is the
+only code here that turns an exception into a response (called by the
+per-route wrapper for errors the handlers raise and by Klein's
+C{handle_errors} for routing errors).
 
 Authentication, per route (see docs/http-api.md):
 
@@ -42,148 +43,38 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import NotFound
 
-from karajo.errors import JobBusy, JobPaused, RunRefused, ServerStopping
+from karajo.errors import RunRefused
 from karajo.model import Job, JobHttp, TriggerRequest
 from karajo.payload import json_object, payload_fields
 from karajo.redact import masked_headers, masked_url
-from karajo.replay import InvalidEpoch, ReplayGuard, extract_epoch
+from karajo.replay import ReplayGuard, extract_epoch
 from karajo.signature import DEFAULT_HEADER_SIGN, verify
-from karajo.users import COOKIE_NAME, CSRF_HEADER, LoginFailed, LoginThrottled
+from karajo.users import COOKIE_NAME, CSRF_HEADER, LoginFailed
 from karajo.web import envelope
 from karajo.web.envelope import dumps, duration_ns, format_time
+from karajo.web.errors import (
+    CSRFRefused,
+    InvalidJobID,
+    InvalidParameter,
+    JobNotFound,
+    JobNotRunning,
+    LogNotFound,
+    RequestExpired,
+    RequestReplayed,
+    Unauthorized,
+    WebhookForbidden,
+    describe,
+    error,
+)
 from karajo.web.params import parse_pairs, query_params, raw_query
 
-__all__ = [
-    "ERRORS",
-    "APIError",
-    "CSRFRefused",
-    "InvalidJobID",
-    "InvalidParameter",
-    "JobNotFound",
-    "JobNotRunning",
-    "KarajoAPI",
-    "LogNotFound",
-    "RequestExpired",
-    "RequestReplayed",
-    "Unauthorized",
-    "WebhookForbidden",
-]
+__all__ = ["KarajoAPI", "RefusalLog", "openapi_path", "routes"]
 
 log = Logger()
 
 API = "/karajo/api"
-
-
-# --- errors ---------------------------------------------------------------
-
-
-class APIError(Exception):
-    """An error whose C{str()} is a short message that is safe to send."""
-
-
-class InvalidJobID(APIError):
-    """The C{id} parameter is missing or empty."""
-
-
-class InvalidParameter(APIError):
-    """A parameter other than C{id} is missing or malformed."""
-
-
-class JobNotFound(APIError):
-    """No job with that ID (or webhook path)."""
-
-
-class LogNotFound(APIError):
-    """The job has no log of that counter."""
-
-
-class Unauthorized(APIError):
-    """Neither a valid signature nor a valid session."""
-
-
-class CSRFRefused(APIError):
-    """A session without the CSRF token or a same-origin C{Origin}."""
-
-
-class WebhookForbidden(APIError):
-    """A webhook's signature is missing or wrong."""
-
-
-class RequestReplayed(APIError):
-    """A signed payload or delivery id that was accepted already."""
-
-
-class RequestExpired(APIError):
-    """A signed payload whose C{_karajo_epoch} is too far from now."""
-
-
-class JobNotRunning(APIError):
-    """Cancel of a job that has no run to cancel."""
-
-
-#: exception type -> (HTTP status, ERR_ name); looked up along the MRO.
-ERRORS: dict[type, tuple[int, str]] = {
-    InvalidJobID: (400, "ERR_INVALID_JOB_ID"),
-    InvalidParameter: (400, "ERR_INVALID_PARAMETER"),
-    InvalidEpoch: (400, "ERR_INVALID_PARAMETER"),
-    LoginFailed: (400, "ERR_AUTH_LOGIN"),
-    Unauthorized: (401, "ERR_UNAUTHORIZED"),
-    WebhookForbidden: (403, "ERR_JOB_FORBIDDEN"),
-    CSRFRefused: (403, "ERR_CSRF"),
-    RequestReplayed: (403, "ERR_REQUEST_REPLAYED"),
-    RequestExpired: (403, "ERR_REQUEST_EXPIRED"),
-    JobNotFound: (404, "ERR_JOB_NOT_FOUND"),
-    LogNotFound: (404, "ERR_LOG_NOT_FOUND"),
-    NotFound: (404, "ERR_NOT_FOUND"),
-    MethodNotAllowed: (405, "ERR_METHOD_NOT_ALLOWED"),
-    JobNotRunning: (409, "ERR_JOB_NOT_RUNNING"),
-    JobPaused: (412, "ERR_JOB_PAUSED"),
-    JobBusy: (429, "ERR_JOB_ALREADY_RUN"),
-    LoginThrottled: (429, "ERR_AUTH_THROTTLED"),
-    ServerStopping: (503, "ERR_SERVER_STOPPING"),
-}
-
-#: Fixed messages for exceptions whose text is not ours to send.
-_MESSAGES: dict[type, str] = {
-    LoginFailed: "invalid name or password",
-    LoginThrottled: "too many failed logins; try again later",
-    NotFound: "no such API endpoint",
-    MethodNotAllowed: "method not allowed on this endpoint",
-}
-
-_INTERNAL = (500, "ERR_INTERNAL", "internal server error")
-
-
-def describe(exc: BaseException) -> tuple[int, str, str, list[tuple[bytes, bytes]]]:
-    """
-    The status, C{ERR_} name, message and extra headers of an exception;
-    C{500 ERR_INTERNAL} for anything L{ERRORS} does not know.
-    """
-    for cls in type(exc).__mro__:
-        entry = ERRORS.get(cls)
-        if entry is None:
-            continue
-        status, name = entry
-        message = _MESSAGES.get(cls)
-        if message is None:
-            message = str(exc)[:200] or name
-        headers: list[tuple[bytes, bytes]] = []
-        if isinstance(exc, LoginThrottled):
-            retry = getattr(exc, "retry_after", None) or 1
-            try:
-                retry = max(1, int(-(-float(retry) // 1)))
-            except (TypeError, ValueError, OverflowError):
-                retry = 60
-            headers.append((b"retry-after", b"%d" % retry))
-        elif isinstance(exc, MethodNotAllowed) and exc.valid_methods:
-            headers.append((b"allow", ", ".join(sorted(exc.valid_methods)).encode("ascii")))
-        return status, name, message, headers
-    if isinstance(exc, HTTPException) and exc.code and 400 <= exc.code < 500:
-        return exc.code, "ERR_HTTP", exc.name or "request error", []
-    status, name, message = _INTERNAL
-    return status, name, message, []
 
 
 # --- parameters -------------------------------------------------------------
@@ -513,7 +404,7 @@ class KarajoAPI:
                 method=request.method.decode("latin-1"),
                 path=request.path[:200].decode("latin-1"),
             )
-        return envelope.error(request, status, name, message, headers=headers)
+        return error(request, status, name, message, headers=headers)
 
     def _error_failure(self, failure: Failure, request: Any) -> bytes | None:
         if failure.check(defer.CancelledError):

@@ -21,7 +21,7 @@ from karajo import __version__
 from karajo.metrics import Metrics
 from karajo.users import Sessions, bcrypt_check
 from karajo.web.api import KarajoAPI
-from karajo.web.envelope import error
+from karajo.web.errors import error
 from karajo.web.limits import limited_site
 from karajo.web.ui import WebUI
 
