@@ -33,7 +33,7 @@ import functools
 import inspect
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from klein import Klein
@@ -46,14 +46,14 @@ from twisted.web.resource import IResource
 from werkzeug.exceptions import NotFound
 
 from karajo.errors import RunRefused
-from karajo.model import Job, JobHttp, TriggerRequest
+from karajo.model import JobKind, TriggerRequest
 from karajo.payload import json_object, payload_fields
-from karajo.redact import masked_headers, masked_url
 from karajo.replay import ReplayGuard, extract_epoch
 from karajo.signature import DEFAULT_HEADER_SIGN, verify
 from karajo.users import COOKIE_NAME, CSRF_HEADER, LoginFailed
 from karajo.web import envelope
-from karajo.web.envelope import dumps, duration_ns, format_time
+from karajo.web.documents import Documents
+from karajo.web.envelope import dumps
 from karajo.web.errors import (
     CSRFRefused,
     InvalidJobID,
@@ -137,69 +137,6 @@ def _header_getter(request: Any) -> Callable[[str], bytes | None]:
     return get
 
 
-# --- JSON of jobs -----------------------------------------------------------
-
-def _logs_json(logs: Iterable[Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "job_id": name.job_id,
-            "name": name.filename,
-            "status": name.status or "running",
-            "counter": name.counter,
-        }
-        for name in logs
-    ]
-
-
-def job_dict(job: Job, status: str, last_run: float | None, next_run: float | None,
-             logs: Iterable[Any]) -> dict[str, Any]:
-    """SPEC's Job JSON (secrets never appear)."""
-    return {
-        "id": job.id,
-        "name": job.name,
-        "description": job.description,
-        "status": status,
-        "schedule": job.schedule or "",
-        "interval": duration_ns(job.interval),
-        "last_run": format_time(last_run),
-        "next_run": format_time(next_run),
-        "path": job.path,
-        "auth_kind": job.auth_kind,
-        "header_sign": job.header_sign,
-        "commands": list(job.commands),
-        "log_retention": job.log_retention,
-        "notif_on_success": list(job.notif_on_success),
-        "notif_on_failed": list(job.notif_on_failed),
-        "logs": _logs_json(logs),
-    }
-
-
-def job_http_dict(job: JobHttp, status: str, last_run: float | None,
-                  next_run: float | None, logs: Iterable[Any]) -> dict[str, Any]:
-    """SPEC's JobHttp JSON (secrets never appear)."""
-    return {
-        "id": job.id,
-        "name": job.name,
-        "description": job.description,
-        "status": status,
-        "schedule": job.schedule or "",
-        "interval": duration_ns(job.interval),
-        "last_run": format_time(last_run),
-        "next_run": format_time(next_run),
-        "log_retention": job.log_retention,
-        "notif_on_success": list(job.notif_on_success),
-        "notif_on_failed": list(job.notif_on_failed),
-        "logs": _logs_json(logs),
-        "http_method": job.http_method,
-        "http_url": masked_url(job.http_url),
-        "http_request_type": job.http_request_type,
-        "http_headers": masked_headers(job.http_headers),
-        "http_timeout": duration_ns(job.http_timeout),
-        "http_insecure": job.http_insecure,
-        "header_sign": job.header_sign,
-    }
-
-
 # --- routing helpers -------------------------------------------------------
 
 #: Route authentication kinds (see the module docstring).
@@ -238,19 +175,6 @@ def endpoint(auth: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return handler
 
     return wrap
-
-
-class _Cached:
-    """One job's encoded JSON and the dynamic state it was built from."""
-
-    __slots__ = ("key", "json", "named")
-
-    def __init__(self, key: tuple, json_text: str, named: bytes) -> None:
-        self.key = key
-        #: the Job / JobHttp JSON
-        self.json = json_text
-        #: C{"NAME":{...}} as bytes, a member of the environment's job maps
-        self.named = named
 
 
 class RefusalLog:
@@ -317,8 +241,7 @@ class KarajoAPI:
         )
         self._sourcehut_key = sourcehut_key
         self._version = version
-        self._cache: dict[Any, _Cached] = {}
-        self._env_head: bytes | None = None
+        self._documents = Documents(service, version)
         self._openapi: bytes | None = None
         self._paths: dict[str, Any] | None = None
         self.refusals = RefusalLog(clock)
@@ -416,27 +339,6 @@ class KarajoAPI:
         """Routing errors (404, 405) and anything that escaped a handler."""
         return self._error_failure(failure, request)
 
-    # --- JSON of jobs -------------------------------------------------------
-
-    def _cached(self, kind: str, svc: Any) -> _Cached:
-        """
-        A job's encoded JSON, rebuilt only when its dynamic state (status,
-        last run, next run, logs) changed since the last request.  Keyed by
-        the job's service object: computing C{job.id} costs a regex.
-        """
-        runner = svc.runner
-        logs = tuple(runner.logs())
-        key = (runner.status, runner.last_run, svc.next_run, logs)
-        entry = self._cache.get(svc)
-        if entry is not None and entry.key == key:
-            return entry
-        job = runner.job
-        build = job_dict if kind == "job" else job_http_dict
-        text = dumps(build(job, key[0], key[1], key[2], logs))
-        entry = _Cached(key, text, (dumps(job.name) + ":" + text).encode("ascii"))
-        self._cache[svc] = entry
-        return entry
-
     def _lookup(self, table: dict[str, Any], job_id: str | None) -> Any:
         if not job_id:
             raise InvalidJobID("missing or empty id")
@@ -450,49 +352,20 @@ class KarajoAPI:
     @app.route(API + "/environment", methods=["GET"])
     @endpoint(SESSION)
     def environment(self, request: Any) -> bytes:
-        if self._env_head is None:
-            env = self._env
-            head = dumps({
-                "name": env.name,
-                "listen_address": env.listen_address,
-                "dir_base": env.dir_base,
-                "dir_public": env.dir_public or "",
-                "version": self._version,
-                "http_timeout": duration_ns(env.http_timeout),
-                "max_job_running": env.max_job_running,
-            })
-            # The envelope up to the job maps; the data object stays open.
-            self._env_head = envelope.envelope_raw(200, "OK", head[:-1])[:-1]
-        # One flat list and one join: the document is large (about 750 kB
-        # for 1,000 jobs with 5 logs each), so every extra copy counts.
-        cached = self._cached
-        parts = [self._env_head, b',"jobs":{']
-        for svc in self._service.jobs.values():
-            parts.append(cached("job", svc).named)
-            parts.append(b",")
-        if parts[-1] == b",":
-            parts.pop()
-        parts.append(b'},"http_jobs":{')
-        for svc in self._service.http_jobs.values():
-            parts.append(cached("job_http", svc).named)
-            parts.append(b",")
-        if parts[-1] == b",":
-            parts.pop()
-        parts.append(b"}}}")
         envelope.set_json_headers(request, 200)
-        return b"".join(parts)
+        return self._documents.environment()
 
     @app.route(API + "/job_exec", methods=["GET"])
     @endpoint(SESSION)
     def job_exec(self, request: Any) -> bytes:
         svc = self._lookup(self._service.jobs, query_params(request).get("id"))
-        return envelope.success_raw(request, self._cached("job", svc).json)
+        return envelope.success_raw(request, self._documents.job(JobKind.JOB, svc).json)
 
     @app.route(API + "/job_http", methods=["GET"])
     @endpoint(SESSION)
     def job_http(self, request: Any) -> bytes:
         svc = self._lookup(self._service.http_jobs, query_params(request).get("id"))
-        return envelope.success_raw(request, self._cached("job_http", svc).json)
+        return envelope.success_raw(request, self._documents.job(JobKind.JOB_HTTP, svc).json)
 
     async def _log(self, request: Any, table: dict[str, Any]) -> bytes:
         query = query_params(request)
@@ -570,7 +443,8 @@ class KarajoAPI:
         except RunRefused:
             forget()  # paused or busy: the same payload may come again
             raise
-        return envelope.success_raw(request, self._cached("job", svc).json, f"job {outcome}")
+        document = self._documents.job(JobKind.JOB, svc).json
+        return envelope.success_raw(request, document, f"job {outcome}")
 
     def _by_path(self) -> dict[str, Any]:
         table = self._paths
@@ -587,7 +461,7 @@ class KarajoAPI:
         forget = self._authorize_management(request, body, lambda: extract_epoch(body))
         try:
             svc = self._lookup(self._service.jobs, _body_params(request, body).get("id"))
-            return self._apply(request, "job", svc, action)
+            return self._apply(request, JobKind.JOB, svc, action)
         except Exception:
             forget()
             raise
@@ -598,12 +472,12 @@ class KarajoAPI:
             request, query, lambda: extract_epoch(b"", query=query))
         try:
             svc = self._lookup(self._service.http_jobs, parse_pairs(query).get("id"))
-            return self._apply(request, "job_http", svc, action)
+            return self._apply(request, JobKind.JOB_HTTP, svc, action)
         except Exception:
             forget()
             raise
 
-    def _apply(self, request: Any, kind: str, svc: Any, action: str) -> bytes:
+    def _apply(self, request: Any, kind: JobKind, svc: Any, action: str) -> bytes:
         runner = svc.runner
         if action == "pause":
             runner.pause()
@@ -617,7 +491,7 @@ class KarajoAPI:
             if not runner.cancel():
                 raise JobNotRunning("job is not running")
             message = "job canceled"
-        return envelope.success_raw(request, self._cached(kind, svc).json, message)
+        return envelope.success_raw(request, self._documents.job(kind, svc).json, message)
 
     @app.route(API + "/job_exec/pause", methods=["POST"])
     @endpoint(SIGNED)
