@@ -21,13 +21,9 @@ import karajo.service
 from karajo.model import Environment, Job, JobHttp, User
 from karajo.resources import templates_dir
 from karajo.users import COOKIE_NAME, Sessions, hash_password
-from karajo.web.ui import (
-    CSP,
-    WebUI,
-    describe_schedule,
-    safe_next,
-    sanitize_description,
-)
+from karajo.web.description import sanitize_description
+from karajo.web.ui import CSP, WebUI, safe_next
+from karajo.web.words import describe_timer
 
 EVIL_NAME = '<script>alert("name")</script> & <img src=x onerror=alert(1)>'
 DESCRIPTION = (
@@ -212,12 +208,17 @@ class Pages(TestCase):
         self.assertEqual(response.headers.getRawHeaders("content-type"), ["text/css; charset=utf-8"])
 
     def test_schedule_words(self) -> None:
+        """
+        A schedule reads as the schedule describes itself (the words of
+        C{karajo check}); an interval, or nothing, in the page's words.
+        """
         cases = {
-            ("minutely", None): "every minute (UTC)",
-            ("hourly@0,15,30", None): "every hour at :00, :15, :30 (UTC)",
-            ("daily@01:00,13:30", None): "every day at 01:00, 13:30 (UTC)",
-            ("weekly@mon,fri@10:00", None): "every Monday, Friday at 10:00 (UTC)",
-            ("monthly@1,15@06:00", None): "on day 1, 15 of every month at 06:00 (UTC)",
+            ("minutely", None): "every minute",
+            ("hourly@0,15,30", None): "hourly at :00, :15, :30",
+            ("daily@01:00,13:30", None): "daily at 01:00, 13:30 (UTC)",
+            ("daily@ 02:30", None): "daily at 02:30 (UTC)",
+            ("weekly@mon,fri@10:00", None): "weekly on Mon, Fri at 10:00 (UTC)",
+            ("monthly@1,15@06:00", None): "monthly on days 1, 15 at 06:00 (UTC)",
             ("30 2 * * *", None): "cron 30 2 * * * (UTC)",
             (None, timedelta(minutes=90)): "every 1 hour 30 minutes",
             (None, timedelta(minutes=5)): "every 5 minutes",
@@ -225,9 +226,16 @@ class Pages(TestCase):
             (None, None): "only on request",
         }
         for (schedule, interval), words in cases.items():
-            self.assertEqual(describe_schedule(schedule, interval), words)
-        self.assertEqual(describe_schedule("daily@02:30", None, "Europe/Berlin"),
-                         "every day at 02:30 (Europe/Berlin)")
+            self.assertEqual(describe_timer(schedule, interval), words)
+        self.assertEqual(describe_timer("daily@02:30", None, "Europe/Berlin"),
+                         "daily at 02:30 (Europe/Berlin)")
+
+    async def test_card_shows_schedule_words(self) -> None:
+        """The dashboard's card shows the schedule's own words, the raw value as title."""
+        _, body = await self.get("/karajo/app/")
+        self.assertIn(b'<dd title="weekly@mon,fri@10:00">weekly on Mon, Fri at 10:00 (UTC)</dd>',
+                      body)
+        self.assertIn(b'<dd title="interval 5400s">every 1 hour 30 minutes</dd>', body)
 
     def test_safe_next(self) -> None:
         self.assertEqual(safe_next("/karajo/app/log?kind=job&id=x&counter=2"),

@@ -200,9 +200,9 @@ class NoUsersTests(_BrowserTest):
             assert nightly.locator("svg.chart rect.bar").count() == 5
             assert nightly.locator("a.run").count() == 5
             assert nightly.locator("rect.bar.st-failed").count() == 1
-            assert "every Sunday at 03:00" in self.card(page, "job", "nightly").text_content()
+            assert "weekly on Sun at 03:00 (UTC)" in self.card(page, "job", "nightly").text_content()
             assert "only on request" in self.card(page, "job", "ticker").text_content()
-            assert "every day at 02:30 (UTC)" in self.card(page, "job", "sleeper").text_content()
+            assert "daily at 02:30 (UTC)" in self.card(page, "job", "sleeper").text_content()
             countdown = self.card(page, "job", "sleeper").locator('[data-field="next_run"]')
             assert re.match(r"in (\d+m \d\ds|\d+h \d\dm \d\ds)", countdown.text_content()), \
                 countdown.text_content()
