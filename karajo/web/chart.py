@@ -14,11 +14,24 @@ from twisted.web.template import Tag
 from karajo.web.views import FINAL_STATUSES, RunView
 from karajo.web.words import human_duration
 
-__all__ = ["CHART_RUNS", "chart"]
+__all__ = ["CHART_RUNS", "chart", "run_times"]
 
 #: bars in a chart
 CHART_RUNS = 20
 _SVG_W, _SVG_H, _BAR_W, _BAR_GAP = 200, 40, 8, 2
+
+
+def run_times(run: RunView) -> dict[str, str]:
+    """
+    A run's counter and known times (whole seconds) as C{data-*}
+    attributes, for the page's script: a bar of the chart, a row of the
+    job page's run table.
+    """
+    return {
+        "data-counter": str(run.counter),
+        "data-duration": "" if run.duration is None else f"{run.duration:.0f}",
+        "data-start": "" if run.start is None else f"{run.start:.0f}",
+    }
 
 
 def chart(runs: list[RunView]) -> Tag:
@@ -31,6 +44,9 @@ def chart(runs: list[RunView]) -> Tag:
         "height": str(_SVG_H), "role": "img",
         "aria-label": "last runs: bar height is the duration, colour the outcome",
         "xmlns": "http://www.w3.org/2000/svg",
+        # the geometry, for the page's script to redraw the same way
+        "data-height": str(_SVG_H), "data-bar-width": str(_BAR_W),
+        "data-bar-gap": str(_BAR_GAP), "data-runs": str(CHART_RUNS),
     })
     svg.children.append(Tag("line", attributes={
         "class": "axis", "x1": "0", "y1": str(_SVG_H - 0.5), "x2": str(_SVG_W),
@@ -50,10 +66,7 @@ def chart(runs: list[RunView]) -> Tag:
             label += f", {human_duration(duration)}"
         rect = Tag("rect", attributes={
             "class": f"bar st-{run.status}", "x": str(x), "y": f"{_SVG_H - 1 - height:.1f}",
-            "width": str(_BAR_W), "height": f"{height:.1f}",
-            "data-counter": str(run.counter),
-            "data-duration": "" if duration is None else f"{duration:.0f}",
-            "data-start": "" if run.start is None else f"{run.start:.0f}",
+            "width": str(_BAR_W), "height": f"{height:.1f}", **run_times(run),
         })
         rect.children.append(Tag("title")(label))
         svg.children.append(rect)

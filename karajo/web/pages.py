@@ -14,7 +14,7 @@ from twisted.web.template import Element, Tag, renderer, tags
 from karajo.model import JobKind
 from karajo.redact import masked_url
 from karajo.users import CSRF_HEADER
-from karajo.web.chart import CHART_RUNS, chart
+from karajo.web.chart import CHART_RUNS, chart, run_times
 from karajo.web.description import sanitize_description, text_of
 from karajo.web.views import JobView
 from karajo.web.words import human_duration, human_time, iso_time, plural
@@ -26,6 +26,12 @@ __all__ = ["CARD_RUNS", "CardElement", "Dashboard", "JobPage", "LogPage", "Page"
 
 #: runs listed as links on a dashboard card
 CARD_RUNS = 5
+
+#: the one script module each page loads (it imports common.js itself)
+_PAGE_SCRIPTS = {"dashboard": "dashboard.js", "job": "dashboard.js", "log": "log.js",
+                 "login": "login.js"}
+#: pages whose actions are signed in the browser when there are no users
+_SIGNING_PAGES = ("dashboard", "job")
 
 
 def time_tag(epoch: float | None, field: str, **extra: str) -> Tag:
@@ -53,17 +59,24 @@ class Page(Element):
             tags.meta(name="karajo-users", content="1" if self.ui.sessions.enabled else "0"),
             tags.meta(name="karajo-csrf", content=self.session.csrf if self.session else ""),
             tags.meta(name="karajo-csrf-header", content=CSRF_HEADER),
-            tags.meta(name="karajo-run-now", content=" ".join(self.ui.run_now_kinds)),
         ]
         static = self.ui.static
+        scripts = []
+        if self._signs():
+            scripts.append(tags.script(src=static.url("sha256.js"), defer="defer"))
+        module = _PAGE_SCRIPTS.get(self.page, "common.js")
+        scripts.append(tags.script(src=static.url(module), type="module"))
         return tag.fillSlots(
             title=f"{self.title} · {env.name}" if self.title else env.name,
             css=static.url("app.css"),
             icon=static.url("favicon.svg"),
-            sha=static.url("sha256.js"),
-            js=static.url("app.js"),
             metas=metas,
+            scripts=scripts,
         )
+
+    def _signs(self) -> bool:
+        """Whether this page signs actions in the browser (no users: the global secret)."""
+        return not self.ui.sessions.enabled and self.page in _SIGNING_PAGES
 
     @renderer
     def page_body(self, request: Any, tag: Tag) -> Tag:
@@ -84,9 +97,7 @@ class Page(Element):
 
     @renderer
     def nosecret(self, request: Any, tag: Tag) -> Any:
-        if self.ui.sessions.enabled or self.page not in ("dashboard", "job"):
-            return ""
-        return tag
+        return tag if self._signs() else ""
 
 
 class Simple(Element):
@@ -117,11 +128,9 @@ class CardElement(Element):
         tag.attributes.update({
             "data-kind": v.kind,
             "data-id": v.id,
+            "data-api": v.kind.api,
+            "data-table": v.kind.table,
             "data-search": searchable,
-            "data-path": getattr(job, "path", "") or "",
-            "data-auth": getattr(job, "auth_kind", "") or "",
-            "data-sign-header": getattr(job, "header_sign", "") or "",
-            "data-run-now": "1",
             "data-active": "1" if v.active else "",
             "id": f"{v.kind}-{v.id}",
         })
@@ -151,6 +160,7 @@ class CardElement(Element):
                 ))
                 for r in runs[:CARD_RUNS]
             ] or [tags.li("no runs yet", **{"class": "none"})],
+            card_runs=str(CARD_RUNS),
             actions=self._actions(v),
         )
 
@@ -246,7 +256,7 @@ class JobPage(Element):
                 tags.td(tags.span(r.status, **{"class": f"status st-{r.status}"})),
                 tags.td(time_tag(r.start, "start")),
                 tags.td(human_duration(r.duration) or "—", **{"data-field": "duration"}),
-                **{"data-counter": str(r.counter)},
+                **run_times(r),
             ))
         if not rows:
             rows.append(tags.tr(tags.td("no runs yet", colspan="4"), **{"class": "none"}))
@@ -268,7 +278,8 @@ class LogPage(Element):
     def log(self, request: Any, tag: Tag) -> Tag:
         v = self.view
         tag.attributes.update({
-            "data-kind": v.kind, "data-id": v.id, "data-counter": str(self.counter),
+            "data-kind": v.kind, "data-api": v.kind.api, "data-id": v.id,
+            "data-counter": str(self.counter),
             "data-offset": str(self.size), "data-status": self.status,
         })
         run = v.run(self.name)

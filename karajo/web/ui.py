@@ -116,9 +116,6 @@ class WebUI:
         self._loaders: dict[str, XMLFile] = {}
         self.static = StaticFiles(os.path.join(self._dir, "static"))
         self.views = Views(service)
-        # Both kinds have a run_now call in the API (session + CSRF, or the
-        # global secret's signature); the page uses it for every job.
-        self.run_now_kinds = tuple(kind.api for kind in JobKind)
 
     def resource(self) -> IResource:
         return _UIResource(self)
