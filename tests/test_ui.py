@@ -357,3 +357,55 @@ class FallbackSHA256(TestCase):
         want = [[hmac.new(k.encode(), m.encode(), hashlib.sha256).hexdigest(),
                  hashlib.sha256(m.encode()).hexdigest()] for k, m in vectors]
         self.assertEqual(got, want)
+
+
+class LintConfig(TestCase):
+    """
+    eslint.config.js, which replaces a byte grep of the scripts: it must
+    refuse every way of putting a string in the page as HTML or running it
+    as code, and pass the scripts as they are.  Needs C{npm ci} (done by
+    .ci/run); skipped without it.
+    """
+
+    PROBES = {
+        "inner": 'document.body.innerHTML = "x";',
+        "outer-computed": 'const n = document.body; n["outerHTML"] = "x";',
+        "adjacent": 'document.body.insertAdjacentHTML("beforeend", "x");',
+        "write": 'document.write("x");',
+        "write-alias": 'const d = document; d.writeln("x");',
+        "assign": 'Object.assign(document.body, {innerHTML: "x"});',
+        "eval": 'eval("1");',
+        "timer-string": 'setTimeout("x()", 1);',
+        "function": 'new Function("x");',
+        "var": "var x = 1; document.title = String(x);",
+    }
+
+    def setUp(self) -> None:
+        self.root = os.path.dirname(templates_dir())
+        self.eslint = os.path.join(self.root, "node_modules", ".bin", "eslint")
+        if not os.path.isfile(os.path.join(self.root, "eslint.config.js")):
+            self.skipTest("not a checkout: no eslint.config.js")
+        if not os.access(self.eslint, os.X_OK):
+            self.skipTest("eslint is not installed (npm ci)")
+
+    def lint(self, source: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [self.eslint, "--stdin", "--stdin-filename", "templates/static/probe.js"],
+            input="export {};\n" + source + "\n", cwd=self.root, capture_output=True,
+            text=True, timeout=120,
+        )
+
+    def test_refuses_sinks(self) -> None:
+        for name, source in self.PROBES.items():
+            result = self.lint(source)
+            self.assertEqual(result.returncode, 1, f"{name}: {result.stdout}{result.stderr}")
+            self.assertIn(" error ", result.stdout, name)
+
+    def test_accepts_text(self) -> None:
+        result = self.lint('document.body.textContent = "x";')
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+    def test_scripts_pass(self) -> None:
+        result = subprocess.run([self.eslint, "templates/static"], cwd=self.root,
+                                capture_output=True, text=True, timeout=300)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
