@@ -47,17 +47,14 @@ from werkzeug.exceptions import NotFound
 
 from karajo.errors import RunRefused
 from karajo.model import JobKind, TriggerRequest
-from karajo.payload import json_object, payload_fields
 from karajo.replay import ReplayGuard, extract_epoch
 from karajo.signature import DEFAULT_HEADER_SIGN, verify
 from karajo.users import COOKIE_NAME, CSRF_HEADER, LoginFailed
-from karajo.web import envelope
+from karajo.web import envelope, params
 from karajo.web.documents import Documents
-from karajo.web.envelope import dumps
 from karajo.web.errors import (
     CSRFRefused,
     InvalidJobID,
-    InvalidParameter,
     JobNotFound,
     JobNotRunning,
     LogNotFound,
@@ -77,50 +74,7 @@ log = Logger()
 API = "/karajo/api"
 
 
-# --- parameters -------------------------------------------------------------
-
-_DIGITS = re.compile(r"[0-9]{1,18}", re.ASCII)
-
-
-def _media_type(request: Any) -> bytes:
-    value = request.getHeader(b"content-type") or b""
-    return value.split(b";", 1)[0].strip().lower()
-
-
-def _body(request: Any) -> bytes:
-    """The raw request body (the size cap is the site's, see limits)."""
-    content = request.content
-    if content is None:
-        return b""
-    content.seek(0)
-    return content.read()
-
-
-def _body_params(request: Any, body: bytes) -> dict[str, str]:
-    """
-    A management call's signed body (a form, or a JSON object, which some
-    clients send) as strings; the bytes decide which, as for the replay
-    guard (L{payload_fields}).
-    """
-    if _media_type(request) == b"application/json" and json_object(body) is None:
-        raise InvalidParameter("the body is not a JSON object")
-    return {
-        str(k): (v if isinstance(v, str) else dumps(v))
-        for k, v in payload_fields(body).items()
-        if not isinstance(v, (dict, list))
-    }
-
-
-def _int_param(value: str | None, name: str, minimum: int, default: int | None = None) -> int:
-    if value is None or value == "":
-        if default is not None:
-            return default
-        raise InvalidParameter(f"missing {name}")
-    if not _DIGITS.fullmatch(value) or int(value) < minimum:
-        kind = "a positive integer" if minimum > 0 else "a non-negative integer"
-        raise InvalidParameter(f"{name} must be {kind}")
-    return int(value)
-
+# --- the client -------------------------------------------------------------
 
 def _client_host(request: Any) -> str:
     address = request.getClientAddress()
@@ -370,8 +324,8 @@ class KarajoAPI:
     async def _log(self, request: Any, table: dict[str, Any]) -> bytes:
         query = query_params(request)
         svc = self._lookup(table, query.get("id"))
-        counter = _int_param(query.get("counter"), "counter", 1)
-        offset = _int_param(query.get("offset"), "offset", 0, default=0)
+        counter = params.int_param(query.get("counter"), "counter", 1)
+        offset = params.int_param(query.get("offset"), "offset", 0, default=0)
         store = svc.runner.store
         # Up to a 10 MiB file: read it off the reactor thread.
         found = await store.run_in_thread(store.read, counter)
@@ -417,7 +371,7 @@ class KarajoAPI:
             raise JobNotFound("no job has this path")
         runner = svc.runner
         job = runner.job
-        body = _body(request)
+        body = params.body(request)
         verdict = verify(
             job.auth_kind, self._env.secret_of(job), body, _header_getter(request),
             job.header_sign, sourcehut_key=self._sourcehut_key,
@@ -457,10 +411,10 @@ class KarajoAPI:
     # --- routes: management ---------------------------------------------------
 
     def _manage_exec(self, request: Any, action: str) -> bytes:
-        body = _body(request)
+        body = params.body(request)
         forget = self._authorize_management(request, body, lambda: extract_epoch(body))
         try:
-            svc = self._lookup(self._service.jobs, _body_params(request, body).get("id"))
+            svc = self._lookup(self._service.jobs, params.body_params(request, body).get("id"))
             return self._apply(request, JobKind.JOB, svc, action)
         except Exception:
             forget()
@@ -543,9 +497,9 @@ class KarajoAPI:
     @app.route(API + "/auth/login", methods=["POST"])
     @endpoint(PUBLIC)
     async def auth_login(self, request: Any) -> bytes:
-        params = _body_params(request, _body(request))
-        name = params.get("name", "")
-        password = params.get("password", "")
+        fields = params.body_params(request, params.body(request))
+        name = fields.get("name", "")
+        password = fields.get("password", "")
         if not name or not password:
             raise LoginFailed()
         session = await self._sessions.login(name, password, _client_host(request))
