@@ -1194,7 +1194,7 @@ class RefusalLogTests(unittest.SynchronousTestCase):
         from twisted.internet.task import Clock
         from twisted.logger import globalLogPublisher
 
-        from karajo.web.api import RefusalLog
+        from karajo.web.access import RefusalLog
 
         events: list = []
         globalLogPublisher.addObserver(events.append)

@@ -48,9 +48,10 @@ from werkzeug.exceptions import NotFound
 from karajo.errors import RunRefused
 from karajo.model import JobKind, TriggerRequest
 from karajo.replay import ReplayGuard, extract_epoch
-from karajo.signature import DEFAULT_HEADER_SIGN, verify
+from karajo.signature import verify
 from karajo.users import COOKIE_NAME, CSRF_HEADER, LoginFailed
 from karajo.web import envelope, params
+from karajo.web.access import Access, RefusalLog, client_host, header_getter
 from karajo.web.documents import Documents
 from karajo.web.errors import (
     CSRFRefused,
@@ -58,37 +59,17 @@ from karajo.web.errors import (
     JobNotFound,
     JobNotRunning,
     LogNotFound,
-    RequestExpired,
-    RequestReplayed,
-    Unauthorized,
     WebhookForbidden,
     describe,
     error,
 )
 from karajo.web.params import parse_pairs, query_params, raw_query
 
-__all__ = ["KarajoAPI", "RefusalLog", "openapi_path", "routes"]
+__all__ = ["KarajoAPI", "openapi_path", "routes"]
 
 log = Logger()
 
 API = "/karajo/api"
-
-
-# --- the client -------------------------------------------------------------
-
-def _client_host(request: Any) -> str:
-    address = request.getClientAddress()
-    return str(getattr(address, "host", None) or getattr(address, "name", None) or "unknown")
-
-
-def _header_getter(request: Any) -> Callable[[str], bytes | None]:
-    raw = request.requestHeaders.getRawHeaders
-
-    def get(name: str) -> bytes | None:
-        values = raw(name.encode("latin-1"))
-        return values[0] if values else None
-
-    return get
 
 
 # --- routing helpers -------------------------------------------------------
@@ -99,7 +80,6 @@ SIGNED = "signed"
 PUBLIC = "public"
 
 _TOKEN_OK = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
-_CSRF_B = CSRF_HEADER.encode("ascii")
 
 
 def endpoint(auth: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -116,7 +96,7 @@ def endpoint(auth: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def handler(self: KarajoAPI, request: Any, **kwargs: Any) -> Any:
             try:
                 if auth == SESSION:
-                    self._require_session(request)
+                    self._access.require_session(request)
                 result = f(self, request, **kwargs)
             except Exception as exc:
                 return self._error_body(request, exc)
@@ -129,35 +109,6 @@ def endpoint(auth: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return handler
 
     return wrap
-
-
-class RefusalLog:
-    """
-    Refused webhook signatures, counted, and logged at most once per
-    C{interval} seconds: a flood of forged requests stays visible in the
-    log without a disk write per request.
-    """
-
-    def __init__(self, clock: IReactorTime, interval: float = 10.0) -> None:
-        self._clock = clock
-        self._interval = interval
-        self._last = float("-inf")
-        self._pending = 0
-        self.total = 0
-
-    def refused(self, job_id: str, client: str, reason: str) -> None:
-        self.total += 1
-        self._pending += 1
-        now = self._clock.seconds()
-        if now - self._last < self._interval:
-            return
-        log.warn(
-            "refused {count} webhook request(s) since the last report; latest: "
-            "job {job} from {client}: {reason}",
-            count=self._pending, job=job_id, client=client, reason=reason,
-        )
-        self._last = now
-        self._pending = 0
 
 
 class KarajoAPI:
@@ -190,9 +141,9 @@ class KarajoAPI:
         self._env = service.env
         self._clock = clock
         self._sessions = sessions
-        self._guard = guard if guard is not None else ReplayGuard(
+        self._access = Access(self._env, sessions, guard if guard is not None else ReplayGuard(
             max_age=self._env.sign_max_age.total_seconds(), clock=clock.seconds
-        )
+        ))
         self._sourcehut_key = sourcehut_key
         self._version = version
         self._documents = Documents(service, version)
@@ -203,72 +154,6 @@ class KarajoAPI:
     def resource(self) -> IResource:
         """The Klein resource; mount it at the site root (full paths)."""
         return _APIResource(self.app, self)
-
-    # --- auth ---------------------------------------------------------------
-
-    def _session(self, request: Any) -> Any:
-        return self._sessions.from_request(request)
-
-    def _require_session(self, request: Any) -> None:
-        if self._sessions.enabled and self._session(request) is None:
-            raise Unauthorized("login required")
-
-    def _same_origin(self, request: Any) -> bool:
-        origin = request.getHeader(b"origin")
-        host = request.getHeader(b"host")
-        if not origin or not host:
-            return False
-        scheme = b"https" if request.isSecure() else b"http"
-        return origin.strip().lower() == scheme + b"://" + host.strip().lower()
-
-    def _csrf_ok(self, request: Any, session: Any) -> bool:
-        value = request.getHeader(_CSRF_B)
-        if value is not None:
-            try:
-                text = value.decode("ascii")
-            except UnicodeDecodeError:
-                return False
-            return bool(self._sessions.check_csrf(session, text))
-        return self._same_origin(request)
-
-    def _check_replay(
-        self, epoch: int | None, key: bytes | None, delivery: bytes | None
-    ) -> Callable[[], None]:
-        """
-        Refuse a replay or an expired payload; else record it and return
-        how to forget it again if the request is refused further on.
-        """
-        reason = self._guard.check(epoch, key, delivery)
-        if reason is None:
-            return lambda: self._guard.forget(key, delivery)
-        if reason.startswith("replayed"):
-            raise RequestReplayed(f"{reason}: a signed request is accepted only once")
-        raise RequestExpired(reason)
-
-    def _authorize_management(
-        self, request: Any, signed: bytes, epoch_of: Callable[[], int | None]
-    ) -> Callable[[], None]:
-        """
-        Accept a valid C{X-Karajo-Sign} of C{signed} with the global secret
-        (then the replay guard), or a session with CSRF protection.
-        Returns how to forget the signed payload if the action is refused.
-        """
-        reason = "missing X-Karajo-Sign header"
-        if request.requestHeaders.hasHeader(b"x-karajo-sign"):
-            verdict = verify(
-                "hmac-sha256", self._env.secret, signed, _header_getter(request),
-                DEFAULT_HEADER_SIGN,
-            )
-            if verdict.ok:
-                key = b"manage\0" + request.path + b"\0" + signed
-                return self._check_replay(epoch_of(), key, None)
-            reason = verdict.reason
-        session = self._session(request)
-        if session is None:
-            raise Unauthorized(f"{reason}, and no session")
-        if not self._csrf_ok(request, session):
-            raise CSRFRefused(f"missing or wrong {CSRF_HEADER} header")
-        return lambda: None
 
     # --- errors -------------------------------------------------------------
 
@@ -373,14 +258,14 @@ class KarajoAPI:
         job = runner.job
         body = params.body(request)
         verdict = verify(
-            job.auth_kind, self._env.secret_of(job), body, _header_getter(request),
+            job.auth_kind, self._env.secret_of(job), body, header_getter(request),
             job.header_sign, sourcehut_key=self._sourcehut_key,
         )
         if not verdict.ok:
-            self.refusals.refused(job.id, _client_host(request), verdict.reason)
+            self.refusals.refused(job.id, client_host(request), verdict.reason)
             raise WebhookForbidden(verdict.reason)
         epoch = extract_epoch(body)
-        forget = self._check_replay(
+        forget = self._access.check_replay(
             epoch, b"webhook\0" + job.path.encode("utf-8") + b"\0" + body, verdict.replay_key)
         headers = {}
         for name, values in request.requestHeaders.getAllRawHeaders():
@@ -412,7 +297,7 @@ class KarajoAPI:
 
     def _manage_exec(self, request: Any, action: str) -> bytes:
         body = params.body(request)
-        forget = self._authorize_management(request, body, lambda: extract_epoch(body))
+        forget = self._access.authorize_management(request, body, lambda: extract_epoch(body))
         try:
             svc = self._lookup(self._service.jobs, params.body_params(request, body).get("id"))
             return self._apply(request, JobKind.JOB, svc, action)
@@ -422,7 +307,7 @@ class KarajoAPI:
 
     def _manage_http(self, request: Any, action: str) -> bytes:
         query = raw_query(request)
-        forget = self._authorize_management(
+        forget = self._access.authorize_management(
             request, query, lambda: extract_epoch(b"", query=query))
         try:
             svc = self._lookup(self._service.http_jobs, parse_pairs(query).get("id"))
@@ -502,7 +387,7 @@ class KarajoAPI:
         password = fields.get("password", "")
         if not name or not password:
             raise LoginFailed()
-        session = await self._sessions.login(name, password, _client_host(request))
+        session = await self._sessions.login(name, password, client_host(request))
         if not _TOKEN_OK.fullmatch(session.token or ""):
             raise RuntimeError("session token is not cookie-safe")
         max_age = max(0, int(session.expires - self._clock.seconds()))
@@ -513,9 +398,9 @@ class KarajoAPI:
     @app.route(API + "/auth/logout", methods=["POST"])
     @endpoint(PUBLIC)
     def auth_logout(self, request: Any) -> bytes:
-        session = self._session(request)
+        session = self._access.session(request)
         if session is not None:
-            if not self._csrf_ok(request, session):
+            if not self._access.csrf_ok(request, session):
                 raise CSRFRefused(f"missing or wrong {CSRF_HEADER} header")
             self._sessions.logout(session.token)
         self._cookie(request, "", 0)
