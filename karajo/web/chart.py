@@ -66,8 +66,10 @@ def chart(runs: list[RunView]) -> Tag:
             label += f", {human_duration(duration)}"
         rect = Tag("rect", attributes={
             "class": f"bar st-{run.status}", "x": str(x), "y": f"{_SVG_H - 1 - height:.1f}",
-            "width": str(_BAR_W), "height": f"{height:.1f}", **run_times(run),
+            "width": str(_BAR_W), "height": f"{height:.1f}",
         })
+        for name, value in run_times(run).items():
+            rect.attributes[name] = value
         rect.children.append(Tag("title")(label))
         svg.children.append(rect)
     return svg
