@@ -283,6 +283,13 @@ class NoUsersTests(_BrowserTest):
         """
         requests: list[str] = []
 
+        def with_times(route) -> None:
+            response = route.fetch()
+            document = response.json()
+            for entry in document["data"]["logs"]:
+                entry["started"], entry["ended"] = "2026-01-01T00:00:00Z", "2026-01-01T00:01:05Z"
+            route.fulfill(response=response, json=document)
+
         def steps():
             page = self.browser.new_page()
             page.on("request", lambda r: requests.append(r.url))
@@ -293,6 +300,9 @@ class NoUsersTests(_BrowserTest):
             link = card.locator('a.run[data-counter="1"]')
             link.wait_for(timeout=10000)
             assert page.evaluate("sessionStorage.getItem('karajo.secret')") == SECRET
+            # Once the run ends, the page asks the job's JSON for its times
+            # (logs[].started/ended, here added in the browser).
+            page.route("**/karajo/api/job_exec?id=ticker", with_times)
             link.click()
             page.wait_for_url("**/karajo/app/log?*")
             pre = page.locator("#log")
@@ -305,6 +315,8 @@ class NoUsersTests(_BrowserTest):
             assert len(grown) > len(first), (first, grown)
             page.wait_for_function(
                 "() => document.getElementById('log-status').textContent === 'success'", timeout=20000)
+            page.wait_for_function(
+                "() => document.getElementById('log-duration').textContent === '1m 05s'")
             polls = page.evaluate("window.KarajoUI.logPolls")
             time.sleep(2)
             # It stopped polling once the run ended.
