@@ -381,10 +381,14 @@ class LintConfig(TestCase):
     }
 
     def setUp(self) -> None:
-        self.root = os.path.dirname(templates_dir())
+        # The checkout these tests are in (the package may be installed elsewhere).
+        root = os.path.dirname(os.path.abspath(__file__))
+        while not os.path.isfile(os.path.join(root, "eslint.config.js")):
+            if os.path.dirname(root) == root:
+                self.skipTest("not a checkout: no eslint.config.js")
+            root = os.path.dirname(root)
+        self.root = root
         self.eslint = os.path.join(self.root, "node_modules", ".bin", "eslint")
-        if not os.path.isfile(os.path.join(self.root, "eslint.config.js")):
-            self.skipTest("not a checkout: no eslint.config.js")
         if not os.access(self.eslint, os.X_OK):
             self.skipTest("eslint is not installed (npm ci)")
 
