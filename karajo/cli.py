@@ -33,11 +33,13 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from karajo.kinds import JobKind
+
 __all__ = ["main"]
 
 OK, FAILED, USAGE = 0, 1, 2
 
-API_RUN = "/karajo/api/job_exec/run"
+API_RUN = f"/karajo/api/{JobKind.JOB.api}/run"
 
 
 class CommandError(Exception):
@@ -294,7 +296,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     env = loaded.environment
     paths = Paths(env.dir_base)
     now = datetime.datetime.now(datetime.UTC)
-    _out(f"{args.config}: OK ({len(env.jobs)} job(s), {len(env.http_jobs)} job.http,"
+    _out(f"{args.config}: OK ({len(env.jobs)} job(s), {len(env.http_jobs)} {JobKind.JOB_HTTP.section},"
          f" {len(loaded.warnings)} warning(s)); times in UTC, now {_utc(now)}")
     _out("")
     _out(f"[karajo] {env.name!r}")
@@ -335,7 +337,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     for http_job in env.http_jobs.values():
         _out("")
-        _out(f"[job.http \"{http_job.name}\"]  ID {http_job.id}  ({_where(http_job.origin)})")
+        _out(f"[{JobKind.JOB_HTTP.section} \"{http_job.name}\"]  ID {http_job.id}  ({_where(http_job.origin)})")
         rows = [
             ("request", f"{http_job.http_method} {masked_url(http_job.http_url)}"),
             ("request type", http_job.http_request_type),

@@ -33,6 +33,7 @@ from karajo.model import (
     Environment,
     Job,
     JobHttp,
+    JobKind,
     Notif,
     Origin,
     User,
@@ -283,7 +284,7 @@ def load_environment(
         if section.name not in allowed:
             return False
         name = _need_name(section)
-        if section.name == "job":
+        if section.name == JobKind.JOB.section:
             values, origin = _fields(section, JOB_KEYS, warnings)
             if _first(jobs, name, section, warnings):
                 jobs[name] = Job(name=name, origin=origin, **values)
@@ -305,7 +306,7 @@ def load_environment(
                     values[attr] = _credential(values[attr], origin, attr, environ)
             if _first(notifs, name, section, warnings):
                 notifs[name] = Notif(name=name, origin=origin, **values)
-        elif not add_job_section(section, ("job", "job.http")):
+        elif not add_job_section(section, (JobKind.JOB.section, JobKind.JOB_HTTP.section)):
             warnings.append(
                 f"{section.filename}:{section.line}: unknown section "
                 f"[{_header(section)}], ignored"
@@ -314,7 +315,7 @@ def load_environment(
     dir_base = os.path.abspath(env_values.get("dir_base") or ".")
     env_values["dir_base"] = dir_base
     etc = os.path.join(dir_base, "etc", "karajo")
-    for subdir, kind in (("job.d", "job"), ("job_http.d", "job.http")):
+    for subdir, kind in ((k.config_dir, k.section) for k in JobKind):
         for file in conf_files(os.path.join(etc, subdir)):
             for section in _read_sections(file):
                 if not add_job_section(section, (kind,)):
@@ -536,10 +537,10 @@ def validate(env: Environment) -> tuple[Environment, tuple[str, ...]]:
         _check_notif(notif)
     env = evolve(env, notifs=notifs)
 
-    jobs = {k: _check_job(j, env) for k, j in _named(env.jobs, "job").items()}
-    http_jobs = {k: _check_job_http(j, env) for k, j in _named(env.http_jobs, "job.http").items()}
-    _unique_ids(jobs.values(), "job")
-    _unique_ids(http_jobs.values(), "job.http")
+    jobs = {k: _check_job(j, env) for k, j in _named(env.jobs, JobKind.JOB.section).items()}
+    http_jobs = {k: _check_job_http(j, env) for k, j in _named(env.http_jobs, JobKind.JOB_HTTP.section).items()}
+    _unique_ids(jobs.values(), JobKind.JOB.section)
+    _unique_ids(http_jobs.values(), JobKind.JOB_HTTP.section)
 
     paths: dict[str, Job] = {}
     for job in jobs.values():

@@ -1,9 +1,19 @@
 """
-Exceptions shared by the configuration layers.
+The exceptions that cross layers: raised in one, answered in another.
 
-A config problem must point the operator at the exact place to fix, so every
-L{ConfigError} carries the file and line it comes from and renders as
-C{FILE:LINE: reason}.
+  - L{ConfigError}: the config files and L{karajo.validate} refuse a value;
+    C{karajo check}, the tap and code callers print it.  A config problem
+    must point the operator at the exact place to fix, so it carries the
+    file and line it comes from and renders as C{FILE:LINE: reason}.
+  - L{StartupError}: the server cannot start (a directory, an address);
+    the tap prints it and exits non-zero.
+  - L{RunRefused} (L{JobPaused}, L{JobBusy}, L{ServerStopping}): the runner
+    refuses a trigger; the API maps each to its status in
+    L{karajo.web.errors}, a timer fire just skips.
+  - L{RunFailed}: a run's work failed in a way it explains; the runner
+    writes the message into the log.
+
+The HTTP API's own errors live in L{karajo.web.errors}.
 """
 
 from __future__ import annotations

@@ -12,9 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from attrs import field, frozen
+
+from karajo.kinds import JobKind
 
 AUTH_KINDS = ("hmac-sha256", "github", "sourcehut")
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE")
@@ -41,6 +43,8 @@ def job_id(name: str) -> str:
     if not ident or not (ident[0].isalpha() or ident[0] == "_"):
         ident = "_" + ident
     return ident
+
+
 
 
 @frozen
@@ -116,7 +120,7 @@ class JobBase:
     def id(self) -> str:
         return job_id(self.name)
 
-    kind = "job"
+    kind: ClassVar[JobKind] = JobKind.JOB
 
 
 @frozen
@@ -134,7 +138,7 @@ class Job(JobBase):
     commands: tuple[str, ...] = field(default=(), converter=_tuple)
     call: Callable[..., Any] | None = field(default=None, eq=False, repr=False)
 
-    kind = "job"
+    kind: ClassVar[JobKind] = JobKind.JOB
 
 
 @frozen
@@ -148,7 +152,7 @@ class JobHttp(JobBase):
     http_timeout: timedelta = timedelta(0)
     http_insecure: bool = False
 
-    kind = "job_http"
+    kind: ClassVar[JobKind] = JobKind.JOB_HTTP
 
 
 @frozen

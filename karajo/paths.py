@@ -11,6 +11,8 @@ import os
 
 from attrs import frozen
 
+from karajo.kinds import JobKind
+
 
 @frozen
 class Paths:
@@ -36,7 +38,7 @@ class Paths:
         thousands of jobs must not start with thousands of mkdirs).
         """
         make_private_dirs(os.path.join(self.dir_base, "var"))
-        for kind in ("job", "job_http"):
+        for kind in JobKind:
             for path in (self.work_dir(kind, ""), self.log_dir(kind, ""),
                          os.path.dirname(self.state_file(kind, "x"))):
                 make_private_dirs(path)

@@ -33,7 +33,7 @@ from karajo.config import Loaded, generate_secret
 from karajo.errors import StartupError
 from karajo.jobhttp import HttpClients, JobHttpWork
 from karajo.joblog import LogStore
-from karajo.model import Environment, Job, JobHttp
+from karajo.model import Environment, Job, JobHttp, JobKind
 from karajo.notify import Notifier
 from karajo.paths import Paths
 from karajo.process import leftover_group, signal_group
@@ -139,7 +139,7 @@ class KarajoService(MultiService):
         gc.freeze()
 
     def job_service(self, kind: str, job_id: str) -> JobService | None:
-        table = self.jobs if kind == "job" else self.http_jobs
+        table = self.jobs if kind == JobKind.JOB else self.http_jobs
         return table.get(job_id)
 
 

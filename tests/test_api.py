@@ -31,7 +31,8 @@ from karajo.signature import sign
 from karajo.users import LoginFailed, LoginThrottled, Sessions, hash_password
 from karajo.web import api as apimod
 from karajo.web import envelope
-from karajo.web.api import ERRORS, KarajoAPI, describe, routes
+from karajo.web.api import KarajoAPI, routes
+from karajo.web.errors import ERRORS, describe
 
 SECRET = "s3cret"
 JOB_SECRET = "j0b-secret-value"
@@ -1214,7 +1215,7 @@ class RefusalLogTests(unittest.SynchronousTestCase):
         from twisted.internet.task import Clock
         from twisted.logger import globalLogPublisher
 
-        from karajo.web.api import RefusalLog
+        from karajo.web.access import RefusalLog
 
         events: list = []
         globalLogPublisher.addObserver(events.append)

@@ -78,8 +78,8 @@ def too_large(limit: int) -> bytes:
     return json.dumps(
         {
             "code": 413,
-            "name": "ERR_BODY_TOO_LARGE",
             "message": f"request body is larger than {limit} bytes",
+            "name": "ERR_BODY_TOO_LARGE",
             "data": None,
         },
         separators=(",", ":"),
@@ -406,6 +406,7 @@ class MalformedRequestTests(LimitsTestCase):
         client.transport.write(raw)
         head, body = split_response(await client.closed)
         self.assertIn(b"Content-Type: application/json", head)
+        self.assertIn(b"Cache-Control: no-store", head)
         self.assertIn(b"Connection: close", head)
         self.assertEqual(recorder.bodies, [])
         return head.split(b"\r\n", 1)[0], json.loads(body)

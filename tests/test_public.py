@@ -180,6 +180,9 @@ class PublicTestCase(TestCase):
         """The uniform JSON 404, with no secret and no echo of the path."""
         self.assertEqual(response.code, 404, path)
         self.assertEqual(response.headers.getRawHeaders("content-type"), ["application/json"])
+        # An answer that is "not there" must not be cached as the page.
+        self.assertEqual(response.headers.getRawHeaders("cache-control"), ["no-store"], path)
+        self.assertEqual(response.headers.getRawHeaders("x-content-type-options"), ["nosniff"])
         self.assertEqual(json.loads(body), NOT_FOUND, path)
         self.assertNotIn(SECRET, body)
 

@@ -6,6 +6,7 @@ over a real L{karajo.service.KarajoService} with code jobs.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from datetime import timedelta
@@ -21,13 +22,9 @@ import karajo.server
 from karajo.model import Environment, Job, JobHttp, User
 from karajo.resources import templates_dir
 from karajo.users import COOKIE_NAME, Sessions, hash_password
-from karajo.web.ui import (
-    CSP,
-    WebUI,
-    describe_schedule,
-    safe_next,
-    sanitize_description,
-)
+from karajo.web.description import sanitize_description
+from karajo.web.ui import CSP, WebUI, safe_next
+from karajo.web.words import describe_timer
 
 EVIL_NAME = '<script>alert("name")</script> & <img src=x onerror=alert(1)>'
 DESCRIPTION = (
@@ -112,7 +109,11 @@ class Pages(TestCase):
             "/karajo/app/log?kind=job&id=plain&counter=x": 404,
             "/karajo/app/job?kind=nope&id=plain": 400,
             "/karajo/app/job?kind=job&id=missing": 404,
-            "/karajo/static/app.js": 200,
+            "/karajo/static/common.js": 200,
+            "/karajo/static/dashboard.js": 200,
+            "/karajo/static/sign.js": 200,
+            "/karajo/static/log.js": 200,
+            "/karajo/static/login.js": 200,
             "/karajo/static/app.css": 200,
             "/karajo/static/sha256.js": 200,
             "/karajo/static/favicon.svg": 200,
@@ -196,28 +197,58 @@ class Pages(TestCase):
         self.assertIn(b'class="bar st-success"', dash)
 
     async def test_static_caching(self) -> None:
-        response, body = await self.get("/karajo/static/app.js")
+        # What the scripts may not do (HTML sinks, eval) is eslint.config.js's
+        # job, run by .ci/run and by LintConfig below.
+        response, body = await self.get("/karajo/static/common.js")
         self.assertEqual(response.headers.getRawHeaders("content-type"),
                          ["text/javascript; charset=utf-8"])
         etag = response.headers.getRawHeaders("etag")[0]
-        with open(os.path.join(templates_dir(), "static", "app.js"), "rb") as f:
+        with open(os.path.join(templates_dir(), "static", "common.js"), "rb") as f:
             self.assertEqual(body, f.read())
-        for banned in (b".innerHTML", b"outerHTML", b"insertAdjacentHTML", b"document.write",
-                       b"eval(", b"new Function"):
-            self.assertNotIn(banned, body)
-        response, body = await self.get("/karajo/static/app.js", headers={"If-None-Match": etag})
+        response, body = await self.get("/karajo/static/common.js", headers={"If-None-Match": etag})
         self.assertEqual(response.code, 304)
         self.assertEqual(body, b"")
         response, _ = await self.get("/karajo/static/app.css")
         self.assertEqual(response.headers.getRawHeaders("content-type"), ["text/css; charset=utf-8"])
 
+    async def test_each_page_loads_its_script(self) -> None:
+        """
+        One module per page (it imports common.js); sha256.js only where
+        the page signs in the browser; the chart's geometry and each
+        card's API path are in the page for the script to read.
+        """
+        await self.run_plain()
+        pages = {
+            "/karajo/app/": ["sha256.js", "dashboard.js"],
+            "/karajo/app/job?kind=job&id=plain": ["sha256.js", "dashboard.js"],
+            "/karajo/app/log?kind=job&id=plain&counter=1": ["log.js"],
+            "/karajo/app/nothing": ["common.js"],
+        }
+        for path, wanted in pages.items():
+            _, body = await self.get(path)
+            scripts = re.findall(rb'<script [^>]*src="/karajo/static/([a-z0-9]+\.js)\?v=', body)
+            self.assertEqual([s.decode() for s in scripts], wanted, path)
+            self.assertIn(f'src="{self.ui.static.url(wanted[-1])}" type="module"'.encode(), body)
+        _, body = await self.get("/karajo/app/")
+        self.assertIn(b'data-height="40" data-bar-width="8" data-bar-gap="2" data-runs="20"', body)
+        self.assertIn(b'data-field="runs" data-limit="5"', body)
+        self.assertIn(b'data-api="job_exec" data-table="jobs"', body)
+        self.assertIn(b'data-api="job_http" data-table="http_jobs"', body)
+        _, body = await self.get("/karajo/app/log?kind=job&id=plain&counter=1")
+        self.assertIn(b'data-api="job_exec"', body)
+
     def test_schedule_words(self) -> None:
+        """
+        A schedule reads as the schedule describes itself (the words of
+        C{karajo check}); an interval, or nothing, in the page's words.
+        """
         cases = {
-            ("minutely", None): "every minute (UTC)",
-            ("hourly@0,15,30", None): "every hour at :00, :15, :30 (UTC)",
-            ("daily@01:00,13:30", None): "every day at 01:00, 13:30 (UTC)",
-            ("weekly@mon,fri@10:00", None): "every Monday, Friday at 10:00 (UTC)",
-            ("monthly@1,15@06:00", None): "on day 1, 15 of every month at 06:00 (UTC)",
+            ("minutely", None): "every minute",
+            ("hourly@0,15,30", None): "hourly at :00, :15, :30",
+            ("daily@01:00,13:30", None): "daily at 01:00, 13:30 (UTC)",
+            ("daily@ 02:30", None): "daily at 02:30 (UTC)",
+            ("weekly@mon,fri@10:00", None): "weekly on Mon, Fri at 10:00 (UTC)",
+            ("monthly@1,15@06:00", None): "monthly on days 1, 15 at 06:00 (UTC)",
             ("30 2 * * *", None): "cron 30 2 * * * (UTC)",
             (None, timedelta(minutes=90)): "every 1 hour 30 minutes",
             (None, timedelta(minutes=5)): "every 5 minutes",
@@ -225,9 +256,16 @@ class Pages(TestCase):
             (None, None): "only on request",
         }
         for (schedule, interval), words in cases.items():
-            self.assertEqual(describe_schedule(schedule, interval), words)
-        self.assertEqual(describe_schedule("daily@02:30", None, "Europe/Berlin"),
-                         "every day at 02:30 (Europe/Berlin)")
+            self.assertEqual(describe_timer(schedule, interval), words)
+        self.assertEqual(describe_timer("daily@02:30", None, "Europe/Berlin"),
+                         "daily at 02:30 (Europe/Berlin)")
+
+    async def test_card_shows_schedule_words(self) -> None:
+        """The dashboard's card shows the schedule's own words, the raw value as title."""
+        _, body = await self.get("/karajo/app/")
+        self.assertIn(b'<dd title="weekly@mon,fri@10:00">weekly on Mon, Fri at 10:00 (UTC)</dd>',
+                      body)
+        self.assertIn(b'<dd title="interval 5400s">every 1 hour 30 minutes</dd>', body)
 
     def test_safe_next(self) -> None:
         self.assertEqual(safe_next("/karajo/app/log?kind=job&id=x&counter=2"),
@@ -251,6 +289,7 @@ class WithUsers(TestCase):
         response, body = await self.get("/karajo/")
         self.assertEqual(response.code, 200)
         self.assertIn(b'id="login-form"', body)
+        self.assertIn(b'/karajo/static/login.js?v=', body)
         self.assertEqual(response.headers.getRawHeaders("content-security-policy"), [CSP])
         for path in ("/karajo/app/", "/karajo/app/job?kind=job&id=plain",
                      "/karajo/app/log?kind=job&id=plain&counter=1"):
@@ -280,6 +319,7 @@ class WithUsers(TestCase):
         self.assertIn(b'name="karajo-users" content="1"', body)
         self.assertIn(b'id="logout"', body)
         self.assertNotIn(b'id="secret-dialog"', body)
+        self.assertNotIn(b"sha256.js", body)  # nothing is signed in the browser
         self.assertNotIn(session.token.encode(), body)
         self.assertEqual(response.headers.getRawHeaders("cache-control"), ["no-store"])
 
@@ -317,3 +357,59 @@ class FallbackSHA256(TestCase):
         want = [[hmac.new(k.encode(), m.encode(), hashlib.sha256).hexdigest(),
                  hashlib.sha256(m.encode()).hexdigest()] for k, m in vectors]
         self.assertEqual(got, want)
+
+
+class LintConfig(TestCase):
+    """
+    eslint.config.js, which replaces a byte grep of the scripts: it must
+    refuse every way of putting a string in the page as HTML or running it
+    as code, and pass the scripts as they are.  Needs C{npm ci} (done by
+    .ci/run); skipped without it.
+    """
+
+    PROBES = {
+        "inner": 'document.body.innerHTML = "x";',
+        "outer-computed": 'const n = document.body; n["outerHTML"] = "x";',
+        "adjacent": 'document.body.insertAdjacentHTML("beforeend", "x");',
+        "write": 'document.write("x");',
+        "write-alias": 'const d = document; d.writeln("x");',
+        "assign": 'Object.assign(document.body, {innerHTML: "x"});',
+        "eval": 'eval("1");',
+        "timer-string": 'setTimeout("x()", 1);',
+        "function": 'new Function("x");',
+        "var": "var x = 1; document.title = String(x);",
+    }
+
+    def setUp(self) -> None:
+        # The checkout these tests are in (the package may be installed elsewhere).
+        root = os.path.dirname(os.path.abspath(__file__))
+        while not os.path.isfile(os.path.join(root, "eslint.config.js")):
+            if os.path.dirname(root) == root:
+                self.skipTest("not a checkout: no eslint.config.js")
+            root = os.path.dirname(root)
+        self.root = root
+        self.eslint = os.path.join(self.root, "node_modules", ".bin", "eslint")
+        if not os.access(self.eslint, os.X_OK):
+            self.skipTest("eslint is not installed (npm ci)")
+
+    def lint(self, source: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [self.eslint, "--stdin", "--stdin-filename", "templates/static/probe.js"],
+            input="export {};\n" + source + "\n", cwd=self.root, capture_output=True,
+            text=True, timeout=120,
+        )
+
+    def test_refuses_sinks(self) -> None:
+        for name, source in self.PROBES.items():
+            result = self.lint(source)
+            self.assertEqual(result.returncode, 1, f"{name}: {result.stdout}{result.stderr}")
+            self.assertIn(" error ", result.stdout, name)
+
+    def test_accepts_text(self) -> None:
+        result = self.lint('document.body.textContent = "x";')
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+    def test_scripts_pass(self) -> None:
+        result = subprocess.run([self.eslint, "templates/static"], cwd=self.root,
+                                capture_output=True, text=True, timeout=300)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)

@@ -2,10 +2,11 @@
 The JSON HTTP API under C{/karajo/api/} (SPEC section 4), as a Klein app.
 
 Every response, success or error, is the envelope of L{karajo.web.envelope}.
-Errors have one home: L{ERRORS} maps an exception type to its status and
-C{ERR_*} name, and L{KarajoAPI._error_body} is the only code that turns an
-exception into a response (called by the per-route wrapper for errors the
-handlers raise and by Klein's C{handle_errors} for routing errors).
+Errors have one home, L{karajo.web.errors}: its C{ERRORS} maps an exception
+type to its status and C{ERR_*} name, and L{KarajoAPI._error_body} is the
+only code here that turns an exception into a response (called by the
+per-route wrapper for errors the handlers raise and by Klein's
+C{handle_errors} for routing errors).
 
 Authentication, per route (see docs/http-api.md):
 
@@ -32,7 +33,7 @@ import functools
 import inspect
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from klein import Klein
@@ -42,275 +43,34 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import NotFound
 
 from karajo.deferreds import as_deferred
-from karajo.errors import JobBusy, JobPaused, RunRefused, ServerStopping
-from karajo.model import Job, JobHttp, TriggerRequest
-from karajo.payload import json_object, payload_fields
-from karajo.redact import masked_headers, masked_url
-from karajo.replay import InvalidEpoch, ReplayGuard, extract_epoch
-from karajo.signature import DEFAULT_HEADER_SIGN, verify
-from karajo.users import COOKIE_NAME, CSRF_HEADER, LoginFailed, LoginThrottled
-from karajo.web import envelope
-from karajo.web.envelope import dumps, duration_ns, format_time
+from karajo.errors import RunRefused
+from karajo.model import JobKind, TriggerRequest
+from karajo.replay import ReplayGuard, extract_epoch
+from karajo.signature import verify
+from karajo.users import COOKIE_NAME, CSRF_HEADER, LoginFailed
+from karajo.web import envelope, params
+from karajo.web.access import Access, RefusalLog, client_host, header_getter
+from karajo.web.documents import Documents
+from karajo.web.errors import (
+    CSRFRefused,
+    InvalidJobID,
+    JobNotFound,
+    JobNotRunning,
+    LogNotFound,
+    WebhookForbidden,
+    describe,
+    error,
+)
 from karajo.web.params import parse_pairs, query_params, raw_query
 
-__all__ = [
-    "ERRORS",
-    "APIError",
-    "CSRFRefused",
-    "InvalidJobID",
-    "InvalidParameter",
-    "JobNotFound",
-    "JobNotRunning",
-    "KarajoAPI",
-    "LogNotFound",
-    "RequestExpired",
-    "RequestReplayed",
-    "Unauthorized",
-    "WebhookForbidden",
-]
+__all__ = ["KarajoAPI", "openapi_path", "routes"]
 
 log = Logger()
 
 API = "/karajo/api"
-
-
-# --- errors ---------------------------------------------------------------
-
-
-class APIError(Exception):
-    """An error whose C{str()} is a short message that is safe to send."""
-
-
-class InvalidJobID(APIError):
-    """The C{id} parameter is missing or empty."""
-
-
-class InvalidParameter(APIError):
-    """A parameter other than C{id} is missing or malformed."""
-
-
-class JobNotFound(APIError):
-    """No job with that ID (or webhook path)."""
-
-
-class LogNotFound(APIError):
-    """The job has no log of that counter."""
-
-
-class Unauthorized(APIError):
-    """Neither a valid signature nor a valid session."""
-
-
-class CSRFRefused(APIError):
-    """A session without the CSRF token or a same-origin C{Origin}."""
-
-
-class WebhookForbidden(APIError):
-    """A webhook's signature is missing or wrong."""
-
-
-class RequestReplayed(APIError):
-    """A signed payload or delivery id that was accepted already."""
-
-
-class RequestExpired(APIError):
-    """A signed payload whose C{_karajo_epoch} is too far from now."""
-
-
-class JobNotRunning(APIError):
-    """Cancel of a job that has no run to cancel."""
-
-
-#: exception type -> (HTTP status, ERR_ name); looked up along the MRO.
-ERRORS: dict[type, tuple[int, str]] = {
-    InvalidJobID: (400, "ERR_INVALID_JOB_ID"),
-    InvalidParameter: (400, "ERR_INVALID_PARAMETER"),
-    InvalidEpoch: (400, "ERR_INVALID_PARAMETER"),
-    LoginFailed: (400, "ERR_AUTH_LOGIN"),
-    Unauthorized: (401, "ERR_UNAUTHORIZED"),
-    WebhookForbidden: (403, "ERR_JOB_FORBIDDEN"),
-    CSRFRefused: (403, "ERR_CSRF"),
-    RequestReplayed: (403, "ERR_REQUEST_REPLAYED"),
-    RequestExpired: (403, "ERR_REQUEST_EXPIRED"),
-    JobNotFound: (404, "ERR_JOB_NOT_FOUND"),
-    LogNotFound: (404, "ERR_LOG_NOT_FOUND"),
-    NotFound: (404, "ERR_NOT_FOUND"),
-    MethodNotAllowed: (405, "ERR_METHOD_NOT_ALLOWED"),
-    JobNotRunning: (409, "ERR_JOB_NOT_RUNNING"),
-    JobPaused: (412, "ERR_JOB_PAUSED"),
-    JobBusy: (429, "ERR_JOB_ALREADY_RUN"),
-    LoginThrottled: (429, "ERR_AUTH_THROTTLED"),
-    ServerStopping: (503, "ERR_SERVER_STOPPING"),
-}
-
-#: Fixed messages for exceptions whose text is not ours to send.
-_MESSAGES: dict[type, str] = {
-    LoginFailed: "invalid name or password",
-    LoginThrottled: "too many failed logins; try again later",
-    NotFound: "no such API endpoint",
-    MethodNotAllowed: "method not allowed on this endpoint",
-}
-
-_INTERNAL = (500, "ERR_INTERNAL", "internal server error")
-
-
-def describe(exc: BaseException) -> tuple[int, str, str, list[tuple[bytes, bytes]]]:
-    """
-    The status, C{ERR_} name, message and extra headers of an exception;
-    C{500 ERR_INTERNAL} for anything L{ERRORS} does not know.
-    """
-    for cls in type(exc).__mro__:
-        entry = ERRORS.get(cls)
-        if entry is None:
-            continue
-        status, name = entry
-        message = _MESSAGES.get(cls)
-        if message is None:
-            message = str(exc)[:200] or name
-        headers: list[tuple[bytes, bytes]] = []
-        if isinstance(exc, LoginThrottled):
-            retry = getattr(exc, "retry_after", None) or 1
-            try:
-                retry = max(1, int(-(-float(retry) // 1)))
-            except (TypeError, ValueError, OverflowError):
-                retry = 60
-            headers.append((b"retry-after", b"%d" % retry))
-        elif isinstance(exc, MethodNotAllowed) and exc.valid_methods:
-            headers.append((b"allow", ", ".join(sorted(exc.valid_methods)).encode("ascii")))
-        return status, name, message, headers
-    if isinstance(exc, HTTPException) and exc.code and 400 <= exc.code < 500:
-        return exc.code, "ERR_HTTP", exc.name or "request error", []
-    status, name, message = _INTERNAL
-    return status, name, message, []
-
-
-# --- parameters -------------------------------------------------------------
-
-_DIGITS = re.compile(r"[0-9]{1,18}", re.ASCII)
-
-
-def _media_type(request: Any) -> bytes:
-    value = request.getHeader(b"content-type") or b""
-    return value.split(b";", 1)[0].strip().lower()
-
-
-def _body(request: Any) -> bytes:
-    """The raw request body (the size cap is the site's, see limits)."""
-    content = request.content
-    if content is None:
-        return b""
-    content.seek(0)
-    return content.read()
-
-
-def _body_params(request: Any, body: bytes) -> dict[str, str]:
-    """
-    A management call's signed body (a form, or a JSON object, which some
-    clients send) as strings; the bytes decide which, as for the replay
-    guard (L{payload_fields}).
-    """
-    if _media_type(request) == b"application/json" and json_object(body) is None:
-        raise InvalidParameter("the body is not a JSON object")
-    return {
-        str(k): (v if isinstance(v, str) else dumps(v))
-        for k, v in payload_fields(body).items()
-        if not isinstance(v, (dict, list))
-    }
-
-
-def _int_param(value: str | None, name: str, minimum: int, default: int | None = None) -> int:
-    if value is None or value == "":
-        if default is not None:
-            return default
-        raise InvalidParameter(f"missing {name}")
-    if not _DIGITS.fullmatch(value) or int(value) < minimum:
-        kind = "a positive integer" if minimum > 0 else "a non-negative integer"
-        raise InvalidParameter(f"{name} must be {kind}")
-    return int(value)
-
-
-def _client_host(request: Any) -> str:
-    address = request.getClientAddress()
-    return str(getattr(address, "host", None) or getattr(address, "name", None) or "unknown")
-
-
-def _header_getter(request: Any) -> Callable[[str], bytes | None]:
-    raw = request.requestHeaders.getRawHeaders
-
-    def get(name: str) -> bytes | None:
-        values = raw(name.encode("latin-1"))
-        return values[0] if values else None
-
-    return get
-
-
-# --- JSON of jobs -----------------------------------------------------------
-
-def _logs_json(records: Iterable[Any]) -> list[dict[str, Any]]:
-    """The C{logs} of a job: one entry per L{karajo.joblog.RunRecord}."""
-    return [
-        {
-            "job_id": record.job_id,
-            "name": record.filename,
-            "status": record.status,
-            "counter": record.counter,
-            "started": format_time(record.started),
-            "ended": format_time(record.ended),
-        }
-        for record in records
-    ]
-
-
-def job_dict(job: Job, status: str, last_run: float | None, next_run: float | None,
-             logs: Iterable[Any]) -> dict[str, Any]:
-    """SPEC's Job JSON (secrets never appear)."""
-    return {
-        "id": job.id,
-        "name": job.name,
-        "description": job.description,
-        "status": status,
-        "schedule": job.schedule or "",
-        "interval": duration_ns(job.interval),
-        "last_run": format_time(last_run),
-        "next_run": format_time(next_run),
-        "path": job.path,
-        "auth_kind": job.auth_kind,
-        "header_sign": job.header_sign,
-        "commands": list(job.commands),
-        "log_retention": job.log_retention,
-        "notif_on_success": list(job.notif_on_success),
-        "notif_on_failed": list(job.notif_on_failed),
-        "logs": _logs_json(logs),
-    }
-
-
-def job_http_dict(job: JobHttp, status: str, last_run: float | None,
-                  next_run: float | None, logs: Iterable[Any]) -> dict[str, Any]:
-    """SPEC's JobHttp JSON (secrets never appear)."""
-    return {
-        "id": job.id,
-        "name": job.name,
-        "description": job.description,
-        "status": status,
-        "schedule": job.schedule or "",
-        "interval": duration_ns(job.interval),
-        "last_run": format_time(last_run),
-        "next_run": format_time(next_run),
-        "log_retention": job.log_retention,
-        "notif_on_success": list(job.notif_on_success),
-        "notif_on_failed": list(job.notif_on_failed),
-        "logs": _logs_json(logs),
-        "http_method": job.http_method,
-        "http_url": masked_url(job.http_url),
-        "http_request_type": job.http_request_type,
-        "http_headers": masked_headers(job.http_headers),
-        "http_timeout": duration_ns(job.http_timeout),
-        "http_insecure": job.http_insecure,
-        "header_sign": job.header_sign,
-    }
 
 
 # --- routing helpers -------------------------------------------------------
@@ -321,7 +81,6 @@ SIGNED = "signed"
 PUBLIC = "public"
 
 _TOKEN_OK = re.compile(r"[A-Za-z0-9._~+/=-]{1,512}")
-_CSRF_B = CSRF_HEADER.encode("ascii")
 
 
 def endpoint(auth: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -338,7 +97,7 @@ def endpoint(auth: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def handler(self: KarajoAPI, request: Any, **kwargs: Any) -> Any:
             try:
                 if auth == SESSION:
-                    self._require_session(request)
+                    self._access.require_session(request)
                 result = f(self, request, **kwargs)
             except Exception as exc:
                 return self._error_body(request, exc)
@@ -352,48 +111,6 @@ def endpoint(auth: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return handler
 
     return wrap
-
-
-class _Cached:
-    """One job's encoded JSON and the dynamic state it was built from."""
-
-    __slots__ = ("key", "json", "named")
-
-    def __init__(self, key: tuple, json_text: str, named: bytes) -> None:
-        self.key = key
-        #: the Job / JobHttp JSON
-        self.json = json_text
-        #: C{"NAME":{...}} as bytes, a member of the environment's job maps
-        self.named = named
-
-
-class RefusalLog:
-    """
-    Refused webhook signatures, counted, and logged at most once per
-    C{interval} seconds: a flood of forged requests stays visible in the
-    log without a disk write per request.
-    """
-
-    def __init__(self, clock: IReactorTime, interval: float = 10.0) -> None:
-        self._clock = clock
-        self._interval = interval
-        self._last = float("-inf")
-        self._pending = 0
-        self.total = 0
-
-    def refused(self, job_id: str, client: str, reason: str) -> None:
-        self.total += 1
-        self._pending += 1
-        now = self._clock.seconds()
-        if now - self._last < self._interval:
-            return
-        log.warn(
-            "refused {count} webhook request(s) since the last report; latest: "
-            "job {job} from {client}: {reason}",
-            count=self._pending, job=job_id, client=client, reason=reason,
-        )
-        self._last = now
-        self._pending = 0
 
 
 class KarajoAPI:
@@ -426,13 +143,12 @@ class KarajoAPI:
         self._env = service.env
         self._clock = clock
         self._sessions = sessions
-        self._guard = guard if guard is not None else ReplayGuard(
+        self._access = Access(self._env, sessions, guard if guard is not None else ReplayGuard(
             max_age=self._env.sign_max_age.total_seconds(), clock=clock.seconds
-        )
+        ))
         self._sourcehut_key = sourcehut_key
         self._version = version
-        self._cache: dict[Any, _Cached] = {}
-        self._env_head: bytes | None = None
+        self._documents = Documents(service, version)
         self._openapi: bytes | None = None
         self._paths: dict[str, Any] | None = None
         self.refusals = RefusalLog(clock)
@@ -440,72 +156,6 @@ class KarajoAPI:
     def resource(self) -> IResource:
         """The Klein resource; mount it at the site root (full paths)."""
         return _APIResource(self.app, self)
-
-    # --- auth ---------------------------------------------------------------
-
-    def _session(self, request: Any) -> Any:
-        return self._sessions.from_request(request)
-
-    def _require_session(self, request: Any) -> None:
-        if self._sessions.enabled and self._session(request) is None:
-            raise Unauthorized("login required")
-
-    def _same_origin(self, request: Any) -> bool:
-        origin = request.getHeader(b"origin")
-        host = request.getHeader(b"host")
-        if not origin or not host:
-            return False
-        scheme = b"https" if request.isSecure() else b"http"
-        return origin.strip().lower() == scheme + b"://" + host.strip().lower()
-
-    def _csrf_ok(self, request: Any, session: Any) -> bool:
-        value = request.getHeader(_CSRF_B)
-        if value is not None:
-            try:
-                text = value.decode("ascii")
-            except UnicodeDecodeError:
-                return False
-            return bool(self._sessions.check_csrf(session, text))
-        return self._same_origin(request)
-
-    def _check_replay(
-        self, epoch: int | None, key: bytes | None, delivery: bytes | None
-    ) -> Callable[[], None]:
-        """
-        Refuse a replay or an expired payload; else record it and return
-        how to forget it again if the request is refused further on.
-        """
-        reason = self._guard.check(epoch, key, delivery)
-        if reason is None:
-            return lambda: self._guard.forget(key, delivery)
-        if reason.startswith("replayed"):
-            raise RequestReplayed(f"{reason}: a signed request is accepted only once")
-        raise RequestExpired(reason)
-
-    def _authorize_management(
-        self, request: Any, signed: bytes, epoch_of: Callable[[], int | None]
-    ) -> Callable[[], None]:
-        """
-        Accept a valid C{X-Karajo-Sign} of C{signed} with the global secret
-        (then the replay guard), or a session with CSRF protection.
-        Returns how to forget the signed payload if the action is refused.
-        """
-        reason = "missing X-Karajo-Sign header"
-        if request.requestHeaders.hasHeader(b"x-karajo-sign"):
-            verdict = verify(
-                "hmac-sha256", self._env.secret, signed, _header_getter(request),
-                DEFAULT_HEADER_SIGN,
-            )
-            if verdict.ok:
-                key = b"manage\0" + request.path + b"\0" + signed
-                return self._check_replay(epoch_of(), key, None)
-            reason = verdict.reason
-        session = self._session(request)
-        if session is None:
-            raise Unauthorized(f"{reason}, and no session")
-        if not self._csrf_ok(request, session):
-            raise CSRFRefused(f"missing or wrong {CSRF_HEADER} header")
-        return lambda: None
 
     # --- errors -------------------------------------------------------------
 
@@ -518,7 +168,7 @@ class KarajoAPI:
                 method=request.method.decode("latin-1"),
                 path=request.path[:200].decode("latin-1"),
             )
-        return envelope.error(request, status, name, message, headers=headers)
+        return error(request, status, name, message, headers=headers)
 
     def _error_failure(self, failure: Failure, request: Any) -> bytes | None:
         if failure.check(defer.CancelledError):
@@ -533,27 +183,6 @@ class KarajoAPI:
         """Routing errors (404, 405) and anything that escaped a handler."""
         return self._error_failure(failure, request)
 
-    # --- JSON of jobs -------------------------------------------------------
-
-    def _cached(self, kind: str, svc: Any) -> _Cached:
-        """
-        A job's encoded JSON, rebuilt only when its dynamic state (status,
-        last run, next run, logs) changed since the last request.  Keyed by
-        the job's service object: computing C{job.id} costs a regex.
-        """
-        runner = svc.runner
-        logs = tuple(runner.records())
-        key = (runner.status, runner.last_run, svc.next_run, logs)
-        entry = self._cache.get(svc)
-        if entry is not None and entry.key == key:
-            return entry
-        job = runner.job
-        build = job_dict if kind == "job" else job_http_dict
-        text = dumps(build(job, key[0], key[1], key[2], logs))
-        entry = _Cached(key, text, (dumps(job.name) + ":" + text).encode("ascii"))
-        self._cache[svc] = entry
-        return entry
-
     def _lookup(self, table: dict[str, Any], job_id: str | None) -> Any:
         if not job_id:
             raise InvalidJobID("missing or empty id")
@@ -567,55 +196,26 @@ class KarajoAPI:
     @app.route(API + "/environment", methods=["GET"])
     @endpoint(SESSION)
     def environment(self, request: Any) -> bytes:
-        if self._env_head is None:
-            env = self._env
-            head = dumps({
-                "name": env.name,
-                "listen_address": env.listen_address,
-                "dir_base": env.dir_base,
-                "dir_public": env.dir_public or "",
-                "version": self._version,
-                "http_timeout": duration_ns(env.http_timeout),
-                "max_job_running": env.max_job_running,
-            })
-            # The envelope up to the job maps; the data object stays open.
-            self._env_head = envelope.envelope_raw(200, "OK", head[:-1])[:-1]
-        # One flat list and one join: the document is large (about 750 kB
-        # for 1,000 jobs with 5 logs each), so every extra copy counts.
-        cached = self._cached
-        parts = [self._env_head, b',"jobs":{']
-        for svc in self._service.jobs.values():
-            parts.append(cached("job", svc).named)
-            parts.append(b",")
-        if parts[-1] == b",":
-            parts.pop()
-        parts.append(b'},"http_jobs":{')
-        for svc in self._service.http_jobs.values():
-            parts.append(cached("job_http", svc).named)
-            parts.append(b",")
-        if parts[-1] == b",":
-            parts.pop()
-        parts.append(b"}}}")
         envelope.set_json_headers(request, 200)
-        return b"".join(parts)
+        return self._documents.environment()
 
     @app.route(API + "/job_exec", methods=["GET"])
     @endpoint(SESSION)
     def job_exec(self, request: Any) -> bytes:
         svc = self._lookup(self._service.jobs, query_params(request).get("id"))
-        return envelope.success_raw(request, self._cached("job", svc).json)
+        return envelope.success_raw(request, self._documents.job(JobKind.JOB, svc).json)
 
     @app.route(API + "/job_http", methods=["GET"])
     @endpoint(SESSION)
     def job_http(self, request: Any) -> bytes:
         svc = self._lookup(self._service.http_jobs, query_params(request).get("id"))
-        return envelope.success_raw(request, self._cached("job_http", svc).json)
+        return envelope.success_raw(request, self._documents.job(JobKind.JOB_HTTP, svc).json)
 
     async def _log(self, request: Any, table: dict[str, Any]) -> bytes:
         query = query_params(request)
         svc = self._lookup(table, query.get("id"))
-        counter = _int_param(query.get("counter"), "counter", 1)
-        offset = _int_param(query.get("offset"), "offset", 0, default=0)
+        counter = params.int_param(query.get("counter"), "counter", 1)
+        offset = params.int_param(query.get("offset"), "offset", 0, default=0)
         found = await svc.runner.store.read_in_thread(counter)
         if found is None:
             raise LogNotFound("log not found")
@@ -659,16 +259,16 @@ class KarajoAPI:
             raise JobNotFound("no job has this path")
         runner = svc.runner
         job = runner.job
-        body = _body(request)
+        body = params.body(request)
         verdict = verify(
-            job.auth_kind, self._env.secret_of(job), body, _header_getter(request),
+            job.auth_kind, self._env.secret_of(job), body, header_getter(request),
             job.header_sign, sourcehut_key=self._sourcehut_key,
         )
         if not verdict.ok:
-            self.refusals.refused(job.id, _client_host(request), verdict.reason)
+            self.refusals.refused(job.id, client_host(request), verdict.reason)
             raise WebhookForbidden(verdict.reason)
         epoch = extract_epoch(body)
-        forget = self._check_replay(
+        forget = self._access.check_replay(
             epoch, b"webhook\0" + job.path.encode("utf-8") + b"\0" + body, verdict.replay_key)
         headers = {}
         for name, values in request.requestHeaders.getAllRawHeaders():
@@ -685,7 +285,8 @@ class KarajoAPI:
         except RunRefused:
             forget()  # paused or busy: the same payload may come again
             raise
-        return envelope.success_raw(request, self._cached("job", svc).json, f"job {outcome}")
+        document = self._documents.job(JobKind.JOB, svc).json
+        return envelope.success_raw(request, document, f"job {outcome}")
 
     def _by_path(self) -> dict[str, Any]:
         table = self._paths
@@ -698,27 +299,27 @@ class KarajoAPI:
     # --- routes: management ---------------------------------------------------
 
     def _manage_exec(self, request: Any, action: str) -> bytes:
-        body = _body(request)
-        forget = self._authorize_management(request, body, lambda: extract_epoch(body))
+        body = params.body(request)
+        forget = self._access.authorize_management(request, body, lambda: extract_epoch(body))
         try:
-            svc = self._lookup(self._service.jobs, _body_params(request, body).get("id"))
-            return self._apply(request, "job", svc, action)
+            svc = self._lookup(self._service.jobs, params.body_params(request, body).get("id"))
+            return self._apply(request, JobKind.JOB, svc, action)
         except Exception:
             forget()
             raise
 
     def _manage_http(self, request: Any, action: str) -> bytes:
         query = raw_query(request)
-        forget = self._authorize_management(
+        forget = self._access.authorize_management(
             request, query, lambda: extract_epoch(b"", query=query))
         try:
             svc = self._lookup(self._service.http_jobs, parse_pairs(query).get("id"))
-            return self._apply(request, "job_http", svc, action)
+            return self._apply(request, JobKind.JOB_HTTP, svc, action)
         except Exception:
             forget()
             raise
 
-    def _apply(self, request: Any, kind: str, svc: Any, action: str) -> bytes:
+    def _apply(self, request: Any, kind: JobKind, svc: Any, action: str) -> bytes:
         runner = svc.runner
         if action == "pause":
             runner.pause()
@@ -732,7 +333,7 @@ class KarajoAPI:
             if not runner.cancel():
                 raise JobNotRunning("job is not running")
             message = "job canceled"
-        return envelope.success_raw(request, self._cached(kind, svc).json, message)
+        return envelope.success_raw(request, self._documents.job(kind, svc).json, message)
 
     @app.route(API + "/job_exec/pause", methods=["POST"])
     @endpoint(SIGNED)
@@ -784,12 +385,12 @@ class KarajoAPI:
     @app.route(API + "/auth/login", methods=["POST"])
     @endpoint(PUBLIC)
     async def auth_login(self, request: Any) -> bytes:
-        params = _body_params(request, _body(request))
-        name = params.get("name", "")
-        password = params.get("password", "")
+        fields = params.body_params(request, params.body(request))
+        name = fields.get("name", "")
+        password = fields.get("password", "")
         if not name or not password:
             raise LoginFailed()
-        session = await self._sessions.login(name, password, _client_host(request))
+        session = await self._sessions.login(name, password, client_host(request))
         if not _TOKEN_OK.fullmatch(session.token or ""):
             raise RuntimeError("session token is not cookie-safe")
         max_age = max(0, int(session.expires - self._clock.seconds()))
@@ -800,9 +401,9 @@ class KarajoAPI:
     @app.route(API + "/auth/logout", methods=["POST"])
     @endpoint(PUBLIC)
     def auth_logout(self, request: Any) -> bytes:
-        session = self._session(request)
+        session = self._access.session(request)
         if session is not None:
-            if not self._csrf_ok(request, session):
+            if not self._access.csrf_ok(request, session):
                 raise CSRFRefused(f"missing or wrong {CSRF_HEADER} header")
             self._sessions.logout(session.token)
         self._cookie(request, "", 0)

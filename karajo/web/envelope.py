@@ -8,10 +8,9 @@ An error also carries C{"name": "ERR_..."}.  Times are RFC 3339 UTC with
 whole seconds (C{0001-01-01T00:00:00Z} for never, Go's zero time, which is
 what clients of the original expect); durations are integer nanoseconds.
 
-The writers here set the status, C{Content-Type: application/json},
-C{Cache-Control: no-store} and C{X-Content-Type-Options: nosniff} on a
-Twisted request and return the body bytes for the caller (a Klein route)
-to write.  Messages are escaped by the JSON encoder (C{ensure_ascii}), so
+The writers here set the status and L{JSON_HEADERS} on a Twisted request
+and return the body bytes for the caller (a Klein route) to write; errors
+are written by L{karajo.web.errors.error}.  Messages are escaped by the JSON encoder (C{ensure_ascii}), so
 no byte of user input can reach the client unescaped.
 """
 
@@ -20,18 +19,17 @@ from __future__ import annotations
 import datetime
 import json
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from karajo.duration import to_nanoseconds
 
 __all__ = [
+    "JSON_HEADERS",
     "ZERO_TIME",
     "dumps",
     "duration_ns",
     "envelope",
     "envelope_raw",
-    "error",
     "format_time",
     "set_json_headers",
     "success",
@@ -47,9 +45,13 @@ _MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z
 _encoder = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 _encode = _encoder.encode
 
-_JSON = b"application/json"
-_NO_STORE = b"no-store"
-_NOSNIFF = b"nosniff"
+#: The headers of every JSON answer, success or error: an API answer is
+#: never cached and never sniffed as anything but JSON.
+JSON_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"Content-Type", b"application/json"),
+    (b"Cache-Control", b"no-store"),
+    (b"X-Content-Type-Options", b"nosniff"),
+)
 
 
 def dumps(value: Any) -> str:
@@ -89,10 +91,10 @@ def duration_ns(td: datetime.timedelta | None) -> int:
 
 
 def set_json_headers(request: Any, code: int) -> None:
+    """Set the status and L{JSON_HEADERS} on a Twisted request."""
     request.setResponseCode(code)
-    request.setHeader(b"content-type", _JSON)
-    request.setHeader(b"cache-control", _NO_STORE)
-    request.setHeader(b"x-content-type-options", _NOSNIFF)
+    for header, value in JSON_HEADERS:
+        request.setHeader(header, value)
 
 
 def envelope_raw(code: int, message: str, data_json: str, name: str | None = None) -> bytes:
@@ -121,18 +123,3 @@ def success_raw(request: Any, data_json: str, message: str = "OK", code: int = 2
     """L{success} with C{data} already encoded as JSON."""
     set_json_headers(request, code)
     return envelope_raw(code, message, data_json)
-
-
-def error(
-    request: Any,
-    code: int,
-    name: str,
-    message: str,
-    data: Any = None,
-    headers: Iterable[tuple[bytes, bytes]] = (),
-) -> bytes:
-    """Set the headers of an error response and return its body."""
-    set_json_headers(request, code)
-    for header, value in headers:
-        request.setHeader(header, value)
-    return envelope(code, message, data, name)

@@ -31,7 +31,6 @@ L{karajo.twisted_private.HTTPChannelHooks}.
 from __future__ import annotations
 
 import io
-import json
 import tempfile
 from typing import IO, Any
 
@@ -43,6 +42,7 @@ from twisted.web import http, server
 from twisted.web.resource import IResource
 
 from karajo.twisted_private import HTTPChannelHooks
+from karajo.web.errors import error_response
 
 __all__ = [
     "LINGER_BYTES",
@@ -62,22 +62,6 @@ LINGER_BYTES = 256 * 1024
 # Bodies below this size are kept in memory; larger ones (up to the cap) go
 # to a temporary file, as Twisted itself does.
 _IN_MEMORY_BODY = 100_000
-
-
-def _error_response(code: int, reason: bytes, name: str, message: str) -> bytes:
-    """A complete HTTP/1.1 response carrying the JSON error envelope."""
-    body = json.dumps(
-        {"code": code, "name": name, "message": message, "data": None},
-        separators=(",", ":"),
-    ).encode("ascii")
-    head = (
-        b"HTTP/1.1 %d %s\r\n"
-        b"Content-Type: application/json\r\n"
-        b"Content-Length: %d\r\n"
-        b"Connection: close\r\n"
-        b"\r\n"
-    ) % (code, reason, len(body))
-    return head + body
 
 
 class LimitedRequest(server.Request):
@@ -149,7 +133,7 @@ class LimitedRequest(server.Request):
         channel.persistent = False
         _write(
             channel,
-            _error_response(
+            error_response(
                 413,
                 b"Payload Too Large",
                 "ERR_BODY_TOO_LARGE",
@@ -225,7 +209,7 @@ class LimitedChannel(HTTPChannelHooks):
         if started:
             _write(
                 self,
-                _error_response(
+                error_response(
                     408,
                     b"Request Timeout",
                     "ERR_REQUEST_TIMEOUT",
@@ -259,11 +243,11 @@ class LimitedChannel(HTTPChannelHooks):
         Twisted's empty 400.
         """
         if self.header_bytes_received() > self.totalHeadersSize:
-            answer = _error_response(431, b"Request Header Fields Too Large",
+            answer = error_response(431, b"Request Header Fields Too Large",
                                      "ERR_HEADERS_TOO_LARGE",
                                      f"request headers are larger than {self.totalHeadersSize} bytes")
         else:
-            answer = _error_response(400, b"Bad Request", "ERR_BAD_REQUEST", "malformed HTTP request")
+            answer = error_response(400, b"Bad Request", "ERR_BAD_REQUEST", "malformed HTTP request")
         _write(self, answer)
         # Closed like after a 413: what the client still sends must not
         # turn into a reset that destroys the answer before it is read.
@@ -276,10 +260,10 @@ class LimitedChannel(HTTPChannelHooks):
         LineReceiver would just drop the connection without a word.
         """
         if self.header_bytes_received() == 0:  # nothing of this request's head parsed yet
-            answer = _error_response(414, b"URI Too Long", "ERR_URI_TOO_LONG",
+            answer = error_response(414, b"URI Too Long", "ERR_URI_TOO_LONG",
                                      f"request line is longer than {self.MAX_LENGTH} bytes")
         else:
-            answer = _error_response(431, b"Request Header Fields Too Large",
+            answer = error_response(431, b"Request Header Fields Too Large",
                                      "ERR_HEADERS_TOO_LARGE",
                                      f"a request header is longer than {self.MAX_LENGTH} bytes")
         _write(self, answer)

@@ -38,7 +38,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.utils import floatToGoString
 from twisted.web.resource import Resource
 
-from karajo.web.envelope import error
+from karajo.web.errors import error
 
 __all__ = ["DURATION_BUCKETS", "Metrics", "MetricsResource", "RunMetrics", "StateCollector"]
 

@@ -1,17 +1,27 @@
 """
-Request parameters, read the one way every page and API route reads them.
+Request parameters, read the one way every page and API route reads them:
+the query string, a management call's body, integer parameters.
 
-The raw query string is kept as received (management calls are signed over
-its exact bytes); pairs are decoded by L{karajo.payload.parse_pairs}.
+The raw query string and the raw body are kept as received, since
+signatures are checked over their exact bytes; the pairs and fields in
+them are decoded by L{karajo.payload} (the first value of a name wins),
+the same reader the replay guard uses.  A malformed parameter is an
+L{InvalidParameter}, which the API answers with C{400
+ERR_INVALID_PARAMETER}.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from karajo.payload import parse_pairs
+from karajo.payload import json_object, parse_pairs, payload_fields
+from karajo.web.envelope import dumps
+from karajo.web.errors import InvalidParameter
 
-__all__ = ["parse_pairs", "query_params", "raw_query"]
+__all__ = ["body", "body_params", "int_param", "parse_pairs", "query_params", "raw_query"]
+
+_DIGITS = re.compile(r"[0-9]{1,18}", re.ASCII)
 
 
 def raw_query(request: Any) -> bytes:
@@ -23,3 +33,47 @@ def raw_query(request: Any) -> bytes:
 def query_params(request: Any) -> dict[str, str]:
     """The request's query string as pairs."""
     return parse_pairs(raw_query(request))
+
+
+def body(request: Any) -> bytes:
+    """The raw request body (the size cap is the site's, see L{karajo.web.limits})."""
+    content = request.content
+    if content is None:
+        return b""
+    content.seek(0)
+    return content.read()
+
+
+def _media_type(request: Any) -> bytes:
+    value = request.getHeader(b"content-type") or b""
+    return value.split(b";", 1)[0].strip().lower()
+
+
+def body_params(request: Any, raw: bytes) -> dict[str, str]:
+    """
+    A management call's signed body (a form, or a JSON object, which some
+    clients send) as strings; the bytes decide which, as for the replay
+    guard (L{payload_fields}).
+    """
+    if _media_type(request) == b"application/json" and json_object(raw) is None:
+        raise InvalidParameter("the body is not a JSON object")
+    return {
+        str(k): (v if isinstance(v, str) else dumps(v))
+        for k, v in payload_fields(raw).items()
+        if not isinstance(v, (dict, list))
+    }
+
+
+def int_param(value: str | None, name: str, minimum: int, default: int | None = None) -> int:
+    """
+    A decimal parameter of at most 18 digits, at least C{minimum};
+    C{default} when absent or empty (missing is an error without one).
+    """
+    if value is None or value == "":
+        if default is not None:
+            return default
+        raise InvalidParameter(f"missing {name}")
+    if not _DIGITS.fullmatch(value) or int(value) < minimum:
+        kind = "a positive integer" if minimum > 0 else "a non-negative integer"
+        raise InvalidParameter(f"{name} must be {kind}")
+    return int(value)

@@ -25,7 +25,8 @@ the file system is touched, and again after symlinks are resolved:
     directory asked for without a trailing slash is redirected (with a
     relative C{Location}) so that relative links in its index work.
 
-Every refusal is the same JSON 404, which never repeats the requested path.
+Every refusal is the same JSON 404 (L{karajo.web.errors.error}: not
+cached, not sniffed), which never repeats the requested path.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from twisted.logger import Logger
 from twisted.web import resource, static
 from twisted.web.iweb import IRequest
 
+from karajo.web.errors import error
+
 __all__ = ["INDEX", "PublicFiles"]
 
 log = Logger()
@@ -47,29 +50,12 @@ log = Logger()
 #: The file served for a directory.
 INDEX = "index.html"
 
-_NOT_FOUND = json.dumps(
-    {"code": 404, "name": "ERR_NOT_FOUND", "message": "not found", "data": None},
-    separators=(",", ":"),
-).encode("ascii")
-_NOT_ALLOWED = json.dumps(
-    {
-        "code": 405,
-        "name": "ERR_METHOD_NOT_ALLOWED",
-        "message": "only GET and HEAD are allowed here",
-        "data": None,
-    },
-    separators=(",", ":"),
-).encode("ascii")
-
 # Control characters, the path separators of any OS, and "%" (see above).
 _FORBIDDEN_CHARS = frozenset(chr(c) for c in range(0x20)) | {"\x7f", "/", "\\", "%"}
 
 
-def _json_error(request: IRequest, code: int, body: bytes) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"application/json")
-    request.setHeader(b"x-content-type-options", b"nosniff")
-    return body
+def _not_found(request: IRequest) -> bytes:
+    return error(request, 404, "ERR_NOT_FOUND", "not found")
 
 
 class _NotFound(resource.Resource):
@@ -78,7 +64,7 @@ class _NotFound(resource.Resource):
     isLeaf = True
 
     def render(self, request: IRequest) -> bytes:
-        return _json_error(request, 404, _NOT_FOUND)
+        return _not_found(request)
 
 
 def _segment(raw: bytes) -> str | None:
@@ -138,10 +124,11 @@ class PublicFiles(resource.Resource):
     def render(self, request: IRequest) -> Any:
         if request.method not in (b"GET", b"HEAD"):
             request.setHeader(b"allow", b"GET, HEAD")
-            return _json_error(request, 405, _NOT_ALLOWED)
+            return error(request, 405, "ERR_METHOD_NOT_ALLOWED",
+                         "only GET and HEAD are allowed here")
         found = self._resolve(list(request.postpath or [b""]))
         if found is None:
-            return _json_error(request, 404, _NOT_FOUND)
+            return _not_found(request)
         kind, value = found
         if kind == "redirect":
             request.setResponseCode(301)

@@ -21,7 +21,7 @@ from twisted.web.server import Site
 from karajo.users import Sessions, threaded_check
 from karajo.version import __version__
 from karajo.web.api import KarajoAPI
-from karajo.web.envelope import error
+from karajo.web.errors import error
 from karajo.web.limits import limited_site
 from karajo.web.metrics import Metrics
 from karajo.web.ui import WebUI

@@ -201,9 +201,9 @@ class NoUsersTests(_BrowserTest):
             assert nightly.locator("svg.chart rect.bar").count() == 5
             assert nightly.locator("a.run").count() == 5
             assert nightly.locator("rect.bar.st-failed").count() == 1
-            assert "every Sunday at 03:00" in self.card(page, "job", "nightly").text_content()
+            assert "weekly on Sun at 03:00 (UTC)" in self.card(page, "job", "nightly").text_content()
             assert "only on request" in self.card(page, "job", "ticker").text_content()
-            assert "every day at 02:30 (UTC)" in self.card(page, "job", "sleeper").text_content()
+            assert "daily at 02:30 (UTC)" in self.card(page, "job", "sleeper").text_content()
             countdown = self.card(page, "job", "sleeper").locator('[data-field="next_run"]')
             assert re.match(r"in (\d+m \d\ds|\d+h \d\dm \d\ds)", countdown.text_content()), \
                 countdown.text_content()
@@ -232,6 +232,50 @@ class NoUsersTests(_BrowserTest):
         d.addCallback(lambda _: self.assertNoConsoleErrors())
         return d
 
+    def test_chart_reads_run_times_from_api(self) -> defer.Deferred:
+        """
+        When the API's logs[] entries carry C{started}/C{ended}, the job
+        page's chart and run table take the durations from them (here the
+        API answers are rewritten in the browser to say so), without
+        downloading any log.
+        """
+        requests: list[str] = []
+        durations = {1: 10, 2: 20, 3: 30, 4: 40, 5: 80}
+
+        def add_times(route) -> None:
+            response = route.fetch()
+            document = response.json()
+            for entry in document["data"]["logs"]:
+                start = 1_700_000_000 + entry["counter"] * 1000
+                end = start + durations[entry["counter"]]
+                entry["started"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start))
+                entry["ended"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(end))
+            route.fulfill(response=response, json=document)
+
+        def steps():
+            page = self.browser.new_page()
+            page.on("request", lambda r: requests.append(r.url))
+            page.route("**/karajo/api/job_exec?id=nightly", add_times)
+            page.goto(self.daemon.url + "/karajo/app/job?kind=job&id=nightly")
+            page.wait_for_function("() => window.KarajoUI && window.KarajoUI.polls > 0")
+            rows = page.locator("#run-rows tr[data-counter]")
+            page.wait_for_function(
+                "() => document.querySelector('#run-rows tr [data-field=duration]')"
+                ".textContent === '1m 20s'")
+            shown = [rows.nth(i).locator('[data-field="duration"]').text_content()
+                     for i in range(rows.count())]
+            assert shown == ["1m 20s", "40s", "30s", "20s", "10s"], shown
+            heights = page.eval_on_selector_all(
+                "svg.chart rect.bar", "bars => bars.map(b => Number(b.getAttribute('height')))")
+            # oldest left; the longest run (80 s) fills the chart's 38 units
+            assert heights == [4.8, 9.5, 14.3, 19.0, 38.0], heights
+
+        def check(_):
+            self.assertEqual([u for u in requests if "/log?" in u], [])
+            self.assertNoConsoleErrors()
+
+        return self.in_browser(steps).addCallback(check)
+
     def test_run_now_and_live_log(self) -> defer.Deferred:
         """
         Run now (signed in the page with the typed secret) makes a new run
@@ -239,6 +283,13 @@ class NoUsersTests(_BrowserTest):
         new bytes, and stops once the run ends.
         """
         requests: list[str] = []
+
+        def with_times(route) -> None:
+            response = route.fetch()
+            document = response.json()
+            for entry in document["data"]["logs"]:
+                entry["started"], entry["ended"] = "2026-01-01T00:00:00Z", "2026-01-01T00:01:05Z"
+            route.fulfill(response=response, json=document)
 
         def steps():
             page = self.browser.new_page()
@@ -250,6 +301,9 @@ class NoUsersTests(_BrowserTest):
             link = card.locator('a.run[data-counter="1"]')
             link.wait_for(timeout=10000)
             assert page.evaluate("sessionStorage.getItem('karajo.secret')") == SECRET
+            # Once the run ends, the page asks the job's JSON for its times
+            # (logs[].started/ended, here added in the browser).
+            page.route("**/karajo/api/job_exec?id=ticker", with_times)
             link.click()
             page.wait_for_url("**/karajo/app/log?*")
             pre = page.locator("#log")
@@ -262,6 +316,8 @@ class NoUsersTests(_BrowserTest):
             assert len(grown) > len(first), (first, grown)
             page.wait_for_function(
                 "() => document.getElementById('log-status').textContent === 'success'", timeout=20000)
+            page.wait_for_function(
+                "() => document.getElementById('log-duration').textContent === '1m 05s'")
             polls = page.evaluate("window.KarajoUI.logPolls")
             time.sleep(2)
             # It stopped polling once the run ended.

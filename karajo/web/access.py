@@ -1,0 +1,156 @@
+"""
+Who may call what in the API: sessions and their CSRF token, the global
+secret's signature on management calls, the replay guard, and the
+bookkeeping of refused webhook signatures.
+
+The rules per route are in L{karajo.web.api}'s docstring; this module
+holds the checks, each raising an error of L{karajo.web.errors} that the
+API answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from karajo.replay import ReplayGuard
+from karajo.signature import DEFAULT_HEADER_SIGN, verify
+from karajo.users import CSRF_HEADER
+from karajo.web.errors import CSRFRefused, RequestExpired, RequestReplayed, Unauthorized
+
+__all__ = ["Access", "RefusalLog", "client_host", "header_getter"]
+
+log = Logger()
+
+_CSRF_B = CSRF_HEADER.encode("ascii")
+
+
+def client_host(request: Any) -> str:
+    """The client's address, for logs and the login throttle."""
+    address = request.getClientAddress()
+    return str(getattr(address, "host", None) or getattr(address, "name", None) or "unknown")
+
+
+def header_getter(request: Any) -> Callable[[str], bytes | None]:
+    """A request's first value of a header by name, as L{verify} reads headers."""
+    raw = request.requestHeaders.getRawHeaders
+
+    def get(name: str) -> bytes | None:
+        values = raw(name.encode("latin-1"))
+        return values[0] if values else None
+
+    return get
+
+
+class Access:
+    """
+    The access checks of one API.
+
+    @param env: the environment (its global secret signs management calls).
+    @param sessions: the login sessions (L{karajo.users.Sessions}).
+    @param guard: the replay guard of signed requests.
+    """
+
+    def __init__(self, env: Any, sessions: Any, guard: ReplayGuard) -> None:
+        self._env = env
+        self._sessions = sessions
+        self._guard = guard
+
+    def session(self, request: Any) -> Any:
+        """The request's live session, or None."""
+        return self._sessions.from_request(request)
+
+    def require_session(self, request: Any) -> None:
+        """Refuse a request without a session, when there are users."""
+        if self._sessions.enabled and self.session(request) is None:
+            raise Unauthorized("login required")
+
+    def _same_origin(self, request: Any) -> bool:
+        origin = request.getHeader(b"origin")
+        host = request.getHeader(b"host")
+        if not origin or not host:
+            return False
+        scheme = b"https" if request.isSecure() else b"http"
+        return origin.strip().lower() == scheme + b"://" + host.strip().lower()
+
+    def csrf_ok(self, request: Any, session: Any) -> bool:
+        """The session's CSRF token in its header, or else a same-origin C{Origin}."""
+        value = request.getHeader(_CSRF_B)
+        if value is not None:
+            try:
+                text = value.decode("ascii")
+            except UnicodeDecodeError:
+                return False
+            return bool(self._sessions.check_csrf(session, text))
+        return self._same_origin(request)
+
+    def check_replay(
+        self, epoch: int | None, key: bytes | None, delivery: bytes | None
+    ) -> Callable[[], None]:
+        """
+        Refuse a replay or an expired payload; else record it and return
+        how to forget it again if the request is refused further on.
+        """
+        reason = self._guard.check(epoch, key, delivery)
+        if reason is None:
+            return lambda: self._guard.forget(key, delivery)
+        if reason.startswith("replayed"):
+            raise RequestReplayed(f"{reason}: a signed request is accepted only once")
+        raise RequestExpired(reason)
+
+    def authorize_management(
+        self, request: Any, signed: bytes, epoch_of: Callable[[], int | None]
+    ) -> Callable[[], None]:
+        """
+        Accept a valid C{X-Karajo-Sign} of C{signed} with the global secret
+        (then the replay guard), or a session with CSRF protection.
+        Returns how to forget the signed payload if the action is refused.
+        """
+        reason = "missing X-Karajo-Sign header"
+        if request.requestHeaders.hasHeader(b"x-karajo-sign"):
+            verdict = verify(
+                "hmac-sha256", self._env.secret, signed, header_getter(request),
+                DEFAULT_HEADER_SIGN,
+            )
+            if verdict.ok:
+                key = b"manage\0" + request.path + b"\0" + signed
+                return self.check_replay(epoch_of(), key, None)
+            reason = verdict.reason
+        session = self.session(request)
+        if session is None:
+            raise Unauthorized(f"{reason}, and no session")
+        if not self.csrf_ok(request, session):
+            raise CSRFRefused(f"missing or wrong {CSRF_HEADER} header")
+        return lambda: None
+
+
+class RefusalLog:
+    """
+    Refused webhook signatures, counted, and logged at most once per
+    C{interval} seconds: a flood of forged requests stays visible in the
+    log without a disk write per request.
+    """
+
+    def __init__(self, clock: IReactorTime, interval: float = 10.0) -> None:
+        self._clock = clock
+        self._interval = interval
+        self._last = float("-inf")
+        self._pending = 0
+        self.total = 0
+
+    def refused(self, job_id: str, client: str, reason: str) -> None:
+        self.total += 1
+        self._pending += 1
+        now = self._clock.seconds()
+        if now - self._last < self._interval:
+            return
+        log.warn(
+            "refused {count} webhook request(s) since the last report; latest: "
+            "job {job} from {client}: {reason}",
+            count=self._pending, job=job_id, client=client, reason=reason,
+        )
+        self._last = now
+        self._pending = 0

@@ -1,0 +1,165 @@
+"""
+The JSON documents of the API (SPEC section 4): a job (C{Job} and
+C{JobHttp} JSON) and the environment, which holds every job.
+
+Both are built from explicit lists of fields, so a secret never appears:
+job secrets are left out, URL passwords and credential headers are masked
+(L{karajo.redact}).  A job's encoded JSON is cached with the dynamic state
+it was built from (status, last run, next run, logs): dashboards poll the
+environment every few seconds, and with a thousand jobs re-encoding them
+all would dominate the daemon's work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from karajo.model import Job, JobHttp, JobKind
+from karajo.redact import masked_headers, masked_url
+from karajo.web import envelope
+from karajo.web.envelope import dumps, duration_ns, format_time
+
+__all__ = ["Cached", "Documents", "job_dict", "job_http_dict"]
+
+
+def _logs_json(records: Iterable[Any]) -> list[dict[str, Any]]:
+    """The C{logs} of a job: one entry per L{karajo.joblog.RunRecord}."""
+    return [
+        {
+            "job_id": record.job_id,
+            "name": record.filename,
+            "status": record.status,
+            "counter": record.counter,
+            "started": format_time(record.started),
+            "ended": format_time(record.ended),
+        }
+        for record in records
+    ]
+
+
+def job_dict(job: Job, status: str, last_run: float | None, next_run: float | None,
+             logs: Iterable[Any]) -> dict[str, Any]:
+    """SPEC's Job JSON (secrets never appear)."""
+    return {
+        "id": job.id,
+        "name": job.name,
+        "description": job.description,
+        "status": status,
+        "schedule": job.schedule or "",
+        "interval": duration_ns(job.interval),
+        "last_run": format_time(last_run),
+        "next_run": format_time(next_run),
+        "path": job.path,
+        "auth_kind": job.auth_kind,
+        "header_sign": job.header_sign,
+        "commands": list(job.commands),
+        "log_retention": job.log_retention,
+        "notif_on_success": list(job.notif_on_success),
+        "notif_on_failed": list(job.notif_on_failed),
+        "logs": _logs_json(logs),
+    }
+
+
+def job_http_dict(job: JobHttp, status: str, last_run: float | None,
+                  next_run: float | None, logs: Iterable[Any]) -> dict[str, Any]:
+    """SPEC's JobHttp JSON (secrets never appear)."""
+    return {
+        "id": job.id,
+        "name": job.name,
+        "description": job.description,
+        "status": status,
+        "schedule": job.schedule or "",
+        "interval": duration_ns(job.interval),
+        "last_run": format_time(last_run),
+        "next_run": format_time(next_run),
+        "log_retention": job.log_retention,
+        "notif_on_success": list(job.notif_on_success),
+        "notif_on_failed": list(job.notif_on_failed),
+        "logs": _logs_json(logs),
+        "http_method": job.http_method,
+        "http_url": masked_url(job.http_url),
+        "http_request_type": job.http_request_type,
+        "http_headers": masked_headers(job.http_headers),
+        "http_timeout": duration_ns(job.http_timeout),
+        "http_insecure": job.http_insecure,
+        "header_sign": job.header_sign,
+    }
+
+
+class Cached:
+    """One job's encoded JSON and the dynamic state it was built from."""
+
+    __slots__ = ("key", "json", "named")
+
+    def __init__(self, key: tuple, json_text: str, named: bytes) -> None:
+        self.key = key
+        #: the Job / JobHttp JSON
+        self.json = json_text
+        #: C{"NAME":{...}} as bytes, a member of the environment's job maps
+        self.named = named
+
+
+class Documents:
+    """
+    The documents of one L{karajo.service.KarajoService}, encoded once and
+    rebuilt only when what they show changed.
+
+    @param service: the server whose jobs are shown.
+    @param version: the C{version} of the environment document.
+    """
+
+    def __init__(self, service: Any, version: str) -> None:
+        self._service = service
+        self._version = version
+        self._cache: dict[Any, Cached] = {}
+        self._env_head: bytes | None = None
+
+    def job(self, kind: JobKind, svc: Any) -> Cached:
+        """
+        A job's encoded JSON, rebuilt only when its dynamic state (status,
+        last run, next run, logs) changed since the last request.  Keyed by
+        the job's service object: computing C{job.id} costs a regex.
+        """
+        runner = svc.runner
+        logs = tuple(runner.records())
+        key = (runner.status, runner.last_run, svc.next_run, logs)
+        entry = self._cache.get(svc)
+        if entry is not None and entry.key == key:
+            return entry
+        job = runner.job
+        build = job_dict if kind is JobKind.JOB else job_http_dict
+        text = dumps(build(job, key[0], key[1], key[2], logs))
+        entry = Cached(key, text, (dumps(job.name) + ":" + text).encode("ascii"))
+        self._cache[svc] = entry
+        return entry
+
+    def environment(self) -> bytes:
+        """The whole C{GET /karajo/api/environment} answer, envelope included."""
+        if self._env_head is None:
+            env = self._service.env
+            head = dumps({
+                "name": env.name,
+                "listen_address": env.listen_address,
+                "dir_base": env.dir_base,
+                "dir_public": env.dir_public or "",
+                "version": self._version,
+                "http_timeout": duration_ns(env.http_timeout),
+                "max_job_running": env.max_job_running,
+            })
+            # The envelope up to the job maps; the data object stays open.
+            self._env_head = envelope.envelope_raw(200, "OK", head[:-1])[:-1]
+        # One flat list and one join: the document is large (about 750 kB
+        # for 1,000 jobs with 5 logs each), so every extra copy counts.
+        job = self.job
+        parts = [self._env_head]
+        for kind in JobKind:
+            parts.append(b',"' + kind.table.encode("ascii") + b'":{')
+            for svc in getattr(self._service, kind.table).values():
+                parts.append(job(kind, svc).named)
+                parts.append(b",")
+            if parts[-1] == b",":
+                parts.pop()
+            parts.append(b"}")
+        parts.append(b"}}")
+        return b"".join(parts)
