@@ -30,7 +30,7 @@ from karajo.server import build_service
 from karajo.signature import sign
 from karajo.users import LoginFailed, LoginThrottled, Sessions, hash_password
 from karajo.web import api as apimod
-from karajo.web import envelope
+from karajo.web import documents, envelope
 from karajo.web.api import KarajoAPI, routes
 from karajo.web.errors import ERRORS, describe
 
@@ -423,7 +423,7 @@ class ReadTests(APITestCase):
         """
         from karajo.joblog import RunRecord
 
-        entries = apimod._logs_json([
+        entries = documents._logs_json([
             RunRecord("j", 1, "failed", None, NOW + 0.9),
             RunRecord("j", 2, "running", NOW + 61.5, None),
         ])

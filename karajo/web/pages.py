@@ -283,8 +283,8 @@ class LogPage(Element):
             "data-counter": str(self.counter),
             "data-offset": str(self.size), "data-status": self.status,
         })
-        run = v.run(self.name)
-        earlier = [n.counter for n in v.logs if n.counter < self.counter]
+        run = v.run(self.counter)
+        earlier = [c for c in v.counters if c < self.counter]
         prev = max(earlier) if earlier else None
         return tag.fillSlots(
             name=v.name,
@@ -301,7 +301,7 @@ class LogPage(Element):
         )
 
     def _next(self) -> Any:
-        later = [n.counter for n in self.view.logs if n.counter > self.counter]
+        later = [c for c in self.view.counters if c > self.counter]
         if not later:
             return ""
         counter = min(later)

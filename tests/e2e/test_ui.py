@@ -21,6 +21,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 import karajo.config
 import karajo.server
+from karajo import joblog
+from karajo.joblog import RunRecord
 from karajo.model import Environment, Job, JobHttp, User
 from karajo.paths import Paths
 from karajo.service import thread_runner
@@ -79,11 +81,12 @@ HISTORY = [
 
 
 def seed_history(paths: Paths) -> None:
-    """Finished logs, as earlier runs of the daemon left them."""
+    """Finished logs and their run records, as earlier runs of the daemon left them."""
     for kind, job_id, runs in HISTORY:
         start = int(time.time()) - 7 * 86400
         directory = paths.log_dir(kind, job_id)
         os.makedirs(directory, exist_ok=True)
+        records = []
         for counter, (status, seconds) in enumerate(runs, 1):
             start += 86400
             lines = []
@@ -95,6 +98,9 @@ def seed_history(paths: Paths) -> None:
             with open(path, "w", encoding="utf-8") as f:
                 f.writelines(lines)
             os.utime(path, (start + seconds, start + seconds))
+            records.append(RunRecord(job_id, counter, status, start, start + seconds))
+        joblog._write_records(paths.state_file(kind, job_id) + joblog.RECORDS_SUFFIX,
+                              tuple(records))
 
 
 class Daemon:
