@@ -1,7 +1,7 @@
 """
 karajo: a cron-like job runner managed over HTTP.
 
-For people who configure karajo from Python (SPEC section 6)::
+For people who configure karajo from Python (docs/behaviour.md, "Building a server from Python")::
 
     from karajo import Environment, Job, make_service
 

@@ -3,7 +3,7 @@ The run-log store: one file per run of a job, and one record per run.
 
 A run writes C{$ID.$COUNTER} while it runs and renames it to
 C{$ID.$COUNTER.$STATUS} when it ends, so the file name alone says whether a
-run finished and how (SPEC section 3).  Every line carries a UTC timestamp and
+run finished and how (docs/behaviour.md, "Log files").  Every line carries a UTC timestamp and
 the job it belongs to, so a log stays readable once it is mailed or copied
 elsewhere.  A small counter file keeps numbers from being reused after
 retention deleted every log.
@@ -16,7 +16,7 @@ started and ended, what triggered it, which attempt, on which node) is one
 frozen L{RunRecord}, kept in memory by the job's L{LogStore} (the API,
 dashboard, metrics and notifications read it from there, never from log
 text) and persisted in one file per job, C{var/run/karajo/$KIND/$ID.runs}
-(the SPEC's run-time state directory), as JSON holding the records of the
+(the run-time state directory of docs/configuration.md), as JSON holding the records of the
 logs the store keeps.
 
   - Crash-safe: the file is only ever replaced whole (written to

@@ -1,6 +1,6 @@
 """
 E-mail notifications: one mail per notif named in a job's C{notif_on_success}
-or C{notif_on_failed} after each run (SPEC section 1, C{[notif]}).
+or C{notif_on_failed} after each run (docs/configuration.md, "[notif] sections").
 
 Everything runs on the reactor through L{twisted.mail.smtp}'s ESMTP client:
 

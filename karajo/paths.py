@@ -1,5 +1,5 @@
 """
-The directory tree under C{dir_base} (SPEC section 1).
+The directory tree under C{dir_base} (docs/configuration.md, "Files and directories").
 
 One place computes every path so that nothing is ever written outside
 C{dir_base}, and the layout stays the one the original uses.

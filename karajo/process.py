@@ -234,7 +234,7 @@ def spawn_command(
     ended: defer.Deferred = defer.Deferred()
     proto = _CommandProtocol(clock, sink, note, ended)
     # The shell is intended: a job's command is a shell command line written
-    # by the operator in the config (SPEC section 1), never request data.
+    # by the operator in the config (docs/configuration.md, "[job] sections"), never request data.
     argv = [SHELL, "-c", _IN_DIR, "sh", cwd, command]
     # A job gets no input: stdin is /dev/null (no pipe to create and close).
     # One pipe takes stdout and stderr (the wrapper points 2 at 1 first),

@@ -108,7 +108,7 @@ class JobRunner(Service):
     def status(self) -> JobStatus | RunStatus:
         """
         What the API and dashboard show.  A pause shows at once, also while
-        a run goes on ("paused at any time", SPEC section 3), so the
+        a run goes on ("paused at any time", docs/behaviour.md, "Pause and resume"), so the
         operator sees it and can undo it; whether a run is going on is
         in the logs (the newest is C{running}).
         """

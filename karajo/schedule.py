@@ -5,7 +5,7 @@ This module is pure computation (no reactor, no I/O) so that the scheduler
 can ask "when next?" at every fire for thousands of jobs and so that every
 rule here is unit-testable with plain datetimes.
 
-Grammar (SPEC section 2; keywords and day names are case-insensitive,
+Grammar (docs/schedules.md; keywords and day names are case-insensitive,
 surrounding whitespace is ignored)::
 
     minutely                      every minute, at second 0

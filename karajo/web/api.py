@@ -1,5 +1,5 @@
 """
-The JSON HTTP API under C{/karajo/api/} (SPEC section 4), as a Klein app.
+The JSON HTTP API under C{/karajo/api/} (docs/http-api.md), as a Klein app.
 
 Every response, success or error, is the envelope of L{karajo.web.envelope}.
 Errors have one home, L{karajo.web.errors}: its C{ERRORS} maps an exception

@@ -1,5 +1,5 @@
 """
-The JSON documents of the API (SPEC section 4): a job (C{Job} and
+The JSON documents of the API (docs/http-api.md): a job (C{Job} and
 C{JobHttp} JSON) and the environment, which holds every job.
 
 Both are built from explicit lists of fields, so a secret never appears:
@@ -40,7 +40,7 @@ def _logs_json(records: Iterable[Any]) -> list[dict[str, Any]]:
 
 def job_dict(job: Job, status: str, last_run: float | None, next_run: float | None,
              logs: Iterable[Any]) -> dict[str, Any]:
-    """SPEC's Job JSON (secrets never appear)."""
+    """The Job JSON of docs/http-api.md (secrets never appear)."""
     return {
         "id": job.id,
         "name": job.name,
@@ -63,7 +63,7 @@ def job_dict(job: Job, status: str, last_run: float | None, next_run: float | No
 
 def job_http_dict(job: JobHttp, status: str, last_run: float | None,
                   next_run: float | None, logs: Iterable[Any]) -> dict[str, Any]:
-    """SPEC's JobHttp JSON (secrets never appear)."""
+    """The JobHttp JSON of docs/http-api.md (secrets never appear)."""
     return {
         "id": job.id,
         "name": job.name,

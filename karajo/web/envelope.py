@@ -1,6 +1,6 @@
 """
 The one JSON envelope every API response is wrapped in, and the value
-formats inside it (SPEC section 4).
+formats inside it (docs/http-api.md, "Conventions").
 
     {"code": <http status>, "message": <string>, "data": <...>}
 

@@ -1,6 +1,6 @@
 """
 The web UI under C{/karajo/}: login page, dashboard, job pages, log pages
-and their static files (SPEC section 5).
+and their static files (docs/behaviour.md, "Web UI").
 
 L{karajo.web.site} mounts L{WebUI.resource} for every path under
 C{/karajo/} except C{/karajo/api/}, with the C{karajo} segment consumed, so
