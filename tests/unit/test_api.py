@@ -1175,7 +1175,7 @@ class DocumentTests(unittest.TestCase):
 
     def test_markdown_mentions_every_route(self) -> None:
         here = os.path.dirname(os.path.abspath(__file__))
-        with open(os.path.join(here, "..", "docs", "http-api.md"), encoding="utf-8") as f:
+        with open(os.path.join(here, "..", "..", "docs", "http-api.md"), encoding="utf-8") as f:
             text = f.read()
         for method, path in routes():
             self.assertIn(f"{method} `{path}`", text)
