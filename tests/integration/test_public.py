@@ -281,17 +281,70 @@ class ServeTests(PublicTestCase):
 
     async def test_unreadable_file(self) -> None:
         """
-        A file the server may not read is the same JSON 404, not Twisted's
-        HTML 403 (simulated: the tests may run as root).
+        A file that cannot be opened for a reason Twisted does not handle
+        itself (an I/O error, a file removed between the checks and the
+        open) reaches our own handler in C{_File.render_GET}: the JSON 404,
+        not a 500 with a traceback.
         """
+        import errno
+
+        from karajo.web import public
+
+        for code in (errno.EIO, errno.ENOENT, errno.ELOOP):
+
+            def refuse(self: Any, code: int = code) -> Any:
+                raise OSError(code, os.strerror(code))
+
+            self.patch(public._File, "openForReading", refuse)
+            for method in ("GET", "HEAD"):
+                response, body = await self.get("/hello.txt", method)
+                if method == "GET":
+                    self.assertNotFound(response, body, "/hello.txt")
+                else:
+                    self.assertEqual(response.code, 404, errno.errorcode[code])
+
+    async def test_forbidden_file(self) -> None:
+        """
+        A file the server may not read (EACCES, which Twisted answers with
+        its C{forbidden} resource) is the same JSON 404, not Twisted's HTML
+        403 (simulated: the tests may run as root).
+        """
+        import errno
+
         from karajo.web import public
 
         def refuse(self: Any) -> Any:
-            raise PermissionError(13, "Permission denied")
+            raise PermissionError(errno.EACCES, "Permission denied")
 
         self.patch(public._File, "openForReading", refuse)
         response, body = await self.get("/hello.txt")
         self.assertNotFound(response, body, "/hello.txt")
+
+    async def test_nested_directory_redirect(self) -> None:
+        """
+        A directory further down redirects to its own name with a slash,
+        relative to where the client is (C{/nested/deep} -> C{deep/}), and
+        the name is percent-encoded.
+        """
+        response, body = await self.get("/nested/deep")
+        self.assertEqual(response.code, 301)
+        self.assertEqual(response.headers.getRawHeaders("location"), ["deep/"])
+        self.assertEqual(response.headers.getRawHeaders("content-type"), ["application/json"])
+        self.assertEqual(json.loads(body), {"code": 301, "message": "moved", "data": None})
+        os.makedirs(os.path.join(self.pub, "nested", "a b?&"))
+        response, _ = await self.get("/nested/a%20b%3F%26")
+        self.assertEqual(response.code, 301)
+        self.assertEqual(response.headers.getRawHeaders("location"), ["a%20b%3F%26/"])
+        response, _ = await self.get("/dirlink-in/deep")
+        self.assertEqual(response.headers.getRawHeaders("location"), ["deep/"])
+
+    async def test_nested_directory_redirect_target(self) -> None:
+        """Following the relative redirect of a nested directory serves its index."""
+        write(os.path.join(self.pub, "nested", "deep", "index.html"), b"deep index")
+        response, _ = await self.get("/nested/deep")
+        self.assertEqual(response.headers.getRawHeaders("location"), ["deep/"])
+        response, body = await self.get("/nested/deep/")
+        self.assertEqual((response.code, body), (200, b"deep index"))
 
 
 class TraversalTests(PublicTestCase):
