@@ -67,5 +67,14 @@ class MaskedUrlTests(SynchronousTestCase):
         self.assertEqual(masked_url("http://u:pw@[::1"), "http://u:********@[::1")
         self.assertEqual(masked_url("http://u:pw@[bad/x"), "http://u:********@[bad/x")
 
+    def test_malformed_url_password_with_at_sign(self) -> None:
+        """
+        In a URL urlsplit refuses, the password also runs to the last @
+        before the path, as it does for a well-formed one: no piece of it
+        is left in the output.
+        """
+        self.assertEqual(masked_url("http://u:p@ss@[::1"), "http://u:********@[::1")
+        self.assertEqual(masked_url("http://u:p@ss@[::1/x@y"), "http://u:********@[::1/x@y")
+
     def test_bad_port_still_masked(self) -> None:
         self.assertEqual(masked_url("http://u:pw@host:99999/"), "http://u:********@host:99999/")
