@@ -155,3 +155,19 @@ class RecoveredMtimeTests(StoreMixin, SynchronousTestCase):
             state.last_run,
             datetime.datetime(2026, 1, 2, 3, 2, 25, 0, tzinfo=datetime.UTC),
         )
+
+
+class LineCutTests(StoreMixin, SynchronousTestCase):
+    """An endless line is cut at 64 KiB (65536 bytes), written out here."""
+
+    def test_cut_at_64_kib(self) -> None:
+        store = self.store()
+        log = store.begin(1)
+        log.write(b"a" * 65537 + b"\n")
+        log.write(b"b" * 65536)
+        log.write(b"\nc\n")
+        content = self.content(store, self.finish(log))
+        self.assertEqual(
+            content.split(b"\n"),
+            [P0 + b"a" * 65536, P0 + b"a", P0 + b"b" * 65536, P0 + b"c", b""],
+        )

@@ -170,3 +170,32 @@ class UndecodableHeaderTests(SynchronousTestCase):
         })
         verdict = verify_sourcehut(BODY, headers, private.public_key())
         self.assertEqual((verdict.ok, verdict.replay_key), (True, b"sourcehut:n\xe9"))
+
+
+class DefaultSourcehutKeyTests(SynchronousTestCase):
+    """Without an injected key, SourceHut's published key is the one used."""
+
+    def test_published_key(self) -> None:
+        """The key as SourceHut publishes it, written out."""
+        from karajo import signature
+
+        self.assertEqual(
+            signature.SOURCEHUT_PUBLIC_KEY_B64, "uX7KWyyDNMaBma4aVbJ/cbUQpdjqczuCyK/HxzV/u+4="
+        )
+
+    def test_default_reads_the_constant(self) -> None:
+        """The default key is decoded from the constant (once)."""
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        from karajo import signature
+
+        private = Ed25519PrivateKey.generate()
+        raw = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.patch(signature, "SOURCEHUT_PUBLIC_KEY_B64", base64.b64encode(raw).decode())
+        self.patch(signature, "_sourcehut_key", None)
+        headers = headers_of({
+            "X-Payload-Signature": base64.b64encode(private.sign(BODY + b"n")),
+            "X-Payload-Nonce": b"n",
+        })
+        self.assertTrue(verify_sourcehut(BODY, headers).ok)
+        self.assertTrue(verify("sourcehut", "", BODY, headers).ok)
