@@ -10,7 +10,7 @@ import re
 import signal
 from datetime import timedelta
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
@@ -35,13 +35,18 @@ class RunTestCase(TestCase):
         self.base = os.path.abspath(self.mktemp())
         self.slots = defer.DeferredSemaphore(4)
 
-    def service(self, job: Job, start: bool = True, slots=None):
+    def service(self, job: Job, start: bool = True, slots=None, clock=None):
+        """
+        The job's service on the real reactor, or on C{clock} (a
+        L{task.Clock}, for code jobs only) when a test must know that
+        nothing more is scheduled.
+        """
         env, _ = validate(Environment(dir_base=self.base, secret="s", jobs={job.name: job}))
         job = env.jobs[job.name]
         paths = Paths(self.base)
-        work, pid_path = job_work(job, paths, reactor)
+        work, pid_path = job_work(job, paths, clock or reactor)
         svc = build_job_service(
-            job, work, paths, slots or self.slots, reactor, sync_thread, pid_path
+            job, work, paths, slots or self.slots, clock or reactor, sync_thread, pid_path
         )
         if start:
             svc.startService()
@@ -258,8 +263,9 @@ class ConcurrencyTests(RunTestCase):
             return d
 
         slots = defer.DeferredSemaphore(1)
-        svc = self.service(Job(name="p", call=call), slots=slots)
-        other = self.service(Job(name="w", call=call), slots=slots)
+        clock = task.Clock()
+        svc = self.service(Job(name="p", call=call), slots=slots, clock=clock)
+        other = self.service(Job(name="w", call=call), slots=slots, clock=clock)
         runner = svc.runner
         self.assertEqual(runner.trigger(None), "started")
         self.assertEqual(runner.trigger(None), "queued")
@@ -274,7 +280,9 @@ class ConcurrencyTests(RunTestCase):
         self.assertFalse(other.runner.waiting)  # what the queued gauge reads
         gates[0].callback(None)
         await runner.when_idle()
-        await deferLater(reactor, 0.05, lambda: None)
+        # Everything that could start a dropped run has had its turn.
+        clock.advance(3600)
+        self.assertEqual(clock.getDelayedCalls(), [])
         self.assertEqual(len(gates), 1)
         self.assertEqual([n.filename for n in runner.logs()], ["p.1.success"])
         self.assertEqual(other.runner.logs(), [])
@@ -305,15 +313,24 @@ class ConcurrencyTests(RunTestCase):
         """A run waiting for a slot waits, then runs."""
         slots = defer.DeferredSemaphore(1)
         gate = defer.Deferred()
-        first = self.service(Job(name="first", call=lambda log, req: gate), slots=slots)
-        second = self.service(Job(name="second", commands=["true"]), slots=slots)
+        calls: list[str] = []
+        clock = task.Clock()
+        first = self.service(
+            Job(name="first", call=lambda log, req: gate), slots=slots, clock=clock
+        )
+        second = self.service(
+            Job(name="second", call=lambda log, req: calls.append("second")),
+            slots=slots, clock=clock,
+        )
         first.runner.trigger(None)
         second.runner.trigger(None)
-        await deferLater(reactor, 0.05, lambda: None)
+        clock.advance(3600)  # nothing but the slot can let it start
+        self.assertEqual(calls, [])
         self.assertFalse(second.runner.executing)
         self.assertTrue(second.runner.active)
         gate.callback(None)
         await second.runner.when_idle()
+        self.assertEqual(calls, ["second"])
         self.assertEqual(second.runner.last_status, "success")
 
     async def test_deferred_start(self) -> None:
@@ -329,12 +346,14 @@ class ConcurrencyTests(RunTestCase):
 
     async def test_deferred_start_canceled(self) -> None:
         """Cancelling a deferred trigger before it starts leaves no run and no log."""
-        svc = self.service(Job(name="dc", call=lambda log, req: None))
+        clock = task.Clock()
+        svc = self.service(Job(name="dc", call=lambda log, req: None), clock=clock)
         runner = svc.runner
         runner.trigger(None, deferred=True)
         self.assertTrue(runner.cancel())
         await runner.when_idle()
-        await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(clock.getDelayedCalls(), [])  # the start is gone, not just late
+        clock.advance(3600)
         self.assertEqual(runner.logs(), [])
         self.assertEqual(runner.counter, 0)
 
