@@ -110,3 +110,21 @@ class UnitBoundaryTests(SynchronousTestCase):
             (timedelta(microseconds=9223372036854775), "2562047h47m16.854775s"),
         ]:
             self.assertEqual(format_duration(td), expected, td)
+
+
+class GrammarEdgeTests(SynchronousTestCase):
+    """Corners of Go's grammar and the exact words of a refusal."""
+
+    def test_fraction_without_whole_after_a_unit(self) -> None:
+        """As in Go, C{.5m} needs no leading digit, also after another part."""
+        self.assertEqual(parse_duration("1h.5m"), timedelta(hours=1, seconds=30))
+        self.assertEqual(parse_duration(".5s"), timedelta(milliseconds=500))
+
+    def test_unknown_unit_message(self) -> None:
+        """The message quotes the input and the unit and lists the units."""
+        with self.assertRaises(ValueError) as caught:
+            parse_duration("1x")
+        self.assertEqual(
+            str(caught.exception),
+            "invalid duration '1x': unknown unit 'x' (expected ns, us, ms, s, m or h)",
+        )
