@@ -199,3 +199,87 @@ class DefaultSourcehutKeyTests(SynchronousTestCase):
         })
         self.assertTrue(verify_sourcehut(BODY, headers).ok)
         self.assertTrue(verify("sourcehut", "", BODY, headers).ok)
+
+
+class ReasonTableTests(SynchronousTestCase):
+    """
+    Every refusal's reason, word for word: it is logged and sent back to
+    the client.  C{ok} is the boolean False, not merely falsy.
+    """
+
+    def assertRefusedWith(self, verdict: object, reason: str) -> None:
+        self.assertIs(verdict.ok, False)  # type: ignore[attr-defined]
+        self.assertEqual(verdict.reason, reason)  # type: ignore[attr-defined]
+        self.assertIsNone(verdict.replay_key)  # type: ignore[attr-defined]
+
+    def test_hmac(self) -> None:
+        sign_ok = hmac.new(b"s3cret", BODY, hashlib.sha256).hexdigest().encode()
+        self.assertRefusedWith(
+            verify_hmac_sha256("", BODY, headers_of({"X-Karajo-Sign": sign_ok})),
+            "no secret configured",
+        )
+        self.assertRefusedWith(
+            verify_hmac_sha256("s3cret", BODY + b" ", headers_of({"X-Karajo-Sign": sign_ok})),
+            "X-Karajo-Sign signature does not match",
+        )
+        self.assertRefusedWith(
+            verify_hmac_sha256("s3cret", BODY, headers_of({"X-Sig": b"00"}), "X-Sig"),
+            "malformed X-Sig header: expected 64 hex digits",
+        )
+
+    def test_github(self) -> None:
+        self.assertRefusedWith(
+            verify_github("", BODY, headers_of({"X-Hub-Signature-256": sha256_header()})),
+            "no secret configured",
+        )
+        self.assertRefusedWith(
+            verify_github(SECRET, BODY, headers_of({})),
+            "missing X-Hub-Signature-256 or X-Hub-Signature header",
+        )
+        self.assertRefusedWith(
+            verify_github(SECRET, BODY, headers_of({"X-Hub-Signature": sha1_header(secret="x")})),
+            "X-Hub-Signature signature does not match",
+        )
+        self.assertRefusedWith(
+            verify_github(SECRET, BODY, headers_of({"X-Hub-Signature": b"sha1=00"})),
+            "malformed X-Hub-Signature header: expected 40 hex digits",
+        )
+
+    def test_sourcehut(self) -> None:
+        private = Ed25519PrivateKey.generate()
+        key = private.public_key()
+        self.assertRefusedWith(
+            verify_sourcehut(BODY, headers_of({"X-Payload-Nonce": b"n"}), key),
+            "missing X-Payload-Signature header",
+        )
+        for signature in (b"not base64!", base64.b64encode(b"short"), b""):
+            self.assertRefusedWith(
+                verify_sourcehut(
+                    BODY,
+                    headers_of({"X-Payload-Signature": signature, "X-Payload-Nonce": b"n"}),
+                    key,
+                ),
+                "malformed X-Payload-Signature header: expected base64 ed25519",
+            )
+        self.assertRefusedWith(
+            verify_sourcehut(
+                BODY,
+                headers_of({
+                    "X-Payload-Signature": base64.b64encode(private.sign(BODY + b"m")),
+                    "X-Payload-Nonce": b"n",
+                }),
+                key,
+            ),
+            "X-Payload-Signature signature does not match",
+        )
+
+    def test_unknown_kind(self) -> None:
+        for kind in ("", "hmac", "sha1", None, 3):
+            self.assertRefusedWith(
+                verify(kind, "s", BODY, headers_of({})), "unknown auth_kind"  # type: ignore[arg-type]
+            )
+
+    def test_kind_spelling(self) -> None:
+        """The kind is matched without case or surrounding spaces."""
+        headers = headers_of({"X-Hub-Signature-256": sha256_header()})
+        self.assertTrue(verify(" GitHub ", SECRET, BODY, headers).ok)
