@@ -28,8 +28,9 @@ def masked_headers(headers: Iterable[tuple[str, str]]) -> list[str]:
     ]
 
 
-# user:password@ after the scheme, for URLs urlsplit refuses.
-_USERINFO_PASSWORD = re.compile(r"(//[^/?#@:]*:)[^/?#@]*@")
+# user:password@ after the scheme, for URLs urlsplit refuses; the password
+# runs to the last @ before the path, as urlsplit reads it.
+_USERINFO_PASSWORD = re.compile(r"(//[^/?#@:]*:)[^/?#]*@")
 
 
 def masked_url(url: str) -> str:

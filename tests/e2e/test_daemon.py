@@ -12,7 +12,7 @@ from twisted.trial.unittest import TestCase
 from karajo.process import KILL_GRACE
 
 from ..helpers import config_tree
-from ..test_run import group_members
+from ..integration.test_run import group_members
 from .daemon import free_port, start_twistd, wait_listening
 
 BROKEN = {

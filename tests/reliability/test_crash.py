@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import sys
 import time
 
 from twisted.internet import defer
@@ -237,6 +238,17 @@ class Ledger:
         self.pending.clear()
 
 
+def crash_seed() -> str:
+    """
+    The seed of the kill timings: C{KARAJO_RELIABILITY_SEED} when set, else a
+    fresh one, printed and reported so that a failing run can be repeated.
+    Always text, so that a printed seed given back seeds the same sequence.
+    """
+    return os.environ.get("KARAJO_RELIABILITY_SEED") or str(
+        random.SystemRandom().randrange(2**32)
+    )
+
+
 class CrashTests(TestCase):
     timeout = 600 if LONG else 90
 
@@ -246,7 +258,12 @@ class CrashTests(TestCase):
 
     async def rounds(self) -> None:
         rounds = scale(10, 100)
-        rng = random.Random(os.environ.get("KARAJO_RELIABILITY_SEED"))
+        seed = crash_seed()
+        sys.__stdout__.write(
+            f"\n[reliability] crash: seed={seed} (KARAJO_RELIABILITY_SEED={seed} repeats it)\n"
+        )
+        sys.__stdout__.flush()
+        rng = random.Random(seed)
         daemon = Daemon(self.mktemp(), config())
         self.addCleanup(lambda: defer.ensureDeferred(daemon.cleanup()))
         ledger = Ledger(daemon)
@@ -280,6 +297,7 @@ class CrashTests(TestCase):
         interrupted = len(ledger.interrupted)
         report(
             "crash",
+            seed=seed,
             rounds=rounds,
             kills=rounds + early_kills,
             kills_during_startup=early_kills,

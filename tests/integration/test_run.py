@@ -12,7 +12,7 @@ import re
 import signal
 from datetime import timedelta
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
@@ -36,13 +36,18 @@ class RunTestCase(TestCase):
         self.base = os.path.abspath(self.mktemp())
         self.slots = defer.DeferredSemaphore(4)
 
-    def service(self, job: Job, start: bool = True, slots=None):
+    def service(self, job: Job, start: bool = True, slots=None, clock=None):
+        """
+        The job's service on the real reactor, or on C{clock} (a
+        L{task.Clock}, for code jobs only) when a test must know that
+        nothing more is scheduled.
+        """
         env, _ = validate(Environment(dir_base=self.base, secret="s", jobs={job.name: job}))
         job = env.jobs[job.name]
         paths = Paths(self.base)
-        work, pid_path = job_work(job, paths, reactor)
+        work, pid_path = job_work(job, paths, clock or reactor)
         svc = build_job_service(
-            job, work, paths, slots or self.slots, reactor, sync_thread, pid_path
+            job, work, paths, slots or self.slots, clock or reactor, sync_thread, pid_path
         )
         if start:
             svc.startService()

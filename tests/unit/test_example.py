@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from karajo.config import load_environment
 from karajo.resources import examples_dir
 
-CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class ExampleConfigTests(SynchronousTestCase):
@@ -55,7 +55,7 @@ class ReadmeNotifTests(SynchronousTestCase):
         """The [notif] example of the README is a valid configuration, as written."""
         import re
 
-        from .helpers import config_tree
+        from tests.helpers import config_tree
 
         with open(os.path.join(CHECKOUT, "README.md"), encoding="utf-8") as f:
             block = re.search(r"```ini\n(.*?)```", f.read(), re.S).group(1)

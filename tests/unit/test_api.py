@@ -292,6 +292,36 @@ class EnvelopeTests(unittest.TestCase):
         self.assertEqual(describe(KeyError("secret-bits"))[:3],
                          (500, "ERR_INTERNAL", "internal server error"))
 
+    def test_error_table(self) -> None:
+        """
+        Each error's status and name, written out: clients of the original
+        match on these names, so test_describe's loop over the table itself
+        would not notice a changed one.
+        """
+        self.assertEqual(
+            {cls.__name__: answer for cls, answer in ERRORS.items()},
+            {
+                "InvalidJobID": (400, "ERR_INVALID_JOB_ID"),
+                "InvalidParameter": (400, "ERR_INVALID_PARAMETER"),
+                "InvalidEpoch": (400, "ERR_INVALID_PARAMETER"),
+                "LoginFailed": (400, "ERR_AUTH_LOGIN"),
+                "Unauthorized": (401, "ERR_UNAUTHORIZED"),
+                "WebhookForbidden": (403, "ERR_JOB_FORBIDDEN"),
+                "CSRFRefused": (403, "ERR_CSRF"),
+                "RequestReplayed": (403, "ERR_REQUEST_REPLAYED"),
+                "RequestExpired": (403, "ERR_REQUEST_EXPIRED"),
+                "JobNotFound": (404, "ERR_JOB_NOT_FOUND"),
+                "LogNotFound": (404, "ERR_LOG_NOT_FOUND"),
+                "NotFound": (404, "ERR_NOT_FOUND"),
+                "MethodNotAllowed": (405, "ERR_METHOD_NOT_ALLOWED"),
+                "JobNotRunning": (409, "ERR_JOB_NOT_RUNNING"),
+                "JobPaused": (412, "ERR_JOB_PAUSED"),
+                "JobBusy": (429, "ERR_JOB_ALREADY_RUN"),
+                "LoginThrottled": (429, "ERR_AUTH_THROTTLED"),
+                "ServerStopping": (503, "ERR_SERVER_STOPPING"),
+            },
+        )
+
 
 # --- reading ----------------------------------------------------------------------
 
@@ -1197,7 +1227,7 @@ class DocumentTests(unittest.TestCase):
 
     def test_markdown_mentions_every_route(self) -> None:
         here = os.path.dirname(os.path.abspath(__file__))
-        with open(os.path.join(here, "..", "docs", "http-api.md"), encoding="utf-8") as f:
+        with open(os.path.join(here, "..", "..", "docs", "http-api.md"), encoding="utf-8") as f:
             text = f.read()
         for method, path in routes():
             self.assertIn(f"{method} `{path}`", text)

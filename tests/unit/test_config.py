@@ -11,8 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from karajo.config import listen_endpoint, load_environment, validate
 from karajo.errors import ConfigError
 from karajo.model import Environment, Job, JobHttp, Notif, User, job_id
-
-from .helpers import config_tree
+from tests.helpers import config_tree
 
 NOTIF = """
 [notif "ops"]

@@ -15,8 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from karajo import tap
 from karajo.config import load_environment
 from karajo.server import build_service
-
-from .helpers import config_tree
+from tests.helpers import config_tree
 
 
 class PluginTests(SynchronousTestCase):

@@ -8,7 +8,7 @@ import bcrypt
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from karajo.model import User
@@ -408,8 +408,9 @@ class SecretsNotLeakedTests(LoginHelpers, SynchronousTestCase):
 
     def test_logged_events(self) -> None:
         """
-        Every login outcome is logged without the password, the hash or the
-        token; an unknown name (often a mistyped password) is not logged.
+        Every login outcome is logged as its own event, without the
+        password, the hash or the token; an unknown name (often a mistyped
+        password) is logged as C{<unknown user>}, never as typed.
         """
         events: list[dict] = []
         globalLogPublisher.addObserver(events.append)
@@ -422,11 +423,136 @@ class SecretsNotLeakedTests(LoginHelpers, SynchronousTestCase):
         for _ in range(3):
             self.login_error(sessions, "alice", "wrong-password-xyz")
         self.assertIsInstance(self.login_error(sessions, "alice", PASSWORD), LoginThrottled)
-        self.assertTrue(events)
+        ours = [e for e in events if e.get("log_namespace") == "karajo.users"]
+        self.assertEqual(
+            [(e["log_level"].name, formatEvent(e)) for e in ours],
+            [
+                ("info", "login: alice from 192.0.2.1"),
+                ("info", "logout: alice"),
+                ("warn", "failed login for alice from 192.0.2.1"),
+                ("warn", "failed login for <unknown user> from 192.0.2.1"),
+                ("warn", "failed login for alice from 192.0.2.1"),
+                ("warn", "failed login for alice from 192.0.2.1"),
+                ("warn", "failed login for alice from 192.0.2.1"),
+                ("warn", "login throttled for 192.0.2.1"),
+            ],
+        )
         text = repr(events)
         for secret in [PASSWORD, "wrong-password-xyz", "hunter2-typed-as-name", HASH, session.token, session.csrf]:
             self.assertNotIn(secret, text)
-        self.assertIn("alice", text)
+
+
+class FailedLoginLogTests(LoginHelpers, SynchronousTestCase):
+    """The failed-login event carries the fields an operator filters on."""
+
+    def failed_events(self, name: str, client: str) -> list[dict]:
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        sessions, _, _ = make_sessions()
+        self.login_error(sessions, name, "wrong", client=client)
+        return [e for e in events if e.get("log_format", "").startswith("failed login")]
+
+    def test_known_user(self) -> None:
+        """A known name is logged with the client address, at warn level."""
+        (event,) = self.failed_events("alice", "2001:db8::7")
+        self.assertEqual(event["user"], "alice")
+        self.assertEqual(event["client"], "2001:db8::7")
+        self.assertEqual(event["log_level"].name, "warn")
+
+    def test_unknown_user(self) -> None:
+        """An unknown name is replaced: users type passwords into the name field."""
+        (event,) = self.failed_events("s3cret-typed-in-name", "192.0.2.9")
+        self.assertEqual(event["user"], "<unknown user>")
+        self.assertEqual(event["client"], "192.0.2.9")
+        self.assertNotIn("s3cret-typed-in-name", repr(event))
+
+
+class FailureTableEvictionTests(LoginHelpers, SynchronousTestCase):
+    """
+    The failure table is bounded while checks are still running too: a
+    burst of guesses from many addresses cannot grow it past max_clients
+    before the first check returns.
+    """
+
+    def test_bounded_while_checks_pending(self) -> None:
+        """Ten clients with checks in flight: the table holds the newest three."""
+        pending: list[Deferred[bool]] = []
+
+        def slow_check(password: str, hashed: str) -> Deferred[bool]:
+            d: Deferred[bool] = Deferred()
+            pending.append(d)
+            return d
+
+        sessions, _, _ = make_sessions(check=slow_check, max_clients=3)
+        running = [
+            Deferred.fromCoroutine(sessions.login("alice", "bad", f"192.0.2.{i}"))
+            for i in range(10)
+        ]
+        self.assertEqual(len(pending), 10)
+        self.assertEqual(list(sessions._failures), ["192.0.2.7", "192.0.2.8", "192.0.2.9"])
+        for d in pending:
+            d.callback(False)
+        for d in running:
+            self.failureResultOf(d, LoginFailed)
+        self.assertEqual(list(sessions._failures), ["192.0.2.7", "192.0.2.8", "192.0.2.9"])
+
+    def test_failure_makes_client_newest(self) -> None:
+        """
+        A failure that ends after another client's attempt began makes its
+        client the newest: the other one is evicted first.
+        """
+        pending: list[Deferred[bool]] = []
+
+        def slow_check(password: str, hashed: str) -> Deferred[bool]:
+            d: Deferred[bool] = Deferred()
+            pending.append(d)
+            return d
+
+        sessions, _, _ = make_sessions(check=slow_check, max_clients=2)
+        first = Deferred.fromCoroutine(sessions.login("alice", "bad", "192.0.2.1"))
+        second = Deferred.fromCoroutine(sessions.login("alice", "bad", "192.0.2.2"))
+        pending[0].callback(False)
+        self.failureResultOf(first, LoginFailed)
+        self.assertEqual(list(sessions._failures), ["192.0.2.2", "192.0.2.1"])
+        third = Deferred.fromCoroutine(sessions.login("alice", "bad", "192.0.2.3"))
+        self.assertEqual(list(sessions._failures), ["192.0.2.1", "192.0.2.3"])
+        for d in pending[1:]:
+            d.callback(False)
+        self.failureResultOf(second, LoginFailed)
+        self.failureResultOf(third, LoginFailed)
+
+    def test_evicted_client_forgotten(self) -> None:
+        """
+        A client pushed out of a full table by another client's attempt
+        (here a successful login) starts again with no failures.
+        """
+        sessions, _, _ = make_sessions(max_clients=3, max_failures=1)
+        for client in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+            self.login_error(sessions, "alice", "bad", client=client)
+        self.assertIsInstance(
+            self.login_error(sessions, "alice", "bad", client="192.0.2.1"), LoginThrottled
+        )
+        # .1 was used last, so .2 is the oldest now.
+        self.login(sessions, "alice", PASSWORD, client="192.0.2.4")
+        self.assertIsInstance(
+            self.login_error(sessions, "alice", "bad", client="192.0.2.2"), LoginFailed
+        )
+        self.assertIsInstance(
+            self.login_error(sessions, "alice", "bad", client="192.0.2.3"), LoginThrottled
+        )
+
+    def test_touched_client_kept(self) -> None:
+        """A client that tried again recently is the newest, not evicted first."""
+        sessions, _, _ = make_sessions(max_clients=2, max_failures=2)
+        self.login_error(sessions, "alice", "bad", client="192.0.2.1")
+        self.login_error(sessions, "alice", "bad", client="192.0.2.2")
+        self.login_error(sessions, "alice", "bad", client="192.0.2.1")
+        self.login_error(sessions, "alice", "bad", client="192.0.2.3")
+        self.assertEqual(list(sessions._failures), ["192.0.2.1", "192.0.2.3"])
+        self.assertIsInstance(
+            self.login_error(sessions, "alice", "bad", client="192.0.2.1"), LoginThrottled
+        )
 
 
 class DefaultCheckTests(TestCase):

@@ -16,7 +16,7 @@ import sys
 
 from twisted.trial import unittest
 
-TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYSTEMD = os.path.join(TOP, "etc", "systemd")
 UNIT = os.path.join(SYSTEMD, "karajo.service")
 

@@ -284,17 +284,154 @@ class ServeTests(PublicTestCase):
 
     async def test_unreadable_file(self) -> None:
         """
-        A file the server may not read is the same JSON 404, not Twisted's
-        HTML 403 (simulated: the tests may run as root).
+        A file that cannot be opened for a reason Twisted does not handle
+        itself (an I/O error, a file removed between the checks and the
+        open) reaches our own handler in C{_File.render_GET}: the JSON 404,
+        not a 500 with a traceback.
         """
+        import errno
+
+        from karajo.web import public
+
+        for code in (errno.EIO, errno.ENOENT, errno.ELOOP):
+
+            def refuse(self: Any, code: int = code) -> Any:
+                raise OSError(code, os.strerror(code))
+
+            self.patch(public._File, "openForReading", refuse)
+            for method in ("GET", "HEAD"):
+                response, body = await self.get("/hello.txt", method)
+                if method == "GET":
+                    self.assertNotFound(response, body, "/hello.txt")
+                else:
+                    self.assertEqual(response.code, 404, errno.errorcode[code])
+
+    async def test_forbidden_file(self) -> None:
+        """
+        A file the server may not read (EACCES, which Twisted answers with
+        its C{forbidden} resource) is the same JSON 404, not Twisted's HTML
+        403 (simulated: the tests may run as root).
+        """
+        import errno
+
         from karajo.web import public
 
         def refuse(self: Any) -> Any:
-            raise PermissionError(13, "Permission denied")
+            raise PermissionError(errno.EACCES, "Permission denied")
 
         self.patch(public._File, "openForReading", refuse)
         response, body = await self.get("/hello.txt")
         self.assertNotFound(response, body, "/hello.txt")
+
+    async def test_nested_directory_redirect(self) -> None:
+        """
+        A directory further down redirects to its own name with a slash,
+        relative to where the client is (C{/nested/deep} -> C{deep/}), and
+        the name is percent-encoded.
+        """
+        response, body = await self.get("/nested/deep")
+        self.assertEqual(response.code, 301)
+        self.assertEqual(response.headers.getRawHeaders("location"), ["deep/"])
+        self.assertEqual(response.headers.getRawHeaders("content-type"), ["application/json"])
+        self.assertEqual(json.loads(body), {"code": 301, "message": "moved", "data": None})
+        os.makedirs(os.path.join(self.pub, "nested", "a b?&"))
+        response, _ = await self.get("/nested/a%20b%3F%26")
+        self.assertEqual(response.code, 301)
+        self.assertEqual(response.headers.getRawHeaders("location"), ["a%20b%3F%26/"])
+        response, _ = await self.get("/dirlink-in/deep")
+        self.assertEqual(response.headers.getRawHeaders("location"), ["deep/"])
+
+    async def test_nested_directory_redirect_target(self) -> None:
+        """Following the relative redirect of a nested directory serves its index."""
+        write(os.path.join(self.pub, "nested", "deep", "index.html"), b"deep index")
+        response, _ = await self.get("/nested/deep")
+        self.assertEqual(response.headers.getRawHeaders("location"), ["deep/"])
+        response, body = await self.get("/nested/deep/")
+        self.assertEqual((response.code, body), (200, b"deep index"))
+
+
+class EdgeTests(PublicTestCase):
+    """Cases the mutation run found no test for (tests/MUTATION.md)."""
+
+    async def test_default_type(self) -> None:
+        """A file whose name says nothing about its type is an octet stream."""
+        write(os.path.join(self.pub, "blob"), b"\x00\x01")
+        response, body = await self.get("/blob")
+        self.assertEqual((response.code, body), (200, b"\x00\x01"))
+        self.assertEqual(
+            response.headers.getRawHeaders("content-type"), ["application/octet-stream"]
+        )
+
+    async def test_redirect_body_bytes(self) -> None:
+        """The redirect's JSON body, byte for byte (compact, like every answer)."""
+        response, body = await self.get("/docs")
+        self.assertEqual(body, b'{"code":301,"message":"moved","data":null}')
+
+    async def test_not_found_headers(self) -> None:
+        """The JSON 404 carries nosniff, like the files."""
+        response, _ = await self.get("/missing.txt")
+        self.assertEqual(response.headers.getRawHeaders("x-content-type-options"), ["nosniff"])
+        response, _ = await self.get("/hello.txt", "POST")
+        self.assertEqual(response.headers.getRawHeaders("x-content-type-options"), ["nosniff"])
+
+    async def test_single_dot_segment(self) -> None:
+        """
+        An encoded C{.} segment (which no client normalises away) is
+        refused, although it would resolve to a served file.
+        """
+        for path in ("/%2e/hello.txt", "/nested/%2e/deep/file.json", "/docs/%2E/"):
+            response, body = await self.get(path)
+            self.assertNotFound(response, body, path)
+
+    async def test_symlink_to_nested_hidden(self) -> None:
+        """A symlink to a hidden file further down is refused too."""
+        os.symlink(os.path.join("nested", ".env"), os.path.join(self.pub, "envlink"))
+        response, body = await self.get("/envlink")
+        self.assertNotFound(response, body, "/envlink")
+
+    async def test_working_directory_irrelevant(self) -> None:
+        """The hidden-name check is relative to the directory, not to the cwd."""
+        elsewhere = os.path.join(os.path.dirname(self.pub), "elsewhere")
+        os.makedirs(elsewhere)
+        cwd = os.getcwd()
+        os.chdir(elsewhere)
+        self.addCleanup(os.chdir, cwd)
+        response, body = await self.get("/nested/deep/file.json")
+        self.assertEqual((response.code, body), (200, b'{"deep": true}\n'))
+
+    async def test_filesystem_root(self) -> None:
+        """A directory that is C{/} itself serves what is below it."""
+        with open("/etc/passwd", "rb") as f:
+            expected = f.read()
+        stub = StubTreq(PublicFiles("/"))
+        response, body = await stub_request(stub, "GET", "/etc/passwd")
+        self.assertEqual((response.code, body), (200, expected))
+
+    async def test_mounted_without_trailing_slash(self) -> None:
+        """
+        Mounted under a path (no segment left after it), the directory
+        itself is asked for: its index.html.
+        """
+        from twisted.web.resource import Resource
+
+        write(os.path.join(self.pub, "index.html"), b"home")
+        root = Resource()
+        root.putChild(b"pub", PublicFiles(self.pub))
+        response, body = await stub_request(StubTreq(root), "GET", "/pub")
+        self.assertEqual((response.code, body), (200, b"home"))
+
+    async def test_refusal_logged(self) -> None:
+        """A path resolving outside is logged at debug level, with the directory."""
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        await self.get("/link-out")
+        (event,) = [e for e in events if e.get("log_namespace") == "karajo.web.public"]
+        self.assertEqual(event["log_format"], "refused a public path resolving outside {root}")
+        self.assertEqual(event["root"], os.path.realpath(self.pub))
+        self.assertEqual(event["log_level"].name, "debug")
 
 
 class TraversalTests(PublicTestCase):

@@ -36,7 +36,7 @@ from tests.helpers import config_tree, write
 
 #: the tree the running tests imported karajo from; the child uses the same
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(karajo.__file__)))
-SOURCE_TREE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCE_TREE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SECRET = "cli-s3cret"
 
 

@@ -23,7 +23,7 @@ from karajo.paths import Paths
 from karajo.service import build_job_service
 from karajo.signature import sign
 from karajo.work import CallableWork
-from tests.test_cli import Daemon, client
+from tests.integration.test_cli import Daemon, client
 
 SECRET = "metrics-s3cret"
 FAMILIES = {

@@ -19,7 +19,6 @@ from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
 from karajo.joblog import (
-    CRASH_LINE,
     LINE_MAX,
     STATUSES,
     LogName,
@@ -627,7 +626,8 @@ class StoreTests(StoreMixin, SynchronousTestCase):
         self.assertEqual(
             self.content(store, failed),
             P0 + b"=== BEGIN\n" + P0 + b"half a li\n"
-            + b"2026-01-02 04:04:05 UTC job: my_id: " + CRASH_LINE.encode() + b"\n",
+            + b"2026-01-02 04:04:05 UTC job: my_id: "
+            + b"!!! karajo stopped during this run; marked failed at start-up\n",
         )
         self.assertEqual(self.store().restore().finalised, ())
 
