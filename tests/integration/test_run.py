@@ -12,7 +12,7 @@ import re
 import signal
 from datetime import timedelta
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 

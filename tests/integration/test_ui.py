@@ -23,7 +23,7 @@ from karajo.model import Environment, Job, JobHttp, User
 from karajo.resources import templates_dir
 from karajo.users import COOKIE_NAME, Sessions, hash_password
 from karajo.web.description import sanitize_description
-from karajo.web.ui import CSP, WebUI, safe_next
+from karajo.web.ui import WebUI, safe_next
 from karajo.web.words import describe_timer
 
 #: Written out, not imported: a test comparing the header with the module's

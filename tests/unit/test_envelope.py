@@ -1,6 +1,6 @@
 """
 Tests for L{karajo.web.envelope}: the JSON envelope of every API answer
-(SPEC section 4), byte for byte, and its time and duration formats.
+(docs/http-api.md), byte for byte, and its time and duration formats.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import datetime
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from karajo.web import envelope
+from karajo.web import envelope, errors
 
 
 class FakeRequest:
@@ -23,7 +23,8 @@ class FakeRequest:
         self.code = code
 
     def setHeader(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        # Header names are case-insensitive; Twisted writes them as it likes.
+        self.headers.append((name.lower(), value))
 
 
 JSON_HEADERS = [
@@ -88,7 +89,7 @@ class WriterTests(SynchronousTestCase):
     def test_error(self) -> None:
         """Extra headers come after the JSON ones."""
         request = FakeRequest()
-        body = envelope.error(
+        body = errors.error(
             request, 429, "ERR_THROTTLED", "slow down", {"n": 1}, [(b"retry-after", b"7")]
         )
         self.assertEqual(request.code, 429)

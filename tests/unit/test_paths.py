@@ -19,7 +19,6 @@ class LayoutTests(SynchronousTestCase):
 
     def test_paths(self) -> None:
         p = Paths("/srv/k")
-        self.assertEqual(p.etc, "/srv/k/etc/karajo")
         self.assertEqual(p.work_dir("job", "a"), "/srv/k/var/lib/karajo/job/a")
         self.assertEqual(p.work_dir("job_http", "b"), "/srv/k/var/lib/karajo/job_http/b")
         self.assertEqual(p.log_dir("job", "a"), "/srv/k/var/log/karajo/job/a")

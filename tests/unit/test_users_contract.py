@@ -21,8 +21,8 @@ from karajo.users import (
     Sessions,
     bcrypt_check,
     hash_password,
-    is_bcrypt_hash,
 )
+from karajo.validators import is_bcrypt_hash
 
 #: A well-formed cost-4 hash (of "pw"); the checks below never verify it.
 HASH4 = "$2b$04$" + "a" * 53
