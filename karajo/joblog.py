@@ -8,38 +8,8 @@ the job it belongs to, so a log stays readable once it is mailed or copied
 elsewhere.  A small counter file keeps numbers from being reused after
 retention deleted every log.
 
-The run record
-==============
-
-What the runner knows exactly about a run (counter, status, when it
-started and ended, what triggered it, which attempt, on which node) is one
-frozen L{RunRecord}, kept in memory by the job's L{LogStore} (the API,
-dashboard, metrics and notifications read it from there, never from log
-text) and persisted in one file per job, C{var/run/karajo/$KIND/$ID.runs}
-(the run-time state directory of docs/configuration.md), as JSON holding the records of the
-logs the store keeps.
-
-  - Crash-safe: the file is only ever replaced whole (written to
-    C{$ID.runs.tmp}, then C{rename}d over), so a kill -9 at any point leaves
-    the old or the new file, never a torn one.  A file that does not parse
-    (a power loss before the page cache reached the disk) is ignored.
-  - Cheap: no fsync of its own.  It is rewritten twice per run, both times
-    off the reactor thread and in order (L{LogStore._in_order}): after
-    L{LogStore.begin} (the run is C{running} and has its start time), and
-    at L{RunLog.finish} in the same thread step that fsyncs and renames the
-    log, just before the rename.  The log file and its name stay the truth
-    about which runs exist and how they ended; the record adds the times.
-  - Pruned with the logs: L{LogStore.forget} drops the records of pruned
-    logs, and each rewrite holds only the records the store still keeps;
-    L{LogStore.restore} ignores a record whose log is gone.
-  - Rebuilt at start-up by L{LogStore.restore}, in the existing restore
-    step, with one read of that file per job (it replaces the read of the
-    newest log's first line): status from the log names (a leftover
-    running log becomes C{failed}), C{started}, C{ended}, C{trigger},
-    C{attempt}, C{node} from the record.  A log without a usable record
-    (written by an older karajo, or a record lost with the page cache) gets
-    C{started=None} and its file's modification time as C{ended}; the last
-    run then counts from that end (L{last_run_of}).
+The run record (L{karajo.runrecord}) keeps what the runner knows of each
+run; the store holds them in memory and persists them.
 
 Whatever a job prints, a log file and the memory behind it stay bounded: the
 first half of C{max_bytes} goes to the file as it arrives, later lines wait in
@@ -51,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import datetime
-import json
 import os
 import stat
 from collections.abc import Callable, Sequence
@@ -64,17 +33,39 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from karajo.paths import make_private_dirs
-from karajo.status import FINAL_STATUSES, RunStatus
+from karajo.runrecord import (
+    RECORDS_SUFFIX,
+    STATUSES,
+    LogName,
+    RunRecord,
+    last_run_of,
+    load_records,
+    parse_log_name,
+    read_records,
+    record_from_disk,
+    scan_logs,
+    write_records,
+)
+from karajo.status import RunStatus
 
-#: The statuses a log file name can end in (L{FINAL_STATUSES}).
-STATUSES = FINAL_STATUSES
+# What the callers of the store use of the run record, importable from here.
+__all__ = [
+    "CRASH_LINE",
+    "KINDS",
+    "LINE_MAX",
+    "RECORDS_SUFFIX",
+    "STATUSES",
+    "LogName",
+    "LogStore",
+    "RestoredState",
+    "RunLog",
+    "RunRecord",
+    "last_run_of",
+    "load_records",
+    "parse_log_name",
+]
+
 KINDS = ("job", "job_http")
-
-#: The run record file of a job is its state file plus this suffix.
-RECORDS_SUFFIX = ".runs"
-#: A record file larger than this is not read (it holds a few hundred bytes
-#: per kept log).
-RECORDS_MAX_BYTES = 16 * 1024 * 1024
 
 #: A line of output longer than this (without its newline) is cut into lines
 #: of this size, so one endless line cannot hold unbounded memory.
@@ -84,252 +75,6 @@ CRASH_LINE = "!!! karajo stopped during this run; marked failed at start-up"
 
 _log = Logger()
 
-
-def _status_order(status: str | None) -> tuple[bool, str]:
-    """
-    Sort key for L{LogName.status}: a running log (C{None}) sorts before a
-    finished one with the same counter, and C{None} never meets C{<} with a
-    C{str} (which would raise C{TypeError}).
-    """
-    return (status is not None, status or "")
-
-
-def _check_counter(instance: object, attribute: attrs.Attribute, value: int) -> None:
-    if type(value) is not int or value < 1:
-        raise ValueError(f"log counter must be a positive int, not {value!r}")
-
-
-def _check_status(instance: object, attribute: attrs.Attribute, value: str | None) -> None:
-    if value is not None and value not in STATUSES:
-        raise ValueError(f"log status must be one of {STATUSES} or None, not {value!r}")
-
-
-@attrs.frozen(order=True)
-class LogName:
-    """
-    The name of one run's log file; ordered by counter first.
-
-    C{status} is C{None} while the run is still writing its log.
-    """
-
-    counter: int = attrs.field(validator=_check_counter)
-    job_id: str
-    status: str | None = attrs.field(validator=_check_status, order=_status_order)
-
-    @property
-    def filename(self) -> str:
-        """C{$ID.$N} while running, C{$ID.$N.$STATUS} once finished."""
-        if self.status is None:
-            return f"{self.job_id}.{self.counter}"
-        return f"{self.job_id}.{self.counter}.{self.status}"
-
-
-def parse_log_name(job_id: str, filename: str) -> LogName | None:
-    """
-    Read a log file name of job C{job_id}, or C{None} when it is not one.
-
-    Only the exact forms that L{LogName.filename} produces are accepted: the
-    counter is plain ASCII decimal without sign, spaces or leading zeros, so
-    that parsing and formatting round-trip and C{x.7} and C{x.007} can never
-    both claim run 7.  Never raises: the directory may hold anything.
-    """
-    if not isinstance(job_id, str) or not isinstance(filename, str) or not job_id:
-        return None
-    head = job_id + "."
-    if not filename.startswith(head):
-        return None
-    number, dot, status = filename[len(head):].partition(".")
-    if not (number.isascii() and number.isdigit()) or number[0] == "0":
-        return None
-    if dot and status not in STATUSES:
-        return None
-    try:
-        counter = int(number)
-    except ValueError:  # more digits than int() accepts from a str
-        return None
-    return LogName(counter, job_id, RunStatus(status) if dot else None)
-
-
-def _optional_time(
-    instance: object, attribute: attrs.Attribute, value: float | None
-) -> None:
-    if value is not None and (type(value) not in (int, float) or value != value):
-        raise ValueError(f"{attribute.name} must be a Unix time or None, not {value!r}")
-
-
-@attrs.frozen
-class RunRecord:
-    """
-    One run as the runner knows it; see the module docstring.
-
-    @ivar started: Unix time the run started (its log was created); C{None}
-        when unknown (a log from before run records existed).
-    @ivar ended: Unix time its work ended; C{None} while it runs.
-    @ivar trigger: what started it (a L{karajo.status.Trigger} value), or
-        C{None} when unknown.
-    @ivar attempt: 1 for a first run; a retry counts up.
-    @ivar node: the cluster node that ran it; C{None} on a single server.
-    """
-
-    job_id: str
-    counter: int = attrs.field(validator=_check_counter)
-    status: RunStatus = attrs.field(converter=RunStatus)
-    started: float | None = attrs.field(default=None, validator=_optional_time)
-    ended: float | None = attrs.field(default=None, validator=_optional_time)
-    trigger: str | None = None
-    attempt: int = 1
-    node: str | None = None
-    #: The name of this run's log file; made once (the dashboard asks for
-    #: the names of every job's logs on every page).
-    name: LogName = attrs.field(init=False, eq=False, repr=False)
-
-    def __attrs_post_init__(self) -> None:
-        final = None if self.status is RunStatus.RUNNING else self.status
-        object.__setattr__(self, "name", LogName(self.counter, self.job_id, final))
-
-    @property
-    def filename(self) -> str:
-        return self.name.filename
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "counter": self.counter,
-            "status": str(self.status),
-            "started": self.started,
-            "ended": self.ended,
-            "trigger": self.trigger,
-            "attempt": self.attempt,
-            "node": self.node,
-        }
-
-    @classmethod
-    def from_json(cls, job_id: str, value: object) -> RunRecord | None:
-        """A record read back from the file; C{None} for anything malformed."""
-        if not isinstance(value, dict):
-            return None
-        try:
-            trigger, node, attempt = value.get("trigger"), value.get("node"), value.get("attempt", 1)
-            if not (trigger is None or isinstance(trigger, str)):
-                return None
-            if not (node is None or isinstance(node, str)):
-                return None
-            if type(attempt) is not int or attempt < 1:
-                return None
-            return cls(
-                job_id, value["counter"], value["status"],
-                value.get("started"), value.get("ended"), trigger, attempt, node,
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
-
-
-def last_run_of(records: Sequence[RunRecord]) -> float | None:
-    """
-    When the job last ran, as the daemon and C{karajo check} both count an
-    interval from it: the start of the newest run (by counter), or its end
-    when its start is unknown.
-    """
-    if not records:
-        return None
-    newest = max(records, key=lambda r: r.counter)
-    return newest.started if newest.started is not None else newest.ended
-
-
-def _read_records(path: str, job_id: str) -> dict[int, RunRecord]:
-    """The records in the file at C{path}, by counter; empty when unreadable."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(RECORDS_MAX_BYTES + 1)
-    except FileNotFoundError:
-        return {}
-    except OSError as e:
-        _log.warn("Ignoring unreadable run records {path}: {error}", path=path, error=str(e))
-        return {}
-    try:
-        if len(data) > RECORDS_MAX_BYTES:
-            raise ValueError("too large")
-        document = json.loads(data)
-        runs = document["runs"]
-        if not isinstance(runs, list):
-            raise ValueError("runs is not a list")
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        _log.warn("Ignoring malformed run records {path}", path=path)
-        return {}
-    found = {}
-    for value in runs:
-        record = RunRecord.from_json(job_id, value)
-        if record is not None:
-            found[record.counter] = record
-    return found
-
-
-def _write_records(path: str, records: tuple[RunRecord, ...]) -> None:
-    """
-    Replace the record file whole (tmp file, then rename): a kill at any
-    point leaves the old or the new one.  No fsync: see the module
-    docstring.  Runs off the reactor thread.
-    """
-    data = json.dumps(
-        {"version": 1, "runs": [r.to_json() for r in records]},
-        separators=(",", ":"),
-    ).encode("ascii")
-    tmp = path + ".tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
-    try:
-        fd = os.open(tmp, flags, 0o600)
-    except FileNotFoundError:
-        make_private_dirs(os.path.dirname(os.path.abspath(path)))
-        fd = os.open(tmp, flags, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def _record_from_disk(
-    directory: str, name: LogName, saved: RunRecord | None
-) -> RunRecord:
-    """
-    A log's record at start-up: status from the log's name, the rest from
-    its saved record; without one, C{ended} is the file's modification
-    time (never anything read from the log's text).
-    """
-    status = RunStatus.RUNNING if name.status is None else RunStatus(name.status)
-    started = saved.started if saved is not None else None
-    ended = saved.ended if saved is not None else None
-    if ended is None and name.status is not None:
-        try:
-            ended = os.stat(os.path.join(directory, name.filename)).st_mtime
-        except OSError:
-            ended = None
-    if saved is None:
-        return RunRecord(name.job_id, name.counter, status, started, ended)
-    return attrs.evolve(saved, status=status, started=started, ended=ended)
-
-
-def load_records(directory: str, job_id: str, records_path: str | None) -> list[RunRecord]:
-    """
-    The record of every log of job C{job_id} in C{directory}, oldest
-    first, without changing anything (C{karajo check} reads a live
-    daemon's directory with it).  A running log stays C{running}.
-    """
-    names = _scan(directory, job_id)
-    saved = _read_records(records_path, job_id) if records_path is not None else {}
-    return [_record_from_disk(directory, n, saved.get(n.counter)) for n in names]
-
-
-def _scan(directory: str, job_id: str) -> list[LogName]:
-    """Every log of C{job_id} in C{directory}, oldest counter first."""
-    names: list[LogName] = []
-    if not os.path.isdir(directory):
-        return names
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            name = parse_log_name(job_id, entry.name)
-            if name is not None and entry.is_file(follow_symlinks=False):
-                names.append(name)
-    return sorted(names)
 
 
 @attrs.frozen
@@ -533,7 +278,7 @@ def _close_and_rename(
         os.fsync(file.fileno())
     if records_path is not None:
         try:
-            _write_records(records_path, records)
+            write_records(records_path, records)
         except OSError as e:
             # The log is what matters; restore copes without the record.
             _log.warn("Writing run records {path} failed: {error}",
@@ -621,7 +366,7 @@ class LogStore:
 
     def scan(self) -> list[LogName]:
         """Every log in the directory, oldest counter first."""
-        return _scan(self.directory, self.job_id)
+        return scan_logs(self.directory, self.job_id)
 
     # --- run records ---------------------------------------------------------
 
@@ -677,7 +422,7 @@ class LogStore:
         """Queue a rewrite of the record file (after a run began)."""
         if self.records_path is None:
             return
-        d = self._in_order(_write_records, self.records_path, self._snapshot())
+        d = self._in_order(write_records, self.records_path, self._snapshot())
         d.addErrback(
             lambda f: _log.failure("Writing run records {path} failed", f, path=self.records_path)
         )
@@ -705,11 +450,11 @@ class LogStore:
         self._floor = max([self._read_floor()] + [n.counter for n in logs])
         # A job that never ran (or whose logs are all gone) costs no open.
         saved = (
-            _read_records(self.records_path, self.job_id)
+            read_records(self.records_path, self.job_id)
             if self.records_path is not None and logs else {}
         )
         self._records = {
-            n.counter: _record_from_disk(self.directory, n, saved.get(n.counter)) for n in logs
+            n.counter: record_from_disk(self.directory, n, saved.get(n.counter)) for n in logs
         }
         records = tuple(self._records.values())
         last_status = None

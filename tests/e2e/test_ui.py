@@ -21,10 +21,10 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 import karajo.config
 import karajo.server
-from karajo import joblog
-from karajo.joblog import RunRecord
+from karajo import runrecord
 from karajo.model import Environment, Job, JobHttp, User
 from karajo.paths import Paths
+from karajo.runrecord import RunRecord
 from karajo.service import thread_runner
 from karajo.users import hash_password
 from karajo.web.site import build_site
@@ -99,7 +99,7 @@ def seed_history(paths: Paths) -> None:
                 f.writelines(lines)
             os.utime(path, (start + seconds, start + seconds))
             records.append(RunRecord(job_id, counter, status, start, start + seconds))
-        joblog._write_records(paths.state_file(kind, job_id) + joblog.RECORDS_SUFFIX,
+        runrecord.write_records(paths.state_file(kind, job_id) + runrecord.RECORDS_SUFFIX,
                               tuple(records))
 
 

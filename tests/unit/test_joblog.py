@@ -26,11 +26,11 @@ from karajo.joblog import (
     RestoredState,
     RunLog,
     RunRecord,
-    _write_records,
     last_run_of,
     load_records,
     parse_log_name,
 )
+from karajo.runrecord import write_records
 
 # 2026-01-02 03:04:05 UTC
 T0 = calendar.timegm((2026, 1, 2, 3, 4, 5))
@@ -767,7 +767,7 @@ class RunRecordTests(StoreMixin, SynchronousTestCase):
         log.finish("success")
         [(_f, args, _d)] = threads.calls
         path, records = args[-2], args[-1]
-        _write_records(path, records)  # the step's first half; then the kill
+        write_records(path, records)  # the step's first half; then the kill
         self.assertEqual(self.saved()["runs"][0]["status"], "success")
         state = self.store().restore()
         self.assertEqual([r.status for r in state.records], ["failed"])
