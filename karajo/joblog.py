@@ -429,9 +429,24 @@ class LogStore:
 
     def restore(self) -> RestoredState:
         """
-        Rebuild the job's state at start-up, in the service's start step
-        before any run (so the blocking I/O here is fine): one directory
-        scan and one read of the record file per job.
+        L{load} and L{adopt} in one step, for callers that may block (a
+        test, a tool); the server loads off the reactor thread instead.
+        """
+        return self.adopt(self.load())
+
+    def adopt(self, state: RestoredState) -> RestoredState:
+        """Take what L{load} found as this store's state (reactor thread)."""
+        self._floor = state.counter
+        self._records = {r.counter: r for r in state.records}
+        return state
+
+    def load(self) -> RestoredState:
+        """
+        Read the job's state at start-up, before any run: one directory
+        scan and one read of the record file per job.  Blocking I/O that
+        changes nothing in this object, so the server runs it off the
+        reactor thread (see L{karajo.service.KarajoService}) and then
+        L{adopt}s the result.
 
         A log still named C{$ID.$N} belongs to a run the daemon did not see
         end: it gets an explanation line and becomes C{$ID.$N.failed}.
@@ -447,25 +462,20 @@ class LogStore:
                 if done is not None:
                     finalised.append(done)
         logs = tuple(self.scan())
-        self._floor = max([self._read_floor()] + [n.counter for n in logs])
+        floor = max([self._read_floor()] + [n.counter for n in logs])
         # A job that never ran (or whose logs are all gone) costs no open.
         saved = (
             read_records(self.records_path, self.job_id)
             if self.records_path is not None and logs else {}
         )
-        self._records = {
-            n.counter: record_from_disk(self.directory, n, saved.get(n.counter)) for n in logs
-        }
-        records = tuple(self._records.values())
+        records = tuple(record_from_disk(self.directory, n, saved.get(n.counter)) for n in logs)
         last_status = None
         finished = [r for r in records if r.status is not RunStatus.RUNNING]
         if finished:
             last_status = finished[-1].status
         last = last_run_of(finished)
         last_run = datetime.datetime.fromtimestamp(last, datetime.UTC) if last is not None else None
-        return RestoredState(
-            self._floor, last_status, last_run, logs, tuple(finalised), records
-        )
+        return RestoredState(floor, last_status, last_run, logs, tuple(finalised), records)
 
     def begin(
         self,

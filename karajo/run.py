@@ -25,7 +25,7 @@ from twisted.logger import Logger
 
 from karajo.duration import format_duration
 from karajo.errors import JobBusy, JobPaused, RunFailed, ServerStopping
-from karajo.joblog import LogName, LogStore, RunRecord
+from karajo.joblog import LogName, LogStore, RestoredState, RunRecord
 from karajo.model import Job, JobHttp, TriggerRequest
 from karajo.status import JobStatus, RunStatus, Trigger
 from karajo.work import Stopped, Work
@@ -119,8 +119,15 @@ class JobRunner(Service):
         return self.last_status or JobStatus.STARTED
 
     def restore(self) -> None:
-        """Rebuild counter, last status, last run and the run records."""
-        state = self.store.restore()
+        """Rebuild counter, last status, last run and the run records (blocking)."""
+        self.adopt(self.store.load())
+
+    def adopt(self, state: RestoredState) -> None:
+        """
+        Take the state L{LogStore.load} read at start-up (off the reactor
+        thread) as this runner's: counter, last status, last run, records.
+        """
+        self.store.adopt(state)
         self.counter = state.counter
         self.last_status = RunStatus(state.last_status) if state.last_status else None
         self.last_run = state.last_run.timestamp() if state.last_run else None

@@ -23,16 +23,17 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from attrs import evolve
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from karajo.config import Loaded, generate_secret
 from karajo.errors import StartupError
 from karajo.jobhttp import HttpClients, JobHttpWork
-from karajo.joblog import LogStore
+from karajo.joblog import LogStore, RestoredState
 from karajo.model import Environment, Job, JobHttp, JobKind
 from karajo.notify import Notifier
 from karajo.paths import Paths
@@ -86,11 +87,24 @@ class JobService(MultiService):
             timer.setServiceParent(self)
             runner.listeners.append(timer)
 
-    def startService(self) -> None:
+    def load(self) -> RestoredState:
+        """
+        The blocking part of a start: kill what a crashed daemon left
+        running, then read the job's logs and run records.  Touches nothing
+        the reactor thread uses, so L{KarajoService} runs it in a thread.
+        """
         if self._pid_path is not None:
             stop_leftover_group(self._pid_path)
-        self.runner.restore()
+        return self.runner.store.load()
+
+    def start(self, state: RestoredState) -> None:
+        """Adopt what L{load} read, then start the runner and arm the timer."""
+        self.runner.adopt(state)
         super().startService()
+
+    def startService(self) -> None:
+        """Started on its own (a test, a tool): load inline, then start."""
+        self.start(self.load())
 
     @property
     def next_run(self) -> float | None:
@@ -100,9 +114,13 @@ class JobService(MultiService):
 class KarajoService(MultiService):
     """The whole server: one L{JobService} per job (plus the HTTP listener L{karajo.server} adds)."""
 
-    def __init__(self, env: Environment) -> None:
+    def __init__(self, env: Environment, run_in_thread: Callable[..., defer.Deferred]) -> None:
         super().__init__()
         self.env = env
+        self.run_in_thread = run_in_thread
+        #: True once every job has its state back and every child started
+        self.ready = False
+        self._waiting: list[defer.Deferred[None]] = []
         self.slots = defer.DeferredSemaphore(env.max_job_running)
         self.jobs: dict[str, JobService] = {}
         self.http_jobs: dict[str, JobService] = {}
@@ -131,12 +149,54 @@ class KarajoService(MultiService):
             ) from None
 
     def startService(self) -> None:
-        super().startService()
+        """
+        Read every job's logs and run records in one step off the reactor
+        thread (10,000 jobs are 20,000 directory scans), then start the
+        children in order: jobs adopt their state and arm their timers.
+        Until then nothing can run (no timer is armed) and the site holds
+        requests that need the jobs (L{when_ready}).
+        """
+        Service.startService(self)
+        children = list(self)
+        jobs = [c for c in children if isinstance(c, JobService)]
+        d = self.run_in_thread(lambda: [job.load() for job in jobs])
+        d.addCallback(self._start_children, children, jobs)
+        d.addErrback(self._not_started)
+
+    def _start_children(
+        self, states: list[RestoredState], children: list[Any], jobs: list[JobService]
+    ) -> None:
+        if not self.running:  # stopped while loading
+            return
+        state_of = dict(zip(map(id, jobs), states, strict=True))
+        for child in children:
+            if isinstance(child, JobService):
+                child.start(state_of[id(child)])
+            else:
+                child.startService()
         # Everything built so far (thousands of jobs' objects) lives as long
         # as the daemon: keep it out of the cyclic collector, whose full
         # passes over it would otherwise stall timers and requests for tens
         # of milliseconds at a time.
         gc.freeze()
+        self.ready = True
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def _not_started(self, failure: Failure) -> None:
+        log.failure("karajo could not read its jobs' state; nothing will run", failure)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(failure)
+
+    def when_ready(self) -> defer.Deferred[None]:
+        """Fires once every job is started (at once when it is)."""
+        if self.ready:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiting.append(d)
+        return d
 
     def job_service(self, kind: str, job_id: str) -> JobService | None:
         table = self.jobs if kind == JobKind.JOB else self.http_jobs
@@ -229,7 +289,7 @@ def build_job_services(
         raise StartupError(
             f"dir_base {env.dir_base}: cannot create {e.filename}: {e.strerror}"
         ) from None
-    service = KarajoService(env)
+    service = KarajoService(env, run_in_thread)
     if notifier is None and env.notifs:
         notifier = Notifier(env.notifs, reactor, server_name=env.name)
     listeners: tuple[RunListener, ...] = ()

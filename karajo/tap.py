@@ -10,6 +10,7 @@ C{FILE:LINE: reason} with no traceback.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -79,5 +80,18 @@ def makeService(options: Options) -> IService:
     from karajo.server import build_service
 
     _report_startup_errors()
-    reactor.callWhenRunning(_stop_cleanly_on_sigterm, reactor)
-    return build_service(options.loaded, reactor)
+    service = build_service(options.loaded, reactor)
+
+    def not_started(failure) -> None:
+        # Logged by the service; the daemon must not run on without its jobs.
+        sys.stderr.write(f"karajo: cannot read the jobs' state: {failure.getErrorMessage()}\n")
+        reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        reactor.stop()
+
+    # "ready" once every job has its state back (read off the reactor thread).
+    reactor.callWhenRunning(
+        lambda: service.when_ready().addCallbacks(
+            lambda _: _stop_cleanly_on_sigterm(reactor), not_started
+        )
+    )
+    return service

@@ -15,9 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.web.resource import IResource, Resource
-from twisted.web.server import Site
+from twisted.internet.defer import Deferred
+from twisted.web.resource import IResource, Resource, getChildForRequest
+from twisted.web.server import NOT_DONE_YET, Site
 
+from karajo.twisted_private import request_gone
 from karajo.users import Sessions, threaded_check
 from karajo.version import __version__
 from karajo.web.api import KarajoAPI
@@ -34,18 +36,52 @@ class _NotFound(Resource):
         return error(request, 404, "ERR_NOT_FOUND", "not found")
 
 
+class _HeldUntilReady(Resource):
+    """
+    A request for the jobs (API, dashboard, metrics) that came in while
+    the server still reads their state at start-up: it waits, then goes
+    its normal way, so no client sees a job without its counter.
+    """
+
+    isLeaf = True
+
+    def __init__(self, root: Resource, ready: Deferred[None]) -> None:
+        super().__init__()
+        self._root = root
+        self._ready = ready
+
+    def render(self, request: Any) -> Any:
+        def go(_: object) -> None:
+            if request_gone(request):
+                return
+            request.postpath.insert(0, request.prepath.pop())
+            request.render(getChildForRequest(self._root, request))
+
+        def failed(_: object) -> None:
+            if not request_gone(request):
+                request.write(error(request, 503, "ERR_SERVER_STARTING",
+                                    "karajo could not start its jobs"))
+                request.finish()
+
+        self._ready.addCallbacks(go, failed)
+        return NOT_DONE_YET
+
+
 class Root(Resource):
     """Route by the first path segments without consuming them for the API."""
 
     def __init__(self, api: IResource, ui: IResource | None, public: IResource | None,
-                 metrics: IResource | None = None) -> None:
+                 metrics: IResource | None = None, service: Any = None) -> None:
         super().__init__()
         self._api = api
         self._ui = ui
         self._public = public
         self._metrics = metrics
+        self._service = service
 
     def getChildWithDefault(self, name: bytes, request) -> IResource:
+        if name == b"karajo" and self._service is not None and not self._service.ready:
+            return _HeldUntilReady(self, self._service.when_ready())
         if name == b"karajo":
             if request.postpath == [b"metrics"] and self._metrics is not None:
                 return self._metrics
@@ -96,5 +132,5 @@ def build_site(
         from karajo.web.public import PublicFiles
 
         public = PublicFiles(env.dir_public)
-    root = Root(api.resource(), ui, public, metrics.resource())
+    root = Root(api.resource(), ui, public, metrics.resource(), service)
     return limited_site(root, env.max_body_size, clock=clock)

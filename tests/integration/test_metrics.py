@@ -72,7 +72,7 @@ class MetricsTestCase(unittest.TestCase):
     timeout = 60
     users: dict[str, User] = {}
 
-    def setUp(self) -> None:
+    def setUp(self) -> defer.Deferred[None]:
         self.base = os.path.abspath(self.mktemp())
         self.held: list[defer.Deferred] = []
 
@@ -95,6 +95,8 @@ class MetricsTestCase(unittest.TestCase):
             },
         ))
         self.url = self.daemon.url + "/karajo/metrics"
+        # The jobs get their state back off the reactor thread first.
+        return self.daemon.service.when_ready()
 
     async def scrape(self, cookies: dict | None = None) -> Scrape:
         response = await client().get(self.url, cookies=cookies)
@@ -234,6 +236,7 @@ class MetricsTests(MetricsTestCase):
             dir_base=os.path.abspath(self.mktemp()), secret=SECRET,
             listen_address="127.0.0.1:0", jobs={"ok": Job(path="/ok", commands=("true",))},
         ))
+        await other.service.when_ready()
         await self.run_job("ok")
         response = await client().get(other.url + "/karajo/metrics")
         page = Scrape((await response.content()).decode())

@@ -744,6 +744,7 @@ class RunnerIntegrationTests(NotifyTestCase):
         service.removeService(service.getServiceNamed("http"))
         service.startService()
         self.addCleanup(service.stopService)
+        await service.when_ready()  # the jobs' state is read off the reactor thread
         runner = service.jobs["backup"].runner
         runner.trigger(None)
         await runner.when_idle()
@@ -772,7 +773,9 @@ class ServiceTreeTests(NotifyTestCase):
             listen_address="127.0.0.1:0", notifs={"ops": notif},
             jobs={"x": Job(commands=["true"], notif_on_failed=["ops"])},
         ))
-        service = build_service(Loaded(env, warnings), reactor)
+        # Inline "threads": the start completes before startService returns.
+        service = build_service(Loaded(env, warnings), reactor,
+                                run_in_thread=lambda f, *a: defer.maybeDeferred(f, *a))
         service.removeService(service.getServiceNamed("http"))
         notifier = service.notifier
         assert notifier is not None
