@@ -451,11 +451,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("\n")
         status = 130
+    except BrokenPipeError:
+        # The reader went away (`karajo check | head`): stop quietly, as
+        # other Unix tools do, instead of a traceback.
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for such a pipe
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        pass
+        _silence_stdout()
     return status
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail too."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -396,6 +396,24 @@ class CheckTests(unittest.TestCase):
                         os.path.join(top, "etc", "karajo"))
         return top
 
+    async def test_closed_pipe(self) -> None:
+        """`karajo check | head -1`: a reader that left early; no traceback, status 141."""
+        top = self.example_copy()
+        # stdout is a pipe whose reading end is already closed: the first
+        # write fails with EPIPE, whatever the pipe's buffer could hold.
+        script = (
+            "import os, sys\n"
+            "r, w = os.pipe(); os.close(r); os.dup2(w, 1)\n"
+            "from karajo.cli import main\n"
+            "sys.exit(main(['check', '--config', 'etc/karajo/karajo.conf']))\n"
+        )
+        out, err, code = await getProcessOutputAndValue(
+            sys.executable, ["-c", script], path=top,
+            env={**os.environ, "PYTHONPATH": SOURCE_TREE},
+        )
+        self.assertNotIn(b"Traceback", err)
+        self.assertEqual(code, 141, err)
+
     async def test_example_config(self) -> None:
         top = self.example_copy()
         out, err, code = await karajo_cli("check", "--config", "etc/karajo/karajo.conf", cwd=top)
