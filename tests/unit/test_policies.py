@@ -416,3 +416,30 @@ class TriggerVocabularyTests(SynchronousTestCase):
             ["schedule", "interval", "webhook", "manual", "retry", "chain", "catch_up"],
         )
         self.assertEqual(RunStatus.CANCELED, "canceled")
+
+
+class JsonFieldTests(SynchronousTestCase):
+    def test_job_and_job_http_fields(self) -> None:
+        """The policies are in both kinds' JSON, durations as integer nanoseconds."""
+        from karajo.model import Job, JobHttp
+        from karajo.web.documents import job_dict, job_http_dict
+
+        policies = dict(retry=3, retry_delay=timedelta(seconds=30), overlap="skip",
+                        catch_up=timedelta(hours=1), random_delay=timedelta(minutes=5),
+                        timeout=timedelta(seconds=10))
+        expected = {"retry": 3, "retry_delay": 30 * 10**9, "overlap": "skip",
+                    "catch_up": 3600 * 10**9, "random_delay": 300 * 10**9,
+                    "timeout": 10 * 10**9}
+        job = job_dict(Job(name="a", on_success=("b",), on_failed=("c", "d"), **policies),
+                       "started", None, None, [])
+        self.assertEqual({k: job[k] for k in expected}, expected)
+        self.assertEqual((job["on_success"], job["on_failed"]), (["b"], ["c", "d"]))
+        http = job_http_dict(JobHttp(name="h", **policies), "started", None, None, [])
+        self.assertEqual({k: http[k] for k in expected}, expected)
+        self.assertNotIn("on_success", http)
+        plain = job_dict(Job(name="p"), "started", None, None, [])
+        self.assertEqual(
+            {k: plain[k] for k in expected},
+            {"retry": 0, "retry_delay": 60 * 10**9, "overlap": "queue", "catch_up": 0,
+             "random_delay": 0, "timeout": 0},
+        )
