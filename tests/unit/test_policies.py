@@ -443,3 +443,39 @@ class JsonFieldTests(SynchronousTestCase):
             {"retry": 0, "retry_delay": 60 * 10**9, "overlap": "queue", "catch_up": 0,
              "random_delay": 0, "timeout": 0},
         )
+
+
+class CheckWordsTests(SynchronousTestCase):
+    def test_policies_in_words(self) -> None:
+        from karajo.cli import policy_rows
+        from karajo.model import Job, JobHttp
+
+        rows = dict(policy_rows(Job(
+            name="a", retry=3, overlap="replace", catch_up=timedelta(hours=2),
+            random_delay=timedelta(minutes=5), timeout=timedelta(seconds=90),
+            on_success=("b",), on_failed=("c", "d"),
+        )))
+        self.assertEqual(rows["retry"], "retries 3 times, 1m then 2m then 4m apart; never after a cancel")
+        self.assertEqual(rows["overlap"], "a trigger while running replaces the run")
+        self.assertEqual(rows["catch_up"], "a timer slot missed no more than 2h ago runs once at start")
+        self.assertEqual(rows["random_delay"], "each timer fire waits a random time below 5m")
+        self.assertEqual(rows["timeout"], "1m30s")
+        self.assertEqual(rows["on_success"], "when a run succeeds (after its last retry), triggers b")
+        self.assertEqual(rows["on_failed"], "when a run fails (after its last retry), triggers c, d")
+
+    def test_defaults_and_long_series(self) -> None:
+        from karajo.cli import policy_rows
+        from karajo.model import Job, JobHttp
+
+        self.assertEqual(policy_rows(JobHttp(name="h")), [
+            ("overlap", "a trigger while running is queued (one; more are refused)"),
+        ])
+        self.assertEqual(dict(policy_rows(Job(name="a", retry=1, overlap="skip"))), {
+            "retry": "retries once, 1m after the failed run; never after a cancel",
+            "overlap": "a trigger while running is refused, a timer fire skipped",
+        })
+        self.assertEqual(
+            dict(policy_rows(Job(name="a", retry=10)))["retry"],
+            "retries 10 times, 1m then 2m then 4m then 8m then … then 1h apart;"
+            " never after a cancel",
+        )
