@@ -171,9 +171,6 @@ class OverlapTests(RunnerTestCase):
         """Triggers while the canceled run still ends: the latest one runs, no more."""
         runner, work, _ = self.runner(overlap="replace")
 
-        class SlowStop:
-            pass
-
         runner.trigger("a")
         original_stop = work.stop
         work.stop = lambda: setattr(work, "stops", work.stops + 1)  # type: ignore[method-assign]
@@ -448,7 +445,7 @@ class JsonFieldTests(SynchronousTestCase):
 class CheckWordsTests(SynchronousTestCase):
     def test_policies_in_words(self) -> None:
         from karajo.cli import policy_rows
-        from karajo.model import Job, JobHttp
+        from karajo.model import Job
 
         rows = dict(policy_rows(Job(
             name="a", retry=3, overlap="replace", catch_up=timedelta(hours=2),
