@@ -476,3 +476,16 @@ class CheckWordsTests(SynchronousTestCase):
             "retries 10 times, 1m then 2m then 4m then 8m then … then 1h apart;"
             " never after a cancel",
         )
+
+
+class WorkSeesTheRecordTests(RunnerTestCase):
+    def test_trigger_and_attempt_through_the_log(self) -> None:
+        """The work reads its run's trigger and attempt from RunLog.record (the one source)."""
+        runner, work, _ = self.runner(retry=1)
+        runner.trigger(TriggerRequest(method="POST", path="/x"))
+        assert work.log is not None and work.log.record is not None
+        self.assertEqual((work.log.record.trigger, work.log.record.attempt), ("webhook", 1))
+        work.fail(RunFailed("x"))
+        self.clock.advance(MINUTE)
+        assert work.log.record is not None
+        self.assertEqual((work.log.record.trigger, work.log.record.attempt), ("retry", 2))
