@@ -25,6 +25,7 @@ import datetime
 import getpass
 import json
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -262,6 +263,57 @@ def _timing(job: Any, paths: Any, now: datetime.datetime) -> list[tuple[str, str
     return [("schedule", "none: runs only when triggered over HTTP")]
 
 
+#: At most this many retry waits are listed one by one.
+_RETRY_WAITS_SHOWN = 5
+
+_OVERLAP_WORDS = {
+    "queue": "a trigger while running is queued (one; more are refused)",
+    "skip": "a trigger while running is refused, a timer fire skipped",
+    "replace": "a trigger while running replaces the run",
+}
+
+
+def _short(duration: Any) -> str:
+    """C{1m}, C{1h}, C{1m30s}: a duration without its trailing zero units."""
+    from karajo.duration import format_duration
+
+    text = format_duration(duration)
+    text = re.sub(r"(?<=[hm])0s$", "", text)
+    return re.sub(r"(?<=h)0m$", "", text)
+
+
+def policy_rows(job: Any) -> list[tuple[str, str]]:
+    """
+    A job's run policies in words (docs/configuration.md, "Run policies"):
+    what C{karajo check} shows under the job.
+    """
+    format_duration = _short
+    rows: list[tuple[str, str]] = []
+    if job.retry:
+        waits = [format_duration(job.retry_wait(k)) for k in range(1, job.retry + 1)]
+        if len(waits) > _RETRY_WAITS_SHOWN:
+            waits = waits[:_RETRY_WAITS_SHOWN - 1] + ["…", waits[-1]]
+        times = "once" if job.retry == 1 else f"{job.retry} times"
+        after = f"{waits[0]} after the failed run" if job.retry == 1 else (
+            " then ".join(waits) + " apart")
+        rows.append(("retry", f"retries {times}, {after}; never after a cancel"))
+    rows.append(("overlap", _OVERLAP_WORDS.get(job.overlap, job.overlap)))
+    if job.catch_up:
+        rows.append(("catch_up", f"a timer slot missed no more than {format_duration(job.catch_up)}"
+                                 " ago runs once at start"))
+    if job.random_delay:
+        rows.append(("random_delay",
+                     f"each timer fire waits a random time below {format_duration(job.random_delay)}"))
+    if job.timeout is not None:
+        rows.append(("timeout", format_duration(job.timeout)))
+    for attr, when in (("on_success", "succeeds"), ("on_failed", "fails")):
+        targets = getattr(job, attr, ())
+        if targets:
+            rows.append((attr, f"when a run {when} (after its last retry), "
+                               f"triggers {', '.join(targets)}"))
+    return rows
+
+
 def _print_rows(rows: list[tuple[str, str]]) -> None:
     width = max((len(key) for key, _ in rows), default=0)
     for key, value in rows:
@@ -322,10 +374,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         else:
             rows.append(("trigger", "none (no path)"))
         rows += _timing(job, paths, now)
-        if job.timeout is not None:
-            from karajo.duration import format_duration
-
-            rows.append(("timeout", format_duration(job.timeout)))
+        rows += policy_rows(job)
         rows.append(("work dir", paths.work_dir(job.kind, job.id)))
         for attr in ("notif_on_success", "notif_on_failed"):
             if getattr(job, attr):
@@ -347,6 +396,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         for header in masked_headers(http_job.http_headers):
             rows.append(("header", header))
         rows += _timing(http_job, paths, now)
+        rows += policy_rows(http_job)
         _print_rows(rows)
     return OK
 

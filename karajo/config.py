@@ -30,6 +30,7 @@ from karajo.model import (
     DEFAULT_JOB_HTTP_INTERVAL,
     HTTP_METHODS,
     HTTP_REQUEST_TYPES,
+    OVERLAPS,
     Environment,
     Job,
     JobHttp,
@@ -121,13 +122,21 @@ _COMMON_JOB_KEYS: dict[str, tuple[str, Converter]] = {
     "log_retention": ("log_retention", _int),
     "notif_on_success": ("notif_on_success", _list),
     "notif_on_failed": ("notif_on_failed", _list),
+    # the run policies (docs/configuration.md, "Run policies")
+    "timeout": ("timeout", _duration),
+    "retry": ("retry", _int),
+    "retry_delay": ("retry_delay", _duration),
+    "overlap": ("overlap", _str),
+    "catch_up": ("catch_up", _duration),
+    "random_delay": ("random_delay", _duration),
 }
 JOB_KEYS = {
     **_COMMON_JOB_KEYS,
     "path": ("path", _str),
     "auth_kind": ("auth_kind", _str),
     "command": ("commands", _list),
-    "timeout": ("timeout", _duration),
+    "on_success": ("on_success", _list),
+    "on_failed": ("on_failed", _list),
 }
 JOB_HTTP_KEYS = {
     **_COMMON_JOB_KEYS,
@@ -407,6 +416,7 @@ def _check_common(job: Job | JobHttp, env: Environment) -> None:
         raise _fail(origin, "log_retention", "log_retention: must be at least 1")
     if job.timeout is not None and job.timeout <= timedelta(0):
         raise _fail(origin, "timeout", "timeout: must be positive")
+    _check_policies(job)
     if not _TOKEN.fullmatch(job.header_sign or ""):
         raise _fail(origin, "header_sign", f"header_sign: {job.header_sign!r} is not a header name")
     for attr in ("notif_on_success", "notif_on_failed"):
@@ -414,6 +424,71 @@ def _check_common(job: Job | JobHttp, env: Environment) -> None:
             if name not in env.notifs:
                 raise _fail(origin, attr, f"{attr}: no [notif \"{name}\"] is defined")
     _check_timer(job)
+
+
+#: The most retries a job may ask for: beyond this a failing job would keep
+#: its queue place for days (the wait is capped at 1h per retry).
+MAX_RETRY = 100
+
+
+def _check_policies(job: Job | JobHttp) -> None:
+    """The run policies' values (docs/configuration.md, "Run policies")."""
+    origin = job.origin
+    if not 0 <= job.retry <= MAX_RETRY:
+        raise _fail(origin, "retry", f"retry: must be between 0 and {MAX_RETRY}")
+    if job.retry_delay <= timedelta(0):
+        raise _fail(origin, "retry_delay", "retry_delay: must be positive")
+    if job.overlap not in OVERLAPS:
+        raise _fail(
+            origin, "overlap", f"overlap: {job.overlap!r} is not one of {', '.join(OVERLAPS)}"
+        )
+    for attr in ("catch_up", "random_delay"):
+        if getattr(job, attr) < timedelta(0):
+            raise _fail(origin, attr, f"{attr}: must not be negative")
+
+
+def _check_chains(jobs: Mapping[str, Job]) -> None:
+    """
+    Every C{on_success}/C{on_failed} names an existing C{[job]} by ID, and
+    no chain leads back to where it started (a run would trigger itself
+    for ever): the error names each link's file and line.
+    """
+    by_id = {job.id: job for job in jobs.values()}
+    for job in by_id.values():
+        for attr in ("on_success", "on_failed"):
+            for target in getattr(job, attr):
+                if target not in by_id:
+                    raise _fail(job.origin, attr, f"{attr}: no [job] has the ID {target!r}")
+    # Depth-first search; a grey node met again closes a cycle.
+    state: dict[str, int] = {}  # 1 = on the path, 2 = done
+    path: list[tuple[str, str]] = []  # (job ID, the key that leads on)
+
+    def visit(job_id: str) -> None:
+        state[job_id] = 1
+        job = by_id[job_id]
+        for attr in ("on_success", "on_failed"):
+            for target in dict.fromkeys(getattr(job, attr)):
+                path.append((job_id, attr))
+                if state.get(target) == 1:
+                    start = next(i for i, (j, _) in enumerate(path) if j == target)
+                    raise _cycle(by_id, path[start:], target)
+                if target not in state:
+                    visit(target)
+                path.pop()
+        state[job_id] = 2
+
+    for job_id in by_id:
+        if job_id not in state:
+            visit(job_id)
+
+
+def _cycle(by_id: Mapping[str, Job], links: list[tuple[str, str]], back_to: str) -> ConfigError:
+    first, attr = links[0]
+    names = " -> ".join([j for j, _ in links] + [back_to])
+    where = ", ".join(
+        f"{j} {a} at {by_id[j].origin.filename}:{by_id[j].origin.line_of(a)}" for j, a in links
+    )
+    return _fail(by_id[first].origin, attr, f"{attr}: chain cycle {names} ({where})")
 
 
 def _check_job(job: Job, env: Environment) -> Job:
@@ -541,6 +616,7 @@ def validate(env: Environment) -> tuple[Environment, tuple[str, ...]]:
     http_jobs = {k: _check_job_http(j, env) for k, j in _named(env.http_jobs, JobKind.JOB_HTTP.section).items()}
     _unique_ids(jobs.values(), JobKind.JOB.section)
     _unique_ids(http_jobs.values(), JobKind.JOB_HTTP.section)
+    _check_chains(jobs)
 
     paths: dict[str, Job] = {}
     for job in jobs.values():

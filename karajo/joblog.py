@@ -129,6 +129,14 @@ class RunLog:
         self._cut_lines = 0
         self._finished = False
 
+    @property
+    def record(self) -> RunRecord | None:
+        """
+        This run's L{RunRecord}: what triggered it and which attempt it is,
+        for the work (the one source; nothing else carries them).
+        """
+        return self._store.record(self.name.counter)
+
     def write(self, data: bytes) -> None:
         """
         Add command output.  Complete lines are written with the prefix; an

@@ -24,6 +24,11 @@ HTTP_REQUEST_TYPES = ("query", "form", "json")
 DEFAULT_HEADER_SIGN = "X-Karajo-Sign"
 DEFAULT_LOG_RETENTION = 5
 DEFAULT_JOB_HTTP_INTERVAL = timedelta(seconds=30)
+#: What a trigger does while the job runs (docs/configuration.md, "Run policies").
+OVERLAPS = ("queue", "skip", "replace")
+DEFAULT_RETRY_DELAY = timedelta(minutes=1)
+#: A retry's wait doubles from C{retry_delay} up to this.
+MAX_RETRY_DELAY = timedelta(hours=1)
 
 _NOT_ID = re.compile(r"[^a-z0-9_-]")
 
@@ -99,8 +104,16 @@ class JobBase:
     runner, the timer and the API treat both kinds alike through these
     fields.  C{secret=None} means the global secret.  C{timeout} ends a
     run still going after it C{failed} (L{karajo.run.JobRunner}), for
-    either kind; the config files accept it in C{[job]} only, a JobHttp
-    has its request's C{http_timeout}.  C{None} means no limit.
+    either kind (a JobHttp's request also has its C{http_timeout}).
+    C{None} means no limit.
+
+    The run policies (docs/configuration.md, "Run policies"): C{retry}
+    more attempts after a failed run, the first C{retry_delay} later, each
+    next one twice as late (L{retry_wait}); C{overlap}, what a trigger
+    does while the job runs (one of L{OVERLAPS}); C{catch_up}, how long
+    ago a missed timer slot may be and still run once at start or after
+    a clock jump (zero: off); C{random_delay}, the bound of each timer
+    fire's random wait (zero: none).
     """
 
     name: str = ""
@@ -112,6 +125,11 @@ class JobBase:
     header_sign: str = DEFAULT_HEADER_SIGN
     log_retention: int = DEFAULT_LOG_RETENTION
     timeout: timedelta | None = None
+    retry: int = 0
+    retry_delay: timedelta = DEFAULT_RETRY_DELAY
+    overlap: str = "queue"
+    catch_up: timedelta = timedelta(0)
+    random_delay: timedelta = timedelta(0)
     notif_on_success: tuple[str, ...] = field(default=(), converter=_tuple)
     notif_on_failed: tuple[str, ...] = field(default=(), converter=_tuple)
     origin: Origin = field(factory=Origin, eq=False, repr=False)
@@ -122,6 +140,19 @@ class JobBase:
 
     kind: ClassVar[JobKind] = JobKind.JOB
 
+    def retry_wait(self, retry: int) -> timedelta:
+        """
+        How long retry number C{retry} (1 = the first) waits after the
+        failed run before it: C{retry_delay}, doubled for each next retry,
+        never more than L{MAX_RETRY_DELAY}.
+        """
+        wait = self.retry_delay
+        for _ in range(retry - 1):
+            if wait >= MAX_RETRY_DELAY:
+                break
+            wait *= 2
+        return min(wait, MAX_RETRY_DELAY)
+
 
 @frozen
 class Job(JobBase):
@@ -131,12 +162,17 @@ class Job(JobBase):
     C{call(log, request)} receives a writable log (C{write(bytes)}) and the
     triggering HTTP request or C{None}; it may return a Deferred or be a
     coroutine function.
+
+    C{on_success} and C{on_failed} name the IDs of the jobs (C{[job]}s)
+    triggered when a run ends so, after its last retry.
     """
 
     path: str = ""
     auth_kind: str = "hmac-sha256"
     commands: tuple[str, ...] = field(default=(), converter=_tuple)
     call: Callable[..., Any] | None = field(default=None, eq=False, repr=False)
+    on_success: tuple[str, ...] = field(default=(), converter=_tuple)
+    on_failed: tuple[str, ...] = field(default=(), converter=_tuple)
 
     kind: ClassVar[JobKind] = JobKind.JOB
 

@@ -362,7 +362,9 @@ class Notifier(Service):
         After each finished run: queue one mail per notif named for this
         outcome.  C{success} goes to C{notif_on_success}; C{failed} and
         C{canceled} (a run that did not do its work) go to
-        C{notif_on_failed}.  Returns at once and never raises; the log is
+        C{notif_on_failed}.  A failed run that a retry follows
+        (C{runner.retry_pending}) sends nothing: only the last attempt is
+        reported.  Returns at once and never raises; the log is
         read off the reactor thread (L{karajo.joblog.LogStore.read_in_thread}).
         """
         try:
@@ -373,6 +375,8 @@ class Notifier(Service):
                         job=getattr(record, "job_id", None))
 
     def _on_finished(self, runner: Any, name: RunRecord) -> None:
+        if getattr(runner, "retry_pending", False):
+            return
         job = runner.job
         names = job.notif_on_success if name.status == RunStatus.SUCCESS else job.notif_on_failed
         if not names:

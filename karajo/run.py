@@ -10,6 +10,15 @@ is taken and persisted before the run starts, and the log is finalised
 What the runner knows about each run is its L{karajo.joblog.RunRecord}
 (L{JobRunner.records}); whatever watches runs is a L{RunListener} in
 L{JobRunner.listeners}.
+
+The run policies that decide between a trigger and a run live here too
+(docs/configuration.md, "Run policies"): C{overlap} (a trigger while the
+job runs is queued, refused, or replaces the run), C{retry} (a failed
+run is followed by a run of its own, C{retry_delay} later and doubling,
+which holds the job's queue place while it waits) and C{timeout}.
+Listeners hear whether a retry follows a finished run
+(L{JobRunner.retry_pending}), so a notification or a chain waits for the
+last attempt.
 """
 
 from __future__ import annotations
@@ -91,6 +100,12 @@ class JobRunner(Service):
         #: with Service.running, which says the service is started)
         self.executing = False
         self.queued = False
+        #: a retry of a failed run follows: decided when the run ends,
+        #: before the listeners hear of it, and true until the retry starts
+        #: (or is dropped)
+        self.retry_pending = False
+        #: (request, attempt, counter of the first attempt) of the retry to come
+        self._retry_next: tuple[Any, int, int] | None = None
         self._queued_request: Any = None
         self._queued_trigger: str | None = None
         self._waiting: defer.Deferred | None = None
@@ -171,6 +186,13 @@ class JobRunner(Service):
         current run.  Returns C{"started"} or C{"queued"}; raises
         L{JobPaused}, L{JobBusy} or L{ServerStopping}.
 
+        While the job runs (or a run waits), the job's C{overlap} decides:
+        C{queue} keeps one run queued and refuses more, C{skip} refuses
+        the trigger, C{replace} cancels the run (it ends C{canceled}) and
+        queues this one in its place.  A pending retry holds the queue
+        place: under C{queue} and C{skip} a trigger is refused, under
+        C{replace} the retry is dropped for the new run.
+
         C{deferred} starts the run on the next reactor turn instead of
         inside this call: timers use it, because a thousand jobs may be due
         on one slot and each timer fire should stay a few microseconds, with
@@ -188,11 +210,44 @@ class JobRunner(Service):
         if self.paused:
             raise JobPaused(f"job {self.job.id} is paused")
         if self.active:
+            if self.job.overlap == "replace":
+                return self._replace(request, trigger, deferred)
+            if self.retry_pending:
+                raise JobBusy(f"job {self.job.id} waits to retry a failed run")
+            if self.job.overlap == "skip":
+                raise JobBusy(f"job {self.job.id} is running (overlap = skip)")
             if self.queued:
                 raise JobBusy(f"job {self.job.id} is running and a run is already queued")
-            self.queued = True
-            self._queued_request = request
-            self._queued_trigger = trigger
+            self._queue(request, trigger)
+            return "queued"
+        self._start(request, trigger, deferred)
+        return "started"
+
+    def _queue(self, request: Any, trigger: str | None) -> None:
+        self.queued = True
+        self._queued_request = request
+        self._queued_trigger = trigger
+
+    def _replace(self, request: Any, trigger: str | None, deferred: bool) -> str:
+        """
+        C{overlap = replace}: a run not started yet (a pending retry, one
+        waiting for a slot) is dropped and this one starts; a running one
+        is canceled and this one queued in its place (it starts once the
+        canceled run's log is final).  A later trigger replaces a queued
+        one.
+        """
+        if self.executing:
+            self._queue(request, trigger)
+            log.info("{job}: a trigger replaces the running run", job=self.name)
+            self._stop(CANCELED)
+            return "queued"
+        self._drop_queued()
+        if self._drop_pending():
+            log.info("{job}: a trigger replaces the run waiting to start", job=self.name)
+        if self.active:
+            # The dropped run is still ending (its slot wait is being
+            # cancelled): this one follows it.
+            self._queue(request, trigger)
             return "queued"
         self._start(request, trigger, deferred)
         return "started"
@@ -238,7 +293,12 @@ class JobRunner(Service):
         self._queued_trigger = None
 
     def _drop_pending(self) -> bool:
-        """Drop a run that has not started (due next turn, or waiting for a slot)."""
+        """
+        Drop a run that has not started (due next turn, a retry waiting
+        for its time, or waiting for a slot).
+        """
+        self.retry_pending = False
+        self._retry_next = None
         if self._soon is not None:
             self._soon.cancel()
             self._soon = None
@@ -254,19 +314,27 @@ class JobRunner(Service):
 
     # --- the run ---------------------------------------------------------
 
-    def _start(self, request: Any, trigger: str | None, deferred: bool = False) -> None:
+    def _start(
+        self, request: Any, trigger: str | None, deferred: bool = False,
+        delay: float | None = None, retry: tuple[int, int] | None = None,
+    ) -> None:
         self.active = True
         self._done = defer.Deferred()
-        if deferred:
-            self._soon = self._clock.callLater(0, self._wait_for_slot, request, trigger)
+        if deferred or delay is not None:
+            self._soon = self._clock.callLater(
+                delay or 0, self._wait_for_slot, request, trigger, retry
+            )
         else:
-            self._wait_for_slot(request, trigger)
+            self._wait_for_slot(request, trigger, retry)
 
-    def _wait_for_slot(self, request: Any, trigger: str | None) -> None:
+    def _wait_for_slot(
+        self, request: Any, trigger: str | None, retry: tuple[int, int] | None = None
+    ) -> None:
         self._soon = None
+        self.retry_pending = False
         waiting = self._waiting = self._slots.acquire()
         waiting.addCallback(
-            lambda _: defer.ensureDeferred(self._holding_slot(request, trigger))
+            lambda _: defer.ensureDeferred(self._holding_slot(request, trigger, retry))
         )
         waiting.addErrback(lambda f: f.trap(defer.CancelledError))
         waiting.addErrback(
@@ -274,7 +342,9 @@ class JobRunner(Service):
         )
         waiting.addBoth(lambda _: self._ended())
 
-    async def _holding_slot(self, request: Any, trigger: str | None) -> None:
+    async def _holding_slot(
+        self, request: Any, trigger: str | None, retry: tuple[int, int] | None
+    ) -> None:
         self._waiting = None
         released = False
 
@@ -285,15 +355,17 @@ class JobRunner(Service):
                 self._slots.release()
 
         try:
-            await self._run(request, trigger, release)
+            await self._run(request, trigger, release, retry)
         finally:
             release()
 
     async def _run(
-        self, request: Any, trigger: str | None, release_slot: Callable[[], None]
+        self, request: Any, trigger: str | None, release_slot: Callable[[], None],
+        retry: tuple[int, int] | None = None,
     ) -> None:
         self.counter += 1
-        runlog = self.store.begin(self.counter, trigger=trigger)
+        attempt, first = retry if retry is not None else (1, self.counter)
+        runlog = self.store.begin(self.counter, trigger=trigger, attempt=attempt)
         record = self.store.record(self.counter)
         assert record is not None
         self.executing = True
@@ -301,6 +373,8 @@ class JobRunner(Service):
         self.last_run = record.started
         self._tell("run_started", record)
         runlog.line("=== BEGIN")
+        if attempt > 1:
+            runlog.line(f"=== RETRY {attempt - 1}/{self.job.retry} of #{first}")
         if self._timeout is not None:
             self._timer = self._clock.callLater(
                 self._timeout.total_seconds(), self._stop, TIMEOUT
@@ -342,8 +416,27 @@ class JobRunner(Service):
             log.failure("{job}: pruning old logs failed", job=self.name)
         else:
             self.store.forget(pruned)
+        if status is RunStatus.FAILED and self._retries(attempt):
+            # Decided before the listeners hear of the run: a notification
+            # or a chain waits for the last attempt.  The retry itself is
+            # started by _ended, once this run has let go of everything.
+            self.retry_pending = True
+            self._retry_next = (request, attempt + 1, first)
         if record is not None:
             self._tell("run_finished", record)
+
+    def _retries(self, attempt: int) -> bool:
+        """
+        Whether a failed run's attempt is followed by a retry: the job
+        asks for more, and nothing else decided what comes next (a
+        stop of karajo, a pause, a trigger queued meanwhile).
+        """
+        return (
+            attempt <= self.job.retry
+            and not self.stopping
+            and not self.paused
+            and not self.queued
+        )
 
     def _tell(self, event: str, record: RunRecord) -> None:
         for listener in list(self.listeners):
@@ -371,10 +464,24 @@ class JobRunner(Service):
     def _ended(self) -> None:
         self.active = False
         done, self._done = self._done, None
-        if self.queued and not self.stopping:
-            request, trigger = self._queued_request, self._queued_trigger
-            self._drop_queued()
-            self._start(request, trigger)
+        retry, self._retry_next = self._retry_next, None
+        if retry is not None and not self.stopping and not self.paused:
+            # The same request again: a webhook's retry sees its payload.
+            request, attempt, first = retry
+            wait = self.job.retry_wait(attempt - 1)
+            log.info(
+                "{job}: run failed; retry {k}/{n} in {wait}",
+                job=self.name, k=attempt - 1, n=self.job.retry, wait=format_duration(wait),
+            )
+            self._start(
+                request, Trigger.RETRY, delay=wait.total_seconds(), retry=(attempt, first)
+            )
+        else:
+            self.retry_pending = False
+            if self.queued and not self.stopping:
+                request, trigger = self._queued_request, self._queued_trigger
+                self._drop_queued()
+                self._start(request, trigger)
         if done is not None:
             done.callback(None)
         if not self.active:

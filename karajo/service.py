@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from karajo.config import Loaded, generate_secret
-from karajo.errors import StartupError
+from karajo.errors import JobBusy, JobPaused, ServerStopping, StartupError
 from karajo.jobhttp import HttpClients, JobHttpWork
 from karajo.joblog import LogStore, RestoredState
 from karajo.model import Environment, Job, JobHttp, JobKind
@@ -39,7 +39,9 @@ from karajo.notify import Notifier
 from karajo.paths import Paths
 from karajo.process import leftover_group, signal_group
 from karajo.run import JobRunner, RunListener
+from karajo.runrecord import RunRecord
 from karajo.schedule import parse_schedule
+from karajo.status import RunStatus, Trigger
 from karajo.timer import JobTimer
 from karajo.work import CallableWork, CommandWork, Work
 
@@ -109,6 +111,49 @@ class JobService(MultiService):
     @property
     def next_run(self) -> float | None:
         return self.timer.next_run if self.timer is not None else None
+
+
+class Chains:
+    """
+    C{on_success} / C{on_failed} (docs/configuration.md, "Run policies"):
+    a L{RunListener} of every job that names a chain, triggering the named
+    C{[job]}s (trigger C{chain}) when a run ends so, after its last retry
+    (a failed run that a retry follows triggers nothing).  A chained job
+    that is paused, busy or stopping refuses as it would any trigger; that
+    is logged, never raised into the runner.
+    """
+
+    def __init__(self, jobs: dict[str, JobService]) -> None:
+        self._jobs = jobs
+
+    def run_started(self, runner: JobRunner, record: RunRecord) -> None:
+        pass
+
+    def run_finished(self, runner: JobRunner, record: RunRecord) -> None:
+        if runner.retry_pending:
+            return
+        job = runner.job
+        if record.status is RunStatus.SUCCESS:
+            targets = getattr(job, "on_success", ())
+        elif record.status is RunStatus.FAILED:
+            targets = getattr(job, "on_failed", ())
+        else:
+            return
+        for target in dict.fromkeys(targets):
+            svc = self._jobs.get(target)
+            if svc is None:  # validate() refuses this; a code-built server may not
+                log.error("{job}: chained job {target} does not exist", job=runner.name,
+                          target=target)
+                continue
+            try:
+                started = svc.runner.trigger(None, deferred=True, trigger=Trigger.CHAIN)
+            except (JobBusy, JobPaused, ServerStopping) as e:
+                log.warn("{job}: run {counter} chains to {target}, which refused: {why}",
+                         job=runner.name, counter=record.counter, target=target, why=str(e))
+            else:
+                log.info("{job}: run {counter} {status}; chained job {target} {started}",
+                         job=runner.name, counter=record.counter, status=str(record.status),
+                         target=target, started=started)
 
 
 class KarajoService(MultiService):
@@ -232,6 +277,14 @@ def build_job_service(
         def fire() -> None:
             runner.trigger(None, deferred=True)
 
+        def fire_catch_up() -> None:
+            runner.trigger(None, deferred=True, trigger=Trigger.CATCH_UP)
+
+        def busy() -> bool:
+            # Under overlap = replace a fire replaces the run; else a fire
+            # while the job runs is dropped (queue: as always; skip: by name).
+            return runner.active and job.overlap != "replace"
+
         timer = JobTimer(
             clock,
             fire,
@@ -239,8 +292,11 @@ def build_job_service(
             interval=None if job.schedule else job.interval,
             last_run=lambda: runner.last_run,
             is_paused=lambda: runner.paused,
-            is_busy=lambda: runner.active,
+            is_busy=busy,
             label=label,
+            catch_up=job.catch_up,
+            fire_catch_up=fire_catch_up,
+            random_delay=job.random_delay,
         )
     service = JobService(runner, timer, pid_path)
     runner.listeners.extend(listeners)
@@ -305,6 +361,10 @@ def build_job_services(
         )
         child.setServiceParent(service)
         service.jobs[job.id] = child
+    chains = Chains(service.jobs)
+    for job in env.jobs.values():
+        if job.on_success or job.on_failed:
+            service.jobs[job.id].runner.listeners.append(chains)
     if env.http_jobs:
         clients = HttpClients(reactor)
     for http_job in env.http_jobs.values():

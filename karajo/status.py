@@ -40,9 +40,18 @@ class JobStatus(StrEnum):
 
 
 class Trigger(StrEnum):
-    """What started a run (the run record's C{trigger})."""
+    """
+    What started a run (the run record's C{trigger}, a command's
+    C{KARAJO_TRIGGER}): its timer (C{schedule}, C{interval}), a webhook,
+    the dashboard or management API (C{manual}), the job's own failed run
+    (C{retry}), another job's run (C{chain}), or a slot missed while
+    karajo was down or its clock jumped (C{catch_up}).
+    """
 
     SCHEDULE = "schedule"
     INTERVAL = "interval"
     WEBHOOK = "webhook"
     MANUAL = "manual"
+    RETRY = "retry"
+    CHAIN = "chain"
+    CATCH_UP = "catch_up"

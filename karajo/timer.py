@@ -6,10 +6,17 @@ interval counts from the job's last run.  The timer remembers the last slot
 it handled, so a wall-clock jump forward gives at most one catch-up fire and
 a jump backward never fires a slot twice.  Whatever the fire callback does,
 the timer keeps going.
+
+Two run policies (docs/configuration.md, "Run policies") are the timer's:
+C{random_delay} (each fire waits a random time below it; C{next_run} still
+shows the slot) and C{catch_up} (a slot missed no longer ago than it, while
+karajo was down or the clock jumped, runs once, through C{fire_catch_up};
+decided from the job's last run, the run record's, never from files).
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +32,9 @@ log = Logger()
 
 #: how long before a slot a long sleep wakes up to re-aim
 EARLY_WAKE = 0.5
+#: a wake this much after its slot means the slot was missed (the clock
+#: jumped forward, the machine slept), not that the reactor was busy
+LATE = 2.0
 
 
 def to_datetime(seconds: float) -> datetime:
@@ -49,7 +59,19 @@ class JobTimer(Service):
         is_paused: Callable[[], bool] = lambda: False,
         is_busy: Callable[[], bool] = lambda: False,
         label: str = "",
+        catch_up: timedelta = timedelta(0),
+        fire_catch_up: Callable[[], Any] | None = None,
+        random_delay: timedelta = timedelta(0),
+        uniform: Callable[[], float] = random.random,
     ) -> None:
+        """
+        @param catch_up: how long ago a missed slot may be and still run
+            once (zero: no catch-up at start; a forward jump still fires
+            once, as a plain fire).
+        @param fire_catch_up: called instead of C{fire} for that run.
+        @param random_delay: each fire waits C{uniform() * random_delay}.
+        @param uniform: a number in [0, 1) per fire (tests pass their own).
+        """
         if (schedule is None) == (interval is None):
             raise ValueError("a timer needs exactly one of schedule or interval")
         self._clock = clock
@@ -60,7 +82,13 @@ class JobTimer(Service):
         self._is_paused = is_paused
         self._is_busy = is_busy
         self._label = label
+        self._catch_up = catch_up.total_seconds()
+        self._fire_catch_up = fire_catch_up or fire
+        self._random_delay = random_delay.total_seconds()
+        self._uniform = uniform
         self._call: IDelayedCall | None = None
+        #: a fire waiting out its random delay
+        self._delayed: IDelayedCall | None = None
         # The last slot handled (fired, skipped or dropped).  An interval
         # counts from the later of it and the job's last run, so a run that
         # waits for a slot (or never starts) cannot make the timer spin.
@@ -72,13 +100,36 @@ class JobTimer(Service):
     def startService(self) -> None:
         super().startService()
         if self._schedule is not None:
-            self._anchor = self._clock.seconds()
+            now = self._clock.seconds()
+            if self._catch_up > 0 and self._missed(now, self._last_run()):
+                log.info("{job}: a slot was missed while karajo was down; catching up",
+                         job=self._label)
+                self._handle(catch_up=True)
+            self._anchor = now
         self._arm()
 
     def stopService(self) -> None:
         super().stopService()
         self._cancel()
+        if self._delayed is not None and self._delayed.active():
+            self._delayed.cancel()
+        self._delayed = None
         self.next_run = None
+
+    def _missed(self, now: float, since: float | None) -> bool:
+        """
+        Whether a slot after C{since} (the last run, or the last slot
+        handled) and no more than C{catch_up} before C{now} went by
+        without a fire.  Nothing is missed by a job that never ran.
+        """
+        if since is None:
+            return False
+        window_start = max(since, now - self._catch_up)
+        if self._schedule is not None:
+            slot = self._schedule.next_after(to_datetime(window_start)).timestamp()
+            return slot <= now
+        assert self._interval is not None
+        return window_start <= since + self._interval <= now
 
     def reschedule(self) -> None:
         """
@@ -134,16 +185,38 @@ class JobTimer(Service):
             # Woken early (the clock went back): wait for the real slot.
             self._arm()
             return
+        # A fire well after its slot (a forward jump, a start long after an
+        # interval's due time) is a catch-up when the job asks for them and
+        # a slot was missed inside its window; else the plain fire it
+        # always was.
+        catch_up = (
+            now - target > LATE
+            and self._catch_up > 0
+            and self._missed(now, self._anchor if self._schedule else self._last_run())
+        )
         # Anchor at the later of slot and now: after a forward jump every
         # missed slot collapses into this one fire.
         self._anchor = max(target, now)
         try:
-            self._handle()
+            self._handle(catch_up=catch_up)
         finally:
             if self.running:
                 self._arm()
 
-    def _handle(self) -> None:
+    def _handle(self, catch_up: bool = False) -> None:
+        fire = self._fire_catch_up if catch_up else self._fire
+        if self._random_delay > 0:
+            if self._delayed is not None and self._delayed.active():
+                log.info("{job}: a fire still waits out its random delay; this one dropped",
+                         job=self._label)
+                return
+            wait = self._uniform() * self._random_delay
+            self._delayed = self._clock.callLater(wait, self._start, fire)
+            return
+        self._start(fire)
+
+    def _start(self, fire: Callable[[], Any]) -> None:
+        self._delayed = None
         if self._is_paused():
             log.info("{job}: paused, timer fire skipped", job=self._label)
             return
@@ -153,7 +226,7 @@ class JobTimer(Service):
         # No Deferred unless the callback returns one: a thousand timers may
         # fire on one slot, and each should stay a few microseconds.
         try:
-            result = self._fire()
+            result = fire()
         except Exception:
             log.failure("{job}: timer fire failed", job=self._label)
             return

@@ -33,9 +33,23 @@ def _logs_json(records: Iterable[Any]) -> list[dict[str, Any]]:
             "counter": record.counter,
             "started": format_time(record.started),
             "ended": format_time(record.ended),
+            "trigger": record.trigger,
+            "attempt": record.attempt,
         }
         for record in records
     ]
+
+
+def _policies(job: Job | JobHttp) -> dict[str, Any]:
+    """The run policies of either kind (docs/configuration.md, "Run policies")."""
+    return {
+        "retry": job.retry,
+        "retry_delay": duration_ns(job.retry_delay),
+        "overlap": job.overlap,
+        "catch_up": duration_ns(job.catch_up),
+        "random_delay": duration_ns(job.random_delay),
+        "timeout": duration_ns(job.timeout),
+    }
 
 
 def job_dict(job: Job, status: str, last_run: float | None, next_run: float | None,
@@ -58,6 +72,9 @@ def job_dict(job: Job, status: str, last_run: float | None, next_run: float | No
         "notif_on_success": list(job.notif_on_success),
         "notif_on_failed": list(job.notif_on_failed),
         "logs": _logs_json(logs),
+        **_policies(job),
+        "on_success": list(job.on_success),
+        "on_failed": list(job.on_failed),
     }
 
 
@@ -84,6 +101,7 @@ def job_http_dict(job: JobHttp, status: str, last_run: float | None,
         "http_timeout": duration_ns(job.http_timeout),
         "http_insecure": job.http_insecure,
         "header_sign": job.header_sign,
+        **_policies(job),
     }
 
 

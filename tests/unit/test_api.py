@@ -49,12 +49,15 @@ JOB_FIELDS = {
     "id", "name", "description", "status", "schedule", "interval", "last_run",
     "next_run", "path", "auth_kind", "header_sign", "commands", "log_retention",
     "notif_on_success", "notif_on_failed", "logs",
+    "retry", "retry_delay", "overlap", "catch_up", "random_delay", "timeout",
+    "on_success", "on_failed",
 }
 JOB_HTTP_FIELDS = {
     "id", "name", "description", "status", "schedule", "interval", "last_run",
     "next_run", "log_retention", "notif_on_success", "notif_on_failed", "logs",
     "http_method", "http_url", "http_request_type", "http_headers", "http_timeout",
     "http_insecure", "header_sign",
+    "retry", "retry_delay", "overlap", "catch_up", "random_delay", "timeout",
 }
 ENV_FIELDS = {
     "name", "listen_address", "dir_base", "dir_public", "version", "http_timeout",
@@ -383,7 +386,8 @@ class ReadTests(APITestCase):
         self.assertEqual(every["logs"], [
             {"job_id": "every_minute", "name": "every_minute.1.success",
              "status": "success", "counter": 1,
-             "started": "2026-01-02T03:04:05Z", "ended": "2026-01-02T03:04:05Z"},
+             "started": "2026-01-02T03:04:05Z", "ended": "2026-01-02T03:04:05Z",
+             "trigger": "interval", "attempt": 1},
         ])
 
     def test_job_http_values(self) -> None:
@@ -440,7 +444,8 @@ class ReadTests(APITestCase):
         job = self.get("/karajo/api/job_exec?id=hello").json["data"]
         self.assertEqual(job["logs"], [
             {"job_id": "hello", "name": "hello.1.success", "status": "success", "counter": 1,
-             "started": "2026-01-02T03:04:05Z", "ended": "2026-01-02T03:04:05Z"}
+             "started": "2026-01-02T03:04:05Z", "ended": "2026-01-02T03:04:05Z",
+             "trigger": "webhook", "attempt": 1}
         ])
         self.assertEqual(job["status"], "success")
         self.assertEqual(job["last_run"], "2026-01-02T03:04:05Z")
@@ -455,13 +460,15 @@ class ReadTests(APITestCase):
 
         entries = documents._logs_json([
             RunRecord("j", 1, "failed", None, NOW + 0.9),
-            RunRecord("j", 2, "running", NOW + 61.5, None),
+            RunRecord("j", 2, "running", NOW + 61.5, None, "retry", 2),
         ])
         self.assertEqual(entries, [
             {"job_id": "j", "name": "j.1.failed", "status": "failed", "counter": 1,
-             "started": envelope.ZERO_TIME, "ended": "2026-01-02T03:04:05Z"},
+             "started": envelope.ZERO_TIME, "ended": "2026-01-02T03:04:05Z",
+             "trigger": None, "attempt": 1},
             {"job_id": "j", "name": "j.2", "status": "running", "counter": 2,
-             "started": "2026-01-02T03:05:06Z", "ended": envelope.ZERO_TIME},
+             "started": "2026-01-02T03:05:06Z", "ended": envelope.ZERO_TIME,
+             "trigger": "retry", "attempt": 2},
         ])
 
     def test_log_offset(self) -> None:
