@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from attrs import evolve, frozen
 
-from karajo import gitconfig
+from karajo import envvars, gitconfig
 from karajo.duration import parse_duration
 from karajo.errors import ConfigError
 from karajo.model import (
@@ -128,6 +128,8 @@ JOB_KEYS = {
     "auth_kind": ("auth_kind", _str),
     "command": ("commands", _list),
     "timeout": ("timeout", _duration),
+    "env": ("env", _list),
+    "env_file": ("env_file", _str),
 }
 JOB_HTTP_KEYS = {
     **_COMMON_JOB_KEYS,
@@ -169,6 +171,7 @@ def _fields(
             )
     values = {}
     key_lines = {}
+    entry_lines = {}
     for key, entries in grouped.items():
         attr, convert = keys[key]
         if convert not in _LIST_CONVERTERS and entries[-1].value == "":
@@ -177,7 +180,9 @@ def _fields(
             continue
         values[attr] = convert(entries)
         key_lines[attr] = entries[-1].line
-    return values, Origin(section.filename, section.line, key_lines)
+        if convert in _LIST_CONVERTERS:
+            entry_lines[attr] = tuple(e.line for e in entries)
+    return values, Origin(section.filename, section.line, key_lines, entry_lines)
 
 
 def _header(section: gitconfig.Section) -> str:
@@ -279,6 +284,7 @@ def load_environment(
     users: dict[str, User] = {}
     env_values: dict[str, Any] = {}
     env_origin = Origin(path, None)
+    main_dir = os.path.dirname(os.path.abspath(path))
 
     def add_job_section(section: gitconfig.Section, allowed: tuple[str, ...]) -> bool:
         if section.name not in allowed:
@@ -286,6 +292,10 @@ def load_environment(
         name = _need_name(section)
         if section.name == JobKind.JOB.section:
             values, origin = _fields(section, JOB_KEYS, warnings)
+            if "env_file" in values:
+                # Relative to the main file's directory, wherever the job is
+                # written (job.d/ too) and wherever the daemon was started.
+                values["env_file"] = os.path.join(main_dir, values["env_file"])
             if _first(jobs, name, section, warnings):
                 jobs[name] = Job(name=name, origin=origin, **values)
         else:
@@ -416,7 +426,33 @@ def _check_common(job: Job | JobHttp, env: Environment) -> None:
     _check_timer(job)
 
 
-def _check_job(job: Job, env: Environment) -> Job:
+def _job_env(job: Job, warnings: list[str]) -> tuple[tuple[str, str], ...]:
+    """
+    Read the job's C{env_file} and parse its C{env} lines: the environment
+    its commands get (L{karajo.envvars} has the rule; no value is ever in
+    an error or a warning).
+    """
+    origin = job.origin
+    if job.call is not None:
+        if job.env or job.env_file:
+            warnings.append(
+                f"{origin.filename}:{origin.line_of('env')}: {job.name!r} runs a callable, "
+                "not commands: env and env_file are not used"
+            )
+        return ()
+    from_file = []
+    if job.env_file:
+        from_file = envvars.read_env_file(
+            job.env_file, origin.filename, origin.line_of("env_file")
+        )
+    lines = [
+        envvars.parse_assignment(text, origin.filename, origin.line_of_entry("env", i))
+        for i, text in enumerate(job.env)
+    ]
+    return envvars.merge(from_file, lines, warnings=warnings)
+
+
+def _check_job(job: Job, env: Environment, warnings: list[str]) -> Job:
     _check_common(job, env)
     origin = job.origin
     if job.auth_kind not in AUTH_KINDS:
@@ -426,6 +462,7 @@ def _check_job(job: Job, env: Environment) -> Job:
         )
     if not job.commands and job.call is None:
         raise _fail(origin, None, f'[job "{job.name}"] has no command')
+    job = evolve(job, resolved_env=_job_env(job, warnings))
     path = job.path.strip()
     if path and not path.startswith("/"):
         path = "/" + path
@@ -537,7 +574,7 @@ def validate(env: Environment) -> tuple[Environment, tuple[str, ...]]:
         _check_notif(notif)
     env = evolve(env, notifs=notifs)
 
-    jobs = {k: _check_job(j, env) for k, j in _named(env.jobs, JobKind.JOB.section).items()}
+    jobs = {k: _check_job(j, env, warnings) for k, j in _named(env.jobs, JobKind.JOB.section).items()}
     http_jobs = {k: _check_job_http(j, env) for k, j in _named(env.http_jobs, JobKind.JOB_HTTP.section).items()}
     _unique_ids(jobs.values(), JobKind.JOB.section)
     _unique_ids(http_jobs.values(), JobKind.JOB_HTTP.section)

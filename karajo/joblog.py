@@ -129,6 +129,15 @@ class RunLog:
         self._cut_lines = 0
         self._finished = False
 
+    @property
+    def record(self) -> RunRecord | None:
+        """
+        This run's L{RunRecord} as the store keeps it (what L{LogStore.begin}
+        was told: trigger, attempt), so the work can read it without the
+        runner passing it along; C{None} once pruned.
+        """
+        return self._store.record(self.name.counter)
+
     def write(self, data: bytes) -> None:
         """
         Add command output.  Complete lines are written with the prefix; an

@@ -255,7 +255,8 @@ def job_work(
         return CallableWork(job), None
     pid_path = paths.state_file(job.kind, job.id) + ".pgid"
     work = CommandWork(
-        reactor, reactor, job.commands, paths.work_dir(job.kind, job.id), pid_path, run_in_thread
+        reactor, reactor, job.commands, paths.work_dir(job.kind, job.id), pid_path, run_in_thread,
+        job_id=job.id, env=job.resolved_env,
     )
     return work, pid_path
 
