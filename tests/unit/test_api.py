@@ -48,7 +48,7 @@ USER_PASSWORD = "hunter2pass"
 JOB_FIELDS = {
     "id", "name", "description", "status", "schedule", "interval", "last_run",
     "next_run", "path", "auth_kind", "header_sign", "commands", "log_retention",
-    "notif_on_success", "notif_on_failed", "logs",
+    "notif_on_success", "notif_on_failed", "env_names", "logs",
 }
 JOB_HTTP_FIELDS = {
     "id", "name", "description", "status", "schedule", "interval", "last_run",
