@@ -145,14 +145,15 @@ def read_env_file(path: str, filename: str = "<code>", line: int | None = None) 
         raise fail("no such file") from None
     except OSError as e:
         raise fail(e.strerror or str(e)) from None
+    # Checked on the open file: what is read is what was checked.
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise fail("not a regular file")
     with os.fdopen(fd, "rb") as f:
-        # Checked on the open file: what is read is what was checked.
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise fail("not a regular file")
         if st.st_mode & _READABLE_BY_OTHERS:
             raise fail(
-                f"readable by others (mode {stat.S_IMODE(st.st_mode):04o}); it holds "
+                f"readable by others than its owner (mode {stat.S_IMODE(st.st_mode):04o}); it holds "
                 "secrets: chmod 600, owned by the user karajo runs as"
             )
         try:
