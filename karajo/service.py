@@ -273,7 +273,9 @@ def build_job_services(
     """
     env = loaded.environment
     for warning in loaded.warnings:
-        log.warn("{warning}", warning=warning)
+        # Not "warning=": legacy log observers (trial's among them) take an
+        # event with that key for a Python warning and fail on it.
+        log.warn("{config_warning}", config_warning=warning)
     if not env.secret:
         env = evolve(env, secret=generate_secret())
         # The operator needs this value to sign requests; it is printed once
