@@ -15,7 +15,7 @@ import time
 
 import treq
 import treq.client
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import eventAsText, globalLogPublisher
 from twisted.trial.unittest import TestCase
@@ -24,12 +24,14 @@ from twisted.web.client import Agent, HTTPConnectionPool
 import karajo
 from karajo.config import load_environment
 from karajo.errors import ConfigError
+from karajo.joblog import LogStore
 from karajo.paths import Paths
 from karajo.process import SANE_PATH
 from karajo.server import build_service
 from karajo.service import thread_runner
 from karajo.signature import sign
 from karajo.web.site import build_site
+from karajo.work import CommandWork
 from tests.helpers import config_tree, write
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(karajo.__file__)))
@@ -160,6 +162,30 @@ class CommandEnvironmentTests(JobEnvTestCase):
         text = await self.log_of(service, "printenv", 1)
         self.assertIn("printenv: KARAJO_TRIGGER=webhook\n", text)
         self.assertIn("printenv: KARAJO_JOB_COUNTER=1\n", text)
+
+
+class RecordTests(TestCase):
+    """CommandWork reads trigger and attempt from the run's record, as LogStore.begin got them."""
+
+    timeout = 30
+
+    async def test_retry_attempt(self) -> None:
+        base = os.path.abspath(self.mktemp())
+        store = LogStore(
+            os.path.join(base, "log"), "j", clock=reactor,
+            run_in_thread=lambda f, *a: defer.maybeDeferred(f, *a),
+        )
+        work = CommandWork(reactor, reactor, ("env | sort",), base, job_id="j",
+                           env=(("A", "1"),))
+        runlog = store.begin(7, trigger="retry", attempt=3)
+        await work.run(runlog, 7, None)
+        await runlog.finish("success")
+        _, content = store.read(7)
+        lines = [line.split(" job: j: ", 1)[1] for line in content.decode().splitlines()]
+        self.assertEqual(lines[1:], [
+            "A=1", "KARAJO_JOB_COUNTER=7", "KARAJO_JOB_ID=j", "KARAJO_RUN_ATTEMPT=3",
+            "KARAJO_TRIGGER=retry", f"PATH={SANE_PATH}", f"PWD={base}",
+        ])
 
 
 class SecrecyTests(JobEnvTestCase):
