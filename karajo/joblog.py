@@ -132,9 +132,8 @@ class RunLog:
     @property
     def record(self) -> RunRecord | None:
         """
-        This run's L{RunRecord} as the store keeps it (what L{LogStore.begin}
-        was told: trigger, attempt), so the work can read it without the
-        runner passing it along; C{None} once pruned.
+        This run's L{RunRecord}: what triggered it and which attempt it is,
+        for the work (the one source; nothing else carries them).
         """
         return self._store.record(self.name.counter)
 
