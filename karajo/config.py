@@ -125,11 +125,11 @@ _COMMON_JOB_KEYS: dict[str, tuple[str, Converter]] = {
 JOB_KEYS = {
     **_COMMON_JOB_KEYS,
     "path": ("path", _str),
+    "env": ("env", _list),
+    "env_file": ("env_file", _str),
     "auth_kind": ("auth_kind", _str),
     "command": ("commands", _list),
     "timeout": ("timeout", _duration),
-    "env": ("env", _list),
-    "env_file": ("env_file", _str),
 }
 JOB_HTTP_KEYS = {
     **_COMMON_JOB_KEYS,
@@ -426,6 +426,24 @@ def _check_common(job: Job | JobHttp, env: Environment) -> None:
     _check_timer(job)
 
 
+def _check_job(job: Job, env: Environment) -> Job:
+    _check_common(job, env)
+    origin = job.origin
+    if job.auth_kind not in AUTH_KINDS:
+        raise _fail(
+            origin, "auth_kind",
+            f"auth_kind: {job.auth_kind!r} is not one of {', '.join(AUTH_KINDS)}",
+        )
+    if not job.commands and job.call is None:
+        raise _fail(origin, None, f'[job "{job.name}"] has no command')
+    path = job.path.strip()
+    if path and not path.startswith("/"):
+        path = "/" + path
+    if path and ("//" in path or any(part in (".", "..") for part in path.split("/"))):
+        raise _fail(origin, "path", f"path: {job.path!r} is not a clean URL path")
+    return evolve(job, path=path)
+
+
 def _job_env(job: Job, warnings: list[str]) -> tuple[tuple[str, str], ...]:
     """
     Read the job's C{env_file} and parse its C{env} lines: the environment
@@ -450,25 +468,6 @@ def _job_env(job: Job, warnings: list[str]) -> tuple[tuple[str, str], ...]:
         for i, text in enumerate(job.env)
     ]
     return envvars.merge(from_file, lines, warnings=warnings)
-
-
-def _check_job(job: Job, env: Environment, warnings: list[str]) -> Job:
-    _check_common(job, env)
-    origin = job.origin
-    if job.auth_kind not in AUTH_KINDS:
-        raise _fail(
-            origin, "auth_kind",
-            f"auth_kind: {job.auth_kind!r} is not one of {', '.join(AUTH_KINDS)}",
-        )
-    if not job.commands and job.call is None:
-        raise _fail(origin, None, f'[job "{job.name}"] has no command')
-    job = evolve(job, resolved_env=_job_env(job, warnings))
-    path = job.path.strip()
-    if path and not path.startswith("/"):
-        path = "/" + path
-    if path and ("//" in path or any(part in (".", "..") for part in path.split("/"))):
-        raise _fail(origin, "path", f"path: {job.path!r} is not a clean URL path")
-    return evolve(job, path=path)
 
 
 def _check_job_http(job: JobHttp, env: Environment) -> JobHttp:
@@ -574,7 +573,8 @@ def validate(env: Environment) -> tuple[Environment, tuple[str, ...]]:
         _check_notif(notif)
     env = evolve(env, notifs=notifs)
 
-    jobs = {k: _check_job(j, env, warnings) for k, j in _named(env.jobs, JobKind.JOB.section).items()}
+    jobs = {k: _check_job(j, env) for k, j in _named(env.jobs, JobKind.JOB.section).items()}
+    jobs = {k: evolve(j, resolved_env=_job_env(j, warnings)) for k, j in jobs.items()}
     http_jobs = {k: _check_job_http(j, env) for k, j in _named(env.http_jobs, JobKind.JOB_HTTP.section).items()}
     _unique_ids(jobs.values(), JobKind.JOB.section)
     _unique_ids(http_jobs.values(), JobKind.JOB_HTTP.section)

@@ -145,16 +145,14 @@ class Job(JobBase):
 
     C{call(log, request)} receives a writable log (C{write(bytes)}) and the
     triggering HTTP request or C{None}; it may return a Deferred or be a
-    coroutine function.  A callable runs inside the daemon, not as a
-    command: C{env} and C{env_file} do not apply to it.
+    coroutine function.
     """
 
     path: str = ""
     auth_kind: str = "hmac-sha256"
-    commands: tuple[str, ...] = field(default=(), converter=_tuple)
-    call: Callable[..., Any] | None = field(default=None, eq=False, repr=False)
     #: C{NAME=VALUE} lines added to the commands' environment (a mapping
-    #: is accepted from code); values are secrets: never in a repr
+    #: is accepted from code); values are secrets: never in a repr.  Not
+    #: for a C{call}: a callable runs inside the daemon, not as a command
     env: tuple[str, ...] = field(default=(), converter=_env_lines, repr=False)
     #: a file of C{NAME=VALUE} lines (L{karajo.envvars}); the config loader
     #: makes a relative one relative to the main file's directory
@@ -163,6 +161,8 @@ class Job(JobBase):
     #: C{(name, value)} pairs: filled by L{karajo.validate}, which reads the
     #: file (the file first, an C{env} line overriding it)
     resolved_env: tuple[tuple[str, str], ...] = field(default=(), converter=_tuple, repr=False)
+    commands: tuple[str, ...] = field(default=(), converter=_tuple)
+    call: Callable[..., Any] | None = field(default=None, eq=False, repr=False)
 
     kind: ClassVar[JobKind] = JobKind.JOB
 
