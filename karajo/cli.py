@@ -379,6 +379,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         for attr in ("notif_on_success", "notif_on_failed"):
             if getattr(job, attr):
                 rows.append((attr, ", ".join(getattr(job, attr))))
+        if job.env_file:
+            rows.append(("env_file", job.env_file))
+        if job.env_names:
+            # Names only: the values are secrets.
+            rows.append(("env names", ", ".join(job.env_names)))
         _print_rows(rows)
         _out("  commands, each run as /bin/sh -c, in order:")
         for number, command in enumerate(job.commands, 1):

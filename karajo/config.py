@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from attrs import evolve, frozen
 
-from karajo import gitconfig
+from karajo import envvars, gitconfig
 from karajo.duration import parse_duration
 from karajo.errors import ConfigError
 from karajo.model import (
@@ -133,6 +133,8 @@ _COMMON_JOB_KEYS: dict[str, tuple[str, Converter]] = {
 JOB_KEYS = {
     **_COMMON_JOB_KEYS,
     "path": ("path", _str),
+    "env": ("env", _list),
+    "env_file": ("env_file", _str),
     "auth_kind": ("auth_kind", _str),
     "command": ("commands", _list),
     "on_success": ("on_success", _list),
@@ -178,6 +180,7 @@ def _fields(
             )
     values = {}
     key_lines = {}
+    entry_lines = {}
     for key, entries in grouped.items():
         attr, convert = keys[key]
         if convert not in _LIST_CONVERTERS and entries[-1].value == "":
@@ -186,7 +189,9 @@ def _fields(
             continue
         values[attr] = convert(entries)
         key_lines[attr] = entries[-1].line
-    return values, Origin(section.filename, section.line, key_lines)
+        if convert in _LIST_CONVERTERS:
+            entry_lines[attr] = tuple(e.line for e in entries)
+    return values, Origin(section.filename, section.line, key_lines, entry_lines)
 
 
 def _header(section: gitconfig.Section) -> str:
@@ -288,6 +293,7 @@ def load_environment(
     users: dict[str, User] = {}
     env_values: dict[str, Any] = {}
     env_origin = Origin(path, None)
+    main_dir = os.path.dirname(os.path.abspath(path))
 
     def add_job_section(section: gitconfig.Section, allowed: tuple[str, ...]) -> bool:
         if section.name not in allowed:
@@ -295,6 +301,10 @@ def load_environment(
         name = _need_name(section)
         if section.name == JobKind.JOB.section:
             values, origin = _fields(section, JOB_KEYS, warnings)
+            if "env_file" in values:
+                # Relative to the main file's directory, wherever the job is
+                # written (job.d/ too) and wherever the daemon was started.
+                values["env_file"] = os.path.join(main_dir, values["env_file"])
             if _first(jobs, name, section, warnings):
                 jobs[name] = Job(name=name, origin=origin, **values)
         else:
@@ -509,6 +519,32 @@ def _check_job(job: Job, env: Environment) -> Job:
     return evolve(job, path=path)
 
 
+def _job_env(job: Job, warnings: list[str]) -> tuple[tuple[str, str], ...]:
+    """
+    Read the job's C{env_file} and parse its C{env} lines: the environment
+    its commands get (L{karajo.envvars} has the rule; no value is ever in
+    an error or a warning).
+    """
+    origin = job.origin
+    if job.call is not None:
+        if job.env or job.env_file:
+            warnings.append(
+                f"{origin.filename}:{origin.line_of('env')}: {job.name!r} runs a callable, "
+                "not commands: env and env_file are not used"
+            )
+        return ()
+    from_file = []
+    if job.env_file:
+        from_file = envvars.read_env_file(
+            job.env_file, origin.filename, origin.line_of("env_file")
+        )
+    lines = [
+        envvars.parse_assignment(text, origin.filename, origin.line_of_entry("env", i))
+        for i, text in enumerate(job.env)
+    ]
+    return envvars.merge(from_file, lines, warnings=warnings)
+
+
 def _check_job_http(job: JobHttp, env: Environment) -> JobHttp:
     _check_common(job, env)
     origin = job.origin
@@ -613,6 +649,7 @@ def validate(env: Environment) -> tuple[Environment, tuple[str, ...]]:
     env = evolve(env, notifs=notifs)
 
     jobs = {k: _check_job(j, env) for k, j in _named(env.jobs, JobKind.JOB.section).items()}
+    jobs = {k: evolve(j, resolved_env=_job_env(j, warnings)) for k, j in jobs.items()}
     http_jobs = {k: _check_job_http(j, env) for k, j in _named(env.http_jobs, JobKind.JOB_HTTP.section).items()}
     _unique_ids(jobs.values(), JobKind.JOB.section)
     _unique_ids(http_jobs.values(), JobKind.JOB_HTTP.section)

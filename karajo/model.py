@@ -62,10 +62,18 @@ class Origin:
     filename: str = "<code>"
     line: int | None = None
     key_lines: Mapping[str, int] = field(factory=dict, eq=False, repr=False)
+    #: every line of a repeatable key, in order (C{env}: an error or a
+    #: warning about its third entry names that entry's line)
+    entry_lines: Mapping[str, tuple[int, ...]] = field(factory=dict, eq=False, repr=False)
 
     def line_of(self, key: str) -> int | None:
         """The line of C{key} when known, else the section's line."""
         return self.key_lines.get(key, self.line)
+
+    def line_of_entry(self, key: str, index: int) -> int | None:
+        """The line of entry C{index} of a repeatable C{key}, else L{line_of}."""
+        lines = self.entry_lines.get(key, ())
+        return lines[index] if index < len(lines) else self.line_of(key)
 
 
 @frozen
@@ -93,6 +101,13 @@ class Notif:
 
 
 def _tuple(value: Any) -> tuple:
+    return tuple(value or ())
+
+
+def _env_lines(value: Any) -> tuple[str, ...]:
+    """C{env} as C{NAME=VALUE} strings; code may give a mapping instead."""
+    if isinstance(value, Mapping):
+        return tuple(f"{name}={text}" for name, text in value.items())
     return tuple(value or ())
 
 
@@ -169,12 +184,28 @@ class Job(JobBase):
 
     path: str = ""
     auth_kind: str = "hmac-sha256"
+    #: C{NAME=VALUE} lines added to the commands' environment (a mapping
+    #: is accepted from code); values are secrets: never in a repr.  Not
+    #: for a C{call}: a callable runs inside the daemon, not as a command
+    env: tuple[str, ...] = field(default=(), converter=_env_lines, repr=False)
+    #: a file of C{NAME=VALUE} lines (L{karajo.envvars}); the config loader
+    #: makes a relative one relative to the main file's directory
+    env_file: str | None = None
+    #: what the commands get of C{env_file} and C{env}, as sorted
+    #: C{(name, value)} pairs: filled by L{karajo.validate}, which reads the
+    #: file (the file first, an C{env} line overriding it)
+    resolved_env: tuple[tuple[str, str], ...] = field(default=(), converter=_tuple, repr=False)
     commands: tuple[str, ...] = field(default=(), converter=_tuple)
     call: Callable[..., Any] | None = field(default=None, eq=False, repr=False)
     on_success: tuple[str, ...] = field(default=(), converter=_tuple)
     on_failed: tuple[str, ...] = field(default=(), converter=_tuple)
 
     kind: ClassVar[JobKind] = JobKind.JOB
+
+    @property
+    def env_names(self) -> list[str]:
+        """The names of L{resolved_env}, sorted: what the API and C{karajo check} show."""
+        return [name for name, _ in self.resolved_env]
 
 
 @frozen

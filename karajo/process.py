@@ -15,7 +15,7 @@ import functools
 import os
 import shutil
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from twisted.internet import defer, protocol
@@ -321,9 +321,27 @@ def leftover_group(record: str) -> int | None:
     return pgid
 
 
-def command_env(counter: int) -> dict[str, str]:
+def command_env(
+    counter: int,
+    *,
+    job_id: str = "",
+    attempt: int = 1,
+    trigger: str = "manual",
+    env: Iterable[tuple[str, str]] = (),
+) -> dict[str, str]:
     """
-    A command sees only this: the run counter and a sane PATH.  Nothing of
-    the daemon's own environment (which may hold secrets) leaks into jobs.
+    A command sees only this: a sane C{PATH}, the job's own C{env} (which
+    may set its own C{PATH}), then what karajo says about the run
+    (C{KARAJO_*}, reserved: a job cannot set them, so they always hold).
+    Nothing of the daemon's own environment (which may hold secrets)
+    leaks into jobs.
     """
-    return {"KARAJO_JOB_COUNTER": str(counter), "PATH": SANE_PATH}
+    out = {"PATH": SANE_PATH}
+    out.update(env)
+    out.update({
+        "KARAJO_JOB_ID": job_id,
+        "KARAJO_JOB_COUNTER": str(counter),
+        "KARAJO_RUN_ATTEMPT": str(attempt),
+        "KARAJO_TRIGGER": trigger,
+    })
+    return out

@@ -311,7 +311,8 @@ def job_work(
         return CallableWork(job), None
     pid_path = paths.state_file(job.kind, job.id) + ".pgid"
     work = CommandWork(
-        reactor, reactor, job.commands, paths.work_dir(job.kind, job.id), pid_path, run_in_thread
+        reactor, reactor, job.commands, paths.work_dir(job.kind, job.id), pid_path, run_in_thread,
+        job_id=job.id, env=job.resolved_env,
     )
     return work, pid_path
 
@@ -328,7 +329,9 @@ def build_job_services(
     """
     env = loaded.environment
     for warning in loaded.warnings:
-        log.warn("{warning}", warning=warning)
+        # Not "warning=": legacy log observers (trial's among them) take an
+        # event with that key for a Python warning and fail on it.
+        log.warn("{config_warning}", config_warning=warning)
     if not env.secret:
         env = evolve(env, secret=generate_secret())
         # The operator needs this value to sign requests; it is printed once

@@ -31,6 +31,7 @@ from karajo.process import (
     group_record,
     spawn_command,
 )
+from karajo.status import Trigger
 
 log = Logger()
 
@@ -67,8 +68,13 @@ class CommandWork:
         cwd: str,
         pid_path: str | None = None,
         run_in_thread: Callable[..., defer.Deferred] = defer.maybeDeferred,
+        *,
+        job_id: str = "",
+        env: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self._reactor = reactor
+        self._job_id = job_id
+        self._env = env
         self._run_in_thread = run_in_thread
         self._pid_ops: defer.Deferred = defer.succeed(None)
         self._clock = clock
@@ -83,7 +89,17 @@ class CommandWork:
         return defer.ensureDeferred(self._run(log, counter))
 
     async def _run(self, log: RunLog, counter: int) -> None:
-        env = command_env(counter)
+        # Trigger and attempt are what the runner gave LogStore.begin; a
+        # log without a record (a bare RunLog in a test) counts as a
+        # first, manual run.
+        record = log.record
+        env = command_env(
+            counter,
+            job_id=self._job_id,
+            attempt=record.attempt if record is not None else 1,
+            trigger=(record.trigger if record is not None else None) or Trigger.MANUAL,
+            env=self._env,
+        )
         # Made on first use, then one stat a run.
         make_private_dirs(self._cwd)
         if self._pid_path is not None:

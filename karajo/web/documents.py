@@ -71,6 +71,8 @@ def job_dict(job: Job, status: str, last_run: float | None, next_run: float | No
         "log_retention": job.log_retention,
         "notif_on_success": list(job.notif_on_success),
         "notif_on_failed": list(job.notif_on_failed),
+        # Names only: the values are secrets (docs/http-api.md).
+        "env_names": job.env_names,
         "logs": _logs_json(logs),
         **_policies(job),
         "on_success": list(job.on_success),

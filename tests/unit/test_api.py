@@ -46,6 +46,7 @@ LOG_NAME = re.compile(r"\A[a-z0-9_-]+\.[1-9][0-9]*\.(success|failed|canceled)\Z"
 USER_PASSWORD = "hunter2pass"
 
 JOB_FIELDS = {
+    "env_names",
     "id", "name", "description", "status", "schedule", "interval", "last_run",
     "next_run", "path", "auth_kind", "header_sign", "commands", "log_retention",
     "notif_on_success", "notif_on_failed", "logs",

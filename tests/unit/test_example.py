@@ -50,15 +50,21 @@ class ExampleConfigTests(SynchronousTestCase):
         self.assertIsNotNone(karajo.jobs["webhook-github-code"].runner.job.call)
 
 
+def _readme_ini_block(marker: str) -> str:
+    """The first C{```ini} block of the README that holds C{marker}."""
+    import re
+
+    with open(os.path.join(CHECKOUT, "README.md"), encoding="utf-8") as f:
+        blocks = re.findall(r"```ini\n(.*?)```", f.read(), re.S)
+    return next(b for b in blocks if marker in b)
+
+
 class ReadmeNotifTests(SynchronousTestCase):
     def test_readme_notif_example_loads(self) -> None:
         """The [notif] example of the README is a valid configuration, as written."""
-        import re
-
         from tests.helpers import config_tree
 
-        with open(os.path.join(CHECKOUT, "README.md"), encoding="utf-8") as f:
-            block = re.search(r"```ini\n(.*?)```", f.read(), re.S).group(1)
+        block = _readme_ini_block('[notif "')
         path = config_tree(self.mktemp(), block)
         loaded = load_environment(path, {"KARAJO_SMTP_PASSWORD": "pw"})
         self.assertEqual(loaded.warnings, ())
@@ -67,3 +73,21 @@ class ReadmeNotifTests(SynchronousTestCase):
         self.assertEqual(notif.smtp_password, "pw")
         self.assertEqual(notif.to, ("ops@example.com", "oncall@example.com"))
         self.assertEqual(loaded.environment.jobs["backup"].notif_on_failed, ("ops",))
+
+
+class ReadmeEnvFileTests(SynchronousTestCase):
+    def test_readme_env_file_example_loads(self) -> None:
+        """The README's env_file example loads with its file in place (mode 0600)."""
+        from tests.helpers import config_tree, write
+
+        base = os.path.abspath(self.mktemp())
+        path = config_tree(base, _readme_ini_block("env_file"))
+        secrets = write(os.path.join(base, "etc", "karajo", "secrets", "publish.env"),
+                        'REGISTRY_TOKEN="glpat-x"\n')
+        os.chmod(secrets, 0o600)
+        loaded = load_environment(path, {})
+        self.assertEqual(loaded.warnings, ())
+        self.assertEqual(
+            loaded.environment.jobs["publish"].resolved_env,
+            (("REGISTRY", "registry.example.org"), ("REGISTRY_TOKEN", "glpat-x")),
+        )
