@@ -17,20 +17,22 @@ import string
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from attrs import evolve, frozen
 
-from karajo import envvars, gitconfig
+from karajo import gitconfig
 from karajo.duration import parse_duration
 from karajo.errors import ConfigError
+from karajo.jobchecks import (
+    HEADER_TOKEN,
+    check_chains,
+    check_job,
+    check_job_http,
+    check_notif_at,
+    fail,
+    job_env,
+)
 from karajo.model import (
-    AUTH_KINDS,
-    DEFAULT_JOB_HTTP_INTERVAL,
-    HTTP_METHODS,
-    HTTP_REQUEST_TYPES,
-    OVERLAPS,
     Environment,
     Job,
     JobHttp,
@@ -39,9 +41,7 @@ from karajo.model import (
     Origin,
     User,
 )
-from karajo.redact import masked_url
-from karajo.schedule import parse_schedule
-from karajo.validators import NotifConfigError, check_notif, is_bcrypt_hash
+from karajo.validators import is_bcrypt_hash
 
 DEFAULT_CONFIG = "/etc/karajo/karajo.conf"
 
@@ -88,7 +88,7 @@ def _headers(entries: list[gitconfig.Entry]) -> tuple[tuple[str, str], ...]:
         if not sep:
             # The line is not shown: it may be a token missing its colon.
             raise ConfigError(e.filename, e.line, f"{e.key}: expected 'Name: value' (no ':')")
-        if not _TOKEN.fullmatch(name.strip()):
+        if not HEADER_TOKEN.fullmatch(name.strip()):
             raise ConfigError(
                 e.filename, e.line, f"{e.key}: {name.strip()!r} is not a header name"
             )
@@ -96,7 +96,6 @@ def _headers(entries: list[gitconfig.Entry]) -> tuple[tuple[str, str], ...]:
     return tuple(headers)
 
 
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 Converter = Callable[[list[gitconfig.Entry]], Any]
 
@@ -376,10 +375,6 @@ def load_environment(
 # --- validation shared by file and code ----------------------------------
 
 
-def _fail(origin: Origin, attr: str | None, reason: str) -> ConfigError:
-    line = origin.line_of(attr) if attr else origin.line
-    return ConfigError(origin.filename, line, reason)
-
 
 _LISTEN = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>\d{1,5})$")
 
@@ -400,200 +395,6 @@ def listen_endpoint(listen_address: str) -> str:
     return f"tcp:{port}"
 
 
-def _check_timer(job: Job | JobHttp) -> None:
-    origin = job.origin
-    if job.timezone:
-        try:
-            zone = ZoneInfo(job.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise _fail(origin, "timezone", f"timezone: unknown zone {job.timezone!r}") from None
-    else:
-        zone = None
-    if job.schedule:
-        try:
-            parse_schedule(job.schedule, zone)
-        except ValueError as e:
-            raise _fail(origin, "schedule", f"schedule: {e}") from None
-    if job.interval is not None and job.interval < timedelta(seconds=1):
-        raise _fail(origin, "interval", "interval: must be at least 1s")
-
-
-def _check_common(job: Job | JobHttp, env: Environment) -> None:
-    origin = job.origin
-    if not job.name:
-        raise _fail(origin, None, "a job needs a name")
-    if job.log_retention < 1:
-        raise _fail(origin, "log_retention", "log_retention: must be at least 1")
-    if job.timeout is not None and job.timeout <= timedelta(0):
-        raise _fail(origin, "timeout", "timeout: must be positive")
-    _check_policies(job)
-    if not _TOKEN.fullmatch(job.header_sign or ""):
-        raise _fail(origin, "header_sign", f"header_sign: {job.header_sign!r} is not a header name")
-    for attr in ("notif_on_success", "notif_on_failed"):
-        for name in getattr(job, attr):
-            if name not in env.notifs:
-                raise _fail(origin, attr, f"{attr}: no [notif \"{name}\"] is defined")
-    _check_timer(job)
-
-
-#: The most retries a job may ask for: beyond this a failing job would keep
-#: its queue place for days (the wait is capped at 1h per retry).
-MAX_RETRY = 100
-
-
-def _check_policies(job: Job | JobHttp) -> None:
-    """The run policies' values (docs/configuration.md, "Run policies")."""
-    origin = job.origin
-    if not 0 <= job.retry <= MAX_RETRY:
-        raise _fail(origin, "retry", f"retry: must be between 0 and {MAX_RETRY}")
-    if job.retry_delay <= timedelta(0):
-        raise _fail(origin, "retry_delay", "retry_delay: must be positive")
-    if job.overlap not in OVERLAPS:
-        raise _fail(
-            origin, "overlap", f"overlap: {job.overlap!r} is not one of {', '.join(OVERLAPS)}"
-        )
-    for attr in ("catch_up", "random_delay"):
-        if getattr(job, attr) < timedelta(0):
-            raise _fail(origin, attr, f"{attr}: must not be negative")
-
-
-def _check_chains(jobs: Mapping[str, Job]) -> None:
-    """
-    Every C{on_success}/C{on_failed} names an existing C{[job]} by ID, and
-    no chain leads back to where it started (a run would trigger itself
-    for ever): the error names each link's file and line.
-    """
-    by_id = {job.id: job for job in jobs.values()}
-    for job in by_id.values():
-        for attr in ("on_success", "on_failed"):
-            for target in getattr(job, attr):
-                if target not in by_id:
-                    raise _fail(job.origin, attr, f"{attr}: no [job] has the ID {target!r}")
-    # Depth-first search; a grey node met again closes a cycle.
-    state: dict[str, int] = {}  # 1 = on the path, 2 = done
-    path: list[tuple[str, str]] = []  # (job ID, the key that leads on)
-
-    def visit(job_id: str) -> None:
-        state[job_id] = 1
-        job = by_id[job_id]
-        for attr in ("on_success", "on_failed"):
-            for target in dict.fromkeys(getattr(job, attr)):
-                path.append((job_id, attr))
-                if state.get(target) == 1:
-                    start = next(i for i, (j, _) in enumerate(path) if j == target)
-                    raise _cycle(by_id, path[start:], target)
-                if target not in state:
-                    visit(target)
-                path.pop()
-        state[job_id] = 2
-
-    for job_id in by_id:
-        if job_id not in state:
-            visit(job_id)
-
-
-def _cycle(by_id: Mapping[str, Job], links: list[tuple[str, str]], back_to: str) -> ConfigError:
-    first, attr = links[0]
-    names = " -> ".join([j for j, _ in links] + [back_to])
-    where = ", ".join(
-        f"{j} {a} at {by_id[j].origin.filename}:{by_id[j].origin.line_of(a)}" for j, a in links
-    )
-    return _fail(by_id[first].origin, attr, f"{attr}: chain cycle {names} ({where})")
-
-
-def _check_job(job: Job, env: Environment) -> Job:
-    _check_common(job, env)
-    origin = job.origin
-    if job.auth_kind not in AUTH_KINDS:
-        raise _fail(
-            origin, "auth_kind",
-            f"auth_kind: {job.auth_kind!r} is not one of {', '.join(AUTH_KINDS)}",
-        )
-    if not job.commands and job.call is None:
-        raise _fail(origin, None, f'[job "{job.name}"] has no command')
-    path = job.path.strip()
-    if path and not path.startswith("/"):
-        path = "/" + path
-    if path and ("//" in path or any(part in (".", "..") for part in path.split("/"))):
-        raise _fail(origin, "path", f"path: {job.path!r} is not a clean URL path")
-    return evolve(job, path=path)
-
-
-def _job_env(job: Job, warnings: list[str]) -> tuple[tuple[str, str], ...]:
-    """
-    Read the job's C{env_file} and parse its C{env} lines: the environment
-    its commands get (L{karajo.envvars} has the rule; no value is ever in
-    an error or a warning).
-    """
-    origin = job.origin
-    if job.call is not None:
-        if job.env or job.env_file:
-            warnings.append(
-                f"{origin.filename}:{origin.line_of('env')}: {job.name!r} runs a callable, "
-                "not commands: env and env_file are not used"
-            )
-        return ()
-    from_file = []
-    if job.env_file:
-        from_file = envvars.read_env_file(
-            job.env_file, origin.filename, origin.line_of("env_file")
-        )
-    lines = [
-        envvars.parse_assignment(text, origin.filename, origin.line_of_entry("env", i))
-        for i, text in enumerate(job.env)
-    ]
-    return envvars.merge(from_file, lines, warnings=warnings)
-
-
-def _check_job_http(job: JobHttp, env: Environment) -> JobHttp:
-    _check_common(job, env)
-    origin = job.origin
-    method = job.http_method.upper()
-    if method not in HTTP_METHODS:
-        raise _fail(
-            origin, "http_method",
-            f"http_method: {job.http_method!r} is not one of {', '.join(HTTP_METHODS)}",
-        )
-    rtype = job.http_request_type.lower()
-    if rtype not in HTTP_REQUEST_TYPES:
-        raise _fail(
-            origin, "http_request_type",
-            f"http_request_type: {job.http_request_type!r} is not one of "
-            f"{', '.join(HTTP_REQUEST_TYPES)}",
-        )
-    if rtype in ("form", "json") and method not in ("POST", "PUT"):
-        raise _fail(
-            origin, "http_request_type",
-            f"http_request_type: {rtype} needs http_method POST or PUT, not {method}",
-        )
-    url = job.http_url.strip()
-    if not url:
-        raise _fail(origin, None, f'[job.http "{job.name}"] has no http_url')
-    if not url.startswith("/"):
-        try:
-            parts = urlsplit(url)
-            _ = parts.port  # raises for a port that is not one
-        except ValueError as e:
-            raise _fail(origin, "http_url", f"http_url: {masked_url(url)!r}: {e}") from None
-        if (parts.scheme not in ("http", "https") or not parts.hostname
-                or any(c.isspace() for c in parts.netloc)):
-            raise _fail(
-                origin, "http_url",
-                f"http_url: {masked_url(url)!r} is neither an http(s) URL nor a path starting with /",
-            )
-    interval = job.interval
-    if not job.schedule and interval is None:
-        interval = DEFAULT_JOB_HTTP_INTERVAL
-    return evolve(job, http_method=method, http_request_type=rtype, http_url=url, interval=interval)
-
-
-def _check_notif(notif: Notif) -> None:
-    try:
-        check_notif(notif)
-    except NotifConfigError as e:
-        raise _fail(notif.origin, e.key, str(e)) from None
-
-
 def _named(items: Mapping[str, Any], kind: str) -> dict[str, Any]:
     """Fill an empty name from its dict key, as a code-built env writes them."""
     out = {}
@@ -601,7 +402,7 @@ def _named(items: Mapping[str, Any], kind: str) -> dict[str, Any]:
         if not item.name:
             item = evolve(item, name=key)
         elif item.name != key:
-            raise _fail(item.origin, None, f"{kind} {key!r} holds a value named {item.name!r}")
+            raise fail(item.origin, None, f"{kind} {key!r} holds a value named {item.name!r}")
         out[key] = item
     return out
 
@@ -611,7 +412,7 @@ def _unique_ids(jobs: Iterable[Job | JobHttp], kind: str) -> None:
     for job in jobs:
         if job.id in seen:
             other = seen[job.id]
-            raise _fail(
+            raise fail(
                 job.origin, None,
                 f"{kind} {job.name!r} has the same ID {job.id!r} as {other.name!r}",
             )
@@ -633,32 +434,32 @@ def validate(env: Environment) -> tuple[Environment, tuple[str, ...]]:
     try:
         listen_endpoint(env.listen_address)
     except ValueError as e:
-        raise _fail(origin, "listen_address", str(e)) from None
+        raise fail(origin, "listen_address", str(e)) from None
     if env.max_job_running < 1:
-        raise _fail(origin, "max_job_running", "max_job_running: must be at least 1")
+        raise fail(origin, "max_job_running", "max_job_running: must be at least 1")
     if env.max_body_size < 1:
-        raise _fail(origin, "max_body_size", "max_body_size: must be positive")
+        raise fail(origin, "max_body_size", "max_body_size: must be positive")
     if env.sign_max_age <= timedelta(0):
-        raise _fail(origin, "sign_max_age", "sign_max_age: must be positive")
+        raise fail(origin, "sign_max_age", "sign_max_age: must be positive")
     if env.dir_public and not os.path.isdir(env.dir_public):
-        raise _fail(origin, "dir_public", f"dir_public: {env.dir_public!r} is not a directory")
+        raise fail(origin, "dir_public", f"dir_public: {env.dir_public!r} is not a directory")
 
     notifs = _named(env.notifs, "notif")
     for notif in notifs.values():
-        _check_notif(notif)
+        check_notif_at(notif)
     env = evolve(env, notifs=notifs)
 
-    jobs = {k: _check_job(j, env) for k, j in _named(env.jobs, JobKind.JOB.section).items()}
-    jobs = {k: evolve(j, resolved_env=_job_env(j, warnings)) for k, j in jobs.items()}
-    http_jobs = {k: _check_job_http(j, env) for k, j in _named(env.http_jobs, JobKind.JOB_HTTP.section).items()}
+    jobs = {k: check_job(j, env) for k, j in _named(env.jobs, JobKind.JOB.section).items()}
+    jobs = {k: evolve(j, resolved_env=job_env(j, warnings)) for k, j in jobs.items()}
+    http_jobs = {k: check_job_http(j, env) for k, j in _named(env.http_jobs, JobKind.JOB_HTTP.section).items()}
     _unique_ids(jobs.values(), JobKind.JOB.section)
     _unique_ids(http_jobs.values(), JobKind.JOB_HTTP.section)
-    _check_chains(jobs)
+    check_chains(jobs)
 
     paths: dict[str, Job] = {}
     for job in jobs.values():
         if job.path and job.path in paths:
-            raise _fail(
+            raise fail(
                 job.origin, "path",
                 f"path: {job.path} is already used by job {paths[job.path].name!r}",
             )
@@ -675,9 +476,9 @@ def validate(env: Environment) -> tuple[Environment, tuple[str, ...]]:
     users = _named(env.users, "user")
     for user in users.values():
         if not user.password:
-            raise _fail(user.origin, None, f'[user "{user.name}"] has no password')
+            raise fail(user.origin, None, f'[user "{user.name}"] has no password')
         if not is_bcrypt_hash(user.password):
-            raise _fail(
+            raise fail(
                 user.origin, "password",
                 "password: must be a bcrypt hash ($2a$, $2b$ or $2y$; see karajo hash-password)",
             )
