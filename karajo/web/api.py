@@ -300,7 +300,8 @@ class KarajoAPI:
 
     def _manage_exec(self, request: Any, action: str) -> bytes:
         body = params.body(request)
-        forget = self._access.authorize_management(request, body, lambda: extract_epoch(body))
+        forget = self._access.authorize_management(
+            request, f"job_exec/{action}", body, lambda: extract_epoch(body))
         try:
             svc = self._lookup(self._service.jobs, params.body_params(request, body).get("id"))
             return self._apply(request, JobKind.JOB, svc, action)
@@ -311,7 +312,7 @@ class KarajoAPI:
     def _manage_http(self, request: Any, action: str) -> bytes:
         query = raw_query(request)
         forget = self._access.authorize_management(
-            request, query, lambda: extract_epoch(b"", query=query))
+            request, f"job_http/{action}", query, lambda: extract_epoch(b"", query=query))
         try:
             svc = self._lookup(self._service.http_jobs, parse_pairs(query).get("id"))
             return self._apply(request, JobKind.JOB_HTTP, svc, action)

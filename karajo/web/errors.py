@@ -35,6 +35,7 @@ __all__ = [
     "JobNotFound",
     "JobNotRunning",
     "LogNotFound",
+    "ReplayMemoryFull",
     "RequestExpired",
     "RequestReplayed",
     "Unauthorized",
@@ -85,6 +86,10 @@ class RequestExpired(APIError):
     """A signed payload whose C{_karajo_epoch} is too far from now."""
 
 
+class ReplayMemoryFull(APIError):
+    """The replay guard has no room to remember one more signed request."""
+
+
 class JobNotRunning(APIError):
     """Cancel of a job that has no run to cancel."""
 
@@ -109,6 +114,7 @@ ERRORS: dict[type, tuple[int, str]] = {
     JobBusy: (429, "ERR_JOB_ALREADY_RUN"),
     LoginThrottled: (429, "ERR_AUTH_THROTTLED"),
     ServerStopping: (503, "ERR_SERVER_STOPPING"),
+    ReplayMemoryFull: (503, "ERR_REPLAY_MEMORY_FULL"),
 }
 
 #: Fixed messages for exceptions whose text is not ours to send.

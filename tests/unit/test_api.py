@@ -319,6 +319,7 @@ class EnvelopeTests(unittest.TestCase):
                 "JobBusy": (429, "ERR_JOB_ALREADY_RUN"),
                 "LoginThrottled": (429, "ERR_AUTH_THROTTLED"),
                 "ServerStopping": (503, "ERR_SERVER_STOPPING"),
+                "ReplayMemoryFull": (503, "ERR_REPLAY_MEMORY_FULL"),
             },
         )
 
@@ -939,6 +940,32 @@ class ManagementTests(APITestCase):
         self.assertError(self.manage("pause", epoch=NOW - 1000), 403, "ERR_REQUEST_EXPIRED")
         # the same body on another endpoint is another request
         self.assertEqual(self.manage("resume").code, 200)
+
+    def test_replay_respelled_path(self) -> None:
+        """
+        The replay key is the action and the signed bytes, not the raw
+        path: a re-spelling of the same route (percent-escapes that routing
+        decodes) is the same request and refused as a replay.
+        """
+        self.assertEqual(self.manage("pause").code, 200)
+        body = urlencode([("_karajo_epoch", str(NOW)), ("id", "hello")])
+        headers = {"Content-Type": "application/x-www-form-urlencoded",
+                   "X-Karajo-Sign": sign(SECRET, body.encode())}
+        for path in ("/karajo/api/job_exec/paus%65", "/%6Barajo/api/job_exec/pause",
+                     "/karajo/api/job_exec%2Fpause"):
+            r = self.post(path, body, headers=headers)
+            if r.code != 404:
+                self.assertError(r, 403, "ERR_REQUEST_REPLAYED")
+        body = urlencode([("_karajo_epoch", str(NOW)), ("id", "slow")])
+        headers["X-Karajo-Sign"] = sign(SECRET, body.encode())
+        self.assertEqual(self.post("/karajo/api/job_exec/run_now", body, headers=headers).code, 200)
+        self.assertError(self.post("/karajo/api/job_exec/run_no%77", body, headers=headers),
+                         403, "ERR_REQUEST_REPLAYED")
+        query = f"_karajo_epoch={NOW}&id=ping"
+        self.assertEqual(self.manage_http("pause", query).code, 200)
+        r = self.post(f"/karajo/api/job_http/paus%65?{query}",
+                      headers={"X-Karajo-Sign": sign(SECRET, query.encode())})
+        self.assertError(r, 403, "ERR_REQUEST_REPLAYED")
 
     def test_job_http_signed_query(self) -> None:
         query = f"_karajo_epoch={NOW}&id=ping"
