@@ -44,9 +44,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from werkzeug.exceptions import NotFound
+from werkzeug.routing import RequestRedirect
 
 from karajo.deferreds import as_deferred
 from karajo.errors import RunRefused
+from karajo.logtext import client_text
 from karajo.model import JobKind, TriggerRequest
 from karajo.replay import ReplayGuard, extract_epoch
 from karajo.signature import verify
@@ -165,14 +167,19 @@ class KarajoAPI:
             log.failure(
                 "API {method} {path} failed",
                 failure if failure is not None else Failure(),
-                method=request.method.decode("latin-1"),
-                path=request.path[:200].decode("latin-1"),
+                method=client_text(request.method, 16),
+                path=client_text(request.path),
             )
         return error(request, status, name, message, headers=headers)
 
     def _error_failure(self, failure: Failure, request: Any) -> bytes | None:
         if failure.check(defer.CancelledError):
             return None  # the client went away
+        if failure.check(RequestRedirect):
+            # Werkzeug redirects a path with C{//} to its merged form (built
+            # from the client's Host header); no route of the API is
+            # reached that way, so it is the 404 of any unknown path.
+            return self._error_body(request, NotFound())
         exc = failure.value
         if exc is None:  # typed optional; a Failure made from an exception always has one
             exc = Exception(failure.getErrorMessage())

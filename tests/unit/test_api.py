@@ -21,7 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs
 from twisted.trial import unittest
+from twisted.web.test.requesthelper import DummyRequest
 
 from karajo.config import Loaded, validate
 from karajo.errors import JobBusy, JobPaused, ServerStopping
@@ -540,6 +542,23 @@ class ReadTests(APITestCase):
         self.assertEqual(doc["message"], "internal server error")
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def test_internal_error_log_escapes_the_path(self) -> None:
+        """The 500's log line carries the client's path escaped, never raw bytes."""
+        request = DummyRequest([b""])
+        request.method = b"G\x1bET"
+        request.path = b"/karajo/api/\x1b[31m\nfake line" + b"x" * 1000
+        with capturedLogs() as events:
+            try:
+                raise RuntimeError("boom")
+            except RuntimeError as e:
+                self.api._error_body(request, e)
+        self.flushLoggedErrors(RuntimeError)
+        (event,) = [e for e in events if e.get("log_failure") is not None]
+        self.assertTrue(event["path"].startswith("/karajo/api/\\x1b[31m\\nfake line"), event)
+        self.assertLess(len(event["path"]), 300)
+        for key in ("path", "method"):
+            self.assertTrue(event[key].isprintable() and event[key].isascii(), event[key])
+
 
 # --- routing ----------------------------------------------------------------------
 
@@ -550,6 +569,24 @@ class RoutingTests(APITestCase):
                      "/karajo/api/job_exec/run/", "/karajo/api/environment/",
                      "/karajo/api/job_exec/log/x", "/elsewhere"):
             self.assertError(self.get(path), 404, "ERR_NOT_FOUND")
+
+    def test_double_slash_is_404_and_not_logged(self) -> None:
+        """
+        A C{//} in the path (werkzeug answers it with a redirect built from
+        the Host header) is the 404 of an unknown path: no 500, no logged
+        traceback, nothing of the Host echoed.
+        """
+        for method, path in (("GET", "/karajo/api//environment"),
+                             ("GET", "/karajo//api/environment"),
+                             ("POST", "/karajo/api/job_exec//pause"),
+                             ("GET", "/karajo/api/job_exec//log?id=hello")):
+            with capturedLogs() as events:
+                r = self.request(method, path, headers={"Host": "evil\x1b[31m.test"})
+            self.assertError(r, 404, "ERR_NOT_FOUND")
+            self.assertNotIn(b"evil", r.body)
+            self.assertIsNone(r.header("location"))
+            self.assertEqual([e for e in events if e.get("log_failure")], [])
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_undecodable_path(self) -> None:
         for method, path in (("POST", "/karajo/api/job_exec/run/%ff"),
