@@ -272,11 +272,7 @@ class Sessions:
         """
         key = _client_key(client)
         record = self._failure_record(key)
-        try:
-            self._throttle(record)
-        except LoginThrottled:
-            log.warn("login throttled for {client}", client=client)
-            raise
+        self._throttle_logged(record, client)
 
         user = self._users.get(name)
         hashed = None
@@ -336,6 +332,23 @@ class Sessions:
             while record.times and record.times[0] <= horizon:
                 record.times.popleft()
         return record
+
+    def check_throttle(self, client: str) -> None:
+        """
+        Refuse C{client} now if its next login would be throttled: the API
+        calls this before it reads the login's body, so a throttled client
+        costs no parsing.  L{login} checks again.
+
+        @raise LoginThrottled: too many recent failures from this client.
+        """
+        self._throttle_logged(self._failure_record(_client_key(client)), client)
+
+    def _throttle_logged(self, record: _Failures, client: str) -> None:
+        try:
+            self._throttle(record)
+        except LoginThrottled:
+            log.warn("login throttled for {client}", client=client)
+            raise
 
     def _throttle(self, record: _Failures) -> None:
         """Raise L{LoginThrottled} when this attempt would exceed the limit."""

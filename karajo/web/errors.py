@@ -29,6 +29,7 @@ from karajo.web.envelope import JSON_HEADERS, envelope, set_json_headers
 __all__ = [
     "ERRORS",
     "APIError",
+    "BodyTooLarge",
     "CSRFRefused",
     "InvalidJobID",
     "InvalidParameter",
@@ -86,6 +87,10 @@ class RequestExpired(APIError):
     """A signed payload whose C{_karajo_epoch} is too far from now."""
 
 
+class BodyTooLarge(APIError):
+    """A body larger than its route accepts (the login's small cap)."""
+
+
 class ReplayMemoryFull(APIError):
     """The replay guard has no room to remember one more signed request."""
 
@@ -110,6 +115,7 @@ ERRORS: dict[type, tuple[int, str]] = {
     NotFound: (404, "ERR_NOT_FOUND"),
     MethodNotAllowed: (405, "ERR_METHOD_NOT_ALLOWED"),
     JobNotRunning: (409, "ERR_JOB_NOT_RUNNING"),
+    BodyTooLarge: (413, "ERR_BODY_TOO_LARGE"),
     JobPaused: (412, "ERR_JOB_PAUSED"),
     JobBusy: (429, "ERR_JOB_ALREADY_RUN"),
     LoginThrottled: (429, "ERR_AUTH_THROTTLED"),

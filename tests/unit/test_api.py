@@ -317,6 +317,7 @@ class EnvelopeTests(unittest.TestCase):
                 "NotFound": (404, "ERR_NOT_FOUND"),
                 "MethodNotAllowed": (405, "ERR_METHOD_NOT_ALLOWED"),
                 "JobNotRunning": (409, "ERR_JOB_NOT_RUNNING"),
+                "BodyTooLarge": (413, "ERR_BODY_TOO_LARGE"),
                 "JobPaused": (412, "ERR_JOB_PAUSED"),
                 "JobBusy": (429, "ERR_JOB_ALREADY_RUN"),
                 "LoginThrottled": (429, "ERR_AUTH_THROTTLED"),
@@ -1102,6 +1103,45 @@ class SessionTests(APITestCase):
         self.assertGreaterEqual(int(r.header("retry-after")), 1)
         self.clock.advance(301)
         self.assertEqual(self.login().code, 200)
+
+    def test_login_throttled_before_the_body_is_parsed(self) -> None:
+        """A throttled client's login is refused before its body is read or parsed."""
+        for _ in range(5):
+            self.assertError(self.login(password="wrong"), 400, "ERR_AUTH_LOGIN")
+        parsed: list[bytes] = []
+        real = apimod.params.body_params
+
+        def counting(request: Any, raw: bytes) -> dict[str, str]:
+            parsed.append(raw)
+            return real(request, raw)
+
+        self.patch(apimod.params, "body_params", counting)
+        body = "name=admin&password=" + "x" * 3000
+        r = self.post("/karajo/api/auth/login", body,
+                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertError(r, 429, "ERR_AUTH_THROTTLED")
+        self.assertEqual(parsed, [])
+
+    def test_login_body_capped(self) -> None:
+        """A login body over 4 KiB is a 413, never parsed; 4 KiB exactly is read."""
+        parsed: list[bytes] = []
+        real = apimod.params.body_params
+
+        def counting(request: Any, raw: bytes) -> dict[str, str]:
+            parsed.append(raw)
+            return real(request, raw)
+
+        self.patch(apimod.params, "body_params", counting)
+        head = "name=admin&password=wrong&pad="
+        for size, code in ((4097, 413), (100_000, 413), (4096, 400)):
+            body = head + "x" * (size - len(head))
+            r = self.post("/karajo/api/auth/login", body,
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+            self.assertEqual(r.code, code, r.body)
+        self.assertEqual([len(raw) for raw in parsed], [4096])
+        self.assertEqual(r.json["name"], "ERR_AUTH_LOGIN")
+        r = self.post("/karajo/api/auth/login", "x" * 5000)
+        self.assertError(r, 413, "ERR_BODY_TOO_LARGE")
 
     def test_logout(self) -> None:
         token, csrf = self.session()
