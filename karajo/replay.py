@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import attrs
 
-from karajo.payload import payload_fields
+from karajo.payload import json_object, looks_like_json_object, parse_pairs
 
 __all__ = ["DELIVERY_MIN_TTL", "FULL", "InvalidEpoch", "ReplayGuard", "extract_epoch"]
 
@@ -199,7 +199,10 @@ class ReplayGuard:
 
 
 class InvalidEpoch(ValueError):
-    """A payload carries C{_karajo_epoch}, but not as an integer Unix time."""
+    """
+    A payload carries C{_karajo_epoch}, but not as an integer Unix time, or
+    it starts like a JSON object that cannot be read (so its epoch cannot).
+    """
 
 
 def _coerce_epoch(value: object) -> int:
@@ -229,11 +232,23 @@ def extract_epoch(body: bytes, query: bytes | None = None) -> int | None:
     (C{job_http} pause/resume), otherwise a client could attach an
     unsigned epoch.
 
-    @raise InvalidEpoch: the field is there but not an integer.
+    A source that starts like a JSON object (C{{}) but does not parse as
+    one (a trailing comma, a 4,300-digit number, 5,000-deep nesting, bad
+    UTF-8) is refused: read as a form instead, it would hide its epoch and
+    so skip the expiry and replay checks.  The rule looks at the shape of
+    the bytes, not at whether they mention C{_karajo_epoch}, because JSON
+    can spell the name with escapes (C{"\\u005fkarajo_epoch"}).
+
+    @raise InvalidEpoch: the field is there but not an integer, or the
+        source starts like a JSON object and is not one.
     """
     for source in (body, query):
         if source:
-            fields = payload_fields(source)
+            source = bytes(source)
+            document = json_object(source)
+            if document is None and looks_like_json_object(source):
+                raise InvalidEpoch("the body is not a JSON object")
+            fields = document if document is not None else parse_pairs(source)
             if _EPOCH_FIELD in fields:
                 return _coerce_epoch(fields[_EPOCH_FIELD])
     return None

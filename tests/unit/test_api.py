@@ -847,6 +847,27 @@ class WebhookTests(APITestCase):
         self.assertEqual(self.hook("/hello", body).code, 200)
         self.assertEqual(self.hook("/slow", body).code, 200)
 
+    def test_unparseable_signed_json_refused(self) -> None:
+        """
+        A signed body that starts like a JSON object but does not parse (a
+        trailing comma, an over-long number, deep nesting) is a 400 and
+        runs nothing: read as a form it hid its epoch and so could be
+        replayed, or sent long after it expired, without limit.
+        """
+        for body in (
+            b'{"_karajo_epoch":%d,}' % (NOW - 10_000),
+            b'{"_karajo_epoch":%d,"n":%s}' % (NOW, b"9" * 4301),
+            b'{"_karajo_epoch":%d,"n":%s%s}' % (NOW, b"[" * 5000, b"]" * 5000),
+        ):
+            for _ in range(2):
+                self.assertError(self.hook("/hello", body), 400, "ERR_INVALID_PARAMETER")
+            body_form = body.decode()
+            r = self.post("/karajo/api/job_exec/pause", body_form,
+                          headers={"X-Karajo-Sign": sign(SECRET, body)})
+            self.assertError(r, 400, "ERR_INVALID_PARAMETER")
+        self.assertEqual(self.runner("hello").counter, 0)
+        self.assertFalse(self.runner("hello").paused)
+
     def test_forged_request_leaves_no_replay_trace(self) -> None:
         body = self.epoch_body()
         self.assertError(self.hook("/hello", body, secret="wrong"), 403, "ERR_JOB_FORBIDDEN")

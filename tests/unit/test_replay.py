@@ -277,10 +277,32 @@ class ExtractEpochTests(SynchronousTestCase):
             self.assertIsNone(extract_epoch(body), body)
 
     def test_malformed_json(self) -> None:
-        """Malformed, non-UTF-8, deeply nested or huge-number JSON carries no epoch."""
-        for body in (b"{", b'{"_karajo_epoch":}', b"\xff\xfe\x00", b"",
-                     b"[" * 100_000, b'{"_karajo_epoch":' + b"9" * 5000 + b"}"):
+        """Bodies that are not JSON objects at all carry no epoch."""
+        for body in (b"\xff\xfe\x00", b"", b"[" * 100_000, b"[1,]"):
             self.assertIsNone(extract_epoch(body))
+
+    def test_unparseable_json_object_refused(self) -> None:
+        """
+        A body that starts like a JSON object but does not parse is refused,
+        not read as a form: read as a form, it hid its epoch and so skipped
+        the expiry and replay checks.  The name may be spelled with JSON
+        escapes, so whether the bytes mention it does not matter.
+        """
+        epoch = b'"_karajo_epoch":1677350854'
+        for body in (
+            b"{",
+            b'{"_karajo_epoch":}',
+            b"{" + epoch + b",}",  # trailing comma
+            b"{" + epoch + b',"n":' + b"9" * 4301 + b"}",  # over int's digit limit
+            b"{" + epoch + b',"n":' + b"[" * 5000 + b"]" * 5000 + b"}",  # too deep
+            b'{"\\u005fkarajo_epoch":1,}',
+            b"\xef\xbb\xbf {" + epoch + b",}",
+            b'{"_karajo_epoch":1,"x":"\xff"}',
+        ):
+            with self.assertRaises(InvalidEpoch, msg=body[:60]):
+                extract_epoch(body)
+        with self.assertRaises(InvalidEpoch):
+            extract_epoch(b"", b"{" + epoch + b",}")
 
     def test_json_large_integer_kept(self) -> None:
         """An out-of-range integer is returned so the window check refuses it."""
