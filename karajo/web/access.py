@@ -83,7 +83,15 @@ class Access:
         return origin.strip().lower() == scheme + b"://" + host.strip().lower()
 
     def csrf_ok(self, request: Any, session: Any) -> bool:
-        """The session's CSRF token in its header, or else a same-origin C{Origin}."""
+        """
+        The session's CSRF token in its header, or else a same-origin
+        C{Origin}.  C{Origin: null} (a sandboxed document, such as a public
+        file under its CSP, a C{data:} URL, a redirect across origins) is
+        refused either way: no page of karajo itself has an opaque origin.
+        """
+        origin = request.getHeader(b"origin")
+        if origin is not None and origin.strip().lower() == b"null":
+            return False
         value = request.getHeader(_CSRF_B)
         if value is not None:
             try:

@@ -1260,6 +1260,24 @@ class SessionTests(APITestCase):
                         headers={"Origin": "http://karajo.test"})
         self.assertEqual(r.code, 200, r.body)
 
+    def test_opaque_origin_refused_even_with_token(self) -> None:
+        """
+        A sandboxed document (a public file under its CSP) says C{Origin:
+        null}: refused for every session call and logout, even if it had
+        the CSRF token.
+        """
+        token, csrf = self.session()
+        headers = {"Origin": "null", "X-Karajo-CSRF": csrf}
+        self.assertError(self.manage("pause", secret="", epoch=None, cookie=token,
+                                     headers=headers), 403, "ERR_CSRF")
+        self.assertError(self.post("/karajo/api/job_http/pause?id=ping", cookie=token,
+                                   headers=headers), 403, "ERR_CSRF")
+        self.assertError(self.post("/karajo/api/auth/logout", cookie=token,
+                                   headers={"Origin": " NULL ", "X-Karajo-CSRF": csrf}),
+                         403, "ERR_CSRF")
+        self.assertFalse(self.runner("hello").paused)
+        self.assertIsNotNone(self.sessions.get(token))
+
     def test_origin_over_tls(self) -> None:
         token, csrf = self.session()
         r = self.manage("pause", secret="", epoch=None, cookie=token, scheme="https",
