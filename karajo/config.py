@@ -52,6 +52,9 @@ class Loaded:
 
     environment: Environment
     warnings: tuple[str, ...]
+    #: the environment variables named by C{$VAR} credentials: the daemon
+    #: takes them out of its own environment once read (L{karajo.scrub}).
+    credential_vars: frozenset[str] = frozenset()
 
 
 # --- value converters: each gets the entries of one key (in order) -------
@@ -260,10 +263,13 @@ def _need_name(section: gitconfig.Section) -> str:
     return section.subsection
 
 
-def _credential(value: str, origin: Origin, attr: str, environ: Mapping[str, str]) -> str:
+def _credential(
+    value: str, origin: Origin, attr: str, environ: Mapping[str, str], used: set[str]
+) -> str:
     """
     A credential written as C{$NAME} comes from the environment so that
-    config files can be shared without the password in them.
+    config files can be shared without the password in them; C{NAME} is
+    added to C{used}.
     """
     if not value.startswith("$"):
         return value
@@ -274,6 +280,7 @@ def _credential(value: str, origin: Origin, attr: str, environ: Mapping[str, str
             origin.line_of(attr),
             f"{attr}: environment variable {var} is not set",
         )
+    used.add(var)
     return environ[var]
 
 
@@ -293,6 +300,7 @@ def load_environment(
     env_values: dict[str, Any] = {}
     env_origin = Origin(path, None)
     main_dir = os.path.dirname(os.path.abspath(path))
+    used: set[str] = set()
 
     def add_job_section(section: gitconfig.Section, allowed: tuple[str, ...]) -> bool:
         if section.name not in allowed:
@@ -321,7 +329,7 @@ def load_environment(
             values, origin = _fields(section, NOTIF_KEYS, warnings)
             for attr in ("smtp_user", "smtp_password"):
                 if attr in values:
-                    values[attr] = _credential(values[attr], origin, attr, environ)
+                    values[attr] = _credential(values[attr], origin, attr, environ, used)
             if _first(notifs, name, section, warnings):
                 notifs[name] = Notif(name=name, origin=origin, **values)
         elif not add_job_section(section, (JobKind.JOB.section, JobKind.JOB_HTTP.section)):
@@ -369,7 +377,7 @@ def load_environment(
     except ConfigError as e:
         e.warnings = tuple(warnings)
         raise
-    return Loaded(environment, tuple(warnings) + more)
+    return Loaded(environment, tuple(warnings) + more, frozenset(used))
 
 
 # --- validation shared by file and code ----------------------------------

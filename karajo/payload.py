@@ -14,7 +14,7 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl
 
-__all__ = ["parse_pairs", "payload_fields"]
+__all__ = ["json_object", "looks_like_json_object", "parse_pairs", "payload_fields"]
 
 
 def parse_pairs(raw: bytes) -> dict[str, str]:
@@ -32,10 +32,19 @@ def parse_pairs(raw: bytes) -> dict[str, str]:
     return out
 
 
+def looks_like_json_object(body: bytes) -> bool:
+    """
+    Whether C{body} starts like a JSON object: C{{} after an optional UTF-8
+    byte order mark and whitespace.  Such a body is read as JSON or not at
+    all (see L{karajo.replay.extract_epoch}).
+    """
+    # json.loads accepts a UTF-8 byte order mark before the object, too.
+    return body.removeprefix(codecs.BOM_UTF8).lstrip().startswith(b"{")
+
+
 def json_object(body: bytes) -> dict[str, Any] | None:
     """The body as a JSON object, or C{None} when it is not one."""
-    # json.loads accepts a UTF-8 byte order mark before the object, too.
-    if not body.removeprefix(codecs.BOM_UTF8).lstrip().startswith(b"{"):
+    if not looks_like_json_object(body):
         return None
     try:
         document = json.loads(body)

@@ -278,46 +278,64 @@ def _boot_id() -> str:
         return "-"
 
 
-def _start_time(pid: int) -> str:
-    """A process's start time (clock ticks since boot), or C{-} when gone."""
+def _start_time(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot), or C{None} when gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except OSError:
-        return "-"
-    return stat[stat.rindex(")") + 2 :].split()[19]
+        return None
+    try:
+        return stat[stat.rindex(")") + 2 :].split()[19]
+    except (ValueError, IndexError):
+        return None
 
 
-def group_record(pgid: int) -> str:
+def group_record(pgid: int) -> str | None:
     """
-    What a running command's pid file holds: its process group, and enough
-    to recognise that group again after a crash (boot and start time), so
-    a restart never kills an unrelated group that reuses the number.
+    What a running command's pid file holds: its process group, and what
+    proves that group's identity after a crash (boot id and the leader's
+    start time), so a restart never kills an unrelated group that reuses
+    the number.  C{None} when the leader is already gone (not even a
+    zombie): nothing could be proven later, and nothing needs recording.
+
+    Call it right after the spawn, on the reactor thread: the child is not
+    reaped before the reactor's next turn, so its C{/proc/PID/stat} is
+    still there even when the command has ended (a zombie keeps its start
+    time).  Read later, from a thread, a fast command was already reaped
+    and its record lost the start time.  The read is of procfs, a few
+    microseconds, never disk.
     """
-    return f"{pgid} {_boot_id()} {_start_time(pgid)}\n"
+    started = _start_time(pgid)
+    boot = _boot_id()
+    if started is None or boot == "-":
+        return None
+    return f"{pgid} {boot} {started}\n"
 
 
 def leftover_group(record: str) -> int | None:
     """
-    The process group of a L{group_record} that may still hold a crashed
-    run's processes, or C{None} when the record is stale: written before
-    a reboot, or the number now leads another process.  (While any member
-    of the group lives, Linux does not hand its number to a new process.)
+    The process group of a L{group_record} whose identity is proven --
+    same boot, and its leader alive with the recorded start time -- or
+    C{None}: a short or malformed record, another boot, a leader gone or
+    started at another time.  Only a proven group may be signalled: a
+    group whose leader is gone cannot be told from one a new process made
+    with the reused number, so it is left alone.
     """
     parts = record.split()
+    if len(parts) != 3:
+        return None
     try:
         pgid = int(parts[0])
-    except (IndexError, ValueError):
+    except ValueError:
         return None
     if pgid <= 1:
         return None
-    if len(parts) >= 3:
-        boot, started = parts[1], parts[2]
-        if boot != _boot_id():
-            return None
-        now = _start_time(pgid)
-        if now != "-" and started != "-" and now != started:
-            return None
+    boot, started = parts[1], parts[2]
+    if boot == "-" or boot != _boot_id():
+        return None
+    if started == "-" or _start_time(pgid) != started:
+        return None
     return pgid
 
 

@@ -27,9 +27,9 @@ from collections.abc import Callable
 
 import attrs
 
-from karajo.payload import payload_fields
+from karajo.payload import json_object, looks_like_json_object, parse_pairs
 
-__all__ = ["DELIVERY_MIN_TTL", "InvalidEpoch", "ReplayGuard", "extract_epoch"]
+__all__ = ["DELIVERY_MIN_TTL", "FULL", "InvalidEpoch", "ReplayGuard", "extract_epoch"]
 
 #: How long a delivery id is remembered at least, in seconds.  Delivery ids
 #: carry no timestamp, so any window is a compromise: a longer one catches
@@ -38,6 +38,11 @@ __all__ = ["DELIVERY_MIN_TTL", "InvalidEpoch", "ReplayGuard", "extract_epoch"]
 DELIVERY_MIN_TTL = 24 * 60 * 60.0
 
 _EPOCH_FIELD = "_karajo_epoch"
+
+#: The reason L{ReplayGuard.check} gives when it has no room left to
+#: remember a request: refusing is the only answer that cannot let a replay
+#: in.
+FULL = "replay memory full; try again later"
 # Go's strconv.ParseInt-style integer: optional sign, ASCII digits only
 # (str.isdigit would accept other scripts' digits), bounded so int() cannot
 # hit Python's digit limit.
@@ -61,16 +66,18 @@ class ReplayGuard:
     """
     Remembers recently accepted signed payloads and delivery ids.
 
-    Memory is bounded by C{max_entries} whatever the request rate: beyond it
-    the oldest entries are evicted first (an L{OrderedDict} in insertion
-    order, O(1) per check).  Keys are stored as SHA-256 digests so each
-    entry costs the same whatever the caller passes.
+    Memory is bounded by C{max_entries} whatever the request rate, and no
+    live entry is ever evicted to make room: forgetting an entry before it
+    expires would let its replay in (a flood of accepted requests could
+    otherwise flush the table).  When the table is full of live entries, a
+    request that would need a new entry is refused (L{FULL}) until some
+    expire.  Keys are stored as SHA-256 digests so each entry costs the same
+    whatever the caller passes.
 
-    Signed payloads are remembered for C{2 * max_age} from when they were
-    accepted: a payload is acceptable while its epoch is within C{max_age} of
-    the clock, and an epoch can be up to C{max_age} ahead, so that covers the
-    whole time it could be replayed.  Delivery ids are remembered for
-    C{max(max_age, delivery_ttl)}.
+    A signed payload is remembered until its epoch leaves the window
+    (C{epoch + max_age}): after that the epoch check alone refuses it, so
+    the entry has nothing left to guard.  Delivery ids carry no time and
+    are remembered for C{max(max_age, delivery_ttl)}.
 
     Callers should only call L{check} after the signature verified, so an
     unauthenticated client cannot flood the table to evict real entries.
@@ -137,10 +144,15 @@ class ReplayGuard:
             if self._alive(delivery, now):
                 return "replayed delivery"
 
+        needed = (sig is not None) + (delivery is not None)
+        if needed and len(self._seen) + needed > self.max_entries:
+            self._purge_all(now)
+            if len(self._seen) + needed > self.max_entries:
+                return FULL
         # Record only once everything passed, so a refused request leaves no
         # trace that could block a later legitimate one.
-        if sig is not None:
-            self._record(sig, now + 2 * self.max_age)
+        if sig is not None and payload_epoch is not None:
+            self._record(sig, payload_epoch + self.max_age)
         if delivery is not None:
             self._record(delivery, now + max(self.max_age, self.delivery_ttl))
         return None
@@ -161,11 +173,17 @@ class ReplayGuard:
         return expiry is not None and now <= expiry
 
     def _record(self, digest: bytes, expiry: float) -> None:
-        """Remember C{digest} until C{expiry}, evicting the oldest if full."""
+        """Remember C{digest} until C{expiry}; L{check} made room first."""
         self._seen.pop(digest, None)  # an expired leftover moves to the end
         self._seen[digest] = expiry
-        while len(self._seen) > self.max_entries:
-            self._seen.popitem(last=False)
+
+    def _purge_all(self, now: float) -> None:
+        """
+        Drop every expired entry, wherever it sits: O(n), but only run when
+        the table is full, which only authenticated callers can cause.
+        """
+        for digest in [d for d, expiry in self._seen.items() if now > expiry]:
+            del self._seen[digest]
 
     def _purge(self, now: float) -> None:
         """
@@ -181,7 +199,10 @@ class ReplayGuard:
 
 
 class InvalidEpoch(ValueError):
-    """A payload carries C{_karajo_epoch}, but not as an integer Unix time."""
+    """
+    A payload carries C{_karajo_epoch}, but not as an integer Unix time, or
+    it starts like a JSON object that cannot be read (so its epoch cannot).
+    """
 
 
 def _coerce_epoch(value: object) -> int:
@@ -211,11 +232,23 @@ def extract_epoch(body: bytes, query: bytes | None = None) -> int | None:
     (C{job_http} pause/resume), otherwise a client could attach an
     unsigned epoch.
 
-    @raise InvalidEpoch: the field is there but not an integer.
+    A source that starts like a JSON object (C{{}) but does not parse as
+    one (a trailing comma, a 4,300-digit number, 5,000-deep nesting, bad
+    UTF-8) is refused: read as a form instead, it would hide its epoch and
+    so skip the expiry and replay checks.  The rule looks at the shape of
+    the bytes, not at whether they mention C{_karajo_epoch}, because JSON
+    can spell the name with escapes (C{"\\u005fkarajo_epoch"}).
+
+    @raise InvalidEpoch: the field is there but not an integer, or the
+        source starts like a JSON object and is not one.
     """
     for source in (body, query):
         if source:
-            fields = payload_fields(source)
+            source = bytes(source)
+            document = json_object(source)
+            if document is None and looks_like_json_object(source):
+                raise InvalidEpoch("the body is not a JSON object")
+            fields = document if document is not None else parse_pairs(source)
             if _EPOCH_FIELD in fields:
                 return _coerce_epoch(fields[_EPOCH_FIELD])
     return None

@@ -20,6 +20,7 @@ from twisted.python import usage
 
 from karajo.config import DEFAULT_CONFIG, Loaded, load_environment
 from karajo.errors import ConfigError, StartupError
+from karajo.scrub import scrub_environment
 
 
 class Options(usage.Options):
@@ -39,6 +40,9 @@ class Options(usage.Options):
                 sys.stderr.write(f"karajo: warning: {warning}\n")
             sys.stderr.write(f"karajo: {e}\n")
             raise SystemExit(1) from None
+        # Read once: a job running as this user must not find them in
+        # /proc/$PPID/environ (see karajo.scrub for what this cannot do).
+        scrub_environment(self.loaded.credential_vars)
 
 
 def _stop_cleanly_on_sigterm(reactor) -> None:

@@ -54,10 +54,12 @@ class CommandWork:
     command fails the run and the rest are skipped.
 
     While a command runs, its process group is written to C{pid_path} so a
-    restarted daemon can stop what a crashed one left behind.  Those writes
-    go through C{run_in_thread}, in order: reading the new process's start
-    time from C{/proc} can wait for its exec, which must not hold up the
-    reactor (or the command, on a shared core).
+    restarted daemon can stop what a crashed one left behind.  The record
+    (with the leader's start time, which proves the group's identity) is
+    made on the reactor thread right after the spawn, before the child can
+    be reaped: read later from a thread, a fast command was gone and its
+    record lost the start time.  The file writes go through
+    C{run_in_thread}, in order.
     """
 
     def __init__(
@@ -136,13 +138,19 @@ class CommandWork:
         def failed(failure) -> None:
             log.failure("writing {path} failed", failure, path=self._pid_path)
 
+        # The record is made now, right after the spawn, while the child
+        # is at worst an unreaped zombie: its start time is what proves the
+        # group's identity after a crash (see group_record).
+        record = group_record(pgid) if pgid is not None else None
+        if pgid is not None and record is None:
+            return  # already gone: nothing to recover after a crash
         self._pid_ops.addCallback(
-            lambda _: self._run_in_thread(self._write_record, pgid)
+            lambda _: self._run_in_thread(self._write_record, record)
         ).addErrback(failed)
 
-    def _write_record(self, pgid: int | None) -> None:
+    def _write_record(self, record: str | None) -> None:
         assert self._pid_path is not None
-        if pgid is None:
+        if record is None:
             try:
                 os.unlink(self._pid_path)
             except FileNotFoundError:
@@ -151,7 +159,7 @@ class CommandWork:
         # Written whole or not at all: a restart must never read half a pid.
         tmp = self._pid_path + ".tmp"
         with open(tmp, "w") as f:
-            f.write(group_record(pgid))
+            f.write(record)
         os.replace(tmp, self._pid_path)
 
     def stop(self) -> None:

@@ -16,10 +16,16 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from karajo.replay import ReplayGuard
+from karajo.replay import FULL, ReplayGuard
 from karajo.signature import DEFAULT_HEADER_SIGN, verify
 from karajo.users import CSRF_HEADER
-from karajo.web.errors import CSRFRefused, RequestExpired, RequestReplayed, Unauthorized
+from karajo.web.errors import (
+    CSRFRefused,
+    ReplayMemoryFull,
+    RequestExpired,
+    RequestReplayed,
+    Unauthorized,
+)
 
 __all__ = ["Access", "RefusalLog", "client_host", "header_getter"]
 
@@ -77,7 +83,15 @@ class Access:
         return origin.strip().lower() == scheme + b"://" + host.strip().lower()
 
     def csrf_ok(self, request: Any, session: Any) -> bool:
-        """The session's CSRF token in its header, or else a same-origin C{Origin}."""
+        """
+        The session's CSRF token in its header, or else a same-origin
+        C{Origin}.  C{Origin: null} (a sandboxed document, such as a public
+        file under its CSP, a C{data:} URL, a redirect across origins) is
+        refused either way: no page of karajo itself has an opaque origin.
+        """
+        origin = request.getHeader(b"origin")
+        if origin is not None and origin.strip().lower() == b"null":
+            return False
         value = request.getHeader(_CSRF_B)
         if value is not None:
             try:
@@ -97,17 +111,25 @@ class Access:
         reason = self._guard.check(epoch, key, delivery)
         if reason is None:
             return lambda: self._guard.forget(key, delivery)
+        if reason == FULL:
+            raise ReplayMemoryFull(reason)
         if reason.startswith("replayed"):
             raise RequestReplayed(f"{reason}: a signed request is accepted only once")
         raise RequestExpired(reason)
 
     def authorize_management(
-        self, request: Any, signed: bytes, epoch_of: Callable[[], int | None]
+        self, request: Any, action: str, signed: bytes, epoch_of: Callable[[], int | None]
     ) -> Callable[[], None]:
         """
         Accept a valid C{X-Karajo-Sign} of C{signed} with the global secret
         (then the replay guard), or a session with CSRF protection.
         Returns how to forget the signed payload if the action is refused.
+
+        @param action: what the request does, e.g. C{"job_exec/pause"}.  The
+            replay key is this action and the signed bytes (which name the
+            job), never the request's path: routing decodes the path, so
+            its spellings (C{run_no%77}, C{/%6Barajo/...}) are one action,
+            and keying on the raw path would let each spelling replay.
         """
         reason = "missing X-Karajo-Sign header"
         if request.requestHeaders.hasHeader(b"x-karajo-sign"):
@@ -116,7 +138,7 @@ class Access:
                 DEFAULT_HEADER_SIGN,
             )
             if verdict.ok:
-                key = b"manage\0" + request.path + b"\0" + signed
+                key = b"manage\0" + action.encode("ascii") + b"\0" + signed
                 return self.check_replay(epoch_of(), key, None)
             reason = verdict.reason
         session = self.session(request)

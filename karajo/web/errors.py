@@ -29,12 +29,14 @@ from karajo.web.envelope import JSON_HEADERS, envelope, set_json_headers
 __all__ = [
     "ERRORS",
     "APIError",
+    "BodyTooLarge",
     "CSRFRefused",
     "InvalidJobID",
     "InvalidParameter",
     "JobNotFound",
     "JobNotRunning",
     "LogNotFound",
+    "ReplayMemoryFull",
     "RequestExpired",
     "RequestReplayed",
     "Unauthorized",
@@ -85,6 +87,14 @@ class RequestExpired(APIError):
     """A signed payload whose C{_karajo_epoch} is too far from now."""
 
 
+class BodyTooLarge(APIError):
+    """A body larger than its route accepts (the login's small cap)."""
+
+
+class ReplayMemoryFull(APIError):
+    """The replay guard has no room to remember one more signed request."""
+
+
 class JobNotRunning(APIError):
     """Cancel of a job that has no run to cancel."""
 
@@ -105,10 +115,12 @@ ERRORS: dict[type, tuple[int, str]] = {
     NotFound: (404, "ERR_NOT_FOUND"),
     MethodNotAllowed: (405, "ERR_METHOD_NOT_ALLOWED"),
     JobNotRunning: (409, "ERR_JOB_NOT_RUNNING"),
+    BodyTooLarge: (413, "ERR_BODY_TOO_LARGE"),
     JobPaused: (412, "ERR_JOB_PAUSED"),
     JobBusy: (429, "ERR_JOB_ALREADY_RUN"),
     LoginThrottled: (429, "ERR_AUTH_THROTTLED"),
     ServerStopping: (503, "ERR_SERVER_STOPPING"),
+    ReplayMemoryFull: (503, "ERR_REPLAY_MEMORY_FULL"),
 }
 
 #: Fixed messages for exceptions whose text is not ours to send.

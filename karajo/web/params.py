@@ -13,7 +13,7 @@ ERR_INVALID_PARAMETER}.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, overload
 
 from karajo.payload import json_object, parse_pairs, payload_fields
 from karajo.web.envelope import dumps
@@ -35,13 +35,24 @@ def query_params(request: Any) -> dict[str, str]:
     return parse_pairs(raw_query(request))
 
 
-def body(request: Any) -> bytes:
-    """The raw request body (the size cap is the site's, see L{karajo.web.limits})."""
+@overload
+def body(request: Any) -> bytes: ...
+@overload
+def body(request: Any, limit: int) -> bytes | None: ...
+def body(request: Any, limit: int | None = None) -> bytes | None:
+    """
+    The raw request body (the site's size cap is L{karajo.web.limits}), or
+    C{None} when it is longer than C{limit} bytes: a route with a smaller
+    cap reads no more than C{limit + 1} bytes of it.
+    """
     content = request.content
     if content is None:
         return b""
     content.seek(0)
-    return content.read()
+    if limit is None:
+        return content.read()
+    data = content.read(limit + 1)
+    return None if len(data) > limit else data
 
 
 def _media_type(request: Any) -> bytes:

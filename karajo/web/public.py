@@ -25,6 +25,8 @@ the file system is touched, and again after symlinks are resolved:
     directory asked for without a trailing slash is redirected (with a
     relative C{Location}) so that relative links in its index work.
 
+Every file is served with the restrictive L{CSP} (a sandbox).
+
 Every refusal is the same JSON 404 (L{karajo.web.errors.error}: not
 cached, not sniffed), which never repeats the requested path.
 """
@@ -43,12 +45,24 @@ from twisted.web.iweb import IRequest
 
 from karajo.web.errors import error
 
-__all__ = ["INDEX", "PublicFiles"]
+__all__ = ["CSP", "INDEX", "PublicFiles"]
 
 log = Logger()
 
 #: The file served for a directory.
 INDEX = "index.html"
+
+#: The policy of every public file.  The files share the dashboard's origin,
+#: so an HTML file there could otherwise drive the API with a logged-in
+#: admin's session.  C{sandbox} (without C{allow-same-origin} or
+#: C{allow-scripts}) gives the document an opaque origin and runs none of
+#: its scripts: its requests carry no same-origin cookie (the session
+#: cookie is C{SameSite=Strict}) and say C{Origin: null}, which the API
+#: refuses.  Images, styles, fonts and media of the same server still load.
+CSP = (
+    b"sandbox; default-src 'none'; img-src 'self'; style-src 'self'; "
+    b"font-src 'self'; media-src 'self'"
+)
 
 # Control characters, the path separators of any OS, and "%" (see above).
 _FORBIDDEN_CHARS = frozenset(chr(c) for c in range(0x20)) | {"\x7f", "/", "\\", "%"}
@@ -138,6 +152,7 @@ class PublicFiles(resource.Resource):
                 {"code": 301, "message": "moved", "data": None}, separators=(",", ":")
             ).encode("ascii")
         request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"content-security-policy", CSP)
         return _File(value, defaultType="application/octet-stream").render(request)
 
     def _resolve(self, postpath: list[bytes]) -> tuple[str, str] | None:

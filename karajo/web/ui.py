@@ -50,6 +50,7 @@ from twisted.web.template import Element, XMLFile, flattenString
 
 from karajo import resources
 from karajo.kinds import JobKind
+from karajo.logtext import client_text
 from karajo.twisted_private import request_gone
 from karajo.web.pages import Dashboard, JobPage, LogPage, Page, Simple
 from karajo.web.params import query_params
@@ -148,7 +149,7 @@ class WebUI:
 
         def failed(failure: Any) -> None:
             log.failure("rendering {path} failed", failure,
-                        path=request.path[:200].decode("latin-1"))
+                        path=client_text(request.path))
             if not request_gone(request):
                 request.setResponseCode(500)
                 request.setHeader(b"content-type", b"text/plain; charset=utf-8")

@@ -198,6 +198,22 @@ class ServeTests(PublicTestCase):
         self.assertEqual(response.headers.getRawHeaders("content-type"), ["text/plain"])
         self.assertEqual(response.headers.getRawHeaders("x-content-type-options"), ["nosniff"])
 
+    async def test_sandboxed(self) -> None:
+        """
+        Every public file is sandboxed by its CSP: it shares the dashboard's
+        origin, and an HTML file must not drive the API with an admin's
+        session (the sandbox gives it an opaque origin, Origin: null).
+        """
+        for path in ("/hello.txt", "/docs/index.html", "/docs/", "/style.css"):
+            response, _ = await self.get(path)
+            self.assertEqual(response.code, 200, path)
+            [csp] = response.headers.getRawHeaders("content-security-policy")
+            directives = [d.strip() for d in csp.split(";")]
+            self.assertEqual(directives[0], "sandbox", path)
+            self.assertIn("default-src 'none'", directives)
+            self.assertFalse(any("allow-" in d for d in directives), csp)
+            self.assertFalse(any(d.startswith("script-src") for d in directives), csp)
+
     async def test_content_types(self) -> None:
         """Types follow the extension; archives are sent as they are."""
         for path, ctype in [

@@ -19,7 +19,7 @@ from twisted.trial.unittest import TestCase
 from karajo.config import validate
 from karajo.model import Environment, Job
 from karajo.paths import Paths
-from karajo.process import KILL_GRACE
+from karajo.process import KILL_GRACE, group_record
 from karajo.service import build_job_service, job_work
 
 PREFIX = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC job: [a-z0-9_-]+: ")
@@ -381,7 +381,7 @@ class StopTests(RunTestCase):
         self.assertTrue(group_alive(pgid))
         os.makedirs(os.path.dirname(Paths(self.base).state_file("job", "orphan")), exist_ok=True)
         with open(Paths(self.base).state_file("job", "orphan") + ".pgid", "w") as f:
-            f.write(f"{pgid}\n")
+            f.write(group_record(pgid) or "")
         svc.startService()
         self.addCleanup(svc.stopService)
         for _ in range(50):
@@ -391,6 +391,50 @@ class StopTests(RunTestCase):
         self.assertFalse(group_alive(pgid))
 
 
+class GroupRecordTests(RunTestCase):
+    async def test_fast_command_recorded_with_start_time(self) -> None:
+        """
+        Every record a run writes carries the boot id and the leader's start
+        time, even for commands that end at once and a thread pool that
+        writes late: the record is made right after the spawn.
+        """
+        from karajo import work as workmod
+        from karajo.process import _boot_id
+
+        written: list[str] = []
+        real_replace = os.replace
+
+        def spy(src, dst):
+            if str(dst).endswith(".pgid"):
+                with open(src) as f:
+                    written.append(f.read())
+            return real_replace(src, dst)
+
+        self.patch(workmod.os, "replace", spy)
+        job = Job(name="fast", commands=["true"] * 10)
+        env, _ = validate(Environment(dir_base=self.base, secret="s", jobs={job.name: job}))
+        job = env.jobs[job.name]
+        paths = Paths(self.base)
+
+        def late_thread(f, *args):
+            return deferLater(reactor, 0.05, f, *args)
+
+        work, pid_path = job_work(job, paths, reactor, late_thread)
+        svc = build_job_service(job, work, paths, self.slots, reactor, late_thread, pid_path)
+        svc.startService()
+        self.addCleanup(lambda: svc.running and svc.stopService())
+        svc.runner.trigger(None)
+        await svc.runner.when_idle()
+        self.assertEqual(svc.runner.last_status, "success")
+        self.assertTrue(written)
+        for record in written:
+            parts = record.split()
+            self.assertEqual(len(parts), 3, record)
+            self.assertEqual(parts[1], _boot_id())
+            self.assertRegex(parts[2], r"\A[0-9]+\Z")
+        self.assertFalse(os.path.exists(pid_path))
+
+
 class LeftoverRecordTests(TestCase):
     def test_round_trip(self) -> None:
         """A record of a live group is recognised; garbage and old boots are not."""
@@ -398,9 +442,25 @@ class LeftoverRecordTests(TestCase):
 
         me = os.getpgrp()
         self.assertEqual(leftover_group(group_record(me)), me)
-        self.assertEqual(leftover_group(f"{me}\n"), me)  # the bare form
         for stale in ("", "x", "1", "0 a b", f"{me} another-boot 123"):
             self.assertIsNone(leftover_group(stale), stale)
+
+    def test_unproven_identity_not_killed(self) -> None:
+        """
+        A record that does not prove the group's identity -- bare, short,
+        without a start time, or whose leader is gone -- names no group:
+        a reused number may now lead an unrelated one.
+        """
+        from karajo.process import _boot_id, _start_time, leftover_group
+
+        me = os.getpgrp()
+        started = _start_time(me)
+        for record in (f"{me}\n", f"{me} {_boot_id()}", f"{me} {_boot_id()} -",
+                       f"{me} - {started}", f"{me} {_boot_id()} {started} extra"):
+            self.assertIsNone(leftover_group(record), record)
+        proc = os.posix_spawn("/bin/true", ["true"], {})
+        os.waitpid(proc, 0)
+        self.assertIsNone(leftover_group(f"{proc} {_boot_id()} {started}"))
 
     def test_reused_number_not_killed(self) -> None:
         """A record whose start time no longer matches that pid is stale."""

@@ -21,7 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs
 from twisted.trial import unittest
+from twisted.web.test.requesthelper import DummyRequest
 
 from karajo.config import Loaded, validate
 from karajo.errors import JobBusy, JobPaused, ServerStopping
@@ -319,10 +321,12 @@ class EnvelopeTests(unittest.TestCase):
                 "NotFound": (404, "ERR_NOT_FOUND"),
                 "MethodNotAllowed": (405, "ERR_METHOD_NOT_ALLOWED"),
                 "JobNotRunning": (409, "ERR_JOB_NOT_RUNNING"),
+                "BodyTooLarge": (413, "ERR_BODY_TOO_LARGE"),
                 "JobPaused": (412, "ERR_JOB_PAUSED"),
                 "JobBusy": (429, "ERR_JOB_ALREADY_RUN"),
                 "LoginThrottled": (429, "ERR_AUTH_THROTTLED"),
                 "ServerStopping": (503, "ERR_SERVER_STOPPING"),
+                "ReplayMemoryFull": (503, "ERR_REPLAY_MEMORY_FULL"),
             },
         )
 
@@ -547,6 +551,23 @@ class ReadTests(APITestCase):
         self.assertEqual(doc["message"], "internal server error")
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def test_internal_error_log_escapes_the_path(self) -> None:
+        """The 500's log line carries the client's path escaped, never raw bytes."""
+        request = DummyRequest([b""])
+        request.method = b"G\x1bET"
+        request.path = b"/karajo/api/\x1b[31m\nfake line" + b"x" * 1000
+        with capturedLogs() as events:
+            try:
+                raise RuntimeError("boom")
+            except RuntimeError as e:
+                self.api._error_body(request, e)
+        self.flushLoggedErrors(RuntimeError)
+        (event,) = [e for e in events if e.get("log_failure") is not None]
+        self.assertTrue(event["path"].startswith("/karajo/api/\\x1b[31m\\nfake line"), event)
+        self.assertLess(len(event["path"]), 300)
+        for key in ("path", "method"):
+            self.assertTrue(event[key].isprintable() and event[key].isascii(), event[key])
+
 
 # --- routing ----------------------------------------------------------------------
 
@@ -557,6 +578,24 @@ class RoutingTests(APITestCase):
                      "/karajo/api/job_exec/run/", "/karajo/api/environment/",
                      "/karajo/api/job_exec/log/x", "/elsewhere"):
             self.assertError(self.get(path), 404, "ERR_NOT_FOUND")
+
+    def test_double_slash_is_404_and_not_logged(self) -> None:
+        """
+        A C{//} in the path (werkzeug answers it with a redirect built from
+        the Host header) is the 404 of an unknown path: no 500, no logged
+        traceback, nothing of the Host echoed.
+        """
+        for method, path in (("GET", "/karajo/api//environment"),
+                             ("GET", "/karajo//api/environment"),
+                             ("POST", "/karajo/api/job_exec//pause"),
+                             ("GET", "/karajo/api/job_exec//log?id=hello")):
+            with capturedLogs() as events:
+                r = self.request(method, path, headers={"Host": "evil\x1b[31m.test"})
+            self.assertError(r, 404, "ERR_NOT_FOUND")
+            self.assertNotIn(b"evil", r.body)
+            self.assertIsNone(r.header("location"))
+            self.assertEqual([e for e in events if e.get("log_failure")], [])
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_undecodable_path(self) -> None:
         for method, path in (("POST", "/karajo/api/job_exec/run/%ff"),
@@ -816,6 +855,27 @@ class WebhookTests(APITestCase):
         self.assertEqual(self.hook("/hello", body).code, 200)
         self.assertEqual(self.hook("/slow", body).code, 200)
 
+    def test_unparseable_signed_json_refused(self) -> None:
+        """
+        A signed body that starts like a JSON object but does not parse (a
+        trailing comma, an over-long number, deep nesting) is a 400 and
+        runs nothing: read as a form it hid its epoch and so could be
+        replayed, or sent long after it expired, without limit.
+        """
+        for body in (
+            b'{"_karajo_epoch":%d,}' % (NOW - 10_000),
+            b'{"_karajo_epoch":%d,"n":%s}' % (NOW, b"9" * 4301),
+            b'{"_karajo_epoch":%d,"n":%s%s}' % (NOW, b"[" * 5000, b"]" * 5000),
+        ):
+            for _ in range(2):
+                self.assertError(self.hook("/hello", body), 400, "ERR_INVALID_PARAMETER")
+            body_form = body.decode()
+            r = self.post("/karajo/api/job_exec/pause", body_form,
+                          headers={"X-Karajo-Sign": sign(SECRET, body)})
+            self.assertError(r, 400, "ERR_INVALID_PARAMETER")
+        self.assertEqual(self.runner("hello").counter, 0)
+        self.assertFalse(self.runner("hello").paused)
+
     def test_forged_request_leaves_no_replay_trace(self) -> None:
         body = self.epoch_body()
         self.assertError(self.hook("/hello", body, secret="wrong"), 403, "ERR_JOB_FORBIDDEN")
@@ -948,6 +1008,32 @@ class ManagementTests(APITestCase):
         # the same body on another endpoint is another request
         self.assertEqual(self.manage("resume").code, 200)
 
+    def test_replay_respelled_path(self) -> None:
+        """
+        The replay key is the action and the signed bytes, not the raw
+        path: a re-spelling of the same route (percent-escapes that routing
+        decodes) is the same request and refused as a replay.
+        """
+        self.assertEqual(self.manage("pause").code, 200)
+        body = urlencode([("_karajo_epoch", str(NOW)), ("id", "hello")])
+        headers = {"Content-Type": "application/x-www-form-urlencoded",
+                   "X-Karajo-Sign": sign(SECRET, body.encode())}
+        for path in ("/karajo/api/job_exec/paus%65", "/%6Barajo/api/job_exec/pause",
+                     "/karajo/api/job_exec%2Fpause"):
+            r = self.post(path, body, headers=headers)
+            if r.code != 404:
+                self.assertError(r, 403, "ERR_REQUEST_REPLAYED")
+        body = urlencode([("_karajo_epoch", str(NOW)), ("id", "slow")])
+        headers["X-Karajo-Sign"] = sign(SECRET, body.encode())
+        self.assertEqual(self.post("/karajo/api/job_exec/run_now", body, headers=headers).code, 200)
+        self.assertError(self.post("/karajo/api/job_exec/run_no%77", body, headers=headers),
+                         403, "ERR_REQUEST_REPLAYED")
+        query = f"_karajo_epoch={NOW}&id=ping"
+        self.assertEqual(self.manage_http("pause", query).code, 200)
+        r = self.post(f"/karajo/api/job_http/paus%65?{query}",
+                      headers={"X-Karajo-Sign": sign(SECRET, query.encode())})
+        self.assertError(r, 403, "ERR_REQUEST_REPLAYED")
+
     def test_job_http_signed_query(self) -> None:
         query = f"_karajo_epoch={NOW}&id=ping"
         r = self.manage_http("pause", query)
@@ -1047,6 +1133,45 @@ class SessionTests(APITestCase):
         self.clock.advance(301)
         self.assertEqual(self.login().code, 200)
 
+    def test_login_throttled_before_the_body_is_parsed(self) -> None:
+        """A throttled client's login is refused before its body is read or parsed."""
+        for _ in range(5):
+            self.assertError(self.login(password="wrong"), 400, "ERR_AUTH_LOGIN")
+        parsed: list[bytes] = []
+        real = apimod.params.body_params
+
+        def counting(request: Any, raw: bytes) -> dict[str, str]:
+            parsed.append(raw)
+            return real(request, raw)
+
+        self.patch(apimod.params, "body_params", counting)
+        body = "name=admin&password=" + "x" * 3000
+        r = self.post("/karajo/api/auth/login", body,
+                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertError(r, 429, "ERR_AUTH_THROTTLED")
+        self.assertEqual(parsed, [])
+
+    def test_login_body_capped(self) -> None:
+        """A login body over 4 KiB is a 413, never parsed; 4 KiB exactly is read."""
+        parsed: list[bytes] = []
+        real = apimod.params.body_params
+
+        def counting(request: Any, raw: bytes) -> dict[str, str]:
+            parsed.append(raw)
+            return real(request, raw)
+
+        self.patch(apimod.params, "body_params", counting)
+        head = "name=admin&password=wrong&pad="
+        for size, code in ((4097, 413), (100_000, 413), (4096, 400)):
+            body = head + "x" * (size - len(head))
+            r = self.post("/karajo/api/auth/login", body,
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+            self.assertEqual(r.code, code, r.body)
+        self.assertEqual([len(raw) for raw in parsed], [4096])
+        self.assertEqual(r.json["name"], "ERR_AUTH_LOGIN")
+        r = self.post("/karajo/api/auth/login", "x" * 5000)
+        self.assertError(r, 413, "ERR_BODY_TOO_LARGE")
+
     def test_logout(self) -> None:
         token, csrf = self.session()
         r = self.post("/karajo/api/auth/logout", cookie=token)
@@ -1142,6 +1267,24 @@ class SessionTests(APITestCase):
         r = self.manage("pause", secret="", epoch=None, cookie=token,
                         headers={"Origin": "http://karajo.test"})
         self.assertEqual(r.code, 200, r.body)
+
+    def test_opaque_origin_refused_even_with_token(self) -> None:
+        """
+        A sandboxed document (a public file under its CSP) says C{Origin:
+        null}: refused for every session call and logout, even if it had
+        the CSRF token.
+        """
+        token, csrf = self.session()
+        headers = {"Origin": "null", "X-Karajo-CSRF": csrf}
+        self.assertError(self.manage("pause", secret="", epoch=None, cookie=token,
+                                     headers=headers), 403, "ERR_CSRF")
+        self.assertError(self.post("/karajo/api/job_http/pause?id=ping", cookie=token,
+                                   headers=headers), 403, "ERR_CSRF")
+        self.assertError(self.post("/karajo/api/auth/logout", cookie=token,
+                                   headers={"Origin": " NULL ", "X-Karajo-CSRF": csrf}),
+                         403, "ERR_CSRF")
+        self.assertFalse(self.runner("hello").paused)
+        self.assertIsNotNone(self.sessions.get(token))
 
     def test_origin_over_tls(self) -> None:
         token, csrf = self.session()

@@ -203,6 +203,8 @@ class LoadTests(SynchronousTestCase):
         notif = loaded.environment.notifs["ops"]
         self.assertEqual((notif.smtp_user, notif.smtp_password), ("u", "p4ss"))
         self.assertNotIn("p4ss", repr(notif))
+        # named so the daemon can take them out of its environment
+        self.assertEqual(loaded.credential_vars, {"SMTP_USER", "SMTP_PASS"})
 
     def test_missing_file(self) -> None:
         """A missing main file is an error, not a server on defaults."""

@@ -1,7 +1,7 @@
 """
 L{karajo.replay.ReplayGuard} where the mutation run found no test: the
 validation of its durations, L{ReplayGuard.forget}, and which entry goes
-when the table is full.
+when the table is full (it refuses, never evicts).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from karajo.replay import ReplayGuard
+from karajo.replay import FULL, ReplayGuard
 
 
 def guard(max_age: float = 300, max_entries: int = 100_000) -> tuple[ReplayGuard, Clock]:
@@ -74,29 +74,33 @@ class ForgetTests(SynchronousTestCase):
         self.assertEqual(len(g), 0)
 
 
-class EvictionOrderTests(SynchronousTestCase):
-    def test_oldest_evicted(self) -> None:
-        """A full table drops its oldest entry, never the one just added."""
+class FullTableTests(SynchronousTestCase):
+    def test_full_refuses_never_evicts(self) -> None:
+        """A full table refuses the new entry and keeps every live one."""
         g, _ = guard(max_entries=2)
-        for key in (b"d1", b"d2", b"d3"):
+        for key in (b"d1", b"d2"):
             self.assertIsNone(g.check(None, None, key))
-        self.assertEqual(g.check(None, None, b"d3"), "replayed delivery")
+        self.assertEqual(g.check(None, None, b"d3"), FULL)
+        self.assertEqual(g.check(None, None, b"d1"), "replayed delivery")
         self.assertEqual(g.check(None, None, b"d2"), "replayed delivery")
-        self.assertIsNone(g.check(None, None, b"d1"))
 
-    def test_rerecorded_leftover_is_newest(self) -> None:
+    def test_expired_entry_behind_live_one_makes_room(self) -> None:
         """
-        An expired signature entry still held behind a live delivery id
-        (two TTLs) is, once accepted again, the newest entry: later
-        evictions take older ones first.
+        When full, expired entries anywhere in the table are dropped (two
+        TTLs: a stale signature entry may sit behind a live delivery id).
         """
         g, clock = guard(max_age=300, max_entries=3)
         self.assertIsNone(g.check(None, None, b"d1"))  # kept a day
-        self.assertIsNone(g.check(0, b"s1", None))  # kept 600 s
+        self.assertIsNone(g.check(0, b"s1", None))  # kept until epoch 300
         self.assertIsNone(g.check(None, None, b"d2"))
         clock.advance(700)
-        self.assertIsNone(g.check(700, b"s1", None))  # expired: accepted again
-        self.assertIsNone(g.check(None, None, b"d3"))  # evicts d1
-        self.assertIsNone(g.check(None, None, b"d4"))  # evicts d2, not s1
-        self.assertEqual(g.check(700, b"s1", None), "replayed request")
-        self.assertIsNone(g.check(None, None, b"d2"))
+        self.assertIsNone(g.check(None, None, b"d3"))  # s1 expired: room
+        self.assertEqual(g.check(None, None, b"d4"), FULL)
+        self.assertEqual(g.check(None, None, b"d1"), "replayed delivery")
+
+    def test_request_needing_two_entries(self) -> None:
+        """A signed delivery needs two entries: with one free it is refused whole."""
+        g, _ = guard(max_entries=2)
+        self.assertIsNone(g.check(None, None, b"d1"))
+        self.assertEqual(g.check(0, b"s", b"d2"), FULL)
+        self.assertIsNone(g.check(None, None, b"d2"))  # nothing was recorded

@@ -91,7 +91,7 @@ class HashTests(SynchronousTestCase):
 
 
 class DummyHashTests(SynchronousTestCase):
-    """An unknown name costs one check against a well-formed hash of the users' cost."""
+    """An unknown name costs one check against a well-formed hash of the users' highest cost."""
 
     def test_same_cost_well_formed(self) -> None:
         cost10 = "$2b$10$" + "b" * 53
@@ -101,6 +101,16 @@ class DummyHashTests(SynchronousTestCase):
         self.assertTrue(is_bcrypt_hash(dummy), dummy)
         self.assertTrue(dummy.startswith("$2b$10$"), dummy)
         self.assertNotIn(dummy, (cost10, HASH4))
+
+    def test_highest_cost_not_most_common(self) -> None:
+        """
+        With users of several costs, the dummy has the highest: a name whose
+        hash costs more than the dummy answered slower than an unknown one.
+        """
+        cost10 = "$2b$10$" + "b" * 53
+        sessions, _, seen = sessions_with({"alice": HASH4, "bob": HASH4, "carol": cost10})
+        self.failureResultOf(attempt(sessions, "nobody"), LoginFailed)
+        self.assertTrue(seen[0].startswith("$2b$10$"), seen[0])
 
     def test_default_cost_without_users_hashes(self) -> None:
         sessions, _, seen = sessions_with({"alice": "not-a-hash"})
