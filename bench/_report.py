@@ -1,6 +1,16 @@
-"""Plain-text tables for the benchmark scripts' figures (one copy for all)."""
+"""What the benchmark scripts share: a nearest-rank percentile, plain-text tables."""
 
 from __future__ import annotations
+
+import math
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, math.ceil(p / 100.0 * len(sorted_values)))
+    return sorted_values[rank - 1]
 
 
 def table(rows: list[tuple], headers: tuple) -> str:

@@ -33,7 +33,7 @@ import tempfile
 import time
 from datetime import timedelta
 
-from _report import table  # bench/ is sys.path[0] when a script runs
+from _report import percentile, table  # bench/ is sys.path[0] when a script runs
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -41,11 +41,6 @@ TARGET_SECOND_SHARE = 0.05
 TARGET_RSS_GROWTH_MIB = 20.0
 
 
-def percentile(sorted_values: list[float], p: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, math.ceil(p / 100.0 * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 def rss_kib() -> int:

@@ -33,19 +33,13 @@ import tempfile
 import threading
 import time
 
-from _report import table  # bench/ is sys.path[0] when a script runs
+from _report import percentile, table  # bench/ is sys.path[0] when a script runs
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 TARGET_P99_MS = 20.0
 
 
-def percentile(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, math.ceil(p / 100.0 * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 

@@ -52,9 +52,9 @@ def _policies(job: Job | JobHttp) -> dict[str, Any]:
     }
 
 
-def job_dict(job: Job, status: str, last_run: float | None, next_run: float | None,
-             logs: Iterable[Any]) -> dict[str, Any]:
-    """The Job JSON of docs/http-api.md (secrets never appear)."""
+def _head(job: Job | JobHttp, status: str, last_run: float | None,
+          next_run: float | None) -> dict[str, Any]:
+    """The fields both kinds of job start with, in the original's order."""
     return {
         "id": job.id,
         "name": job.name,
@@ -64,6 +64,14 @@ def job_dict(job: Job, status: str, last_run: float | None, next_run: float | No
         "interval": duration_ns(job.interval),
         "last_run": format_time(last_run),
         "next_run": format_time(next_run),
+    }
+
+
+def job_dict(job: Job, status: str, last_run: float | None, next_run: float | None,
+             logs: Iterable[Any]) -> dict[str, Any]:
+    """The Job JSON of docs/http-api.md (secrets never appear)."""
+    return {
+        **_head(job, status, last_run, next_run),
         "path": job.path,
         "auth_kind": job.auth_kind,
         "header_sign": job.header_sign,
@@ -84,14 +92,7 @@ def job_http_dict(job: JobHttp, status: str, last_run: float | None,
                   next_run: float | None, logs: Iterable[Any]) -> dict[str, Any]:
     """The JobHttp JSON of docs/http-api.md (secrets never appear)."""
     return {
-        "id": job.id,
-        "name": job.name,
-        "description": job.description,
-        "status": status,
-        "schedule": job.schedule or "",
-        "interval": duration_ns(job.interval),
-        "last_run": format_time(last_run),
-        "next_run": format_time(next_run),
+        **_head(job, status, last_run, next_run),
         "log_retention": job.log_retention,
         "notif_on_success": list(job.notif_on_success),
         "notif_on_failed": list(job.notif_on_failed),
