@@ -98,13 +98,31 @@ class FireTimeTests(SynchronousTestCase):
 class ParseResultTests(SynchronousTestCase):
     def test_text_kept(self) -> None:
         """The value as written is kept, for every form."""
-        for text in ("0 * * * *", " 5  4 * * 1 ", "hourly@5", "weekly@Mon@10:00"):
+        for text in (
+            "0 * * * *", " 5  4 * * 1 ", "minutely", "hourly@5", "daily@10:00",
+            " Daily @ 10:00 ", "weekly@Mon@10:00", "monthly@1@10:00",
+        ):
             self.assertEqual(parse_schedule(text).text, text)
 
     def test_messages(self) -> None:
         """Refusals name the offending part, word for word."""
         for text, message in [
             ("weekly@10:00@Mon", "weekly: days must come before times, got '10:00' first"),
+            ("monthly@10:00@1", "monthly: days must come before times, got '10:00' first"),
+            ("", "empty schedule"),
+            ("  ", "empty schedule"),
+            ("minutely@5", "minutely takes no @ parts"),
+            ("hourly@5@6", "hourly takes at most one @ part (minutes)"),
+            ("daily@10:00@11:00", "daily takes at most one @ part (times)"),
+            ("hourly@5,", "empty item in minute list '5,'"),
+            ("monthly@1,,2", "empty item in day list '1,,2'"),
+            ("monthly@32", "day 32 is out of range 1-31"),
+            ("hourly@60", "minute 60 is out of range 0-59"),
+            ("yearly", "unknown schedule keyword 'yearly' "
+             "(expected minutely, hourly, daily, weekly, monthly or a cron expression)"),
+            ("d\u00e4ily", "unknown schedule 'd\u00e4ily' "
+             "(expected minutely, hourly, daily, weekly, monthly or a cron expression)"),
+            ("weekly@Mo", "unknown weekday 'Mo' (use Sunday..Saturday or Sun..Sat)"),
             ("monthly@1@2@3", "monthly takes at most two @ parts (days, then times)"),
             ("daily@24:00", "time '24:00' is out of range 00:00-23:59"),
             ("daily@10:60", "time '10:60' is out of range 00:00-23:59"),
