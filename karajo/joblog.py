@@ -196,7 +196,7 @@ class RunLog:
         @raise RuntimeError: when called a second time.
         """
         if status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+            raise ValueError(f"status must be one of {tuple(map(str, STATUSES))}, not {status!r}")
         status = RunStatus(status)
         self._check_open()
         self._flush_partial()

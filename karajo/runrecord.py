@@ -64,6 +64,8 @@ __all__ = [
 
 #: The statuses a log file name can end in (L{FINAL_STATUSES}).
 STATUSES = FINAL_STATUSES
+#: The same, as the words they are (for messages).
+_STATUS_WORDS = tuple(map(str, STATUSES))
 
 #: The run record file of a job is its state file plus this suffix.
 RECORDS_SUFFIX = ".runs"
@@ -90,7 +92,7 @@ def _check_counter(instance: object, attribute: attrs.Attribute, value: int) -> 
 
 def _check_status(instance: object, attribute: attrs.Attribute, value: str | None) -> None:
     if value is not None and value not in STATUSES:
-        raise ValueError(f"log status must be one of {STATUSES} or None, not {value!r}")
+        raise ValueError(f"log status must be one of {_STATUS_WORDS} or None, not {value!r}")
 
 
 @attrs.frozen(order=True)

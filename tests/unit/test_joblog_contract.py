@@ -9,11 +9,16 @@ from __future__ import annotations
 import os
 import time
 
+from twisted.internet import task
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from karajo.joblog import LogName, LogStore
-from tests.unit.test_joblog import P0, StoreMixin
+from tests.unit.test_joblog import P0, StoreMixin, sync_thread
+
+#: What every LogStore needs besides its directory and job (no default reaches
+#: for the global reactor).
+FAKES = {"clock": task.Clock(), "run_in_thread": sync_thread}
 
 
 class MessageTests(StoreMixin, SynchronousTestCase):
@@ -24,8 +29,8 @@ class MessageTests(StoreMixin, SynchronousTestCase):
             (lambda: LogName(0, "j", None), "log counter must be a positive int, not 0"),
             (lambda: LogName(1, "j", "done"),
              "log status must be one of ('success', 'failed', 'canceled') or None, not 'done'"),
-            (lambda: LogStore(self.directory, "a/b"), "job ID 'a/b' cannot name a file"),
-            (lambda: LogStore(self.directory, "j", kind="cron"),
+            (lambda: LogStore(self.directory, "a/b", **FAKES), "job ID 'a/b' cannot name a file"),
+            (lambda: LogStore(self.directory, "j", kind="cron", **FAKES),
              "kind must be one of ('job', 'job_http'), not 'cron'"),
             (lambda: self.store().path_of(LogName(1, "other", None)),
              "log other.1 is not of job my_id"),
@@ -54,7 +59,7 @@ class MessageTests(StoreMixin, SynchronousTestCase):
 
     def test_dot_job_ids_refused(self) -> None:
         for job_id in (".", "..", "", "a\0b"):
-            self.assertRaises(ValueError, LogStore, self.directory, job_id)
+            self.assertRaises(ValueError, LogStore, self.directory, job_id, **FAKES)
 
     def test_status_order(self) -> None:
         """With one counter, running sorts first, then statuses by name."""

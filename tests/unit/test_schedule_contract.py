@@ -44,12 +44,25 @@ class FireTimeTests(SynchronousTestCase):
             utc("2026-01-15T10:30"),
         )
 
-    def test_hour_range_covering_the_day_is_real_time(self) -> None:
+    def test_hour_range_covering_the_day_is_fixed_time(self) -> None:
         """
-        C{0 0-23 * * *} is C{0 * * * *}: on the fall-back day it fires in
-        both passes of the repeated hour, like C{hourly}.
+        C{0 0-23 * * *} is a fixed-time job for cron(8) (neither its minute
+        nor its hour field starts with C{*}): on the fall-back day it fires
+        once in the repeated hour, unlike C{0 * * * *} and C{hourly}.
         """
-        for text in ("0 0-23 * * *", "0 * * * *", "hourly"):
+        schedule = parse_schedule("0 0-23 * * *", BERLIN)
+        t, fired = utc("2026-10-24T23:30"), []
+        for _ in range(3):
+            t = schedule.next_after(t)
+            fired.append(t)
+        self.assertEqual(
+            fired,
+            [utc("2026-10-25T00:00"), utc("2026-10-25T02:00"), utc("2026-10-25T03:00")],
+        )
+
+    def test_wildcard_hour_is_real_time(self) -> None:
+        """C{0 * * * *} and C{hourly} fire in both passes of the repeated hour."""
+        for text in ("0 * * * *", "hourly"):
             schedule = parse_schedule(text, BERLIN)
             t, fired = utc("2026-10-24T23:30"), []
             for _ in range(3):
@@ -138,8 +151,8 @@ class ParseResultTests(SynchronousTestCase):
              "(minute hour day-of-month month day-of-week) (seconds/year fields are not supported)"),
             ("0 0 *", "cron expression '0 0 *' has 3 fields; expected 5 "
              "(minute hour day-of-month month day-of-week)"),
-            ("H * * * *", "cron expression 'H * * * *' is not a standard cron expression"),
-            ("0 0 30 2 *", "invalid cron expression '0 0 30 2 *': never fires"),
+            ("H * * * *", "invalid cron expression 'H * * * *': bad minute"),
+            ("0 0 30 2 *", "invalid cron expression '0 0 30 2 *': never fires (no month of the month field has that day)"),
         ]:
             with self.assertRaises(ValueError) as caught:
                 parse_schedule(text)
