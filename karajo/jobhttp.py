@@ -57,12 +57,13 @@ from karajo.duration import format_duration
 from karajo.errors import RunFailed
 from karajo.joblog import RunLog
 from karajo.model import Environment, JobHttp
-from karajo.redact import masked_url
+from karajo.redact import MASK, masked_headers, masked_url
 from karajo.signature import sign
 from karajo.twisted_private import quiet_connections
 from karajo.work import Stopped
 
 __all__ = [
+    "MAX_LOGGED_BODY",
     "MAX_RESPONSE_BODY",
     "HttpClients",
     "JobHttpWork",
@@ -70,11 +71,12 @@ __all__ = [
     "self_base_url",
 ]
 
-#: How much of a response body goes to the log; the rest is not read.
+#: How much of a response body is read; the rest is not read at all.
 MAX_RESPONSE_BODY = 1024 * 1024
 
-#: Response headers worth a line in the log.
-HEADERS_OF_INTEREST = ("Content-Type", "Content-Length", "Location")
+#: How much of the body read goes to the log: a run's log stays readable
+#: in the dashboard; the note at the end says how much more there was.
+MAX_LOGGED_BODY = 64 * 1024
 
 USER_AGENT = b"karajo"
 
@@ -331,15 +333,18 @@ def prepare(job: JobHttp, env: Environment, epoch: int) -> _Prepared:
 
 class _BodyToLog(Protocol):
     """
-    Write a response body to the log as it arrives.  At C{limit} bytes it
-    stops reading and closes the connection; C{done} fires with
-    C{(bytes_logged, cut)}.  Cancelling C{done} closes the connection too.
+    Write a response body to the log as it arrives, its first C{logged}
+    bytes; the rest is only counted.  At C{limit} bytes it stops reading
+    and closes the connection; C{done} fires with C{(bytes_read, cut)}.
+    Cancelling C{done} closes the connection too.
     """
 
-    def __init__(self, write: Callable[[bytes], None], limit: int) -> None:
+    def __init__(self, write: Callable[[bytes], None], limit: int, logged: int) -> None:
         self._write = write
         self._limit = limit
+        self._logged = logged
         self.size = 0
+        self.written = 0
         self._over = False
         self.done: defer.Deferred[tuple[int, bool]] = defer.Deferred(self._cancel)
 
@@ -366,12 +371,15 @@ class _BodyToLog(Protocol):
             return
         try:
             room = self._limit - self.size
-            if len(data) <= room:
-                self._write(data)
-                self.size += len(data)
+            over = len(data) > room
+            data = data[:room]
+            shown = data[: max(0, self._logged - self.written)]
+            if shown:
+                self._write(shown)
+                self.written += len(shown)
+            self.size += len(data)
+            if not over:
                 return
-            self._write(data[:room])
-            self.size += room
         except Exception:
             self._end(Failure())
             self._close()
@@ -502,12 +510,14 @@ class JobHttpWork:
         reactor: IReactorTime,
         clients: HttpClients | None = None,
         max_body: int = MAX_RESPONSE_BODY,
+        max_logged_body: int = MAX_LOGGED_BODY,
     ) -> None:
         self.job = job
         self.env = env
         self._reactor = reactor
         self._clients = clients if clients is not None else HttpClients(reactor)
         self._max_body = max_body
+        self._max_logged_body = max_logged_body
         self._attempt: _Attempt | None = None
 
     def run(self, log: RunLog, counter: int, request: Any) -> defer.Deferred[None]:
@@ -532,6 +542,10 @@ class JobHttpWork:
         where = _origin(prepared.url)
         note = " (TLS certificate not verified)" if job.http_insecure else ""
         log.line(f"--- {prepared.method} {prepared.url}{note}")
+        for text in _request_lines(prepared, job.header_sign):
+            log.line(f"--- > {text}")
+        if prepared.body is not None:
+            log.line(f"--- request body: {prepared.body.decode('utf-8', 'backslashreplace')}")
 
         timeout = effective_timeout(job, self.env)
         if timeout is not None:
@@ -572,15 +586,10 @@ class JobHttpWork:
             attempt.pending = None
 
         log.line(f"--- {_status_line(response)}")
-        for name in HEADERS_OF_INTEREST:
-            values = response.headers.getRawHeaders(name.encode("ascii"), [])
-            if name == "Content-Length" and isinstance(response.length, int):
-                # twisted.web keeps Content-Length out of the headers.
-                values = [b"%d" % response.length]
-            for value in values:
-                log.line(f"--- {name}: {value.decode('latin-1')}")
+        for text in _response_lines(response):
+            log.line(f"--- < {text}")
 
-        reader = _BodyToLog(log.write, self._max_body)
+        reader = _BodyToLog(log.write, self._max_body, self._max_logged_body)
         try:
             response.deliverBody(reader)
             size, cut = await attempt.wait(reader.done)
@@ -592,6 +601,9 @@ class JobHttpWork:
             raise RunFailed(_describe(failure, where, reading_body=True)) from None
         finally:
             attempt.pending = None
+        if reader.written < size:
+            more = "at least " if cut else ""
+            log.line(f"--- response body: {more}{size} bytes, the first {reader.written} logged")
         if cut:
             log.line(f"--- response body cut after {size} bytes")
         stop = interrupted(f"while reading the response body from {where}")
@@ -599,6 +611,50 @@ class JobHttpWork:
             raise stop
         if not 200 <= response.code < 300:
             raise RunFailed(f"HTTP status {response.code}")
+
+
+def _request_lines(prepared: _Prepared, header_sign: str) -> list[str]:
+    """
+    The request headers as sent, C{Name: value}: the signature, credentials (L{masked_headers}) and the basic-auth password
+    of the URL are masked, so the log can be shown to anyone who may read it.
+    """
+    host = urlsplit(prepared.url).netloc
+    pairs = [("Host", host)]
+    sign_name = header_sign.strip().lower()
+    for raw_name, values in prepared.headers.getAllRawHeaders():
+        name = raw_name.decode("latin-1")
+        for value in values:
+            shown = MASK if name.lower() == sign_name else value.decode("latin-1")
+            pairs.append((_title(name), shown))
+    if prepared.auth is not None:
+        # treq's basic auth replaces a job's own Authorization header.
+        pairs = [p for p in pairs if p[0].lower() != "authorization"]
+        pairs.append(("Authorization", f"Basic {MASK}"))
+    if prepared.body is not None:
+        pairs.append(("Content-Length", str(len(prepared.body))))
+    return masked_headers(pairs)
+
+
+def _response_lines(response: IResponse) -> list[str]:
+    """The response headers, C{Name: value}, credentials (cookies) masked."""
+    pairs: list[tuple[str, str]] = []
+    for raw_name, values in response.headers.getAllRawHeaders():
+        name = raw_name.decode("latin-1")
+        if name.lower() == "content-encoding" and not any(values):
+            # treq's decoder leaves an empty one after decoding gzip.
+            continue
+        pairs.extend((_title(name), v.decode("latin-1")) for v in values)
+    if isinstance(response.length, int) and not any(
+        n.lower() == "content-length" for n, _ in pairs
+    ):
+        # twisted.web keeps Content-Length out of the headers.
+        pairs.append(("Content-Length", str(response.length)))
+    return masked_headers(pairs)
+
+
+def _title(name: str) -> str:
+    """C{content-type} as C{Content-Type}, the way it is usually written."""
+    return "-".join(part[:1].upper() + part[1:] for part in name.split("-"))
 
 
 def _status_line(response: IResponse) -> str:

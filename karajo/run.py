@@ -365,7 +365,11 @@ class JobRunner(Service):
     ) -> None:
         self.counter += 1
         attempt, first = retry if retry is not None else (1, self.counter)
-        runlog = self.store.begin(self.counter, trigger=trigger, attempt=attempt)
+        try:
+            runlog = self.store.begin(self.counter, trigger=trigger, attempt=attempt)
+        except OSError as e:
+            self._not_begun(request, trigger, attempt, first, e)
+            return
         record = self.store.record(self.counter)
         assert record is not None
         self.executing = True
@@ -424,6 +428,28 @@ class JobRunner(Service):
             self._retry_next = (request, attempt + 1, first)
         if record is not None:
             self._tell("run_finished", record)
+
+    def _not_begun(
+        self, request: Any, trigger: str | None, attempt: int, first: int, error: OSError
+    ) -> None:
+        """
+        The run's log could not be created (out of descriptors, a full or
+        read-only disk): there is no log to fail in, so the failure goes to
+        karajo's own log, loudly, and the job shows C{failed}.  A job with
+        C{retry} tries again, as after any failed run.
+        """
+        self.last_status = RunStatus.FAILED
+        log.critical(
+            "{job}: run #{counter} ({trigger}) failed before it began: its log"
+            " could not be created: {error}",
+            job=self.name,
+            counter=self.counter,
+            trigger=trigger,
+            error=str(error),
+        )
+        if self._retries(attempt):
+            self.retry_pending = True
+            self._retry_next = (request, attempt + 1, first)
 
     def _retries(self, attempt: int) -> bool:
         """

@@ -13,7 +13,17 @@ at a time.  L{limited_site} closes both holes:
     never buffered beyond the limit and no temporary file is opened for it.
   - L{LimitedChannel} closes a connection whose request headers are not
     complete within C{header_timeout} seconds of connecting (or of the
-    previous response on a keep-alive connection).
+    previous response on a keep-alive connection), and answers 408 and
+    closes when the body is not complete within C{body_timeout} seconds of
+    the end of the headers: Twisted's idle timeout restarts with every
+    byte, so a client trickling a byte every 20 s held a connection (and
+    the temporary file of a large body) forever.
+  - The site closes a new connection at once when its client address
+    already holds C{max_per_client} connections, or when the server holds
+    C{max_connections} (by default derived from C{RLIMIT_NOFILE} by
+    L{connection_limit}, so that descriptors are always left for runs'
+    logs and processes: 600 slow connections once exhausted 1,024
+    descriptors and scheduled runs failed with "Too many open files").
 
 Every answer given before a request was read whole -- the 413, and the
 400, 414 and 431 for requests Twisted's parser refuses -- is followed by a
@@ -32,6 +42,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+from resource import RLIM_INFINITY, RLIMIT_NOFILE, getrlimit
 from typing import IO, Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ISSLTransport, ITCPTransport
@@ -45,10 +56,14 @@ from karajo.twisted_private import HTTPChannelHooks
 from karajo.web.errors import error_response
 
 __all__ = [
+    "BODY_TIMEOUT",
+    "DESCRIPTOR_RESERVE",
     "LINGER_BYTES",
     "LINGER_SECONDS",
+    "MAX_CONNECTIONS_PER_CLIENT",
     "LimitedChannel",
     "LimitedRequest",
+    "connection_limit",
     "limited_site",
 ]
 
@@ -58,6 +73,27 @@ log = Logger()
 LINGER_SECONDS = 2.0
 #: How many bytes, at most, are read and discarded after such an answer.
 LINGER_BYTES = 256 * 1024
+
+#: Seconds a request body may take to arrive, counted from the end of its headers.
+BODY_TIMEOUT = 30.0
+#: Connections one client address may hold open at once.
+MAX_CONNECTIONS_PER_CLIENT = 64
+#: Descriptors never spent on connections: they are for runs' logs, their
+#: processes' pipes, the state files and the listening sockets.
+DESCRIPTOR_RESERVE = 256
+
+
+def connection_limit(reserve: int = DESCRIPTOR_RESERVE) -> int:
+    """
+    How many connections the server may hold open: the soft
+    C{RLIMIT_NOFILE} less C{reserve}, halved because a connection with a
+    large body holds a second descriptor (its temporary file).  At least 1.
+    """
+    soft, _ = getrlimit(RLIMIT_NOFILE)
+    if soft == RLIM_INFINITY or soft < 0:
+        soft = 1 << 20
+    return max(1, (soft - reserve) // 2)
+
 
 # Bodies below this size are kept in memory; larger ones (up to the cap) go
 # to a temporary file, as Twisted itself does.
@@ -167,7 +203,10 @@ class LimitedChannel(HTTPChannelHooks):
     """
 
     headerTimeout: float | None = None
+    bodyTimeout: float | None = None
     _headerCall: IDelayedCall | None = None
+    _bodyCall: IDelayedCall | None = None
+    _released = False
     _lingerCall: IDelayedCall | None = None
     _lingering = False
     _lingerBytes = 0
@@ -221,9 +260,53 @@ class LimitedChannel(HTTPChannelHooks):
         self.timeoutConnection()
 
     def allHeadersReceived(self) -> None:
-        """The headers are complete: the deadline is met."""
+        """
+        The headers are complete: their deadline is met, and the body's
+        starts (cancelled at once when there is no body).
+        """
         self._cancelHeaderDeadline()
+        self._cancelBodyDeadline()
+        if self.bodyTimeout is not None:
+            self._bodyCall = self.callLater(self.bodyTimeout, self._bodyTimedOut)
         super().allHeadersReceived()
+
+    # -- body deadline ---------------------------------------------------
+
+    def _cancelBodyDeadline(self) -> None:
+        if self._bodyCall is not None:
+            if self._bodyCall.active():
+                self._bodyCall.cancel()
+            self._bodyCall = None
+
+    def _bodyTimedOut(self) -> None:
+        """
+        The body is not complete in time: answer 408 and close.  The
+        request was never dispatched; its body buffer (perhaps a temporary
+        file) is let go at once.
+        """
+        self._bodyCall = None
+        peer = self.getPeer()
+        log.info(
+            "closing {peer}: request body not complete within {timeout}s",
+            peer=getattr(peer, "host", str(peer)),
+            timeout=self.bodyTimeout,
+        )
+        for request in list(getattr(self, "requests", ())):
+            content = getattr(request, "content", None)
+            if content is not None:
+                request.content = io.BytesIO()
+                content.close()
+        self.persistent = False
+        _write(
+            self,
+            error_response(
+                408,
+                b"Request Timeout",
+                "ERR_REQUEST_TIMEOUT",
+                "request body was not received in time",
+            ),
+        )
+        self.lingerClose()
 
     def requestDone(self, request: http.Request) -> None:
         """On keep-alive, the next request's headers get a new deadline."""
@@ -280,6 +363,7 @@ class LimitedChannel(HTTPChannelHooks):
             return
         self._lingering = True
         self._cancelHeaderDeadline()
+        self._cancelBodyDeadline()
         self.setTimeout(None)
         transport = self.transport
         if ITCPTransport.providedBy(transport) and not ISSLTransport.providedBy(transport):
@@ -321,6 +405,7 @@ class LimitedChannel(HTTPChannelHooks):
         # buffer that went over the cap: the request must not be dispatched.
         if self._lingering:
             return
+        self._cancelBodyDeadline()
         super().allContentReceived()
 
     def may_continue(self) -> bool:
@@ -328,8 +413,14 @@ class LimitedChannel(HTTPChannelHooks):
         return not self._lingering
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """Cancel our timers with the connection."""
+        """Cancel our timers with the connection; it no longer counts."""
         self._cancelHeaderDeadline()
+        self._cancelBodyDeadline()
+        if not self._released:
+            self._released = True
+            release = getattr(self.factory, "connection_closed", None)
+            if release is not None:
+                release(self)
         if self._lingerCall is not None:
             if self._lingerCall.active():
                 self._lingerCall.cancel()
@@ -338,19 +429,70 @@ class LimitedChannel(HTTPChannelHooks):
 
 
 class _LimitedSite(server.Site):
-    """A Site whose channels get the header deadline."""
+    """
+    A Site whose channels get the header and body deadlines, and that
+    refuses connections over its caps (in all, per client address).
+    """
 
     headerTimeout: float | None = None
+    bodyTimeout: float | None = None
+    maxConnections: int | None = None
+    maxPerClient: int | None = None
+    _refusing = False
     # Twisted types this as its HTTP/1.1-or-2 wrapper's factory; a plain
     # HTTPChannel subclass is what a Site served before HTTP/2 and still
     # serves (buildProtocol needs only a protocol).  No HTTP/2 here.
     protocol = LimitedChannel  # type: ignore[assignment]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.open_connections = 0
+        self._per_client: dict[str, int] = {}
+
     def buildProtocol(self, addr: Any) -> Any:
+        """
+        A channel for a new connection, or None (the reactor closes the
+        socket at once) when a cap is reached.
+        """
+        host = str(getattr(addr, "host", addr))
+        if self.maxConnections is not None and self.open_connections >= self.maxConnections:
+            self._refuse("{count} connections are open, the most karajo accepts", host)
+            return None
+        if self.maxPerClient is not None and self._per_client.get(host, 0) >= self.maxPerClient:
+            self._refuse("{peer} holds {per_client} connections, the most one client may", host)
+            return None
         channel = super().buildProtocol(addr)
         if channel is not None:
             channel.headerTimeout = self.headerTimeout
+            channel.bodyTimeout = self.bodyTimeout
+            channel.client_key = host
+            self.open_connections += 1
+            self._per_client[host] = self._per_client.get(host, 0) + 1
+            self._refusing = False
         return channel
+
+    def _refuse(self, why: str, host: str) -> None:
+        """Log the first refusal of a run of them (a flood is one line, not thousands)."""
+        if not self._refusing:
+            self._refusing = True
+            log.warn(
+                "refusing new connections: " + why,
+                count=self.open_connections,
+                peer=host,
+                per_client=self.maxPerClient,
+            )
+
+    def connection_closed(self, channel: Any) -> None:
+        """A channel made by L{buildProtocol} lost its connection."""
+        host = getattr(channel, "client_key", None)
+        if host is None:
+            return
+        self.open_connections -= 1
+        left = self._per_client.get(host, 1) - 1
+        if left > 0:
+            self._per_client[host] = left
+        else:
+            self._per_client.pop(host, None)
 
     def log(self, request: Any) -> None:
         """
@@ -367,11 +509,18 @@ def limited_site(
     clock: IReactorTime,
     idle_timeout: float = 60.0,
     header_timeout: float = 10.0,
+    body_timeout: float = BODY_TIMEOUT,
+    max_connections: int | None = None,
+    max_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
 ) -> server.Site:
     """
     A C{Site} serving C{resource} with bodies capped at C{max_body_size}
     bytes (413 beyond), idle connections closed after C{idle_timeout}
-    seconds and request headers due within C{header_timeout} seconds.
+    seconds, request headers due within C{header_timeout} seconds and the
+    body within C{body_timeout} seconds more (408 beyond).  At most
+    C{max_connections} connections are open (default L{connection_limit}),
+    C{max_per_client} of them from one address; a connection over either
+    cap is closed as soon as it is accepted.
 
     C{clock} runs the timeouts (the server's reactor, or a test's clock);
     it is required so that no site silently falls back to the global one.
@@ -392,4 +541,7 @@ def limited_site(
         parsePOSTFormSubmission=False,
     )
     site.headerTimeout = header_timeout
+    site.bodyTimeout = body_timeout
+    site.maxConnections = connection_limit() if max_connections is None else max_connections
+    site.maxPerClient = max_per_client
     return site

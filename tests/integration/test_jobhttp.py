@@ -265,7 +265,8 @@ class InMemoryTests(TestCase):
         Run C{j} once; return (exception or None, log text, the request seen).
         """
         work = JobHttpWork(j, env or self.env, self.clock, self.clients, **kw)
-        log = self.store.begin(1)
+        self.runs = getattr(self, "runs", 0) + 1
+        log = self.store.begin(self.runs)
         d = work.run(log, 1, None)
         for _ in range(10):
             if d.called:
@@ -275,7 +276,7 @@ class InMemoryTests(TestCase):
         d.addCallbacks(lambda _: outcome.append(None), lambda f: outcome.append(f.value))
         self.assertEqual(len(outcome), 1, "run did not end")
         self.successResultOf(log.finish("success" if outcome[0] is None else "failed"))
-        _, content = self.store.read(1)
+        _, content = self.store.read(self.runs)
         seen = self.resource.requests[-1] if self.resource.requests else None
         return outcome[0], content.decode("utf-8"), seen
 
@@ -402,24 +403,86 @@ class InMemoryTests(TestCase):
 
     def test_log(self) -> None:
         """
-        The log has the request line, the status line, the headers of
-        interest (not the others) and the body lines.
+        The log has the request line, the request headers (the signature
+        masked), the status line, every response header and the body lines.
         """
         err, text, _ = self.run_job(job(http_url="http://example.org/x"))
         self.assertIsNone(err)
         prefix = "2026-01-02 03:04:05 UTC job_http: hook: "
         lines = [line.removeprefix(prefix) for line in text.splitlines()]
+        # The server's clock and version are not ours to pin.
+        lines = [x for x in lines if not x.startswith(("--- < Date:", "--- < Server:"))]
         self.assertEqual(
             lines,
             [
                 f"--- GET http://example.org/x?_karajo_epoch={EPOCH}",
+                "--- > Host: example.org",
+                "--- > User-Agent: karajo",
+                "--- > X-Karajo-Sign: ********",
                 "--- HTTP/1.1 200 OK",
-                "--- Content-Type: text/plain",
-                "--- Content-Length: 12",
+                "--- < Content-Type: text/plain",
+                "--- < X-Other: not logged",
+                "--- < Content-Length: 12",
                 "hello",
                 "world",
             ],
         )
+        self.assertNotIn(expected_sign(SECRET, f"_karajo_epoch={EPOCH}".encode()), text)
+
+    def test_log_masks_credentials(self) -> None:
+        """
+        The password of the URL (sent as basic auth), an Authorization
+        header of the job, a job's own signature header name and a cookie
+        set by the response are masked; other headers are shown.
+        """
+        self.resource.headers["Set-Cookie"] = "session=abcdef"
+        err, text, seen = self.run_job(
+            job(
+                http_url="http://bob:hunter2@example.org/x",
+                http_method="POST",
+                http_request_type="form",
+                header_sign="X-My-Sign",
+                http_headers=(("Authorization", "Bearer tok123"), ("X-Visible", "v1")),
+            )
+        )
+        self.assertIsNone(err)
+        # treq's basic auth (from the URL) wins over the job's header.
+        basic = base64.b64encode(b"bob:hunter2").decode()
+        self.assertEqual(seen["headers"].get("Authorization"), [f"Basic {basic}"])
+        [sig] = seen["headers"].get("X-My-Sign")
+        for secret in ("hunter2", "tok123", sig, "abcdef", basic):
+            self.assertNotIn(secret, text)
+        self.assertEqual(text.count("Authorization"), 1)
+        self.assertIn("--- > Authorization: ********\n", text)
+
+        self.assertIn("--- POST http://example.org/x\n", text)
+        self.assertIn("--- > Authorization: ********\n", text)
+        self.assertIn("--- > X-My-Sign: ********\n", text)
+        self.assertIn("--- > X-Visible: v1\n", text)
+        self.assertIn("--- > Content-Type: application/x-www-form-urlencoded\n", text)
+        self.assertIn(f"--- > Content-Length: {len(seen['body'])}\n", text)
+        self.assertIn(f"--- request body: _karajo_epoch={EPOCH}\n", text)
+        self.assertIn("--- < Set-Cookie: ********\n", text)
+        err, text, seen = self.run_job(
+            job(http_url="http://example.org/y",
+                http_headers=(("Authorization", "Bearer tok123"),))
+        )
+        self.assertIsNone(err)
+        self.assertEqual(seen["headers"].get("Authorization"), ["Bearer tok123"])
+        self.assertNotIn("tok123", text)
+
+    def test_log_shows_only_the_head_of_a_long_body(self) -> None:
+        """
+        Up to the log cap the body is logged; beyond it, it is read (up to
+        the read cap) but only counted, and the log says how much there was.
+        """
+        self.resource.body = b"a" * 30 + b"b" * 70
+        err, text, _ = self.run_job(job(http_url="http://example.org/big"), max_logged_body=30)
+        self.assertIsNone(err)
+        self.assertIn(": " + "a" * 30 + "\n", text)
+        self.assertNotIn("bbb", text)
+        self.assertIn("--- response body: 100 bytes, the first 30 logged\n", text)
+        self.assertNotIn("cut after", text)
 
     def test_body_cap(self) -> None:
         """
@@ -450,7 +513,7 @@ class InMemoryTests(TestCase):
         err, text, _ = self.run_job(job(http_url="http://example.org/x"))
         self.assertEqual(len(self.resource.requests), 1)
         self.assertEqual(err.message, "HTTP status 302")
-        self.assertIn("--- Location: https://elsewhere.example/", text)
+        self.assertIn("--- < Location: https://elsewhere.example/", text)
 
     def test_timeout_on_fake_clock(self) -> None:
         """The timeout is measured on the reactor given to the work."""
@@ -574,7 +637,12 @@ class LoopbackTests(TestCase):
         self.assertTrue(hmac.compare_digest(sig, expected_sign(SECRET, seen["body"])))
         self.assertIn(f"--- POST {base}/karajo/api/job_exec/run/x?via=jobhttp\n", text)
         self.assertIn("--- HTTP/1.1 200 OK\n", text)
-        self.assertIn("--- Content-Type: application/json\n", text)
+        self.assertIn("--- < Content-Type: application/json\n", text)
+        self.assertIn(f"--- > Content-Length: {len(seen['body'])}\n", text)
+        self.assertIn(f"--- request body: {seen['body'].decode()}\n", text)
+        self.assertIn("--- > X-Extra: yes\n", text)
+        self.assertIn("--- > X-Karajo-Sign: ********\n", text)
+        self.assertNotIn(sig, text)
         self.assertIn(': {"code":200,"message":"queued"}\n', text)
 
     async def test_relative_url_reaches_this_server(self) -> None:
@@ -620,12 +688,18 @@ class LoopbackTests(TestCase):
         """The raw query string the receiver gets is the signed payload."""
         rec = Recorder()
         base = self.serve(rec)
-        err, _, _ = await self.run_job(job(http_url=base + "/p?a=%C3%A9&b=c+d"))
+        err, text, _ = await self.run_job(job(http_url=base + "/p?a=%C3%A9&b=c+d"))
         self.assertIsNone(err)
         [seen] = rec.requests
         self.assertTrue(seen["query"].startswith("a=%C3%A9&b=c+d&_karajo_epoch="))
         [sig] = seen["headers"].get("X-Karajo-Sign")
         self.assertEqual(sig, expected_sign(SECRET, seen["query"].encode()))
+        # The log: what was sent, the signature masked, no request body.
+        self.assertIn(f"--- GET {base}/p?{seen['query']}\n", text)
+        self.assertIn(f"--- > Host: {base.split('//')[1]}\n", text)
+        self.assertIn("--- > X-Karajo-Sign: ********\n", text)
+        self.assertNotIn(sig, text)
+        self.assertNotIn("request body", text)
 
     async def test_tls_self_signed_refused_by_default(self) -> None:
         """A self-signed certificate fails the run unless the job is insecure."""
@@ -636,6 +710,8 @@ class LoopbackTests(TestCase):
         self.assertIn("TLS", err.message)
         self.assertIn("127.0.0.1", err.message)
         self.assertEqual(rec.requests, [])
+        self.assertIn("--- > User-Agent: karajo\n", text)
+        self.assertNotIn("--- HTTP/", text)
 
         err, text, _ = await self.run_job(job(http_url=base + "/t", http_insecure=True))
         self.assertIsNone(err)
@@ -680,6 +756,9 @@ class LoopbackTests(TestCase):
         )
         self.assertIsInstance(err, RunFailed)
         self.assertTrue(err.message.startswith("timeout after 500ms"), err.message)
+        self.assertIn("waiting for a response from 127.0.0.1:", err.message)
+        self.assertIn("--- > X-Karajo-Sign: ********\n", text)
+        self.assertNotIn("--- HTTP/", text)
         self.assertLess(elapsed, 3)
         self.assertGreaterEqual(elapsed, 0.4)
         self.assertEqual(len(hang.pending), 1)
@@ -717,7 +796,9 @@ class LoopbackTests(TestCase):
         self.assertIsInstance(err, RunFailed)
         self.assertEqual(err.message, "HTTP status 500")
         self.assertIn("--- HTTP/1.1 500 Internal Server Error\n", text)
+        self.assertIn("--- < Content-Length: 9\n", text)
         self.assertIn(": it broke\n", text)
+        self.assertLess(text.index("--- HTTP/1.1 500"), text.index(": it broke"))
 
     async def test_connection_refused(self) -> None:
         """A closed port fails the run, naming the address."""
@@ -728,6 +809,8 @@ class LoopbackTests(TestCase):
         self.assertIsInstance(err, RunFailed)
         self.assertEqual(err.message, f"connection refused by 127.0.0.1:{number}")
         self.assertIn(f"--- GET http://127.0.0.1:{number}/?_karajo_epoch=", text)
+        self.assertIn(f"--- > Host: 127.0.0.1:{number}\n", text)
+        self.assertNotIn("--- HTTP/", text)
 
     async def test_with_job_runner(self) -> None:
         """

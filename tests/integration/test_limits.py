@@ -23,7 +23,15 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from karajo.web.limits import LimitedRequest, limited_site
+from karajo.web import limits
+from karajo.web.limits import (
+    BODY_TIMEOUT,
+    DESCRIPTOR_RESERVE,
+    MAX_CONNECTIONS_PER_CLIENT,
+    LimitedRequest,
+    connection_limit,
+    limited_site,
+)
 
 
 class Recorder(Resource):
@@ -123,6 +131,8 @@ class LimitsTestCase(TestCase):
 
         def build_protocol(addr: Any) -> Any:
             channel = build(addr)
+            if channel is None:  # refused: over a connection cap
+                return None
             done: Deferred[None] = Deferred()
             original = channel.connectionLost
 
@@ -140,9 +150,12 @@ class LimitsTestCase(TestCase):
         self.addCleanup(lambda: gatherResults(lost))
         return site
 
-    async def connect(self) -> RawClient:
-        """A raw client connected to the test site."""
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port)
+    async def connect(self, source: str | None = None) -> RawClient:
+        """A raw client connected to the test site, from C{source} if given."""
+        bind = (source, 0) if source is not None else None
+        endpoint = TCP4ClientEndpoint(
+            reactor, "127.0.0.1", self.port.getHost().port, bindAddress=bind
+        )
         client = await connectProtocol(endpoint, RawClient())
         self.addCleanup(lambda: None if client.is_closed else client.transport.loseConnection())
         return client
@@ -381,6 +394,107 @@ class SlowClientTests(LimitsTestCase):
         self.assertEqual(recorder.bodies, [])
 
 
+class SlowBodyTests(LimitsTestCase):
+    """A body has a deadline of its own, however steadily it trickles."""
+
+    async def test_trickling_body_cut_at_the_deadline(self) -> None:
+        """
+        A client sending one body byte every 0.1 s (never idle) gets a JSON
+        408 and is closed once the 0.5 s body deadline passes; the resource
+        is never called and the body's temporary file is closed.
+        """
+        recorder = Recorder()
+        self.serve(recorder, max_body_size=10_000_000, header_timeout=10,
+                   idle_timeout=60, body_timeout=0.5)
+        client = await self.connect()
+        client.transport.write(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n"
+        )
+
+        def drip() -> None:
+            if not client.is_closed:
+                client.transport.write(b"x")
+
+        loop = LoopingCall(drip)
+        loop.start(0.1)
+        self.addCleanup(lambda: loop.running and loop.stop())
+        started = time.monotonic()
+        raw = await client.closed
+        elapsed = time.monotonic() - started
+        self.assertGreaterEqual(elapsed, 0.4)
+        self.assertLess(elapsed, 1.5)
+        head, body = split_response(raw)
+        self.assertTrue(head.startswith(b"HTTP/1.1 408 "), raw)
+        self.assertEqual(json.loads(body)["name"], "ERR_REQUEST_TIMEOUT")
+        self.assertEqual(json.loads(body)["message"], "request body was not received in time")
+        self.assertEqual(recorder.bodies, [])
+        [request] = self.requests
+        self.assertTrue(request.content_file.wrapped.closed)
+
+    async def test_body_in_time_is_served(self) -> None:
+        """A body complete before the deadline is served; no timer is left."""
+        recorder = Recorder()
+        site = self.serve(recorder, header_timeout=10, idle_timeout=60, body_timeout=0.5)
+        client = await self.connect()
+        client.transport.write(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nab"
+        )
+        await deferLater(reactor, 0.1, lambda: None)
+        client.transport.write(b"cd")
+        raw = await client.closed
+        self.assertTrue(raw.startswith(b"HTTP/1.1 200 "), raw)
+        self.assertEqual(recorder.bodies, [b"abcd"])
+        self.assertEqual(site.open_connections, 0)
+
+
+class ConnectionCapTests(LimitsTestCase):
+    """Connections are capped per client address and in all."""
+
+    async def assert_refused(self, client: RawClient) -> None:
+        """C{client} was closed at once, with nothing said."""
+        raw = await client.closed
+        self.assertEqual(raw, b"")
+
+    async def test_65th_connection_of_one_address_refused(self) -> None:
+        """
+        64 idle connections from 127.0.0.1 are kept; the 65th is closed at
+        once while 127.0.0.2 is still served; once one closes, 127.0.0.1
+        may connect again.
+        """
+        recorder = Recorder()
+        site = self.serve(recorder, header_timeout=10, idle_timeout=60)
+        clients = [await self.connect() for _ in range(64)]
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(site.open_connections, 64)
+        self.assertFalse(any(c.is_closed for c in clients))
+
+        started = time.monotonic()
+        await self.assert_refused(await self.connect())
+        self.assertLess(time.monotonic() - started, 1)
+
+        other = await self.connect(source="127.0.0.2")
+        other.transport.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        raw = await other.closed
+        self.assertTrue(raw.startswith(b"HTTP/1.1 200 "), raw)
+
+        clients[0].transport.loseConnection()
+        await clients[0].closed
+        await deferLater(reactor, 0.1, lambda: None)
+        again = await self.connect()
+        again.transport.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        raw = await again.closed
+        self.assertTrue(raw.startswith(b"HTTP/1.1 200 "), raw)
+
+    async def test_total_cap(self) -> None:
+        """Over max_connections, any address's new connection is closed at once."""
+        site = self.serve(Recorder(), header_timeout=10, idle_timeout=60, max_connections=3)
+        clients = [await self.connect(source=f"127.0.0.{i + 1}") for i in range(3)]
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(site.open_connections, 3)
+        await self.assert_refused(await self.connect(source="127.0.0.9"))
+        self.assertFalse(any(c.is_closed for c in clients))
+
+
 class ConstructionTests(TestCase):
     """limited_site's arguments."""
 
@@ -394,6 +508,19 @@ class ConstructionTests(TestCase):
         self.assertTrue(issubclass(site.requestFactory, LimitedRequest))
         self.assertEqual(site.requestFactory.maxBodySize, 5)
         self.assertEqual(site.timeOut, 7)
+        self.assertEqual(site.bodyTimeout, BODY_TIMEOUT)
+        self.assertEqual(site.maxPerClient, MAX_CONNECTIONS_PER_CLIENT)
+        self.assertEqual(site.maxConnections, connection_limit())
+
+    def test_connection_limit_keeps_a_reserve(self) -> None:
+        """
+        The reserve comes off the soft RLIMIT_NOFILE, and the rest is halved
+        (a large body's temporary file is a second descriptor).
+        """
+        self.patch(limits, "getrlimit", lambda _: (1024, 4096))
+        self.assertEqual(connection_limit(), (1024 - DESCRIPTOR_RESERVE) // 2)
+        self.patch(limits, "getrlimit", lambda _: (100, 4096))
+        self.assertEqual(connection_limit(), 1)
 
 
 class MalformedRequestTests(LimitsTestCase):

@@ -47,6 +47,8 @@ class UnitFileTests(unittest.TestCase):
             "ProtectHome": "read-only",
             "PrivateTmp": "yes",
             "WorkingDirectory": "/",
+            # Connections are capped from RLIMIT_NOFILE (karajo.web.limits).
+            "LimitNOFILE": "65536",
         }
         for key, value in expected.items():
             self.assertEqual(service.get(key), value, key)

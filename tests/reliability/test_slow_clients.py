@@ -138,10 +138,15 @@ class SlowClientTests(TestCase):
         self.addCleanup(pool.closeCachedConnections)
         client = treq.client.HTTPClient(Agent(reactor, pool=pool))
 
-        # Open the slow connections in batches (the listen backlog is 50).
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", daemon.port)
+        # Open the slow connections in batches (the listen backlog is 50),
+        # each batch from its own loopback address: one address may hold
+        # only 64 connections (karajo.web.limits.MAX_CONNECTIONS_PER_CLIENT).
         clients = []
         for start in range(0, count, 25):
+            endpoint = TCP4ClientEndpoint(
+                reactor, "127.0.0.1", daemon.port,
+                bindAddress=(f"127.0.1.{start // 25 + 1}", 0),
+            )
             batch = [SlowClient(slow=i % 2 == 1) for i in range(start, min(count, start + 25))]
             await defer.gatherResults([connectProtocol(endpoint, c) for c in batch])
             clients.extend(batch)

@@ -7,11 +7,13 @@ tests/test_run.py.
 
 from __future__ import annotations
 
+import errno
 import os
 from datetime import timedelta
 from typing import Any
 
 from twisted.internet import defer, task
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from karajo.errors import JobBusy, JobPaused, RunFailed, ServerStopping
@@ -389,6 +391,76 @@ class ListenerTests(RunnerTestCase):
         self.assertEqual([e for e, _ in listener.events], ["started", "finished"])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
         self.assertEqual(self.statuses(runner), [(1, "success")])
+
+
+class LogNotCreatedTests(RunnerTestCase):
+    """A run whose log cannot be created (EMFILE) fails loudly, never silently."""
+
+    def emfile(self, runner: JobRunner) -> list[int]:
+        """Make C{runner}'s store refuse the next log; the counters it refused."""
+        refused: list[int] = []
+        real = runner.store.begin
+
+        def begin(counter: int, **kw: Any) -> RunLog:
+            if not refused:
+                refused.append(counter)
+                raise OSError(errno.EMFILE, "Too many open files")
+            return real(counter, **kw)
+
+        self.patch(runner.store, "begin", begin)
+        return refused
+
+    def test_fails_in_karajo_log(self) -> None:
+        """
+        The job shows C{failed}, karajo's log has a critical line naming the
+        job, the run and the error; the job is free for the next run, which
+        gets a log of its own.
+        """
+        runner, work, _ = self.runner()
+        refused = self.emfile(runner)
+        with capturedLogs() as events:
+            runner.trigger()
+        self.assertEqual(refused, [1])
+        self.assertEqual(work.runs, [])
+        self.assertEqual(runner.last_status, RunStatus.FAILED)
+        self.assertFalse(runner.active)
+        [event] = [e for e in events if e["log_level"] == LogLevel.critical]
+        text = formatEvent(event)
+        self.assertIn("j: run #1 (manual) failed before it began", text)
+        self.assertIn("Too many open files", text)
+
+        runner.trigger()
+        work.succeed()
+        self.assertEqual(self.statuses(runner), [(2, "success")])
+
+    def test_command_not_started_fails_in_its_log(self) -> None:
+        """
+        When the log exists but the command cannot be started (its pipes
+        need descriptors too), the run fails with the error in its log.
+        """
+        runner, work, _ = self.runner()
+
+        def run(log: RunLog, counter: int, request: Any) -> defer.Deferred[None]:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        self.patch(work, "run", run)
+        runner.trigger()
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)  # karajo's log too
+        self.assertEqual(self.statuses(runner), [(1, "failed")])
+        self.assertIn(b"!!! OSError: [Errno 24] Too many open files\n", self.content(runner, 1))
+
+    def test_retried_by_policy(self) -> None:
+        """With C{retry}, a run that could not begin is tried again."""
+        runner, work, _ = self.runner(retry=1, retry_delay=timedelta(seconds=5))
+        self.emfile(runner)
+        with capturedLogs():
+            runner.trigger()
+        self.assertEqual(work.runs, [])
+        self.clock.advance(5)
+        self.assertEqual([c for c, _ in work.runs], [2])
+        work.succeed()
+        self.assertEqual(self.statuses(runner), [(2, "success")])
+        self.assertIn(b"=== RETRY 1/1 of #1", self.content(runner, 2))
 
 
 class RetentionTests(RunnerTestCase):
