@@ -85,6 +85,25 @@ class User:
     origin: Origin = field(factory=Origin, eq=False, repr=False)
 
 
+#: What an API token may do (docs/http-api.md, "Authentication").
+TOKEN_SCOPES = ("read", "manage")
+
+
+@frozen
+class Token:
+    """
+    An API token of C{user.conf}: only the SHA-256 of the token is kept
+    (C{hash}, C{sha256:<hex>}), so the file never holds the token itself.
+    C{scope} is C{read} (GET API, logs, metrics) or C{manage} (also pause,
+    resume, cancel and run_now, without a signature).
+    """
+
+    name: str = ""
+    hash: str = field(default="", repr=False)
+    scope: str = "read"
+    origin: Origin = field(factory=Origin, eq=False, repr=False)
+
+
 @frozen
 class Notif:
     """An e-mail destination that job results can be sent to."""
@@ -243,6 +262,7 @@ class Environment:
     http_jobs: Mapping[str, JobHttp] = field(factory=dict)
     notifs: Mapping[str, Notif] = field(factory=dict)
     users: Mapping[str, User] = field(factory=dict)
+    tokens: Mapping[str, Token] = field(factory=dict)
     origin: Origin = field(factory=Origin, eq=False, repr=False)
 
     def secret_of(self, job: Job | JobHttp) -> str:

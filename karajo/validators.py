@@ -15,13 +15,16 @@ import email.utils
 import re
 from urllib.parse import urlsplit
 
-from karajo.model import Notif
+from karajo.model import TOKEN_SCOPES, Notif, Token
+from karajo.tokens import digest_of
 
 __all__ = [
     "DEFAULT_PORTS",
     "NotifConfigError",
+    "TokenConfigError",
     "addr_spec",
     "check_notif",
+    "check_token",
     "is_bcrypt_hash",
     "normalize_hash",
     "parse_smtp_server",
@@ -135,3 +138,27 @@ def normalize_hash(hashed: str) -> str | None:
     if match.group(1) == "y":
         return "$2b$" + hashed[4:]
     return hashed
+
+
+# --- API tokens ----------------------------------------------------------
+
+
+class TokenConfigError(NotifConfigError):
+    """A token that cannot be used as configured; C{key} as for a notif."""
+
+
+def check_token(token: Token) -> None:
+    """
+    A token's C{hash} must be C{sha256:<64 hex digits>} and its C{scope}
+    one of L{TOKEN_SCOPES}; the message never repeats the hash.
+
+    @raise TokenConfigError: with C{key} the attribute at fault.
+    """
+    where = f'[token "{token.name}"]'
+    if digest_of(token.hash) is None:
+        raise TokenConfigError(
+            f"{where}: hash must be sha256:<64 hex digits> (see karajo token new)", "hash")
+    if token.scope not in TOKEN_SCOPES:
+        raise TokenConfigError(
+            f"{where}: scope must be one of {', '.join(TOKEN_SCOPES)}, not {token.scope!r}",
+            "scope")
