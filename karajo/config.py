@@ -160,6 +160,10 @@ NOTIF_KEYS = {
     "smtp_insecure": ("smtp_insecure", _bool),
     "from": ("sender", _str),
     "to": ("to", _list),
+    "url": ("url", _str),
+    "secret": ("secret", _str),
+    "http_header": ("http_headers", _headers),
+    "http_insecure": ("http_insecure", _bool),
 }
 USER_KEYS = {"password": ("password", _str)}
 TOKEN_KEYS = {"hash": ("hash", _str), "scope": ("scope", _str)}
@@ -330,7 +334,7 @@ def load_environment(
         elif section.name == "notif":
             name = _need_name(section)
             values, origin = _fields(section, NOTIF_KEYS, warnings)
-            for attr in ("smtp_user", "smtp_password"):
+            for attr in ("smtp_user", "smtp_password", "secret"):
                 if attr in values:
                     values[attr] = _credential(values[attr], origin, attr, environ, used)
             if _first(notifs, name, section, warnings):

@@ -104,9 +104,18 @@ class Token:
     origin: Origin = field(factory=Origin, eq=False, repr=False)
 
 
+#: The kinds of C{[notif]}: a mail over SMTP, or a JSON POST (Slack,
+#: Mattermost, Rocket.Chat incoming webhooks, or any receiver).
+NOTIF_KINDS = ("email", "webhook")
+
+
 @frozen
 class Notif:
-    """An e-mail destination that job results can be sent to."""
+    """
+    A destination that job results are sent to: an e-mail (C{smtp_*},
+    C{from}, C{to}) or a webhook (C{url}, C{secret}, C{http_headers},
+    C{http_insecure}).
+    """
 
     name: str = ""
     kind: str = "email"
@@ -116,6 +125,11 @@ class Notif:
     smtp_insecure: bool = False
     sender: str = ""
     to: tuple[str, ...] = field(default=(), converter=tuple)
+    url: str = field(default="", repr=False)
+    #: signs a webhook's body (hex HMAC-SHA256 in C{X-Karajo-Sign})
+    secret: str = field(default="", repr=False)
+    http_headers: tuple[tuple[str, str], ...] = field(default=(), converter=tuple, repr=False)
+    http_insecure: bool = False
     origin: Origin = field(factory=Origin, eq=False, repr=False)
 
 

@@ -86,8 +86,12 @@ def check_notif(notif: Notif) -> None:
     @raise NotifConfigError: with the reason.
     """
     where = f"notif {notif.name!r}"
+    if notif.kind == "webhook":
+        _check_webhook(notif, where)
+        return
     if notif.kind != "email":
-        raise NotifConfigError(f"{where}: kind {notif.kind!r} is not supported (only email)", "kind")
+        raise NotifConfigError(
+            f"{where}: kind {notif.kind!r} is not supported (email or webhook)", "kind")
     try:
         parse_smtp_server(notif.smtp_server)
     except NotifConfigError as e:
@@ -104,6 +108,29 @@ def check_notif(notif: Notif) -> None:
     for to in notif.to:
         if not _valid_address(to):
             raise NotifConfigError(f"{where}: to {to!r} is not an e-mail address", "to")
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _check_webhook(notif: Notif, where: str) -> None:
+    """A webhook notif needs an C{http(s)://host} URL; headers without line breaks."""
+    try:
+        parts = urlsplit(notif.url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as e:
+        raise NotifConfigError(f"{where}: url: {e}", "url") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        # The URL is not repeated: it may hold a token (Slack's do).
+        raise NotifConfigError(f"{where}: url must be http:// or https:// with a host", "url")
+    if any(c in notif.url for c in "\r\n\0 "):
+        raise NotifConfigError(f"{where}: url holds a space or a control character", "url")
+    for name, value in notif.http_headers:
+        if not _HEADER_NAME.fullmatch(name):
+            raise NotifConfigError(f"{where}: {name!r} is not a header name", "http_headers")
+        if any(c in value for c in "\r\n\0"):
+            raise NotifConfigError(
+                f"{where}: header {name} holds a line break", "http_headers")
 
 
 def _valid_address(text: str) -> bool:

@@ -172,7 +172,8 @@ class StateCollector:
         notifier = getattr(self._service, "notifier", None)
         yield CounterMetricFamily(
             "karajo_notification_failures",
-            "Notification mails given up (after retries, or at once when permanent).",
+            "Notifications (mails and webhook posts) given up (after retries, or at once when"
+            " permanent).",
             value=notifier.failures if notifier is not None else 0,
         )
 
