@@ -2,6 +2,7 @@
 The C{karajo} command: the everyday chores around a karajo server.
 
     karajo hash-password [--rounds N]         bcrypt hash for user.conf
+    karajo token new NAME [--scope S]          a fresh API token and its user.conf lines
     karajo sign --secret-env VAR [FILE|-]      hex HMAC-SHA256 of a payload
     karajo trigger URL --secret-env VAR [...]  send a signed webhook
     karajo check [--config FILE]               validate a config, show its jobs
@@ -111,6 +112,31 @@ def _rounds(text: str) -> int:
     if not 4 <= value <= 31:
         raise argparse.ArgumentTypeError("must be 4 to 31")
     return value
+
+
+# --- token ---------------------------------------------------------------------
+
+
+def cmd_token_new(args: argparse.Namespace) -> int:
+    """
+    Print a fresh token once, then the C{user.conf} lines holding only its
+    hash: the token itself is written nowhere else.
+    """
+    from karajo.tokens import hash_token, new_token
+
+    name = args.name
+    if not name or any(c in name for c in '"\\') or not name.isprintable():
+        raise CommandError(f"token name {name!r}: no quotes, backslashes or control"
+                           " characters", USAGE)
+    token = new_token()
+    _out(f"token: {token}")
+    _out("(shown once; send it as 'Authorization: Bearer TOKEN')")
+    _out("")
+    _out("add to user.conf:")
+    _out(f'[token "{name}"]')
+    _out(f"\thash = {hash_token(token)}")
+    _out(f"\tscope = {args.scope}")
+    return OK
 
 
 # --- sign --------------------------------------------------------------------
@@ -445,6 +471,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-confirm", action="store_true",
                    help="on a terminal, ask for the password only once")
     p.set_defaults(run=cmd_hash_password)
+
+    p = sub.add_parser(
+        "token", help="make an API token for user.conf",
+        description="API tokens (Authorization: Bearer) for scripts and Prometheus.",
+    )
+    token_sub = p.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    p = token_sub.add_parser(
+        "new", help="print a fresh token and the user.conf lines to add",
+        description="Print a fresh random token once, then the [token \"NAME\"] section"
+                    " to add to user.conf, which holds only the token's SHA-256. The"
+                    " token is stored nowhere: keep it where the client reads it.",
+    )
+    p.add_argument("name", metavar="NAME", help="the token's name in user.conf")
+    p.add_argument("--scope", choices=("read", "manage"), default="read",
+                   help="read: GET API, logs, metrics; manage: also pause, resume,"
+                        " cancel and run_now (default read)")
+    p.set_defaults(run=cmd_token_new)
 
     p = sub.add_parser(
         "sign", help="print the hex HMAC-SHA256 of a payload",

@@ -39,9 +39,10 @@ from karajo.model import (
     JobKind,
     Notif,
     Origin,
+    Token,
     User,
 )
-from karajo.validators import is_bcrypt_hash
+from karajo.validators import TokenConfigError, check_token, is_bcrypt_hash
 
 DEFAULT_CONFIG = "/etc/karajo/karajo.conf"
 
@@ -159,8 +160,13 @@ NOTIF_KEYS = {
     "smtp_insecure": ("smtp_insecure", _bool),
     "from": ("sender", _str),
     "to": ("to", _list),
+    "url": ("url", _str),
+    "secret": ("secret", _str),
+    "http_header": ("http_headers", _headers),
+    "http_insecure": ("http_insecure", _bool),
 }
 USER_KEYS = {"password": ("password", _str)}
+TOKEN_KEYS = {"hash": ("hash", _str), "scope": ("scope", _str)}
 # Keys that may repeat and accumulate: an empty entry is a value of its own.
 _LIST_CONVERTERS = (_list, _headers)
 
@@ -297,6 +303,7 @@ def load_environment(
     http_jobs: dict[str, JobHttp] = {}
     notifs: dict[str, Notif] = {}
     users: dict[str, User] = {}
+    tokens: dict[str, Token] = {}
     env_values: dict[str, Any] = {}
     env_origin = Origin(path, None)
     main_dir = os.path.dirname(os.path.abspath(path))
@@ -327,7 +334,7 @@ def load_environment(
         elif section.name == "notif":
             name = _need_name(section)
             values, origin = _fields(section, NOTIF_KEYS, warnings)
-            for attr in ("smtp_user", "smtp_password"):
+            for attr in ("smtp_user", "smtp_password", "secret"):
                 if attr in values:
                     values[attr] = _credential(values[attr], origin, attr, environ, used)
             if _first(notifs, name, section, warnings):
@@ -353,6 +360,12 @@ def load_environment(
     user_conf = os.path.join(etc, "user.conf")
     if os.path.isfile(user_conf):
         for section in _read_sections(user_conf):
+            if section.name == "token":
+                name = _need_name(section)
+                values, origin = _fields(section, TOKEN_KEYS, warnings)
+                if _first(tokens, name, section, warnings):
+                    tokens[name] = Token(name=name, origin=origin, **values)
+                continue
             if section.name != "user":
                 warnings.append(
                     f"{section.filename}:{section.line}: [{_header(section)}] "
@@ -369,6 +382,7 @@ def load_environment(
         http_jobs=http_jobs,
         notifs=notifs,
         users=users,
+        tokens=tokens,
         origin=env_origin,
         **env_values,
     )
@@ -491,7 +505,17 @@ def validate(env: Environment) -> tuple[Environment, tuple[str, ...]]:
                 "password: must be a bcrypt hash ($2a$, $2b$ or $2y$; see karajo hash-password)",
             )
 
-    return evolve(env, jobs=jobs, http_jobs=http_jobs, users=users), tuple(warnings)
+    tokens = _named(env.tokens, "token")
+    for token in tokens.values():
+        try:
+            check_token(token)
+        except TokenConfigError as e:
+            raise fail(token.origin, e.key, str(e)) from None
+
+    return (
+        evolve(env, jobs=jobs, http_jobs=http_jobs, users=users, tokens=tokens),
+        tuple(warnings),
+    )
 
 
 _SECRET_ALPHABET = string.ascii_letters + string.digits

@@ -85,9 +85,37 @@ class User:
     origin: Origin = field(factory=Origin, eq=False, repr=False)
 
 
+#: What an API token may do (docs/http-api.md, "Authentication").
+TOKEN_SCOPES = ("read", "manage")
+
+
+@frozen
+class Token:
+    """
+    An API token of C{user.conf}: only the SHA-256 of the token is kept
+    (C{hash}, C{sha256:<hex>}), so the file never holds the token itself.
+    C{scope} is C{read} (GET API, logs, metrics) or C{manage} (also pause,
+    resume, cancel and run_now, without a signature).
+    """
+
+    name: str = ""
+    hash: str = field(default="", repr=False)
+    scope: str = "read"
+    origin: Origin = field(factory=Origin, eq=False, repr=False)
+
+
+#: The kinds of C{[notif]}: a mail over SMTP, or a JSON POST (Slack,
+#: Mattermost, Rocket.Chat incoming webhooks, or any receiver).
+NOTIF_KINDS = ("email", "webhook")
+
+
 @frozen
 class Notif:
-    """An e-mail destination that job results can be sent to."""
+    """
+    A destination that job results are sent to: an e-mail (C{smtp_*},
+    C{from}, C{to}) or a webhook (C{url}, C{secret}, C{http_headers},
+    C{http_insecure}).
+    """
 
     name: str = ""
     kind: str = "email"
@@ -97,6 +125,11 @@ class Notif:
     smtp_insecure: bool = False
     sender: str = ""
     to: tuple[str, ...] = field(default=(), converter=tuple)
+    url: str = field(default="", repr=False)
+    #: signs a webhook's body (hex HMAC-SHA256 in C{X-Karajo-Sign})
+    secret: str = field(default="", repr=False)
+    http_headers: tuple[tuple[str, str], ...] = field(default=(), converter=tuple, repr=False)
+    http_insecure: bool = False
     origin: Origin = field(factory=Origin, eq=False, repr=False)
 
 
@@ -243,6 +276,7 @@ class Environment:
     http_jobs: Mapping[str, JobHttp] = field(factory=dict)
     notifs: Mapping[str, Notif] = field(factory=dict)
     users: Mapping[str, User] = field(factory=dict)
+    tokens: Mapping[str, Token] = field(factory=dict)
     origin: Origin = field(factory=Origin, eq=False, repr=False)
 
     def secret_of(self, job: Job | JobHttp) -> str:

@@ -1,6 +1,12 @@
 """
-E-mail notifications: one mail per notif named in a job's C{notif_on_success}
-or C{notif_on_failed} after each run (docs/configuration.md, "[notif] sections").
+Notifications: one mail or webhook post per notif named in a job's
+C{notif_on_success} or C{notif_on_failed} after each run
+(docs/configuration.md, "[notif] sections").
+
+The queue below (bounded, retries with backoff, give-ups counted) is the
+one queue of both kinds: what differs per kind is how the message is built
+and how one attempt is made, the mail's here, the webhook's in
+L{karajo.notify_webhook}.  The rest of this docstring is about mail.
 
 Everything runs on the reactor through L{twisted.mail.smtp}'s ESMTP client:
 
@@ -49,6 +55,7 @@ from twisted.python.failure import Failure
 
 from karajo.joblog import LogName, RunRecord
 from karajo.model import Notif
+from karajo.notify_webhook import WebhookFailed, WebhookSender, payload, summary
 from karajo.status import RunStatus
 from karajo.twisted_private import reactor_bound_late
 from karajo.validators import addr_spec, check_notif, parse_smtp_server
@@ -223,6 +230,8 @@ def is_temporary(failure: Failure) -> bool:
     unexpected is permanent.
     """
     exc = failure.value
+    if isinstance(exc, WebhookFailed):
+        return exc.temporary
     if _is_tls_error(exc):
         return False
     if isinstance(exc, _TEMPORARY):
@@ -249,6 +258,8 @@ def describe(failure: Failure, password: str = "") -> str:
     type and message; never the session transcript, never C{password}.
     """
     exc = failure.value
+    if isinstance(exc, WebhookFailed):
+        return str(exc)
     if isinstance(exc, smtp.SMTPClientError):
         resp = exc.resp
         text = resp.decode("utf-8", "replace") if isinstance(resp, bytes) else str(resp)
@@ -303,6 +314,8 @@ class Notifier(Service):
     @param server_name: the C{[karajo] name}, the subject's prefix.
     @param timeout: seconds to connect, and to wait for each server reply.
     @param max_concurrent: attempts in flight at once.
+    @param webhook: posts webhook notifs; by default one on C{reactor} with
+        C{timeout}, made when a webhook notif exists.
 
     @raise karajo.validators.NotifConfigError: a notif cannot work as configured.
 
@@ -324,6 +337,7 @@ class Notifier(Service):
         timeout: float = 60.0,
         max_delay: float = 600.0,
         max_concurrent: int = 4,
+        webhook: WebhookSender | None = None,
     ) -> None:
         for notif in notifs.values():
             check_notif(notif)
@@ -346,6 +360,9 @@ class Notifier(Service):
         self._in_flight = 0
         self._reading = 0
         self._stopped = False
+        if webhook is None and any(n.kind == "webhook" for n in self.notifs.values()):
+            webhook = WebhookSender(reactor, timeout=timeout)
+        self._webhook = webhook
 
     @property
     def outstanding(self) -> int:
@@ -395,28 +412,39 @@ class Notifier(Service):
             if found is None:
                 log.warn("Log of run {counter} of {job} not found; mailing without it",
                          counter=name.counter, job=name.job_id)
-                body = NO_LOG
+                self._enqueue_all(job, name, tuple(names), None)
             else:
-                body = cap_body(found[1], self._max_body)
-            self._enqueue_all(job, name, tuple(names), body)
+                self._enqueue_all(job, name, tuple(names), found[1])
 
         def unreadable(f: Failure) -> None:
             self._reading -= 1
             log.failure("Reading log of run {counter} of {job} failed", f,
                         counter=name.counter, job=name.job_id)
-            self._enqueue_all(job, name, tuple(names), NO_LOG)
+            self._enqueue_all(job, name, tuple(names), None)
 
         d.addCallbacks(read, unreadable)
         d.addErrback(lambda f: log.failure("Queueing mails of {job} failed", f, job=name.job_id))
 
-    def _enqueue_all(self, job: Any, name: RunRecord, names: tuple[str, ...], body: str) -> None:
+    def _enqueue_all(
+        self, job: Any, name: RunRecord, names: tuple[str, ...], log_bytes: bytes | None
+    ) -> None:
+        """Each notif's message, built once per kind (every webhook posts the same bytes)."""
         subject = subject_of(job, name, self._server_name)
+        body: str | None = None
+        posted: bytes | None = None
         for notif_name in dict.fromkeys(names):
             notif = self.notifs.get(notif_name)
             if notif is None:
                 log.error("{kind} {job} names notif {notif}, which does not exist",
                           kind=job.kind, job=name.job_id, notif=notif_name)
                 continue
+            if notif.kind == "webhook":
+                if posted is None:
+                    posted = payload(job, name, log_bytes, self._server_name)
+                self._enqueue(notif, summary(job, name, self._server_name), posted)
+                continue
+            if body is None:
+                body = NO_LOG if log_bytes is None else cap_body(log_bytes, self._max_body)
             self.enqueue(notif, subject, body)
 
     # --- the queue ---------------------------------------------------------
@@ -426,6 +454,16 @@ class Notifier(Service):
         Queue one mail; C{False} when it was dropped (queue full, stopped,
         or the message cannot be built).
         """
+        try:
+            message = self._build(notif, subject, body)
+        except Exception:
+            log.failure("Building mail to notif {notif} failed", notif=notif.name)
+            self.dropped += 1
+            return False
+        return self._enqueue(notif, subject, message)
+
+    def _enqueue(self, notif: Notif, subject: str, message: bytes) -> bool:
+        """Queue one built message (a mail, or a webhook's body) for C{notif}."""
         if self._stopped:
             log.warn("Dropped mail to notif {notif} ({subject}): notifications are stopped",
                      notif=notif.name, subject=subject)
@@ -436,12 +474,6 @@ class Notifier(Service):
                 "Mail queue full ({max_queue} mails); dropped mail to notif {notif}: {subject}",
                 max_queue=self._max_queue, notif=notif.name, subject=subject,
             )
-            self.dropped += 1
-            return False
-        try:
-            message = self._build(notif, subject, body)
-        except Exception:
-            log.failure("Building mail to notif {notif} failed", notif=notif.name)
             self.dropped += 1
             return False
         self._pending.append(_Mail(notif, subject, message, self._reactor.seconds(), self._first_delay))
@@ -456,7 +488,7 @@ class Notifier(Service):
             mail = self._pending.popleft()
             mail.attempts += 1
             self._in_flight += 1
-            d = defer.maybeDeferred(self._deliver, mail.notif, mail.message)
+            d = defer.maybeDeferred(self._attempt, mail.notif, mail.message)
             d.addBoth(self._attempted, mail)
             d.addErrback(lambda f: log.failure("Mail queue error", f))
 
@@ -465,17 +497,25 @@ class Notifier(Service):
         notif = mail.notif
         if not isinstance(result, Failure):
             self.sent += 1
-            log.info(
-                "Mailed notif {notif} ({subject}) to {to} after {attempts} attempt(s)",
-                notif=notif.name, subject=mail.subject, to=list(notif.to), attempts=mail.attempts,
-            )
+            if notif.kind == "webhook":
+                log.info(
+                    "Posted notif {notif} ({subject}) after {attempts} attempt(s)",
+                    notif=notif.name, subject=mail.subject, attempts=mail.attempts,
+                )
+            else:
+                log.info(
+                    "Mailed notif {notif} ({subject}) to {to} after {attempts} attempt(s)",
+                    notif=notif.name, subject=mail.subject, to=list(notif.to),
+                    attempts=mail.attempts,
+                )
         else:
             reason = describe(result, notif.smtp_password)
             now = self._reactor.seconds()
             temporary = is_temporary(result)
             if temporary and not self._stopped and now + mail.delay <= mail.queued_at + self._retry_for:
                 log.warn(
-                    "Mail to notif {notif} ({subject}) failed, retrying in {delay:.2f}s: {reason}",
+                    "{what} to notif {notif} ({subject}) failed, retrying in {delay:.2f}s: {reason}",
+                    what="Webhook" if notif.kind == "webhook" else "Mail",
                     notif=notif.name, subject=mail.subject, delay=mail.delay, reason=reason,
                     attempts=mail.attempts,
                 )
@@ -495,7 +535,8 @@ class Notifier(Service):
     def _give_up(self, mail: _Mail, reason: str, kind: str) -> None:
         self.failures += 1
         log.error(
-            "Gave up mailing notif {notif} ({subject}) after {attempts} attempt(s): {reason}",
+            "Gave up {doing} notif {notif} ({subject}) after {attempts} attempt(s): {reason}",
+            doing="posting to" if mail.notif.kind == "webhook" else "mailing",
             notif=mail.notif.name, subject=mail.subject, attempts=mail.attempts,
             reason=reason, failure_kind=kind,
         )
@@ -520,6 +561,14 @@ class Notifier(Service):
             self._give_up(self._pending.popleft(), "karajo is stopping", "shutdown")
 
     # --- one attempt -------------------------------------------------------
+
+    def _attempt(self, notif: Notif, message: bytes) -> defer.Deferred[None]:
+        """One attempt of the notif's kind."""
+        if notif.kind == "webhook":
+            if self._webhook is None:
+                self._webhook = WebhookSender(self._reactor, timeout=self._timeout)
+            return self._webhook.deliver(notif, message)
+        return self._deliver(notif, message)
 
     def _build(self, notif: Notif, subject: str, body: str) -> bytes:
         domain = addr_spec(notif.sender).rpartition("@")[2] or "localhost"

@@ -15,13 +15,16 @@ import email.utils
 import re
 from urllib.parse import urlsplit
 
-from karajo.model import Notif
+from karajo.model import TOKEN_SCOPES, Notif, Token
+from karajo.tokens import digest_of
 
 __all__ = [
     "DEFAULT_PORTS",
     "NotifConfigError",
+    "TokenConfigError",
     "addr_spec",
     "check_notif",
+    "check_token",
     "is_bcrypt_hash",
     "normalize_hash",
     "parse_smtp_server",
@@ -83,8 +86,12 @@ def check_notif(notif: Notif) -> None:
     @raise NotifConfigError: with the reason.
     """
     where = f"notif {notif.name!r}"
+    if notif.kind == "webhook":
+        _check_webhook(notif, where)
+        return
     if notif.kind != "email":
-        raise NotifConfigError(f"{where}: kind {notif.kind!r} is not supported (only email)", "kind")
+        raise NotifConfigError(
+            f"{where}: kind {notif.kind!r} is not supported (email or webhook)", "kind")
     try:
         parse_smtp_server(notif.smtp_server)
     except NotifConfigError as e:
@@ -101,6 +108,29 @@ def check_notif(notif: Notif) -> None:
     for to in notif.to:
         if not _valid_address(to):
             raise NotifConfigError(f"{where}: to {to!r} is not an e-mail address", "to")
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _check_webhook(notif: Notif, where: str) -> None:
+    """A webhook notif needs an C{http(s)://host} URL; headers without line breaks."""
+    try:
+        parts = urlsplit(notif.url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as e:
+        raise NotifConfigError(f"{where}: url: {e}", "url") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        # The URL is not repeated: it may hold a token (Slack's do).
+        raise NotifConfigError(f"{where}: url must be http:// or https:// with a host", "url")
+    if any(c in notif.url for c in "\r\n\0 "):
+        raise NotifConfigError(f"{where}: url holds a space or a control character", "url")
+    for name, value in notif.http_headers:
+        if not _HEADER_NAME.fullmatch(name):
+            raise NotifConfigError(f"{where}: {name!r} is not a header name", "http_headers")
+        if any(c in value for c in "\r\n\0"):
+            raise NotifConfigError(
+                f"{where}: header {name} holds a line break", "http_headers")
 
 
 def _valid_address(text: str) -> bool:
@@ -135,3 +165,27 @@ def normalize_hash(hashed: str) -> str | None:
     if match.group(1) == "y":
         return "$2b$" + hashed[4:]
     return hashed
+
+
+# --- API tokens ----------------------------------------------------------
+
+
+class TokenConfigError(NotifConfigError):
+    """A token that cannot be used as configured; C{key} as for a notif."""
+
+
+def check_token(token: Token) -> None:
+    """
+    A token's C{hash} must be C{sha256:<64 hex digits>} and its C{scope}
+    one of L{TOKEN_SCOPES}; the message never repeats the hash.
+
+    @raise TokenConfigError: with C{key} the attribute at fault.
+    """
+    where = f'[token "{token.name}"]'
+    if digest_of(token.hash) is None:
+        raise TokenConfigError(
+            f"{where}: hash must be sha256:<64 hex digits> (see karajo token new)", "hash")
+    if token.scope not in TOKEN_SCOPES:
+        raise TokenConfigError(
+            f"{where}: scope must be one of {', '.join(TOKEN_SCOPES)}, not {token.scope!r}",
+            "scope")

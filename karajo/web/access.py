@@ -1,7 +1,14 @@
 """
-Who may call what in the API: sessions and their CSRF token, the global
-secret's signature on management calls, the replay guard, and the
-bookkeeping of refused webhook signatures.
+Who may call what in the API: sessions and their CSRF token, API tokens
+(C{Authorization: Bearer}), the global secret's signature on management
+calls, the replay guard, and the bookkeeping of refused webhook
+signatures.
+
+An API token is read from the C{Authorization} header only, never from a
+cookie: a browser never sends it on its own, so a bearer request needs no
+CSRF check.  A request that presents one is judged by it alone: a wrong
+token is refused (401) even where no login is needed, rather than ignored,
+so a misconfigured scraper fails loudly.
 
 The rules per route are in L{karajo.web.api}'s docstring; this module
 holds the checks, each raising an error of L{karajo.web.errors} that the
@@ -18,20 +25,27 @@ from twisted.logger import Logger
 
 from karajo.replay import FULL, ReplayGuard
 from karajo.signature import DEFAULT_HEADER_SIGN, verify
+from karajo.tokens import match
 from karajo.users import CSRF_HEADER
 from karajo.web.errors import (
     CSRFRefused,
     ReplayMemoryFull,
     RequestExpired,
     RequestReplayed,
+    TokenScope,
     Unauthorized,
 )
 
-__all__ = ["Access", "RefusalLog", "client_host", "header_getter"]
+__all__ = ["MANAGE", "READ", "Access", "RefusalLog", "client_host", "header_getter"]
 
 log = Logger()
 
 _CSRF_B = CSRF_HEADER.encode("ascii")
+_BEARER = b"bearer"
+#: Read tokens may call the GET API, logs and metrics; manage tokens also
+#: pause, resume, cancel and run_now.
+READ = "read"
+MANAGE = "manage"
 
 
 def client_host(request: Any) -> str:
@@ -69,8 +83,32 @@ class Access:
         """The request's live session, or None."""
         return self._sessions.from_request(request)
 
+    def token(self, request: Any) -> Any:
+        """
+        The API token of the request's C{Authorization: Bearer} header, or
+        None when it has no such header.
+
+        @raise Unauthorized: a bearer header whose token is not configured;
+            the message says no more than that (not which part was wrong).
+        """
+        values = request.requestHeaders.getRawHeaders(b"authorization")
+        if not values:
+            return None
+        scheme, _, presented = values[0].strip().partition(b" ")
+        if scheme.lower() != _BEARER:
+            return None
+        found = match(self._env.tokens.values(), presented.strip())
+        if found is None:
+            raise Unauthorized("invalid API token")
+        return found
+
     def require_session(self, request: Any) -> None:
-        """Refuse a request without a session, when there are users."""
+        """
+        Refuse a reading request without a session, when there are users;
+        a valid API token of any scope stands for a session.
+        """
+        if self.token(request) is not None:
+            return
         if self._sessions.enabled and self.session(request) is None:
             raise Unauthorized("login required")
 
@@ -121,8 +159,10 @@ class Access:
         self, request: Any, action: str, signed: bytes, epoch_of: Callable[[], int | None]
     ) -> Callable[[], None]:
         """
-        Accept a valid C{X-Karajo-Sign} of C{signed} with the global secret
-        (then the replay guard), or a session with CSRF protection.
+        Accept a C{manage} API token (no signature, no replay guard: the
+        token is the proof, and it is not in the request's body), a valid
+        C{X-Karajo-Sign} of C{signed} with the global secret (then the
+        replay guard), or a session with CSRF protection.
         Returns how to forget the signed payload if the action is refused.
 
         @param action: what the request does, e.g. C{"job_exec/pause"}.  The
@@ -131,6 +171,11 @@ class Access:
             its spellings (C{run_no%77}, C{/%6Barajo/...}) are one action,
             and keying on the raw path would let each spelling replay.
         """
+        token = self.token(request)
+        if token is not None:
+            if token.scope != MANAGE:
+                raise TokenScope("this API token may only read")
+            return lambda: None
         reason = "missing X-Karajo-Sign header"
         if request.requestHeaders.hasHeader(b"x-karajo-sign"):
             verdict = verify(

@@ -12,12 +12,14 @@ Authentication, per route (see docs/http-api.md):
 
   - webhook runs: the job's C{auth_kind} over the raw body, then the replay
     guard; never a session;
-  - management calls (pause, resume, cancel): C{X-Karajo-Sign} with the
+  - management calls (pause, resume, cancel, run_now): a C{manage} API
+    token (C{Authorization: Bearer}); or C{X-Karajo-Sign} with the
     global secret over the raw body (job_exec) or the raw query string
     (job_http), then the replay guard; or a logged-in session plus the CSRF
     header (or, without it, a same-origin C{Origin});
   - login and logout: none;
-  - everything else: a session when users exist, nothing otherwise.
+  - everything else: an API token of any scope, or a session when users
+    exist, nothing otherwise (a wrong token is refused all the same).
 
 Secrets (the global and per-job secrets, passwords, session tokens in
 logs) never appear in a response or a log line: job JSON is built from an
@@ -159,6 +161,11 @@ class KarajoAPI:
         self._openapi: bytes | None = None
         self._paths: dict[str, Any] | None = None
         self.refusals = RefusalLog(clock)
+
+    @property
+    def access(self) -> Access:
+        """Who may call what; the metrics page asks it too."""
+        return self._access
 
     def resource(self) -> IResource:
         """The Klein resource; mount it at the site root (full paths)."""

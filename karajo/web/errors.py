@@ -39,6 +39,7 @@ __all__ = [
     "ReplayMemoryFull",
     "RequestExpired",
     "RequestReplayed",
+    "TokenScope",
     "Unauthorized",
     "WebhookForbidden",
     "describe",
@@ -69,6 +70,10 @@ class LogNotFound(APIError):
 
 class Unauthorized(APIError):
     """Neither a valid signature nor a valid session."""
+
+
+class TokenScope(APIError):
+    """A valid API token whose scope does not cover the call (a read token managing)."""
 
 
 class CSRFRefused(APIError):
@@ -108,6 +113,7 @@ ERRORS: dict[type, tuple[int, str]] = {
     Unauthorized: (401, "ERR_UNAUTHORIZED"),
     WebhookForbidden: (403, "ERR_JOB_FORBIDDEN"),
     CSRFRefused: (403, "ERR_CSRF"),
+    TokenScope: (403, "ERR_TOKEN_SCOPE"),
     RequestReplayed: (403, "ERR_REQUEST_REPLAYED"),
     RequestExpired: (403, "ERR_REQUEST_EXPIRED"),
     JobNotFound: (404, "ERR_JOB_NOT_FOUND"),

@@ -17,7 +17,9 @@ Every per-job series has the labels C{kind} (C{job} or C{job_http}) and
 C{job} (the job's ID).  The page is rendered on the reactor thread with
 C{generate_latest}: L{prometheus_client.twisted.MetricsResource} would run
 the collectors in a thread, where reading the runners' state is not safe.
-When users exist the page needs a logged-in session, like the JSON API.
+The page asks L{karajo.web.access.Access} like the JSON API's reading
+routes: an API token of any scope (Prometheus' C{bearer_token_file}), or
+a logged-in session when users exist.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.utils import floatToGoString
 from twisted.web.resource import Resource
 
-from karajo.web.errors import error
+from karajo.web.errors import APIError, describe, error
 
 __all__ = ["DURATION_BUCKETS", "Metrics", "MetricsResource", "RunMetrics", "StateCollector"]
 
@@ -170,27 +172,31 @@ class StateCollector:
         notifier = getattr(self._service, "notifier", None)
         yield CounterMetricFamily(
             "karajo_notification_failures",
-            "Notification mails given up (after retries, or at once when permanent).",
+            "Notifications (mails and webhook posts) given up (after retries, or at once when"
+            " permanent).",
             value=notifier.failures if notifier is not None else 0,
         )
 
 
 class MetricsResource(Resource):
-    """The page: Prometheus text format, behind a session when users exist."""
+    """The page: Prometheus text format, behind the API's reading checks."""
 
     isLeaf = True
 
-    def __init__(self, registry: CollectorRegistry, sessions: Any) -> None:
+    def __init__(self, registry: CollectorRegistry, access: Any) -> None:
         super().__init__()
         self._registry = registry
-        self._sessions = sessions
+        self._access = access
 
     def render(self, request: Any) -> bytes:
         if request.method not in (b"GET", b"HEAD"):
             return error(request, 405, "ERR_METHOD_NOT_ALLOWED",
                          "method not allowed on this endpoint", headers=[(b"allow", b"GET, HEAD")])
-        if self._sessions.enabled and self._sessions.from_request(request) is None:
-            return error(request, 401, "ERR_UNAUTHORIZED", "login required")
+        try:
+            self._access.require_session(request)
+        except APIError as e:
+            status, name, message, headers = describe(e)
+            return error(request, status, name, message, headers=headers)
         body = generate_latest(self._registry)
         request.setHeader(b"content-type", CONTENT_TYPE)
         request.setHeader(b"cache-control", b"no-store")
@@ -200,7 +206,7 @@ class MetricsResource(Resource):
 class Metrics:
     """The metrics of one server: its registry, run listener and page."""
 
-    def __init__(self, service: Any, refusals: Any, sessions: Any, clock: Any) -> None:
+    def __init__(self, service: Any, refusals: Any, access: Any, clock: Any) -> None:
         # No auto_describe: it would run a whole collect() (every job) at
         # registration, i.e. at every start-up.
         self.registry = CollectorRegistry()
@@ -208,7 +214,7 @@ class Metrics:
         for kind, job_id, runner in _runners(service):
             self.runs.watch(kind, job_id, runner)
         self.registry.register(StateCollector(service, refusals, self.runs))
-        self._sessions = sessions
+        self._access = access
 
     def resource(self) -> MetricsResource:
-        return MetricsResource(self.registry, self._sessions)
+        return MetricsResource(self.registry, self._access)

@@ -125,7 +125,7 @@ def build_site(
         # bcrypt takes ~0.2 s of CPU: never on the reactor thread.
         sessions = Sessions(env.users, clock, check=threaded_check(run_in_thread))
     api = KarajoAPI(service, clock, sessions, version=__version__)
-    metrics = Metrics(service, api.refusals, sessions, clock)
+    metrics = Metrics(service, api.refusals, api.access, clock)
     ui = WebUI(service, sessions).resource()
     public = None
     if env.dir_public:

@@ -18,10 +18,11 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
-from karajo.model import Environment, Job, JobHttp, User
+from karajo.model import Environment, Job, JobHttp, Token, User
 from karajo.paths import Paths
 from karajo.service import build_job_service
 from karajo.signature import sign
+from karajo.tokens import hash_token
 from karajo.work import CallableWork
 from tests.integration.test_cli import Daemon, client
 
@@ -71,6 +72,7 @@ async def wait_for(predicate, timeout: float = 10.0) -> None:
 class MetricsTestCase(unittest.TestCase):
     timeout = 60
     users: dict[str, User] = {}
+    tokens: dict[str, Token] = {}
 
     def setUp(self) -> defer.Deferred[None]:
         self.base = os.path.abspath(self.mktemp())
@@ -83,7 +85,7 @@ class MetricsTestCase(unittest.TestCase):
 
         self.daemon = Daemon(self, Environment(
             dir_base=self.base, secret=SECRET, listen_address="127.0.0.1:0",
-            max_job_running=1, users=self.users,
+            max_job_running=1, users=self.users, tokens=self.tokens,
             jobs={
                 "ok": Job(path="/ok", commands=("sleep 0.05", "echo fine")),
                 "bad": Job(path="/bad", commands=("echo about to fail", "exit 3")),
@@ -98,8 +100,8 @@ class MetricsTestCase(unittest.TestCase):
         # The jobs get their state back off the reactor thread first.
         return self.daemon.service.when_ready()
 
-    async def scrape(self, cookies: dict | None = None) -> Scrape:
-        response = await client().get(self.url, cookies=cookies)
+    async def scrape(self, cookies: dict | None = None, headers: dict | None = None) -> Scrape:
+        response = await client().get(self.url, cookies=cookies, headers=headers)
         body = await response.content()
         self.assertEqual(response.code, 200, body)
         self.assertEqual(response.headers.getRawHeaders("content-type"),
@@ -263,6 +265,31 @@ class ProtectedMetricsTests(MetricsTestCase):
         cookie = {c.name: c.value for c in login.cookies()}["karajo_session"]
         page = await self.scrape(cookies={"karajo_session": cookie})
         self.assertIn("karajo_runs_started", page.families)
+
+
+READ_TOKEN = "prometheus-read-token-0123456789"
+
+
+class TokenMetricsTests(MetricsTestCase):
+    """Prometheus' C{bearer_token_file}: a read token opens the page."""
+
+    users = ProtectedMetricsTests.users
+    tokens = {"prom": Token(hash=hash_token(READ_TOKEN), scope="read")}
+
+    async def test_read_token(self) -> None:
+        page = await self.scrape(headers={"Authorization": f"Bearer {READ_TOKEN}"})
+        self.assertIn("karajo_runs_started", page.families)
+
+    async def test_wrong_token_and_token_as_cookie(self) -> None:
+        for headers, cookies in (
+            ({"Authorization": "Bearer not-the-token"}, None),
+            (None, {"karajo_session": READ_TOKEN}),
+        ):
+            response = await client().get(self.url, headers=headers, cookies=cookies)
+            body = await response.content()
+            self.assertEqual(response.code, 401, body)
+            self.assertEqual(json.loads(body)["name"], "ERR_UNAUTHORIZED")
+            self.assertNotIn(READ_TOKEN.encode(), body)
 
 
 class RunnerListenerTests(unittest.TestCase):

@@ -27,7 +27,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from karajo.config import Loaded, validate
 from karajo.errors import JobBusy, JobPaused, ServerStopping
-from karajo.model import Environment, Job, JobHttp, TriggerRequest, User
+from karajo.model import Environment, Job, JobHttp, Token, TriggerRequest, User
 from karajo.server import build_service
 from karajo.signature import sign
 from karajo.users import LoginFailed, LoginThrottled, Sessions, hash_password
@@ -95,6 +95,7 @@ class APITestCase(unittest.TestCase):
     """A real service with a few code jobs, an API over it, and helpers."""
 
     users: dict[str, User] = {}
+    tokens: dict[str, Token] = {}
 
     def setUp(self) -> None:
         self.clock = MemoryReactorClock()
@@ -140,6 +141,7 @@ class APITestCase(unittest.TestCase):
         env, warnings = validate(Environment(
             dir_base=self.base, secret=SECRET, listen_address="127.0.0.1:0",
             max_job_running=10, jobs=jobs, http_jobs=http_jobs, users=self.users,
+            tokens=self.tokens,
         ))
         self.env = env
         self.service = build_service(
@@ -314,6 +316,7 @@ class EnvelopeTests(unittest.TestCase):
                 "Unauthorized": (401, "ERR_UNAUTHORIZED"),
                 "WebhookForbidden": (403, "ERR_JOB_FORBIDDEN"),
                 "CSRFRefused": (403, "ERR_CSRF"),
+                "TokenScope": (403, "ERR_TOKEN_SCOPE"),
                 "RequestReplayed": (403, "ERR_REQUEST_REPLAYED"),
                 "RequestExpired": (403, "ERR_REQUEST_EXPIRED"),
                 "JobNotFound": (404, "ERR_JOB_NOT_FOUND"),
