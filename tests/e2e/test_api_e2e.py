@@ -1,6 +1,6 @@
 """
 End to end over a real loopback socket: the installed twistd plugin, the
-SPEC section 4 curl example verbatim, and a JobHttp that triggers a webhook
+README's curl example verbatim, and a JobHttp that triggers a webhook
 job of the same daemon through a relative URL.
 """
 
@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 from ..helpers import config_tree
 from .daemon import free_port, start_twistd, wait_listening
 
-SPEC_CURL = """\
+README_CURL = """\
 PAYLOAD="{\\"_karajo_epoch\\":$(date +%s)}"
 SIGN=$(printf %s "$PAYLOAD" | openssl dgst -sha256 -hmac s3cret -hex | sed 's/.* //')
 curl -H "X-Karajo-Sign: $SIGN" --json "$PAYLOAD" http://127.0.0.1:31937/karajo/api/job_exec/run/hello-world
@@ -53,11 +53,11 @@ class DaemonTestCase(TestCase):
 
 class CurlExampleTests(DaemonTestCase):
     async def test_spec_curl_example(self) -> None:
-        """The SPEC's curl one-liner, verbatim but for the port, triggers the job."""
+        """The README's curl one-liner, verbatim but for the port, triggers the job."""
         base, port = await self.start(
             '[job "hello-world"]\npath = /hello-world\ncommand = echo "Hello world"\n'
         )
-        script = SPEC_CURL.replace("31937", str(port))
+        script = README_CURL.replace("31937", str(port))
         out, err, code = await getProcessOutputAndValue("/bin/sh", ["-c", script], env=os.environ)
         self.assertEqual(code, 0, err)
         reply = json.loads(out)
@@ -71,7 +71,7 @@ class CurlExampleTests(DaemonTestCase):
     async def test_forged_signature(self) -> None:
         """A forged signature over the wire is a JSON 403, and nothing runs."""
         base, port = await self.start('[job "hello-world"]\npath = /hello-world\ncommand = true\n')
-        script = SPEC_CURL.replace("31937", str(port)).replace("-hmac s3cret", "-hmac wrong")
+        script = README_CURL.replace("31937", str(port)).replace("-hmac s3cret", "-hmac wrong")
         out, err, code = await getProcessOutputAndValue("/bin/sh", ["-c", script], env=os.environ)
         reply = json.loads(out)
         self.assertEqual((reply["code"], reply["name"]), (403, "ERR_JOB_FORBIDDEN"))

@@ -79,7 +79,7 @@ class CommandTests(RunTestCase):
         self.assertEqual(svc.runner.status, "failed")
 
     async def test_markers_and_prefix(self) -> None:
-        """Every line carries the SPEC prefix; BEGIN, Execute and DONE markers are there."""
+        """Every line carries the documented prefix (docs/behaviour.md, "Log files"); BEGIN, Execute and DONE markers are there."""
         svc = self.service(Job(name="Marks", commands=["echo hi", "printf 'no newline'"]))
         name, content = await self.run_once(svc)
         self.assertEqual(name, "marks.1.success")

@@ -655,7 +655,7 @@ class RoutingTests(APITestCase):
 
 class WebhookTests(APITestCase):
     def test_spec_example(self) -> None:
-        """The SPEC section 4 curl example: JSON epoch body, hex HMAC."""
+        """The README's curl example (docs/http-api.md): JSON epoch body, hex HMAC."""
         payload = b'{"_karajo_epoch":%d}' % NOW
         signature = hmac.new(b"s3cret", payload, hashlib.sha256).hexdigest()
         r = self.post("/karajo/api/job_exec/run/hello", payload, headers={
@@ -1385,7 +1385,7 @@ class DocumentTests(unittest.TestCase):
             text = f.read()
         for method, path in routes():
             self.assertIn(f"{method} `{path}`", text)
-        # the SPEC section 4 example, verbatim
+        # the README's curl example, verbatim
         self.assertIn(
             'curl -H "X-Karajo-Sign: $SIGN" --json "$PAYLOAD" '
             "http://127.0.0.1:31937/karajo/api/job_exec/run/hello-world",

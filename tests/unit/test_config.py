@@ -56,7 +56,7 @@ class LoadTests(SynchronousTestCase):
         return err
 
     def test_defaults(self) -> None:
-        """An empty [karajo] section gives every default of SPEC section 1."""
+        """An empty [karajo] section gives every default of docs/configuration.md."""
         (loaded, path) = self.load("")
         env = loaded.environment
         self.assertEqual(env.name, "karajo")

@@ -1,5 +1,5 @@
 """
-Tests for L{karajo.paths}: the tree under C{dir_base} (SPEC section 1),
+Tests for L{karajo.paths}: the tree under C{dir_base} (docs/configuration.md),
 written out literally, and the private directories made in it.
 """
 

@@ -49,7 +49,7 @@ def headers_of(values: Mapping[str, HeaderValue]) -> Callable[[str], bytes | Non
 
 SECRET = "s3cret"
 BODY = b'{"_karajo_epoch":1677350854}'
-SPEC_SIGN = "fef16cabebdcbdcc7fdbfb9bd5a01c00803af7568a05054e87b2239f84f38c54"
+README_SIGN = "fef16cabebdcbdcc7fdbfb9bd5a01c00803af7568a05054e87b2239f84f38c54"
 
 GH_SECRET = "It's a Secret to Everybody"
 GH_BODY = b"Hello, World!"
@@ -118,9 +118,9 @@ def hmac_matrix() -> dict[str, tuple[Mapping[str, HeaderValue], bytes, str, str]
     cases: dict[str, tuple[Mapping[str, HeaderValue], bytes, str, str]] = {}
     h = "X-Karajo-Sign"
     cases["missing"] = ({}, BODY, SECRET, h)
-    for name, value in garbage_values(SPEC_SIGN):
+    for name, value in garbage_values(README_SIGN):
         cases[name] = ({h: value}, BODY, SECRET, h)
-    digest = bytes.fromhex(SPEC_SIGN)
+    digest = bytes.fromhex(README_SIGN)
     for byte in (0, 1, 31):
         for bit in range(8):
             cases[f"flip_byte{byte}_bit{bit}"] = (
@@ -130,20 +130,20 @@ def hmac_matrix() -> dict[str, tuple[Mapping[str, HeaderValue], bytes, str, str]
         {h: hmac.new(SECRET.encode(), BODY, hashlib.sha1).hexdigest()},
         BODY, SECRET, h,
     )
-    cases["sha1_prefix_on_sha256"] = ({h: "sha1=" + SPEC_SIGN}, BODY, SECRET, h)
-    cases["different_body"] = ({h: SPEC_SIGN}, BODY + b" ", SECRET, h)
-    cases["empty_body"] = ({h: SPEC_SIGN}, b"", SECRET, h)
-    cases["different_secret"] = ({h: SPEC_SIGN}, BODY, "s3cret!", h)
+    cases["sha1_prefix_on_sha256"] = ({h: "sha1=" + README_SIGN}, BODY, SECRET, h)
+    cases["different_body"] = ({h: README_SIGN}, BODY + b" ", SECRET, h)
+    cases["empty_body"] = ({h: README_SIGN}, b"", SECRET, h)
+    cases["different_secret"] = ({h: README_SIGN}, BODY, "s3cret!", h)
     cases["empty_secret"] = ({h: sign(b"", BODY)}, BODY, "", h)
     cases["sha256_of_body_not_hmac"] = (
         {h: hashlib.sha256(BODY).hexdigest()}, BODY, SECRET, h,
     )
     cases["secret_as_signature"] = ({h: SECRET}, BODY, SECRET, h)
     cases["signature_in_other_header"] = (
-        {"X-Hub-Signature-256": SPEC_SIGN}, BODY, SECRET, h,
+        {"X-Hub-Signature-256": README_SIGN}, BODY, SECRET, h,
     )
     cases["default_header_when_custom_expected"] = (
-        {h: SPEC_SIGN}, BODY, SECRET, "X-Custom-Sign",
+        {h: README_SIGN}, BODY, SECRET, "X-Custom-Sign",
     )
     return cases
 
@@ -367,70 +367,70 @@ class SignTests(SynchronousTestCase):
     """L{sign} produces what clients must send."""
 
     def test_spec_curl_example(self) -> None:
-        """The SPEC's curl example payload signs to the documented value."""
-        self.assertEqual(sign("s3cret", BODY), SPEC_SIGN)
+        """The README's curl example payload signs to the documented value."""
+        self.assertEqual(sign("s3cret", BODY), README_SIGN)
 
     def test_bytes_secret(self) -> None:
         """A bytes secret signs like the equivalent str secret."""
-        self.assertEqual(sign(b"s3cret", BODY), SPEC_SIGN)
+        self.assertEqual(sign(b"s3cret", BODY), README_SIGN)
 
 
 class HmacAcceptanceTests(SynchronousTestCase):
     """Valid X-Karajo-Sign (or custom header) signatures are accepted."""
 
     def test_spec_example(self) -> None:
-        """The SPEC's curl example verifies with secret s3cret."""
-        verdict = verify_hmac_sha256(SECRET, BODY, headers_of({"X-Karajo-Sign": SPEC_SIGN}))
+        """The README's curl example verifies with secret s3cret."""
+        verdict = verify_hmac_sha256(SECRET, BODY, headers_of({"X-Karajo-Sign": README_SIGN}))
         self.assertEqual(verdict, Verdict(True, verdict.reason, None))
         self.assertTrue(verdict.ok)
 
     def test_header_name_case_insensitive(self) -> None:
         """Header lookup is left to the callable, which ignores case."""
-        verdict = verify_hmac_sha256(SECRET, BODY, headers_of({"x-karajo-sign": SPEC_SIGN}))
+        verdict = verify_hmac_sha256(SECRET, BODY, headers_of({"x-karajo-sign": README_SIGN}))
         self.assertTrue(verdict.ok)
 
     def test_upper_case_hex(self) -> None:
         """Upper-case hex is the same digest and is accepted."""
         verdict = verify_hmac_sha256(
-            SECRET, BODY, headers_of({"X-Karajo-Sign": SPEC_SIGN.upper()})
+            SECRET, BODY, headers_of({"X-Karajo-Sign": README_SIGN.upper()})
         )
         self.assertTrue(verdict.ok)
 
     def test_surrounding_whitespace(self) -> None:
         """Whitespace around the value is trimmed."""
         verdict = verify_hmac_sha256(
-            SECRET, BODY, headers_of({"X-Karajo-Sign": f" \t{SPEC_SIGN}\r\n"})
+            SECRET, BODY, headers_of({"X-Karajo-Sign": f" \t{README_SIGN}\r\n"})
         )
         self.assertTrue(verdict.ok)
 
     def test_optional_sha256_prefix(self) -> None:
         """A GitHub-style C{sha256=} prefix is tolerated."""
         verdict = verify_hmac_sha256(
-            SECRET, BODY, headers_of({"X-Karajo-Sign": "sha256=" + SPEC_SIGN})
+            SECRET, BODY, headers_of({"X-Karajo-Sign": "sha256=" + README_SIGN})
         )
         self.assertTrue(verdict.ok)
 
     def test_custom_header_name(self) -> None:
         """The job's header_sign names where the signature is read."""
-        headers = headers_of({"X-Custom-Sign": SPEC_SIGN})
+        headers = headers_of({"X-Custom-Sign": README_SIGN})
         self.assertTrue(verify_hmac_sha256(SECRET, BODY, headers, "X-Custom-Sign").ok)
         self.assertTrue(verify("hmac-sha256", SECRET, BODY, headers, "X-Custom-Sign").ok)
         self.assertFalse(verify("hmac-sha256", SECRET, BODY, headers).ok)
 
     def test_empty_header_name_means_default(self) -> None:
         """An empty header_sign falls back to X-Karajo-Sign, like the original."""
-        headers = headers_of({"X-Karajo-Sign": SPEC_SIGN})
+        headers = headers_of({"X-Karajo-Sign": README_SIGN})
         self.assertTrue(verify("hmac-sha256", SECRET, BODY, headers, "").ok)
 
     def test_bytes_secret_and_str_header(self) -> None:
         """Secrets as bytes and header values decoded to str both work."""
         self.assertTrue(
-            verify_hmac_sha256(b"s3cret", BODY, headers_of({"X-Karajo-Sign": SPEC_SIGN})).ok
+            verify_hmac_sha256(b"s3cret", BODY, headers_of({"X-Karajo-Sign": README_SIGN})).ok
         )
 
     def test_no_replay_key(self) -> None:
         """hmac-sha256 has no delivery id, so no replay key."""
-        verdict = verify_hmac_sha256(SECRET, BODY, headers_of({"X-Karajo-Sign": SPEC_SIGN}))
+        verdict = verify_hmac_sha256(SECRET, BODY, headers_of({"X-Karajo-Sign": README_SIGN}))
         self.assertIsNone(verdict.replay_key)
 
 
@@ -527,7 +527,7 @@ class DispatchTests(SynchronousTestCase):
 
     def test_unknown_kind(self) -> None:
         """Unknown or empty kinds refuse instead of skipping authentication."""
-        headers = headers_of({"X-Karajo-Sign": SPEC_SIGN})
+        headers = headers_of({"X-Karajo-Sign": README_SIGN})
         for kind in ("", "none", "hmac-sha1", "HMAC", None):
             verdict = verify(kind, SECRET, BODY, headers)  # type: ignore[arg-type]
             self.assertFalse(verdict.ok)
@@ -535,7 +535,7 @@ class DispatchTests(SynchronousTestCase):
 
     def test_kind_case_insensitive(self) -> None:
         """Kinds are matched case-insensitively, surrounding spaces ignored."""
-        headers = headers_of({"X-Karajo-Sign": SPEC_SIGN})
+        headers = headers_of({"X-Karajo-Sign": README_SIGN})
         self.assertTrue(verify(" HMAC-SHA256 ", SECRET, BODY, headers).ok)
 
 

@@ -62,7 +62,7 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_directory_tree(self) -> None:
         """
-        The fixed tree of SPEC section 1 is created under dir_base at start,
+        The fixed tree of docs/configuration.md ("Files and directories") is created under dir_base at start,
         var/ private to the daemon; a job's own directories come with its
         first run (see tests.test_run).
         """
