@@ -198,6 +198,9 @@ class Reloader:
             log.failure("configuration not reloaded; the running one stays in force")
             service.reloads["failure"] += 1
             return False
+        if not service.running:
+            log.info("karajo is stopping; the reload is dropped")
+            return False
         for warning in loaded.warnings:
             log.warn("{config_warning}", config_warning=warning)
         for warning in steps.restart:

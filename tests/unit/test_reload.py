@@ -337,3 +337,38 @@ class ApplyTests(SynchronousTestCase):
                              b=Job(path="/b", call=self.b, overlap="skip")))
         self.assertRaises(JobBusy, runner.trigger, None)
         self.b.finish()
+
+    def test_environment_document_follows_the_name(self) -> None:
+        from karajo.web.documents import Documents
+
+        docs = Documents(self.service, "v")
+        self.assertIn(b'"name":"karajo"', docs.environment())
+        env = self.env(a=self.service.env.jobs["a"], b=self.service.env.jobs["b"])
+        self.reload(evolve_env(env, name="renamed"))
+        self.assertIn(b'"name":"renamed"', docs.environment())
+
+    def test_reload_while_stopping_changes_nothing(self) -> None:
+        self.successResultOf(defer.maybeDeferred(self.service.stopService))
+        self.assertFalse(self.reload(self.env(a=self.service.env.jobs["a"])))
+        self.assertIn("b", self.service.jobs)
+        self.assertEqual(self.service.reloads, {"success": 0, "failure": 0})
+
+    def test_sessions_of_a_user_with_a_new_password_end(self) -> None:
+        jobs = {"a": self.service.env.jobs["a"], "b": self.service.env.jobs["b"]}
+        self.reload(self.env(users={"ann": User(password=HASH)}, **jobs))
+        ann = self.successResultOf(defer.ensureDeferred(self.sessions.login("ann", "x", "1.2.3.4")))
+        self.reload(self.env(users={"ann": User(password=HASH)}, **jobs))
+        self.assertIsNotNone(self.sessions.get(ann.token))  # unchanged: kept
+        self.reload(self.env(users={"ann": User(password="$2b$04$" + "b" * 53)}, **jobs))
+        self.assertIsNone(self.sessions.get(ann.token))
+
+    def test_login_checked_during_a_reload_that_removed_the_user_fails(self) -> None:
+        from karajo.users import LoginFailed
+
+        held: defer.Deferred[bool] = defer.Deferred()
+        sessions = Sessions({"ann": User(name="ann", password=HASH)}, self.clock,
+                            check=lambda p, h: held)
+        d = defer.ensureDeferred(sessions.login("ann", "x", "1.2.3.4"))
+        sessions.replace_users({})
+        held.callback(True)
+        self.failureResultOf(d, LoginFailed)
