@@ -352,7 +352,7 @@ def job_timer(
     def busy() -> bool:
         # Under overlap = replace a fire replaces the run; else a fire
         # while the job runs is dropped (queue: as always; skip: by name).
-        # The runner's job: a reload's change waits for the run to end.
+        # The runner's job: the one in force after a reload.
         return runner.active and runner.job.overlap != "replace"
 
     return JobTimer(
