@@ -372,3 +372,42 @@ class ApplyTests(SynchronousTestCase):
         sessions.replace_users({})
         held.callback(True)
         self.failureResultOf(d, LoginFailed)
+
+    def test_first_notifs_make_a_notifier_every_runner_hears(self) -> None:
+        from karajo.model import Notif
+
+        self.assertIsNone(self.service.notifier)
+        env, _ = validate(Environment(
+            dir_base=self.base, secret="s",
+            notifs={"ops": Notif(smtp_server="smtps://mail.example", sender="k@example",
+                                 to=("ops@example",))},
+            jobs={"a": self.service.env.jobs["a"], "b": self.service.env.jobs["b"]},
+        ))
+        self.reload(env)
+        notifier = self.service.notifier
+        self.assertIsNotNone(notifier)
+        self.assertIs(notifier.parent, self.service)
+        self.assertEqual(list(notifier.notifs), ["ops"])
+        a = self.service.jobs["a"]
+        self.assertEqual(a.runner.listeners.index(notifier), 1)  # after the timer
+        self.assertEqual(self.service.jobs["b"].runner.listeners.index(notifier), 0)
+        self.reload(evolve_env(env, notifs={}))
+        self.assertIs(self.service.notifier, notifier)
+        self.assertEqual(notifier.notifs, {})
+
+    def test_job_http_added_then_changed_gets_new_work(self) -> None:
+        jobs = {"a": self.service.env.jobs["a"], "b": self.service.env.jobs["b"]}
+
+        def env(url: str) -> Environment:
+            e, _ = validate(Environment(
+                dir_base=self.base, secret="s", jobs=jobs,
+                http_jobs={"ping": JobHttp(http_url=url, interval=timedelta(hours=1))}))
+            return e
+
+        self.reload(env("http://127.0.0.1:1/one"))
+        svc = self.service.http_jobs["ping"]
+        self.assertEqual(svc.runner._work.job.http_url, "http://127.0.0.1:1/one")
+        self.reload(env("http://127.0.0.1:1/two"))
+        self.assertIs(self.service.http_jobs["ping"], svc)
+        self.assertEqual(svc.runner._work.job.http_url, "http://127.0.0.1:1/two")
+        self.assertEqual(svc.runner.job.http_url, "http://127.0.0.1:1/two")
