@@ -364,6 +364,16 @@ class Notifier(Service):
             webhook = WebhookSender(reactor, timeout=timeout)
         self._webhook = webhook
 
+    def reconfigure(self, notifs: Mapping[str, Notif], server_name: str) -> None:
+        """
+        A reload's notifs and server name, for the mails of runs that end
+        from now on; mails already queued keep the notif they were made for.
+        """
+        for notif in notifs.values():
+            check_notif(notif)
+        self.notifs = dict(notifs)
+        self._server_name = server_name
+
     @property
     def outstanding(self) -> int:
         """Mails on their way: logs being read, mails queued, in flight or to be retried."""

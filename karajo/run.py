@@ -116,6 +116,10 @@ class JobRunner(Service):
         self._idle_waiters: list[defer.Deferred] = []
         #: who hears of each run start and end, in this order (L{RunListener})
         self.listeners: list[RunListener] = []
+        #: a run has begun (its counter is taken) and not ended yet
+        self._in_run = False
+        #: (work, timeout) of a reload, waiting for the run in progress to end
+        self._next_work: tuple[Work, timedelta | None] | None = None
 
     # --- state -----------------------------------------------------------
 
@@ -175,6 +179,44 @@ class JobRunner(Service):
         d: defer.Deferred[None] = defer.Deferred()
         self._idle_waiters.append(d)
         return d
+
+    # --- reload ----------------------------------------------------------
+
+    def reconfigure(self, job: Job | JobHttp, work: Work) -> None:
+        """
+        A reload changed this job (docs/behaviour.md, "Reloading").  The
+        job's value is the new one at once: what the API shows, how a
+        webhook is checked, what a trigger, a retry, a notice and a chain
+        decide from now on.  Its work and timeout are the new ones from
+        the next run: a run in progress finishes the work it began, under
+        the timeout it began with.  The counter, the records and the pause
+        stay.
+        """
+        self.job = job
+        if self._in_run:
+            self._next_work = (work, job.timeout)
+        else:
+            self._adopt_work(work, job.timeout)
+
+    def _adopt_work(self, work: Work, timeout: timedelta | None) -> None:
+        self._next_work = None
+        self._work = work
+        self._timeout = timeout
+
+    def retire(self) -> defer.Deferred[None]:
+        """
+        A reload removed this job: start nothing new (a queued run, one
+        waiting for a slot and a pending retry are dropped, triggers are
+        refused), let a run in progress finish.  Fires once it has.
+        """
+        self.stopping = True
+        self._drop_queued()
+        self._drop_pending()
+        return self.when_idle()
+
+    def unretire(self) -> None:
+        """A later reload brought the job back before its last run ended."""
+        self.stopping = not self.running
 
     # --- commands --------------------------------------------------------
 
@@ -363,6 +405,7 @@ class JobRunner(Service):
         self, request: Any, trigger: str | None, release_slot: Callable[[], None],
         retry: tuple[int, int] | None = None,
     ) -> None:
+        self._in_run = True
         self.counter += 1
         attempt, first = retry if retry is not None else (1, self.counter)
         try:
@@ -489,6 +532,9 @@ class JobRunner(Service):
 
     def _ended(self) -> None:
         self.active = False
+        self._in_run = False
+        if self._next_work is not None:
+            self._adopt_work(*self._next_work)
         done, self._done = self._done, None
         retry, self._retry_next = self._retry_next, None
         if retry is not None and not self.stopping and not self.paused:

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from attrs import evolve
@@ -83,6 +83,9 @@ class JobService(MultiService):
         self.runner = runner
         self.timer = timer
         self._pid_path = pid_path
+        #: the state L{load} read before the service joined a running
+        #: server (a job a reload adds): L{startService} adopts it
+        self._loaded: RestoredState | None = None
         self.setName(runner.name)
         runner.setServiceParent(self)
         if timer is not None:
@@ -99,14 +102,41 @@ class JobService(MultiService):
             stop_leftover_group(self._pid_path)
         return self.runner.store.load()
 
+    def preload(self, state: RestoredState) -> None:
+        """Keep what L{load} read (in a thread) for the L{startService} to come."""
+        self._loaded = state
+
     def start(self, state: RestoredState) -> None:
         """Adopt what L{load} read, then start the runner and arm the timer."""
         self.runner.adopt(state)
         super().startService()
 
     def startService(self) -> None:
-        """Started on its own (a test, a tool): load inline, then start."""
-        self.start(self.load())
+        """
+        Started on its own (a test, a tool, a job a reload adds): adopt
+        what L{preload} kept, else load inline, then start.
+        """
+        state, self._loaded = self._loaded, None
+        self.start(state if state is not None else self.load())
+
+    def replace_timer(self, timer: JobTimer | None) -> None:
+        """
+        A reload changed the job's timer: the old one stops now, the new
+        one (if any) takes its place among the runner's listeners and is
+        armed at once when the job runs.
+        """
+        old = self.timer
+        listeners = self.runner.listeners
+        at = 0
+        if old is not None:
+            if old in listeners:
+                at = listeners.index(old)
+                listeners.remove(old)
+            old.disownServiceParent()
+        self.timer = timer
+        if timer is not None:
+            listeners.insert(at, timer)
+            timer.setServiceParent(self)
 
     @property
     def next_run(self) -> float | None:
@@ -156,6 +186,23 @@ class Chains:
                          target=target, started=started)
 
 
+class ReloadListener(Protocol):
+    """
+    Whatever keeps something of the configuration beside the job tables
+    (the site's documents, sessions and metrics): told after each
+    successful reload, once C{service.env} and the job tables are the
+    new ones (docs/behaviour.md, "Reloading").
+    """
+
+    def reloaded(
+        self, service: KarajoService, added: Sequence[JobService], removed: Sequence[JobService]
+    ) -> None:
+        """
+        C{added}: the jobs that now run; C{removed}: those no longer
+        listed (a run of one may still be finishing).
+        """
+
+
 class KarajoService(MultiService):
     """The whole server: one L{JobService} per job (plus the HTTP listener L{karajo.server} adds)."""
 
@@ -172,6 +219,15 @@ class KarajoService(MultiService):
         #: things to close once every child has stopped (connection pools)
         self.closers: list[Callable[[], Any]] = []
         self.notifier: Notifier | None = None
+        #: what builds the jobs a reload adds or changes
+        self.paths = Paths(env.dir_base)
+        self.reactor: Any = None
+        self.http_clients: HttpClients | None = None
+        self.chains = Chains(self.jobs)
+        #: told of each successful reload (the site: documents, sessions, metrics)
+        self.reload_listeners: list[ReloadListener] = []
+        #: reloads by result (C{success}, C{failure}), for the metrics page
+        self.reloads: dict[str, int] = {"success": 0, "failure": 0}
 
     def stopService(self) -> defer.Deferred:
         d = defer.maybeDeferred(super().stopService)
@@ -268,39 +324,51 @@ def build_job_service(
         state_path=paths.state_file(job.kind, job.id),
     )
     runner = JobRunner(job, work, store, slots, clock, timeout=job.timeout)
-    timer = None
-    label = runner.name
-    assert label is not None  # JobRunner names itself kind/ID; Service types it optional
-    if job.schedule or job.interval is not None:
-        zone = ZoneInfo(job.timezone) if job.timezone else None
-
-        def fire() -> None:
-            runner.trigger(None, deferred=True)
-
-        def fire_catch_up() -> None:
-            runner.trigger(None, deferred=True, trigger=Trigger.CATCH_UP)
-
-        def busy() -> bool:
-            # Under overlap = replace a fire replaces the run; else a fire
-            # while the job runs is dropped (queue: as always; skip: by name).
-            return runner.active and job.overlap != "replace"
-
-        timer = JobTimer(
-            clock,
-            fire,
-            schedule=parse_schedule(job.schedule, zone) if job.schedule else None,
-            interval=None if job.schedule else job.interval,
-            last_run=lambda: runner.last_run,
-            is_paused=lambda: runner.paused,
-            is_busy=busy,
-            label=label,
-            catch_up=job.catch_up,
-            fire_catch_up=fire_catch_up,
-            random_delay=job.random_delay,
-        )
-    service = JobService(runner, timer, pid_path)
+    service = JobService(runner, job_timer(job, runner, clock), pid_path)
     runner.listeners.extend(listeners)
     return service
+
+
+def job_timer(
+    job: Job | JobHttp, runner: JobRunner, clock, catch_up_at_start: bool = True
+) -> JobTimer | None:
+    """
+    The timer of C{job} firing C{runner}, or None for a webhook-only job.
+    A reload builds one for a changed timer (without a catch-up at start:
+    karajo was not down).
+    """
+    if not job.schedule and job.interval is None:
+        return None
+    label = runner.name
+    assert label is not None  # JobRunner names itself kind/ID; Service types it optional
+    zone = ZoneInfo(job.timezone) if job.timezone else None
+
+    def fire() -> None:
+        runner.trigger(None, deferred=True)
+
+    def fire_catch_up() -> None:
+        runner.trigger(None, deferred=True, trigger=Trigger.CATCH_UP)
+
+    def busy() -> bool:
+        # Under overlap = replace a fire replaces the run; else a fire
+        # while the job runs is dropped (queue: as always; skip: by name).
+        # The runner's job: the one in force after a reload.
+        return runner.active and runner.job.overlap != "replace"
+
+    return JobTimer(
+        clock,
+        fire,
+        schedule=parse_schedule(job.schedule, zone) if job.schedule else None,
+        interval=None if job.schedule else job.interval,
+        last_run=lambda: runner.last_run,
+        is_paused=lambda: runner.paused,
+        is_busy=busy,
+        label=label,
+        catch_up=job.catch_up,
+        fire_catch_up=fire_catch_up,
+        random_delay=job.random_delay,
+        catch_up_at_start=catch_up_at_start,
+    )
 
 
 def job_work(
@@ -349,33 +417,67 @@ def build_job_services(
             f"dir_base {env.dir_base}: cannot create {e.filename}: {e.strerror}"
         ) from None
     service = KarajoService(env, run_in_thread)
+    service.reactor = reactor
     if notifier is None and env.notifs:
         notifier = Notifier(env.notifs, reactor, server_name=env.name)
-    listeners: tuple[RunListener, ...] = ()
     if notifier is not None:
         service.notifier = notifier
         # A child: its queue stops with the service tree.
         notifier.setServiceParent(service)
-        listeners = (notifier,)
     for job in env.jobs.values():
-        work, pid_path = job_work(job, paths, reactor, run_in_thread)
-        child = build_job_service(
-            job, work, paths, service.slots, reactor, run_in_thread, pid_path, listeners
-        )
-        child.setServiceParent(service)
-        service.jobs[job.id] = child
-    chains = Chains(service.jobs)
-    for job in env.jobs.values():
-        if job.on_success or job.on_failed:
-            service.jobs[job.id].runner.listeners.append(chains)
-    if env.http_jobs:
-        clients = HttpClients(reactor)
+        add_job(service, job).setServiceParent(service)
     for http_job in env.http_jobs.values():
-        work = JobHttpWork(http_job, env, reactor, clients)
-        child = build_job_service(
-            http_job, work, paths, service.slots, reactor, run_in_thread, None, listeners
-        )
-        child.setServiceParent(service)
-        service.http_jobs[http_job.id] = child
-
+        add_job(service, http_job).setServiceParent(service)
     return service
+
+
+def new_job_service(
+    service: KarajoService, job: Job | JobHttp, env: Environment | None = None
+) -> JobService:
+    """
+    The service of C{job} on C{service}'s paths, slots, notifier and
+    chains, not yet listed nor a child: at start-up and for a job a
+    reload adds (C{env}: the environment it comes with, by default the
+    service's).
+    """
+    listeners: tuple[RunListener, ...] = ()
+    if service.notifier is not None:
+        listeners = (service.notifier,)
+    if isinstance(job, JobHttp):
+        child = build_job_service(
+            job, job_work_of(service, job, env)[0], service.paths, service.slots,
+            service.reactor, service.run_in_thread, None, listeners,
+        )
+    else:
+        work, pid_path = job_work_of(service, job, env)
+        child = build_job_service(
+            job, work, service.paths, service.slots, service.reactor, service.run_in_thread,
+            pid_path, listeners,
+        )
+        # Every [job] hears its chains: a reload may give it some.
+        child.runner.listeners.append(service.chains)
+    return child
+
+
+def job_work_of(
+    service: KarajoService, job: Job | JobHttp, env: Environment | None = None
+) -> tuple[Work, str | None]:
+    """
+    The work of either kind of job on C{service} (a JobHttp's on the
+    server's one L{HttpClients}, made with the first one), and where a
+    command job records its pgid.
+    """
+    if isinstance(job, JobHttp):
+        if service.http_clients is None:
+            service.http_clients = HttpClients(service.reactor)
+        env = env if env is not None else service.env
+        return JobHttpWork(job, env, service.reactor, service.http_clients), None
+    return job_work(job, service.paths, service.reactor, service.run_in_thread)
+
+
+def add_job(service: KarajoService, job: Job | JobHttp) -> JobService:
+    """Build C{job}'s service and list it in C{service}'s table of its kind."""
+    child = new_job_service(service, job)
+    table = service.jobs if job.kind == JobKind.JOB else service.http_jobs
+    table[job.id] = child
+    return child

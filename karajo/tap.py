@@ -31,6 +31,9 @@ class Options(usage.Options):
     ]
 
     loaded: Loaded
+    #: the C{$VAR} credentials read at start-up, kept for a reload: they
+    #: are no longer in the daemon's environment after the scrub
+    credentials: dict[str, str]
 
     def postOptions(self) -> None:
         try:
@@ -40,6 +43,9 @@ class Options(usage.Options):
                 sys.stderr.write(f"karajo: warning: {warning}\n")
             sys.stderr.write(f"karajo: {e}\n")
             raise SystemExit(1) from None
+        self.credentials = {
+            name: os.environ[name] for name in self.loaded.credential_vars if name in os.environ
+        }
         # Read once: a job running as this user must not find them in
         # /proc/$PPID/environ (see karajo.scrub for what this cannot do).
         scrub_environment(self.loaded.credential_vars)
@@ -59,6 +65,25 @@ def _stop_cleanly_on_sigterm(reactor) -> None:
     # From here on SIGTERM means a clean stop with exit status 0 (a SIGTERM
     # in the instant before is still a clean stop, reported as a signal).
     Logger().info("karajo is ready")
+
+
+def _reload_on_sighup(reactor, service, reloader) -> None:
+    """
+    SIGHUP re-reads the configuration (docs/behaviour.md, "Reloading";
+    C{ExecReload} of the systemd unit): the reload runs on the reactor
+    thread, its file reads off it.  Installed with the service, so a
+    SIGHUP during the start-up never kills the daemon (the default
+    action); such a reload waits until every job is started.
+    """
+
+    def reload() -> None:
+        # A start that failed ends the daemon anyway.
+        service.when_ready().addCallbacks(lambda _: reloader.reload(), lambda _: None)
+
+    def handler(signum, frame) -> None:
+        reactor.callFromThread(reload)
+
+    signal.signal(signal.SIGHUP, handler)
 
 
 def _report_startup_errors() -> None:
@@ -81,10 +106,15 @@ def _report_startup_errors() -> None:
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    from karajo.reload import Reloader
     from karajo.server import build_service
 
     _report_startup_errors()
     service = build_service(options.loaded, reactor)
+    reloader = Reloader(
+        service, os.path.abspath(options["config"]), {**os.environ, **options.credentials}
+    )
+    _reload_on_sighup(reactor, service, reloader)
 
     def not_started(failure) -> None:
         # Logged by the service; the daemon must not run on without its jobs.

@@ -63,6 +63,7 @@ class JobTimer(Service):
         fire_catch_up: Callable[[], Any] | None = None,
         random_delay: timedelta = timedelta(0),
         uniform: Callable[[], float] = random.random,
+        catch_up_at_start: bool = True,
     ) -> None:
         """
         @param catch_up: how long ago a missed slot may be and still run
@@ -71,6 +72,8 @@ class JobTimer(Service):
         @param fire_catch_up: called instead of C{fire} for that run.
         @param random_delay: each fire waits C{uniform() * random_delay}.
         @param uniform: a number in [0, 1) per fire (tests pass their own).
+        @param catch_up_at_start: whether a start looks for a missed slot;
+            not for the timer a reload builds (karajo was not down).
         """
         if (schedule is None) == (interval is None):
             raise ValueError("a timer needs exactly one of schedule or interval")
@@ -86,6 +89,7 @@ class JobTimer(Service):
         self._fire_catch_up = fire_catch_up or fire
         self._random_delay = random_delay.total_seconds()
         self._uniform = uniform
+        self._catch_up_at_start = catch_up_at_start
         self._call: IDelayedCall | None = None
         #: a fire waiting out its random delay
         self._delayed: IDelayedCall | None = None
@@ -101,7 +105,11 @@ class JobTimer(Service):
         super().startService()
         if self._schedule is not None:
             now = self._clock.seconds()
-            if self._catch_up > 0 and self._missed(now, self._last_run()):
+            if (
+                self._catch_up_at_start
+                and self._catch_up > 0
+                and self._missed(now, self._last_run())
+            ):
                 log.info("{job}: a slot was missed while karajo was down; catching up",
                          job=self._label)
                 self._handle(catch_up=True)

@@ -237,7 +237,7 @@ class Sessions:
         max_sessions: int = 10_000,
         max_clients: int = 10_000,
     ) -> None:
-        self._users = dict(users)
+        self._set_users(users)
         self._clock = clock
         self._ttl = ttl
         self._check = check
@@ -247,6 +247,9 @@ class Sessions:
         self._max_clients = max_clients
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._failures: OrderedDict[str, _Failures] = OrderedDict()
+
+    def _set_users(self, users: Mapping[str, User]) -> None:
+        self._users = dict(users)
         # An unknown name is checked against a dummy of the highest cost:
         # with the most common one, a name whose hash costs more answered
         # measurably slower than an unknown name, which told it exists.
@@ -256,6 +259,25 @@ class Sessions:
             if (normalized := normalize_hash(user.password)) is not None
         }
         self._dummy = _dummy_hash(max(costs, default=_DEFAULT_COST))
+
+    def replace_users(self, users: Mapping[str, User]) -> int:
+        """
+        A reload's users (docs/behaviour.md, "Reloading"): the sessions of
+        a user who is gone, or whose password hash changed, end now.
+        Returns how many ended.
+        """
+        old = self._users
+        self._set_users(users)
+        ended = [
+            token for token, session in self._sessions.items()
+            if self._users.get(session.user) != old.get(session.user)
+        ]
+        for token in ended:
+            del self._sessions[token]
+        if ended:
+            log.info("{count} session(s) ended: their user was removed or changed",
+                     count=len(ended))
+        return len(ended)
 
     @property
     def enabled(self) -> bool:
@@ -292,6 +314,9 @@ class Sessions:
             ok = await self._run_check(password, hashed if hashed is not None else self._dummy)
         finally:
             record.pending -= 1
+        if ok and hashed is not None and self._users.get(name) != user:
+            # A reload removed or changed the user while the check ran.
+            ok = False
         if ok and hashed is not None:
             if not record.times and not record.pending and self._failures.get(key) is record:
                 del self._failures[key]

@@ -79,6 +79,13 @@ class Access:
         self._sessions = sessions
         self._guard = guard
 
+    def use(self, env: Any) -> None:
+        """
+        A reload's environment from now on: its global secret and its API
+        tokens.  One object for the API and the metrics page, so both see it.
+        """
+        self._env = env
+
     def session(self, request: Any) -> Any:
         """The request's live session, or None."""
         return self._sessions.from_request(request)

@@ -152,15 +152,29 @@ class KarajoAPI:
         self._env = service.env
         self._clock = clock
         self._sessions = sessions
-        self._access = Access(self._env, sessions, guard if guard is not None else ReplayGuard(
+        self._guard = guard if guard is not None else ReplayGuard(
             max_age=self._env.sign_max_age.total_seconds(), clock=clock.seconds
-        ))
+        )
+        self._access = Access(self._env, sessions, self._guard)
         self._sourcehut_key = sourcehut_key
         self._version = version
         self._documents = Documents(service, version)
         self._openapi: bytes | None = None
         self._paths: dict[str, Any] | None = None
         self.refusals = RefusalLog(clock)
+        getattr(service, "reload_listeners", []).append(self)
+
+    def reloaded(self, service: Any, added: Any, removed: Any) -> None:
+        """
+        A reload (docs/behaviour.md, "Reloading"): the new global secret
+        and C{sign_max_age} from now on; the jobs by path are looked up
+        again.  Remembered signed requests stay remembered.
+        """
+        self._env = service.env
+        self._guard.max_age = self._env.sign_max_age.total_seconds()
+        self._access.use(self._env)
+        self._paths = None
+        self._documents.forget(removed)
 
     @property
     def access(self) -> Access:

@@ -135,6 +135,8 @@ class Documents:
         self._version = version
         self._cache: dict[Any, Cached] = {}
         self._env_head: bytes | None = None
+        #: the environment the head was built from (a reload replaces it)
+        self._head_of: Any = None
 
     def job(self, kind: JobKind, svc: Any) -> Cached:
         """
@@ -144,21 +146,28 @@ class Documents:
         """
         runner = svc.runner
         logs = tuple(runner.records())
-        key = (runner.status, runner.last_run, svc.next_run, logs)
+        # The job value too: a reload gives a job service a new one (the
+        # same object compares by identity, at no cost).
+        key = (runner.status, runner.last_run, svc.next_run, logs, runner.job)
         entry = self._cache.get(svc)
         if entry is not None and entry.key == key:
             return entry
-        job = runner.job
+        job = key[4]
         build = job_dict if kind is JobKind.JOB else job_http_dict
         text = dumps(build(job, key[0], key[1], key[2], logs))
         entry = Cached(key, text, (dumps(job.name) + ":" + text).encode("ascii"))
         self._cache[svc] = entry
         return entry
 
+    def forget(self, services: Iterable[Any]) -> None:
+        """Drop the cached documents of jobs a reload removed."""
+        for svc in services:
+            self._cache.pop(svc, None)
+
     def environment(self) -> bytes:
         """The whole C{GET /karajo/api/environment} answer, envelope included."""
-        if self._env_head is None:
-            env = self._service.env
+        if self._env_head is None or self._head_of is not self._service.env:
+            env = self._head_of = self._service.env
             head = dumps({
                 "name": env.name,
                 "listen_address": env.listen_address,

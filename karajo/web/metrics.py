@@ -89,14 +89,26 @@ class RunMetrics:
         for status in ("success", "failed"):
             self.finished.setdefault((kind, job_id, status), 0)
         self.durations.setdefault((kind, job_id), [[0] * len(self._bounds), 0.0])
-        runner.listeners.append(self)
+        if self not in runner.listeners:
+            runner.listeners.append(self)
+
+    def forget(self, kind: str, job_id: str) -> None:
+        """A reload removed the job: its series go (a run still finishing is not counted)."""
+        self.started.pop((kind, job_id), None)
+        for key in [k for k in self.finished if k[:2] == (kind, job_id)]:
+            del self.finished[key]
+        self.durations.pop((kind, job_id), None)
+        self.last_success.pop((kind, job_id), None)
 
     def run_started(self, runner: Any, record: Any) -> None:
         key = (runner.job.kind, runner.job.id)
-        self.started[key] = self.started.get(key, 0) + 1
+        if key in self.started:
+            self.started[key] += 1
 
     def run_finished(self, runner: Any, record: Any) -> None:
         kind, job_id, status = runner.job.kind, runner.job.id, str(record.status)
+        if (kind, job_id) not in self.started:
+            return  # removed by a reload
         key = (kind, job_id, status)
         self.finished[key] = self.finished.get(key, 0) + 1
         seconds = max(0.0, (record.ended or 0.0) - (record.started or 0.0))
@@ -169,6 +181,13 @@ class StateCollector:
             "Webhook requests refused for a missing or wrong signature.",
             value=self._refusals.total,
         )
+        reloads = CounterMetricFamily(
+            "karajo_config_reloads",
+            "Configuration reloads (SIGHUP) by result: success, or failure (the"
+            " running configuration stayed).", labels=("result",))
+        for result, count in getattr(self._service, "reloads", {}).items():
+            reloads.add_metric([result], count)
+        yield reloads
         notifier = getattr(self._service, "notifier", None)
         yield CounterMetricFamily(
             "karajo_notification_failures",
@@ -215,6 +234,18 @@ class Metrics:
             self.runs.watch(kind, job_id, runner)
         self.registry.register(StateCollector(service, refusals, self.runs))
         self._access = access
+        listeners = getattr(service, "reload_listeners", None)
+        if listeners is not None:
+            listeners.append(self)
+
+    def reloaded(self, service: Any, added: Any, removed: Any) -> None:
+        """A reload: series for the jobs it added, none for those it removed."""
+        for svc in removed:
+            job = svc.runner.job
+            self.runs.forget(str(job.kind), job.id)
+        for svc in added:
+            job = svc.runner.job
+            self.runs.watch(str(job.kind), job.id, svc.runner)
 
     def resource(self) -> MetricsResource:
         return MetricsResource(self.registry, self._access)

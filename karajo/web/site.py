@@ -104,6 +104,16 @@ class Root(Resource):
         return b""
 
 
+class _UsersOf:
+    """Gives the login sessions a reload's users (docs/behaviour.md, "Reloading")."""
+
+    def __init__(self, sessions: Sessions) -> None:
+        self._sessions = sessions
+
+    def reloaded(self, service: Any, added: Any, removed: Any) -> None:
+        self._sessions.replace_users(service.env.users)
+
+
 def build_site(
     service: Any,
     clock: Any,
@@ -124,6 +134,9 @@ def build_site(
     if sessions is None:
         # bcrypt takes ~0.2 s of CPU: never on the reactor thread.
         sessions = Sessions(env.users, clock, check=threaded_check(run_in_thread))
+    listeners = getattr(service, "reload_listeners", None)
+    if listeners is not None:
+        listeners.append(_UsersOf(sessions))
     api = KarajoAPI(service, clock, sessions, version=__version__)
     metrics = Metrics(service, api.refusals, api.access, clock)
     ui = WebUI(service, sessions).resource()

@@ -113,11 +113,15 @@ class WebUI:
     def __init__(self, service: Any, sessions: Any, *, templates: str | None = None) -> None:
         self.service = service
         self.sessions = sessions
-        self.env = service.env
         self._dir = templates or resources.templates_dir()
         self._loaders: dict[str, XMLFile] = {}
         self.static = StaticFiles(os.path.join(self._dir, "static"))
         self.views = Views(service)
+
+    @property
+    def env(self) -> Any:
+        """The running environment (a reload replaces it)."""
+        return self.service.env
 
     def resource(self) -> IResource:
         return _UIResource(self)
