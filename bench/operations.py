@@ -141,9 +141,13 @@ def reloads_under_load(args, tmp: str) -> list[tuple]:
         ("socket errors", f"{errors}"),
         ("reloads (SIGHUP) / succeeded / failed",
          f"{args.reloads} / {metric.get('success', 0):.0f} / {metric.get('failure', 0):.0f}"),
-        ("accepted triggers / runs logged",
-         f"{result['s200']:,} / {runs:,} ({'OK' if runs == result['s200'] else 'MISSES'}: "
-         f"{result['s200'] - runs} lost)"),
+        # wrk stops with up to 32 requests in flight: the daemon may accept
+        # some whose answers wrk never counts, so runs may exceed the 200s.
+        ("accepted triggers (200s) / runs logged",
+         f"{result['s200']:,} / {runs:,} "
+         f"({'OK' if result['s200'] <= runs <= result['s200'] + 32 else 'MISSES'}: "
+         f"{max(0, result['s200'] - runs)} lost, {max(0, runs - result['s200'])} answered "
+         "after wrk stopped)"),
     ]
 
 
