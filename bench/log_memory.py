@@ -99,6 +99,10 @@ def main(argv=None) -> int:
     def start() -> None:
         service.startService()
         reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+        # The jobs' logs are read off the reactor thread first.
+        service.when_ready().addCallback(lambda _: measure())
+
+    def measure() -> None:
         gc.collect()
         st["baseline"] = status_kib("VmRSS")
         st["hwm0"] = status_kib("VmHWM")

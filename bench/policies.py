@@ -113,7 +113,7 @@ def part_delay(args) -> list[tuple]:
             for i in range(args.jobs)}
     base = tempfile.mkdtemp(prefix="karajo-bench-", dir=args.dir)
     service = build(jobs, base, args.jobs + 10, reactor)
-    service.startService()
+    service.startService()  # timers arm once the jobs' logs are read
     boundary = math.floor(time.time() / 60) * 60 + 60
     if boundary - time.time() < 3:
         boundary += 60

@@ -227,6 +227,7 @@ def main(argv=None) -> int:
 
     async def scenario() -> None:
         nonlocal profile_text
+        await service.when_ready()  # the jobs' logs are read off the reactor thread
         # Warm-up: first spawns, first log files, imports.
         await karajo_batch(args.warmup)
         await raw_batch(args.warmup, sh_argv, False)

@@ -191,8 +191,16 @@ def main(argv=None) -> int:
     def start() -> None:
         t = time.perf_counter()
         service.startService()
-        state["start_s"] = time.perf_counter() - t
         reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+
+        def ready(_: object) -> None:
+            # The jobs' logs are read off the reactor thread; timers arm then.
+            state["start_s"] = time.perf_counter() - t
+            armed()
+
+        service.when_ready().addCallback(ready)
+
+    def armed() -> None:
         targets = {js.timer.next_run for js in service.jobs.values()}
         first = min(targets)
         if len(targets) > 1:

@@ -67,6 +67,13 @@ class ServerStopping(RunRefused):
     """The server is shutting down and starts nothing new."""
 
 
+class ServerStarting(RunRefused):
+    """
+    The job's logs and run records are still being read at start-up: a run
+    now could take a counter that is already used.
+    """
+
+
 class RunFailed(Exception):
     """A run's work failed; C{message} goes into the log after C{!!!}."""
 

@@ -33,7 +33,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from karajo.duration import format_duration
-from karajo.errors import JobBusy, JobPaused, RunFailed, ServerStopping
+from karajo.errors import JobBusy, JobPaused, RunFailed, ServerStarting, ServerStopping
 from karajo.joblog import LogName, LogStore, RestoredState, RunRecord
 from karajo.model import Job, JobHttp, TriggerRequest
 from karajo.status import JobStatus, RunStatus, Trigger
@@ -94,6 +94,8 @@ class JobRunner(Service):
         self.last_run: float | None = None
         self.paused = False
         self.stopping = False
+        #: the job's logs and run records are read (L{adopt}); no run before
+        self.restored = False
         #: a run holds or waits for a slot
         self.active = False
         #: the run holds a slot and its work has started (not to be confused
@@ -147,6 +149,7 @@ class JobRunner(Service):
         thread) as this runner's: counter, last status, last run, records.
         """
         self.store.adopt(state)
+        self.restored = True
         self.counter = state.counter
         self.last_status = RunStatus(state.last_status) if state.last_status else None
         self.last_run = state.last_run.timestamp() if state.last_run else None
@@ -247,6 +250,8 @@ class JobRunner(Service):
         """
         if trigger is None:
             trigger = self._trigger_of(request, deferred)
+        if not self.restored:
+            raise ServerStarting(f"{self.name}: karajo is still reading this job's logs")
         if self.stopping:
             raise ServerStopping(f"{self.name}: karajo is stopping")
         if self.paused:

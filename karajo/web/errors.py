@@ -21,7 +21,7 @@ from typing import Any
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from karajo.errors import JobBusy, JobPaused, ServerStopping
+from karajo.errors import JobBusy, JobPaused, ServerStarting, ServerStopping
 from karajo.replay import InvalidEpoch
 from karajo.users import LoginFailed, LoginThrottled
 from karajo.web.envelope import JSON_HEADERS, envelope, set_json_headers
@@ -126,6 +126,7 @@ ERRORS: dict[type, tuple[int, str]] = {
     JobBusy: (429, "ERR_JOB_ALREADY_RUN"),
     LoginThrottled: (429, "ERR_AUTH_THROTTLED"),
     ServerStopping: (503, "ERR_SERVER_STOPPING"),
+    ServerStarting: (503, "ERR_SERVER_STARTING"),
     ReplayMemoryFull: (503, "ERR_REPLAY_MEMORY_FULL"),
 }
 

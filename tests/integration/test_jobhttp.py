@@ -836,6 +836,7 @@ class LoopbackTests(TestCase):
             defer.DeferredSemaphore(1), reactor,
         )
         runner.listeners.append(Listener())
+        runner.restore()
         for code in (500, 200):
             rec.code = code
             waiter.append(defer.Deferred())

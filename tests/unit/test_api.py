@@ -329,6 +329,7 @@ class EnvelopeTests(unittest.TestCase):
                 "JobBusy": (429, "ERR_JOB_ALREADY_RUN"),
                 "LoginThrottled": (429, "ERR_AUTH_THROTTLED"),
                 "ServerStopping": (503, "ERR_SERVER_STOPPING"),
+                "ServerStarting": (503, "ERR_SERVER_STARTING"),
                 "ReplayMemoryFull": (503, "ERR_REPLAY_MEMORY_FULL"),
             },
         )

@@ -472,3 +472,20 @@ class RetentionTests(RunnerTestCase):
         self.assertEqual([r.counter for r in runner.records()], [3, 4])
         self.assertEqual([n.counter for n in runner.store.scan()], [3, 4])
         self.assertEqual([n.counter for n in runner.logs()], [3, 4])
+
+
+class NotRestoredTests(SynchronousTestCase):
+    def test_no_run_before_the_logs_are_read(self) -> None:
+        """
+        A runner whose logs and records are not read yet refuses to run:
+        its counter is not known, and a run now could reuse a number.
+        """
+        from karajo.errors import ServerStarting
+
+        clock = task.Clock()
+        store = LogStore(os.path.abspath(self.mktemp()), "j", clock=clock, run_in_thread=inline)
+        runner = JobRunner(Job(name="j", call=lambda log, request: None), FakeWork(), store,
+                           defer.DeferredSemaphore(1), clock)
+        self.assertRaises(ServerStarting, runner.trigger, None)
+        runner.restore()
+        self.assertEqual(runner.trigger(None), "started")
