@@ -43,7 +43,7 @@ from karajo.runrecord import RunRecord
 from karajo.schedule import parse_schedule
 from karajo.status import RunStatus, Trigger
 from karajo.timer import JobTimer
-from karajo.work import CallableWork, CommandWork, Work
+from karajo.work import CallableWork, CommandWork, Work, remove_payload
 
 log = Logger()
 
@@ -78,11 +78,15 @@ def stop_leftover_group(pid_path: str) -> None:
 class JobService(MultiService):
     """One job: its runner plus its timer (none for a webhook-only job)."""
 
-    def __init__(self, runner: JobRunner, timer: JobTimer | None, pid_path: str | None) -> None:
+    def __init__(
+        self, runner: JobRunner, timer: JobTimer | None, pid_path: str | None,
+        payload_path: str | None = None,
+    ) -> None:
         super().__init__()
         self.runner = runner
         self.timer = timer
         self._pid_path = pid_path
+        self._payload_path = payload_path
         self.setName(runner.name)
         runner.setServiceParent(self)
         if timer is not None:
@@ -97,6 +101,11 @@ class JobService(MultiService):
         """
         if self._pid_path is not None:
             stop_leftover_group(self._pid_path)
+        # A webhook's body a crashed run left behind: after its process
+        # group is gone, nothing reads it any more.
+        if self._payload_path is not None and remove_payload(self._payload_path):
+            log.info("removed the payload file {path} left by a previous run",
+                     path=self._payload_path)
         return self.runner.store.load()
 
     def start(self, state: RestoredState) -> None:
@@ -298,7 +307,8 @@ def build_job_service(
             fire_catch_up=fire_catch_up,
             random_delay=job.random_delay,
         )
-    service = JobService(runner, timer, pid_path)
+    payload_path = paths.payload_file(job.kind, job.id) if pid_path is not None else None
+    service = JobService(runner, timer, pid_path, payload_path)
     runner.listeners.extend(listeners)
     return service
 
@@ -313,6 +323,7 @@ def job_work(
     work = CommandWork(
         reactor, reactor, job.commands, paths.work_dir(job.kind, job.id), pid_path, run_in_thread,
         job_id=job.id, env=job.resolved_env,
+        payload_path=paths.payload_file(job.kind, job.id), payload_vars=job.payload_vars,
     )
     return work, pid_path
 

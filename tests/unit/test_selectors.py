@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from karajo.config import load_environment
 from karajo.errors import ConfigError
+from karajo.process import command_env, env_safe
 from karajo.selectors import (
     Request,
     SelectorError,
@@ -240,3 +241,23 @@ class ConfigTests(SynchronousTestCase):
         """)
         self.assertTrue(any(re.search(r":5: 'timed' has no path", w) for w in env.warnings),
                         env.warnings)
+
+
+class CommandEnvTests(SynchronousTestCase):
+    def test_payload_names(self) -> None:
+        env = command_env(3, job_id="j", env=[("A", "1")], payload_vars=[("REF", "x\0y\ud800")],
+                          payload_file="/p", payload_type="application/json")
+        self.assertEqual(env["REF"], "xy?")
+        self.assertEqual((env["KARAJO_PAYLOAD_FILE"], env["KARAJO_PAYLOAD_TYPE"]),
+                         ("/p", "application/json"))
+        self.assertEqual(env["A"], "1")
+
+    def test_no_payload_no_karajo_payload_names(self) -> None:
+        env = command_env(3, payload_vars=[("REF", "")])
+        self.assertEqual(env["REF"], "")
+        self.assertNotIn("KARAJO_PAYLOAD_FILE", env)
+        self.assertNotIn("KARAJO_PAYLOAD_TYPE", env)
+
+    def test_env_safe(self) -> None:
+        self.assertEqual(env_safe("é\0"), "é")
+        self.assertEqual(env_safe("\udcff"), "?")
