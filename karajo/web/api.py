@@ -292,6 +292,9 @@ class KarajoAPI:
             if name.lower() == b"cookie":
                 continue  # a dashboard session is no business of the job
             headers[name.decode("latin-1")] = b", ".join(values).decode("latin-1")
+        # A body that is not what it claims (a "{" that is no JSON object,
+        # an epoch that is no integer) is refused (400) before the rules read it.
+        epoch = extract_epoch(body)
         # The rules after the signature (an unsigned request learns nothing
         # of them) and before the replay guard: a request they turn away
         # leaves no entry, so the same body may still trigger once they hold.
@@ -300,7 +303,6 @@ class KarajoAPI:
             self.refusals.not_matched(JobKind.JOB, job.id)
             document = self._documents.job(JobKind.JOB, svc).json
             return envelope.success_raw(request, document, f"not matched: {failed}")
-        epoch = extract_epoch(body)
         forget = self._access.check_replay(
             epoch, b"webhook\0" + job.path.encode("utf-8") + b"\0" + body, verdict.replay_key)
         try:

@@ -142,6 +142,12 @@ class TriggerRuleTests(DaemonTestCase):
         )
         self.assertEqual(response.code, 403)
 
+    async def test_malformed_body_refused_before_rules(self) -> None:
+        """A signed body starting with '{' that is no JSON object is 400, as without rules."""
+        await self.daemon()
+        code, answer = await self.github("deploy", b'{"ref": ')
+        self.assertEqual((code, answer["name"]), (400, "ERR_INVALID_PARAMETER"))
+
     async def test_not_matched_leaves_no_replay_entry(self) -> None:
         """
         The same signed body and delivery first turned away by the rules
