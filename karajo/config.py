@@ -31,6 +31,7 @@ from karajo.jobchecks import (
     check_notif_at,
     fail,
     job_env,
+    job_payload,
 )
 from karajo.model import (
     Environment,
@@ -138,6 +139,8 @@ JOB_KEYS = {
     "path": ("path", _str),
     "env": ("env", _list),
     "env_file": ("env_file", _str),
+    "match": ("match", _list),
+    "payload_env": ("payload_env", _list),
     "auth_kind": ("auth_kind", _str),
     "command": ("commands", _list),
     "on_success": ("on_success", _list),
@@ -473,6 +476,7 @@ def validate(env: Environment) -> tuple[Environment, tuple[str, ...]]:
 
     jobs = {k: check_job(j, env) for k, j in _named(env.jobs, JobKind.JOB.section).items()}
     jobs = {k: evolve(j, resolved_env=job_env(j, warnings)) for k, j in jobs.items()}
+    jobs = {k: job_payload(j, warnings) for k, j in jobs.items()}
     http_jobs = {k: check_job_http(j, env) for k, j in _named(env.http_jobs, JobKind.JOB_HTTP.section).items()}
     _unique_ids(jobs.values(), JobKind.JOB.section)
     _unique_ids(http_jobs.values(), JobKind.JOB_HTTP.section)

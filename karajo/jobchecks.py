@@ -31,6 +31,7 @@ from karajo.model import (
 )
 from karajo.redact import masked_url
 from karajo.schedule import parse_schedule
+from karajo.selectors import SelectorError, parse_rule, parse_selector
 from karajo.validators import NotifConfigError, check_notif
 
 #: An HTTP header name (RFC 9110 token).
@@ -186,6 +187,50 @@ def job_env(job: Job, warnings: list[str]) -> tuple[tuple[str, str], ...]:
         for i, text in enumerate(job.env)
     ]
     return envvars.merge(from_file, lines, warnings=warnings)
+
+
+def job_payload(job: Job, warnings: list[str]) -> Job:
+    """
+    Parse the job's trigger rules (C{match}) and payload variables
+    (C{payload_env}); each error names its entry's line.  A payload
+    variable's name follows the rules of C{env} (L{karajo.envvars}: no
+    C{KARAJO_*}) and may be neither one of the job's C{env}/C{env_file}
+    names nor given twice: one name, one meaning.
+    """
+    origin = job.origin
+    rules = []
+    for i, text in enumerate(job.match):
+        try:
+            rules.append(parse_rule(text))
+        except SelectorError as e:
+            raise ConfigError(origin.filename, origin.line_of_entry("match", i), f"match: {e}") from None
+    if rules and not job.path:
+        warnings.append(
+            f"{origin.filename}:{origin.line_of('match')}: {job.name!r} has no path: "
+            "its match rules are never checked"
+        )
+    pairs = []
+    seen = {name for name, _ in job.resolved_env}
+    for i, text in enumerate(job.payload_env):
+        line = origin.line_of_entry("payload_env", i)
+        item = envvars.parse_assignment(text, origin.filename, line, "payload_env")
+        try:
+            selector = parse_selector(item.value.strip())
+        except SelectorError as e:
+            raise ConfigError(origin.filename, line, f"payload_env: {item.name}: {e}") from None
+        if item.name in seen:
+            raise ConfigError(
+                origin.filename, line,
+                f"payload_env: {item.name} is already set (env, env_file or payload_env)",
+            )
+        seen.add(item.name)
+        pairs.append((item.name, selector))
+    if pairs and job.call is not None:
+        warnings.append(
+            f"{origin.filename}:{origin.line_of('payload_env')}: {job.name!r} runs a callable, "
+            "not commands: payload_env is not used (the callable gets the request)"
+        )
+    return evolve(job, rules=tuple(rules), payload_vars=tuple(pairs))
 
 
 def check_job_http(job: JobHttp, env: Environment) -> JobHttp:

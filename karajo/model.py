@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from attrs import field, frozen
 
 from karajo.kinds import JobKind
+from karajo.selectors import Rule, Selector
 
 AUTH_KINDS = ("hmac-sha256", "github", "sourcehut")
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE")
@@ -228,6 +229,16 @@ class Job(JobBase):
     #: C{(name, value)} pairs: filled by L{karajo.validate}, which reads the
     #: file (the file first, an C{env} line overriding it)
     resolved_env: tuple[tuple[str, str], ...] = field(default=(), converter=_tuple, repr=False)
+    #: trigger rules, C{SELECTOR OP VALUE} as written (L{karajo.selectors});
+    #: a webhook request for which one does not hold starts nothing
+    match: tuple[str, ...] = field(default=(), converter=_tuple)
+    #: C{NAME=SELECTOR} lines: a value of the webhook request in the
+    #: commands' environment
+    payload_env: tuple[str, ...] = field(default=(), converter=_tuple)
+    #: L{match} parsed, and L{payload_env} as C{(name, selector)} pairs:
+    #: filled by L{karajo.validate}
+    rules: tuple[Rule, ...] = field(default=(), converter=_tuple)
+    payload_vars: tuple[tuple[str, Selector], ...] = field(default=(), converter=_tuple)
     commands: tuple[str, ...] = field(default=(), converter=_tuple)
     call: Callable[..., Any] | None = field(default=None, eq=False, repr=False)
     on_success: tuple[str, ...] = field(default=(), converter=_tuple)

@@ -30,6 +30,14 @@ class Paths:
     def state_file(self, kind: str, job_id: str) -> str:
         return os.path.join(self.dir_base, "var", "run", "karajo", kind, job_id)
 
+    def payload_file(self, kind: str, job_id: str) -> str:
+        """
+        The body of the webhook request a command job's run was triggered
+        by (C{KARAJO_PAYLOAD_FILE}): beside the job's state, in the
+        daemon's private C{var/}; there only while a run is going.
+        """
+        return self.state_file(kind, job_id) + ".payload"
+
     def ensure(self) -> None:
         """
         Create the tree's fixed directories, C{var/} private to the daemon's

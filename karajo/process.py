@@ -346,20 +346,45 @@ def command_env(
     attempt: int = 1,
     trigger: str = "manual",
     env: Iterable[tuple[str, str]] = (),
+    payload_vars: Iterable[tuple[str, str]] = (),
+    payload_file: str | None = None,
+    payload_type: str = "",
 ) -> dict[str, str]:
     """
     A command sees only this: a sane C{PATH}, the job's own C{env} (which
-    may set its own C{PATH}), then what karajo says about the run
-    (C{KARAJO_*}, reserved: a job cannot set them, so they always hold).
+    may set its own C{PATH}), the values its C{payload_env} took from the
+    webhook request (names never also in C{env}: a config error), then
+    what karajo says about the run (C{KARAJO_*}, reserved: a job cannot
+    set them, so they always hold), with C{KARAJO_PAYLOAD_FILE} and
+    C{KARAJO_PAYLOAD_TYPE} for a run that has a request.
     Nothing of the daemon's own environment (which may hold secrets)
     leaks into jobs.
     """
     out = {"PATH": SANE_PATH}
     out.update(env)
+    out.update((name, env_safe(value)) for name, value in payload_vars)
     out.update({
         "KARAJO_JOB_ID": job_id,
         "KARAJO_JOB_COUNTER": str(counter),
         "KARAJO_RUN_ATTEMPT": str(attempt),
         "KARAJO_TRIGGER": trigger,
     })
+    if payload_file is not None:
+        out["KARAJO_PAYLOAD_FILE"] = payload_file
+        out["KARAJO_PAYLOAD_TYPE"] = env_safe(payload_type)
     return out
+
+
+#: The most one environment variable may hold, its name and C{=} included
+#: (Linux's C{MAX_ARG_STRLEN}: a longer one fails the exec with E2BIG).
+MAX_ENV_STRING = 32 * 4096
+
+
+def env_safe(text: str) -> str:
+    """
+    Untrusted text as an environment variable can hold it: no NUL (the
+    variable would end there; spawning refuses it), and valid UTF-8 (a
+    JSON escape can make a lone surrogate, which cannot be encoded): each
+    character that cannot be is replaced by C{?}.
+    """
+    return text.replace("\0", "").encode("utf-8", "replace").decode("utf-8")

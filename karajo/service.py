@@ -43,7 +43,7 @@ from karajo.runrecord import RunRecord
 from karajo.schedule import parse_schedule
 from karajo.status import RunStatus, Trigger
 from karajo.timer import JobTimer
-from karajo.work import CallableWork, CommandWork, Work
+from karajo.work import CallableWork, CommandWork, Work, remove_payload
 
 log = Logger()
 
@@ -78,7 +78,10 @@ def stop_leftover_group(pid_path: str) -> None:
 class JobService(MultiService):
     """One job: its runner plus its timer (none for a webhook-only job)."""
 
-    def __init__(self, runner: JobRunner, timer: JobTimer | None, pid_path: str | None) -> None:
+    def __init__(
+        self, runner: JobRunner, timer: JobTimer | None, pid_path: str | None,
+        payload_path: str | None = None,
+    ) -> None:
         super().__init__()
         self.runner = runner
         self.timer = timer
@@ -86,6 +89,7 @@ class JobService(MultiService):
         #: the state L{load} read before the service joined a running
         #: server (a job a reload adds): L{startService} adopts it
         self._loaded: RestoredState | None = None
+        self._payload_path = payload_path
         self.setName(runner.name)
         runner.setServiceParent(self)
         if timer is not None:
@@ -100,6 +104,11 @@ class JobService(MultiService):
         """
         if self._pid_path is not None:
             stop_leftover_group(self._pid_path)
+        # A webhook's body a crashed run left behind: after its process
+        # group is gone, nothing reads it any more.
+        if self._payload_path is not None and remove_payload(self._payload_path):
+            log.info("removed the payload file {path} left by a previous run",
+                     path=self._payload_path)
         return self.runner.store.load()
 
     def preload(self, state: RestoredState) -> None:
@@ -324,7 +333,8 @@ def build_job_service(
         state_path=paths.state_file(job.kind, job.id),
     )
     runner = JobRunner(job, work, store, slots, clock, timeout=job.timeout)
-    service = JobService(runner, job_timer(job, runner, clock), pid_path)
+    payload_path = paths.payload_file(job.kind, job.id) if pid_path is not None else None
+    service = JobService(runner, job_timer(job, runner, clock), pid_path, payload_path)
     runner.listeners.extend(listeners)
     return service
 
@@ -381,6 +391,7 @@ def job_work(
     work = CommandWork(
         reactor, reactor, job.commands, paths.work_dir(job.kind, job.id), pid_path, run_in_thread,
         job_id=job.id, env=job.resolved_env,
+        payload_path=paths.payload_file(job.kind, job.id), payload_vars=job.payload_vars,
     )
     return work, pid_path
 

@@ -22,15 +22,17 @@ from twisted.logger import Logger
 from karajo.deferreds import as_deferred
 from karajo.errors import RunFailed
 from karajo.joblog import RunLog
-from karajo.model import Job
+from karajo.model import Job, TriggerRequest
 from karajo.paths import make_private_dirs
 from karajo.process import (
+    MAX_ENV_STRING,
     CommandResult,
     RunningCommand,
     command_env,
     group_record,
     spawn_command,
 )
+from karajo.selectors import Request, Selector
 from karajo.status import Trigger
 
 log = Logger()
@@ -60,6 +62,14 @@ class CommandWork:
     be reaped: read later from a thread, a fast command was gone and its
     record lost the start time.  The file writes go through
     C{run_in_thread}, in order.
+
+    A run triggered by a webhook (its request a L{TriggerRequest}; a retry
+    gets the first attempt's request again) has its body in
+    C{payload_path} (mode 0600, written before the first command, removed
+    when the run ends; a crash's leftover is removed at the next start by
+    L{karajo.service.JobService.load}), named by C{KARAJO_PAYLOAD_FILE},
+    and the values its C{payload_vars} select in the environment.  A
+    payload value reaches a command only so, never in its text.
     """
 
     def __init__(
@@ -73,7 +83,11 @@ class CommandWork:
         *,
         job_id: str = "",
         env: tuple[tuple[str, str], ...] = (),
+        payload_path: str | None = None,
+        payload_vars: tuple[tuple[str, Selector], ...] = (),
     ) -> None:
+        self._payload_path = payload_path
+        self._payload_vars = payload_vars
         self._reactor = reactor
         self._job_id = job_id
         self._env = env
@@ -88,24 +102,67 @@ class CommandWork:
 
     def run(self, log: RunLog, counter: int, request: Any) -> defer.Deferred[None]:
         self._stopped = False
-        return defer.ensureDeferred(self._run(log, counter))
+        return defer.ensureDeferred(self._run(log, counter, request))
 
-    async def _run(self, log: RunLog, counter: int) -> None:
+    def _payload_env(self, request: Any) -> dict[str, Any]:
+        """
+        The payload part of the environment: for a webhook's request its
+        file, Content-Type and C{payload_env} values; without one (timer,
+        run now, chain) every C{payload_env} name empty, as an absent
+        value is, and no C{KARAJO_PAYLOAD_*}.
+        """
+        if not isinstance(request, TriggerRequest) or self._payload_path is None:
+            return {"payload_vars": [(name, "") for name, _ in self._payload_vars]}
+        selected = Request(request.headers, request.body)
+        values = [(name, selector.value(selected)) for name, selector in self._payload_vars]
+        for name, value in values:
+            size = len(name) + 1 + len(value.encode("utf-8", "replace"))
+            if size > MAX_ENV_STRING:
+                raise RunFailed(
+                    f"payload_env {name}: {size} bytes, more than the {MAX_ENV_STRING} an "
+                    "environment variable may hold; read it from $KARAJO_PAYLOAD_FILE"
+                )
+        return {
+            "payload_vars": values,
+            "payload_file": self._payload_path,
+            "payload_type": selected.header("Content-Type") or "",
+        }
+
+    async def _run(self, log: RunLog, counter: int, request: Any = None) -> None:
         # Trigger and attempt are what the runner gave LogStore.begin; a
         # log without a record (a bare RunLog in a test) counts as a
         # first, manual run.
         record = log.record
+        payload = self._payload_env(request)
         env = command_env(
             counter,
             job_id=self._job_id,
             attempt=record.attempt if record is not None else 1,
             trigger=(record.trigger if record is not None else None) or Trigger.MANUAL,
             env=self._env,
+            **payload,
         )
         # Made on first use, then one stat a run.
         make_private_dirs(self._cwd)
         if self._pid_path is not None:
             make_private_dirs(os.path.dirname(self._pid_path))
+        body = request.body if "payload_file" in payload else None
+        try:
+            if body is not None:
+                make_private_dirs(os.path.dirname(payload["payload_file"]))
+                try:
+                    await self._run_in_thread(write_payload, payload["payload_file"], body)
+                except OSError as e:
+                    raise RunFailed(f"cannot write the payload file: {e.strerror or e}") from None
+            await self._commands_in_order(log, env)
+        finally:
+            if body is not None:
+                try:
+                    await self._run_in_thread(remove_payload, payload["payload_file"])
+                except OSError:
+                    _payload_not_removed(payload["payload_file"])
+
+    async def _commands_in_order(self, log: RunLog, env: dict[str, str]) -> None:
         try:
             for number, command in enumerate(self._commands, 1):
                 if self._stopped:
@@ -166,6 +223,33 @@ class CommandWork:
         self._stopped = True
         if self._current is not None:
             self._current.stop()
+
+
+def write_payload(path: str, body: bytes) -> None:
+    """
+    Write a request's body to C{path}, mode 0600 whatever the umask, as a
+    new file (a leftover or a link put there is removed first, never
+    followed).  Blocking: run in a thread.
+    """
+    remove_payload(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(body)
+
+
+def _payload_not_removed(path: str) -> None:
+    # Called in an except block: the failure is the current exception.
+    log.failure("removing the payload file {path} failed", path=path)
+
+
+def remove_payload(path: str) -> bool:
+    """Remove a payload file; whether there was one.  Blocking."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 class _TextLog:

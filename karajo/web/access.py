@@ -205,7 +205,9 @@ class RefusalLog:
     """
     Refused webhook signatures, counted, and logged at most once per
     C{interval} seconds: a flood of forged requests stays visible in the
-    log without a disk write per request.
+    log without a disk write per request.  Also the count of signed
+    webhook requests that a job's trigger rules turned away, per job
+    (not logged: a GitHub hook sends many events a job ignores).
     """
 
     def __init__(self, clock: IReactorTime, interval: float = 10.0) -> None:
@@ -214,6 +216,12 @@ class RefusalLog:
         self._last = float("-inf")
         self._pending = 0
         self.total = 0
+        #: (kind, job ID) -> signed requests whose trigger rules did not hold
+        self.not_matched_by_job: dict[tuple[str, str], int] = {}
+
+    def not_matched(self, kind: str, job_id: str) -> None:
+        key = (str(kind), job_id)
+        self.not_matched_by_job[key] = self.not_matched_by_job.get(key, 0) + 1
 
     def refused(self, job_id: str, client: str, reason: str) -> None:
         self.total += 1

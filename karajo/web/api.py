@@ -53,6 +53,7 @@ from karajo.errors import RunRefused
 from karajo.logtext import client_text
 from karajo.model import JobKind, TriggerRequest
 from karajo.replay import ReplayGuard, extract_epoch
+from karajo.selectors import Request, first_failed
 from karajo.signature import verify
 from karajo.users import COOKIE_NAME, CSRF_HEADER, LoginFailed
 from karajo.web import envelope, params
@@ -300,14 +301,24 @@ class KarajoAPI:
         if not verdict.ok:
             self.refusals.refused(job.id, client_host(request), verdict.reason)
             raise WebhookForbidden(verdict.reason)
-        epoch = extract_epoch(body)
-        forget = self._access.check_replay(
-            epoch, b"webhook\0" + job.path.encode("utf-8") + b"\0" + body, verdict.replay_key)
         headers = {}
         for name, values in request.requestHeaders.getAllRawHeaders():
             if name.lower() == b"cookie":
                 continue  # a dashboard session is no business of the job
             headers[name.decode("latin-1")] = b", ".join(values).decode("latin-1")
+        # A body that is not what it claims (a "{" that is no JSON object,
+        # an epoch that is no integer) is refused (400) before the rules read it.
+        epoch = extract_epoch(body)
+        # The rules after the signature (an unsigned request learns nothing
+        # of them) and before the replay guard: a request they turn away
+        # leaves no entry, so the same body may still trigger once they hold.
+        failed = first_failed(job.rules, Request(headers, body)) if job.rules else None
+        if failed is not None:
+            self.refusals.not_matched(JobKind.JOB, job.id)
+            document = self._documents.job(JobKind.JOB, svc).json
+            return envelope.success_raw(request, document, f"not matched: {failed}")
+        forget = self._access.check_replay(
+            epoch, b"webhook\0" + job.path.encode("utf-8") + b"\0" + body, verdict.replay_key)
         try:
             outcome = runner.trigger(TriggerRequest(
                 method=request.method.decode("latin-1"),

@@ -188,6 +188,13 @@ class StateCollector:
         for result, count in getattr(self._service, "reloads", {}).items():
             reloads.add_metric([result], count)
         yield reloads
+        not_matched = CounterMetricFamily(
+            "karajo_webhook_not_matched",
+            "Signed webhook requests that started nothing: the job's trigger rules did not hold.",
+            labels=_LABELS)
+        for (kind, job_id), count in sorted(self._refusals.not_matched_by_job.items()):
+            not_matched.add_metric([kind, job_id], count)
+        yield not_matched
         notifier = getattr(self._service, "notifier", None)
         yield CounterMetricFamily(
             "karajo_notification_failures",

@@ -36,6 +36,7 @@ FAMILIES = {
     "karajo_job_paused": "gauge",
     "karajo_job_last_success_timestamp_seconds": "gauge",
     "karajo_webhook_signatures_rejected": "counter",
+    "karajo_webhook_not_matched": "counter",
     "karajo_notification_failures": "counter",
 }
 
