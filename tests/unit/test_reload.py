@@ -21,6 +21,7 @@ from karajo.reload import Reloader, plan
 from karajo.service import build_job_services
 from karajo.status import RunStatus
 from karajo.users import Sessions
+from karajo.web.access import RefusalLog
 from karajo.web.metrics import Metrics
 from karajo.web.site import build_site
 
@@ -274,7 +275,7 @@ class ApplyTests(SynchronousTestCase):
     def test_metrics_count_reloads(self) -> None:
         from prometheus_client.exposition import generate_latest
 
-        metrics = Metrics(self.service, type("R", (), {"total": 0})(), self.sessions, self.clock)
+        metrics = Metrics(self.service, RefusalLog(self.clock), self.sessions, self.clock)
         self.reload(self.env(a=self.service.env.jobs["a"], b=self.service.env.jobs["b"]))
         self.reload(ConfigError("/x", 1, "bad"))
         text = generate_latest(metrics.registry).decode()
@@ -284,7 +285,7 @@ class ApplyTests(SynchronousTestCase):
     def test_metrics_follow_added_and_removed_jobs(self) -> None:
         from prometheus_client.exposition import generate_latest
 
-        metrics = Metrics(self.service, type("R", (), {"total": 0})(), self.sessions, self.clock)
+        metrics = Metrics(self.service, RefusalLog(self.clock), self.sessions, self.clock)
         c = Runs("c")
         self.reload(self.env(a=self.service.env.jobs["a"], c=Job(path="/c", call=c)))
         text = generate_latest(metrics.registry).decode()
