@@ -33,7 +33,7 @@ from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http_headers import Headers
 
 from karajo.duration import format_duration
-from karajo.jobhttp import USER_AGENT, HttpClients
+from karajo.httpclients import USER_AGENT, HttpClients
 from karajo.model import Notif
 from karajo.runrecord import RunRecord
 from karajo.signature import DEFAULT_HEADER_SIGN, sign
@@ -188,7 +188,7 @@ def _is_tls(failure: Failure) -> bool:
 class WebhookSender:
     """
     Posts notification bodies: one attempt per L{deliver}, on a fresh
-    connection (the clients of L{karajo.jobhttp.HttpClients}: TLS verified
+    connection (the clients of L{karajo.httpclients.HttpClients}: TLS verified
     with service-identity unless the notif says C{http_insecure}).
 
     @param reactor: C{callLater} for the timeout, and the agents' reactor.

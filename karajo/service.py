@@ -32,7 +32,8 @@ from twisted.python.failure import Failure
 
 from karajo.config import Loaded, generate_secret
 from karajo.errors import JobBusy, JobPaused, ServerStopping, StartupError
-from karajo.jobhttp import HttpClients, JobHttpWork
+from karajo.httpclients import HttpClients
+from karajo.jobhttp import JobHttpWork
 from karajo.joblog import LogStore, RestoredState
 from karajo.model import Environment, Job, JobHttp, JobKind
 from karajo.notify import Notifier

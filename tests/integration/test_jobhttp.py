@@ -33,8 +33,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from karajo.errors import RunFailed
+from karajo.httpclients import HttpClients
 from karajo.jobhttp import (
-    HttpClients,
     JobHttpWork,
     effective_timeout,
     prepare,
