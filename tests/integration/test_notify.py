@@ -30,7 +30,8 @@ from zope.interface import implementer
 
 from karajo.joblog import LogName, RunRecord
 from karajo.model import Job, JobHttp, Notif
-from karajo.notify import Notifier, _Sender, build_message, cap_body
+from karajo.notify import Notifier
+from karajo.notify_email import _Sender, build_message, cap_body
 from karajo.validators import NotifConfigError, check_notif, parse_smtp_server
 
 # --- certificates ----------------------------------------------------------
