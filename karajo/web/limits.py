@@ -193,6 +193,12 @@ def _tempfile() -> IO[bytes]:
     return tempfile.TemporaryFile()
 
 
+
+def _cancel(call: Any) -> None:
+    """Cancel a deadline if it is still pending."""
+    if call is not None and call.active():
+        call.cancel()
+
 class LimitedChannel(HTTPChannelHooks):
     """
     An HTTP channel with a deadline for the request headers, and that stops
@@ -225,10 +231,8 @@ class LimitedChannel(HTTPChannelHooks):
             self._headerCall = self.callLater(self.headerTimeout, self._headerTimedOut)
 
     def _cancelHeaderDeadline(self) -> None:
-        if self._headerCall is not None:
-            if self._headerCall.active():
-                self._headerCall.cancel()
-            self._headerCall = None
+        _cancel(self._headerCall)
+        self._headerCall = None
 
     def _headerTimedOut(self) -> None:
         """
@@ -273,10 +277,8 @@ class LimitedChannel(HTTPChannelHooks):
     # -- body deadline ---------------------------------------------------
 
     def _cancelBodyDeadline(self) -> None:
-        if self._bodyCall is not None:
-            if self._bodyCall.active():
-                self._bodyCall.cancel()
-            self._bodyCall = None
+        _cancel(self._bodyCall)
+        self._bodyCall = None
 
     def _bodyTimedOut(self) -> None:
         """
