@@ -577,6 +577,7 @@ class LogStore:
         trigger: str | None = None,
         attempt: int = 1,
         node: str | None = None,
+        reserved: bool = False,
     ) -> RunLog:
         """
         Start the log of run C{counter} by creating C{$ID.$N} exclusively,
@@ -588,7 +589,8 @@ class LogStore:
         is kept at once and written to the record file off this thread.
 
         @raise FileExistsError: a log of that counter exists already.
-        @raise ValueError: C{counter} is not above a counter already used.
+        @raise ValueError: C{counter} is not above a counter already used
+            (unless C{reserved}: a counter L{reserve}d and never begun).
         """
         running = LogName(counter, self.job_id, None)
         # The floor covers every log this store has seen (restore scans the
@@ -596,9 +598,12 @@ class LogStore:
         # runs on the reactor thread for every run.
         if self._floor is None:
             self._floor = max([self._read_floor()] + [n.counter for n in self.scan()])
-        if counter <= self._floor:
+        if counter <= self._floor and not (reserved and counter in self._feeds):
             raise ValueError(f"counter {counter} of job {self.job_id} was used already")
-        self._floor = counter
+        # A run dropped before it started (C{reserved}: its counter was
+        # handed out, never begun) may end after a later counter began;
+        # the exclusive create below still keeps its file unique.
+        self._floor = max(self._floor, counter)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
             fd = os.open(self.path_of(running), flags, 0o600)
@@ -609,6 +614,8 @@ class LogStore:
             self.job_id, counter, RunStatus.RUNNING, self.clock.seconds(),
             None, trigger, attempt, node,
         )
+        if reserved:  # it may come after a later counter's record: keep them in order
+            self._records = dict(sorted(self._records.items()))
         self._save_records()
         return RunLog(self, running, fd, self.reserve(counter))
 

@@ -352,7 +352,7 @@ class JobRunner(Service):
         The listeners do not hear of it: nothing ran.
         """
         try:
-            runlog = self.store.begin(counter, trigger=trigger)
+            runlog = self.store.begin(counter, trigger=trigger, reserved=True)
         except (OSError, ValueError) as e:
             log.warn("{job}: the log of dropped run #{counter} could not be made: {error}",
                      job=self.name, counter=counter, error=str(e))
@@ -456,7 +456,7 @@ class JobRunner(Service):
             runlog = self.store.begin(counter, trigger=trigger, attempt=attempt)
         except OSError as e:
             self.store.release(counter, RunStatus.FAILED)
-            self._not_begun(request, trigger, attempt, first, e)
+            self._not_begun(request, trigger, counter, attempt, first, e)
             return
         record = self.store.record(counter)
         assert record is not None
@@ -518,7 +518,8 @@ class JobRunner(Service):
             self._tell("run_finished", record)
 
     def _not_begun(
-        self, request: Any, trigger: str | None, attempt: int, first: int, error: OSError
+        self, request: Any, trigger: str | None, counter: int, attempt: int, first: int,
+        error: OSError,
     ) -> None:
         """
         The run's log could not be created (out of descriptors, a full or
@@ -531,7 +532,7 @@ class JobRunner(Service):
             "{job}: run #{counter} ({trigger}) failed before it began: its log"
             " could not be created: {error}",
             job=self.name,
-            counter=self.counter,
+            counter=counter,
             trigger=trigger,
             error=str(error),
         )

@@ -529,3 +529,24 @@ class CounterAtOnceTests(RunnerTestCase):
         self.assertEqual(runner.counter, 1)
         self.clock.advance(5)
         self.assertEqual([c for c, _ in work.runs], [1, 2])
+
+
+class DroppedInAnyOrderTests(RunnerTestCase):
+    def test_pause_drops_the_slot_waiter_and_the_run_queued_behind_it(self) -> None:
+        """
+        A run waiting for a slot (counter 1) and one queued behind it
+        (counter 2) both end canceled with their own logs, whichever is
+        dropped first.
+        """
+        slots = defer.DeferredSemaphore(1)
+        other, other_work, _ = self.runner("o", slots=slots)
+        runner, work, _ = self.runner(slots=slots)
+        other.submit()
+        self.assertEqual((runner.submit().counter, runner.submit().counter), (1, 2))
+        self.assertEqual(runner.pending_counters(), (1, 2))
+        runner.pause()
+        self.assertEqual(self.statuses(runner), [(1, "canceled"), (2, "canceled")])
+        other_work.succeed()
+        self.assertEqual(work.runs, [])
+        runner.resume()
+        self.assertEqual(runner.submit().counter, 3)
