@@ -632,3 +632,33 @@ def task_sleep(seconds: float) -> defer.Deferred:
     from twisted.internet import task
 
     return task.deferLater(reactor, seconds, lambda: None)
+
+
+class TriggerFollowWithUsersTests(unittest.TestCase):
+    """On a server with users the stream needs an API token (--token-env)."""
+
+    def setUp(self) -> None:
+        from karajo.model import Token
+        from karajo.tokens import hash_token
+
+        self.token = "follow-token-0123456789"
+        self.base = os.path.abspath(self.mktemp())
+        self.daemon = Daemon(self, Environment(
+            dir_base=self.base, secret=SECRET, listen_address="127.0.0.1:0",
+            users={"admin": User(name="admin", password=bcrypt.hashpw(
+                b"pw", bcrypt.gensalt(4)).decode())},
+            tokens={"ci": Token(name="ci", hash=hash_token(self.token), scope="read")},
+            jobs={"ok": Job(path="/ok", commands=("echo fine",))},
+        ))
+
+    async def test_token_lets_the_follow_in(self) -> None:
+        hook = self.daemon.url + "/karajo/api/job_exec/run/ok"
+        out, err, code = await karajo_cli(
+            "trigger", hook, "--secret-env", "KS", "--follow", KS=SECRET)
+        self.assertEqual(code, 1, (out, err))
+        self.assertIn(b"HTTP 401", err)
+        out, err, code = await karajo_cli(
+            "trigger", hook, "--secret-env", "KS", "--follow", "--token-env", "KT",
+            "--data", '{"n":2}', KS=SECRET, KT=self.token)
+        self.assertEqual(code, 0, (out, err))
+        self.assertIn(b"fine\n", out)
