@@ -43,6 +43,9 @@ _log = Logger()
 CAP = 1024 * 1024
 #: Seconds between heartbeats to every follower of a feed.
 HEARTBEAT = 10.0
+#: Bytes of the file read at a time for a late follower (the next read
+#: waits while its connection is paused): a 10 MiB log is never held whole.
+CHUNK = 256 * 1024
 
 
 def utf8_cut(data: bytes) -> int:
@@ -94,6 +97,8 @@ class Subscription:
         self.position = offset
         self._carry = b""
         self._catching_up = False
+        self._target = 0
+        self._reading = False
         self._held: collections.deque[tuple[int, bytes]] = collections.deque()
         self._held_bytes = 0
         self._paused = False
@@ -107,37 +112,57 @@ class Subscription:
 
     def resumeProducing(self) -> None:
         self._paused = False
-        self._drain()
+        if self._catching_up:
+            self._read_next()
+        else:
+            self._drain()
 
     def stopProducing(self) -> None:
         self.cancel()
 
     # --- from the feed ----------------------------------------------------------
 
-    def _catch_up(self, read: Deferred[bytes]) -> None:
+    def _catch_up(self, target: int) -> None:
+        """Read the file from L{position} up to C{target}, a chunk at a time."""
         self._catching_up = True
+        self._target = target
+        self._read_next()
+
+    def _read_next(self) -> None:
+        if self.done or self._paused or self._reading or not self._catching_up:
+            return
+        start = self.position
+        if start >= self._target:
+            self._catching_up = False
+            self._drain()
+            return
+        self._reading = True
 
         def got(data: bytes) -> None:
-            self._catching_up = False
-            self._offer(self.position, data, front=True)
-            self._drain()
+            self._reading = False
+            if self.done:
+                return
+            if data:
+                self._hand(start, data)
+            if not data or self.position >= self._target:
+                self._catching_up = False  # the live pieces held meanwhile follow
+                self._drain()
+            else:
+                self._read_next()
 
         def failed(failure: Failure) -> None:
+            self._reading = False
             _log.failure("reading a log for a follower failed", failure)
-            self._catching_up = False
             self.cancel()
             self._follower.dropped()
 
-        read.addCallbacks(got, failed)
+        self._feed._read_range(start, min(self._target, start + CHUNK)).addCallbacks(got, failed)
 
-    def _offer(self, offset: int, data: bytes, front: bool = False) -> None:
+    def _offer(self, offset: int, data: bytes) -> None:
         """Take C{data} (log bytes from C{offset}) for this follower."""
         if self.done:
             return
-        if front:
-            self._held.appendleft((offset, data))
-        else:
-            self._held.append((offset, data))
+        self._held.append((offset, data))
         self._held_bytes += len(data)
         if self._held_bytes > self._cap:
             self.cancel()
@@ -160,20 +185,7 @@ class Subscription:
         while self._held:
             offset, data = self._held.popleft()
             self._held_bytes -= len(data)
-            end = offset + len(data)
-            if end <= self.position:
-                continue  # before the follower's offset
-            if offset < self.position:
-                data = data[self.position - offset:]
-            data = self._carry + data
-            cut = utf8_cut(data)
-            if cut:
-                self._follower.piece(
-                    self.position - len(self._carry),
-                    data[:cut].decode("utf-8", "replace"),
-                )
-            self._carry = data[cut:]
-            self.position = end
+            self._hand(offset, data)
             if self.done or self._paused:
                 return
         if self._status is not None:
@@ -183,6 +195,21 @@ class Subscription:
                 self._carry = b""
             self.cancel()
             self._follower.ended(self._status)
+
+    def _hand(self, offset: int, data: bytes) -> None:
+        """Give the follower C{data} (from C{offset}) past its position, whole characters only."""
+        end = offset + len(data)
+        if end <= self.position:
+            return  # before the follower's offset
+        if offset < self.position:
+            data = data[self.position - offset:]
+        data = self._carry + data
+        cut = utf8_cut(data)
+        if cut:
+            self._follower.piece(
+                self.position - len(self._carry), data[:cut].decode("utf-8", "replace"))
+        self._carry = data[cut:]
+        self.position = end
 
     def cancel(self) -> None:
         """Stop following (the client went away, or the stream ended)."""
@@ -255,7 +282,7 @@ class LogFeed:
         sub = Subscription(self, follower, max(offset, 0), self._cap)
         self._subscriptions.append(sub)
         if sub.position < self.size:
-            sub._catch_up(self._read_range(sub.position, self.size))
+            sub._catch_up(self.size)
         if self.status is not None:
             sub._end(self.status)
         elif self._beat is None and not sub.done:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from twisted.internet import defer, task
 from twisted.trial.unittest import SynchronousTestCase
 
-from karajo.logfeed import LogFeed, utf8_cut
+from karajo.logfeed import CHUNK, LogFeed, utf8_cut
 
 
 class Recorder:
@@ -152,6 +152,32 @@ class FeedTests(SynchronousTestCase):
         feed.end("success")
         self.assertEqual(fast.text().encode(), bytes(self.file))
         self.assertEqual(slow.ends, [])
+
+    def test_big_head_read_a_chunk_at_a_time_while_not_paused(self) -> None:
+        """
+        A late follower of a log larger than the cap is not dropped: the
+        file is read a chunk at a time, the next read only once the
+        follower's connection takes more.
+        """
+        feed = self.feed(cap=100)
+        line = b"0123456789abcdef" * 64 + b"\n"
+        for _ in range(1000):  # about 1 MiB
+            self.write(feed, line)
+        rec = Recorder()
+        sub = feed.subscribe(rec)
+        self.assertEqual([(s, e) for _, s, e in self.reads], [(0, CHUNK)])
+        d, start, end = self.reads.pop()
+        sub.pauseProducing()
+        d.callback(bytes(self.file[start:end]))
+        self.assertEqual(self.reads, [])  # paused: no further read
+        self.write(feed, b"live\n")  # held meanwhile, within the cap
+        sub.resumeProducing()
+        self.assertEqual([(s, e) for _, s, e in self.reads], [(CHUNK, 2 * CHUNK)])
+        self.finish_reads()
+        feed.end("success")
+        self.assertEqual(rec.drops, 0)
+        self.assertEqual(rec.text().encode(), bytes(self.file))
+        self.assertTrue(rec.contiguous())
 
     def test_heartbeat_while_nothing_happens(self) -> None:
         """A waiting follower (a queued run) hears a ping every 10 s; none after the end."""
