@@ -68,6 +68,9 @@ class FollowTests(unittest.TestCase):
                 "chatty": Job(path="/chatty", commands=(
                     "i=0; while [ $i -lt 3000 ]; do echo \"line $i €\"; i=$((i+1)); done",
                 )),
+                "big": Job(path="/big", commands=(
+                    "seq 1 40000 | sed 's/$/ padding padding padding padding padding padding/'",
+                )),
                 "fails": Job(path="/fails", commands=("echo about to fail", "exit 3")),
                 "slow": Job(path="/slow", commands=("echo start", "sleep 30")),
             },
@@ -130,6 +133,18 @@ class FollowTests(unittest.TestCase):
         # And the log endpoint named in the answer is the same log.
         response = await self.http.get(self.daemon.url + run["log_url"])
         self.assertEqual(json.loads(await response.content())["data"]["size"], len(content))
+
+    async def test_big_log_streams_whole_to_a_late_follower(self) -> None:
+        """Over 2 MiB, more than a follower may have queued: read in chunks, not dropped."""
+        run = (await self.hook("/big"))["data"]["run"]
+        runner = self.daemon.runner("big")
+        await runner.when_idle()
+        code, raw, _ = await self.stream(run["events_url"])
+        content = runner.store.read(1)[1]
+        self.assertGreater(len(content), 2 * 1024 * 1024)
+        events = parse_events(raw)
+        self.assertEqual(log_text(events), content)
+        self.assertEqual(events[-1], ("end", {"status": "success"}))
 
     async def test_failed_and_canceled_end_events(self) -> None:
         failed = (await self.hook("/fails"))["data"]["run"]
