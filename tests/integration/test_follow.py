@@ -71,7 +71,7 @@ class FollowTests(unittest.TestCase):
                 "big": Job(path="/big", commands=(
                     "seq 1 40000 | sed 's/$/ padding padding padding padding padding padding/'",
                 )),
-                "fails": Job(path="/fails", commands=("echo about to fail", "exit 3")),
+                "fails": Job(path="/fails", commands=("echo about to fail", "sleep 0.5", "exit 3")),
                 "slow": Job(path="/slow", commands=("echo start", "sleep 30")),
             },
         ))
@@ -185,6 +185,18 @@ class FollowTests(unittest.TestCase):
         self.assertEqual(runner.store.read(2)[0].filename, "slow.2.canceled")
         await self.manage("cancel", "slow")
         await runner.when_idle()
+
+    async def test_queued_run_streams_once_it_starts(self) -> None:
+        """The stream of a queued run waits (pings aside), then carries its whole log."""
+        first = (await self.hook("/fails"))["data"]["run"]
+        queued = (await self.hook("/fails"))["data"]["run"]
+        self.assertEqual(queued["counter"], first["counter"] + 1)
+        self.assertEqual(queued["status"], "queued")
+        code, raw, _ = await self.stream(queued["events_url"])
+        events = parse_events(raw)
+        self.assertEqual(events[-1], ("end", {"status": "failed"}))
+        self.assertEqual(log_text(events),
+                         self.daemon.runner("fails").store.read(queued["counter"])[1])
 
     async def test_unknown_counter_is_404(self) -> None:
         code, raw, _ = await self.stream("/karajo/api/job_exec/events?id=chatty&counter=9")
