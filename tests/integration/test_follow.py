@@ -15,6 +15,7 @@ import time
 
 import treq
 from twisted.internet import defer, reactor, task
+from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
 from karajo.model import Environment, Job
@@ -70,6 +71,11 @@ class FollowTests(unittest.TestCase):
                 )),
                 "big": Job(path="/big", commands=(
                     "seq 1 40000 | sed 's/$/ padding padding padding padding padding padding/'",
+                )),
+                "flood": Job(path="/flood", commands=(
+                    "sleep 0.5",
+                    "seq 1 80000 | sed 's/$/ padding padding padding padding padding padding/'",
+                    "sleep 30",
                 )),
                 "fails": Job(path="/fails", commands=("echo about to fail", "sleep 0.5", "exit 3")),
                 "slow": Job(path="/slow", commands=("echo start", "sleep 30")),
@@ -197,6 +203,31 @@ class FollowTests(unittest.TestCase):
         self.assertEqual(events[-1], ("end", {"status": "failed"}))
         self.assertEqual(log_text(events),
                          self.daemon.runner("fails").store.read(queued["counter"])[1])
+
+    async def test_follower_that_does_not_read_is_dropped(self) -> None:
+        """
+        A client that stops reading is not buffered for: once its connection
+        pushes back and the cap fills, the daemon drops it, while the run and
+        other followers go on.
+        """
+        import socket
+
+        run = (await self.hook("/flood"))["data"]["run"]
+        runner = self.daemon.runner("flood")
+        feed = runner.store._feeds[run["counter"]]
+        sock = socket.create_connection(("127.0.0.1", self.daemon.port.getHost().port))
+        self.addCleanup(sock.close)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(f"GET {run['events_url']} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await until(lambda: feed.followers == 1)
+        with capturedLogs() as logged:
+            # ~5 MiB of head is published live; the client reads nothing.
+            await until(lambda: feed.size > 4 * 1024 * 1024 and feed.followers == 0, timeout=20)
+        self.assertIn("dropping a follower that fell too far behind",
+                      [e.get("log_format") for e in logged])
+        self.assertTrue(runner.executing)
+        runner.cancel()
+        await runner.when_idle()
 
     async def test_unknown_counter_is_404(self) -> None:
         code, raw, _ = await self.stream("/karajo/api/job_exec/events?id=chatty&counter=9")
