@@ -19,6 +19,7 @@ const browser = {
   setInterval: "readonly",
   TextEncoder: "readonly",
   TextDecoder: "readonly",
+  EventSource: "readonly",
   URLSearchParams: "readonly",
   DataView: "readonly",
   atob: "readonly",

@@ -5,11 +5,14 @@ The C{karajo} command: the everyday chores around a karajo server.
     karajo token new NAME [--scope S]          a fresh API token and its user.conf lines
     karajo sign --secret-env VAR [FILE|-]      hex HMAC-SHA256 of a payload
     karajo trigger URL --secret-env VAR [...]  send a signed webhook
+        [--follow | --wait]                    ... and print / wait for its run
     karajo check [--config FILE]               validate a config, show its jobs
     karajo version
 
 Exit status: 0 on success, 1 on a runtime error (network, I/O, a refused
-request), 2 on a usage or configuration error.  Errors go to stderr as
+request), 2 on a usage or configuration error; C{trigger --follow} and
+C{--wait} exit 0, 1 or 3 when the run ended C{success}, C{failed} or
+C{canceled}.  Errors go to stderr as
 C{karajo: ...}; configuration errors as C{FILE:LINE: reason}.
 
 Secrets are never taken on the command line (where C{ps} and the shell
@@ -33,7 +36,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from karajo.kinds import JobKind
 
@@ -214,11 +217,84 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     except (urllib.error.URLError, OSError) as e:
         why = getattr(e, "reason", None) or e
         raise CommandError(f"cannot reach {args.url}: {why}") from None
-    _write_body(content)
-    if 200 <= status < 300:
+    following = args.follow or args.wait
+    if not following or not 200 <= status < 300:
+        _write_body(content)
+    if not 200 <= status < 300:
+        sys.stderr.write(f"karajo: {args.url}: HTTP {status} {reason}\n")
+        return FAILED
+    if not following:
         return OK
-    sys.stderr.write(f"karajo: {args.url}: HTTP {status} {reason}\n")
-    return FAILED
+    try:
+        run = json.loads(content)["data"]["run"]
+        events_url = urljoin(args.url, str(run["events_url"]))
+    except (ValueError, KeyError, TypeError):
+        raise CommandError(f"{args.url}: the answer names no run to follow") from None
+    token = _secret_from_env(args.token_env).decode("utf-8") if args.token_env else None
+    return _follow(events_url, token, show=args.follow, timeout=max(args.timeout, 45.0))
+
+
+#: Exit status of C{--follow}/C{--wait} by how the run ended.
+RUN_EXIT = {"success": OK, "failed": FAILED, "canceled": 3}
+#: Connections a follow may lose before giving up (each resumes at its offset).
+FOLLOW_RETRIES = 5
+
+
+def _follow(url: str, token: str | None, *, show: bool, timeout: float) -> int:
+    """
+    Read the run's events stream (docs/http-api.md, "Following a run"),
+    printing the log's text when C{show}; a lost connection resumes at
+    the byte offset reached.  The exit status says how the run ended.
+    """
+    headers = {"Accept": "text/event-stream", "User-Agent": "karajo-cli"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    opener = urllib.request.build_opener(_NoRedirects)
+    offset, lost = 0, 0
+    while True:
+        request = urllib.request.Request(f"{url}&offset={offset:d}", headers=headers)
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                for event, data in _events(response):
+                    if event == "log":
+                        text = str(data["text"])
+                        if show:
+                            sys.stdout.buffer.write(text.encode("utf-8"))
+                            sys.stdout.flush()
+                        offset = int(data["offset"]) + len(text.encode("utf-8"))
+                    elif event == "end":
+                        status = str(data["status"])
+                        return RUN_EXIT.get(status, FAILED)
+        except urllib.error.HTTPError as e:
+            raise CommandError(f"{url}: HTTP {e.code} {e.reason}") from None
+        except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
+            why = getattr(e, "reason", None) or e
+            lost += 1
+            if lost > FOLLOW_RETRIES:
+                raise CommandError(f"lost {url}: {why}") from None
+        else:
+            lost += 1
+            if lost > FOLLOW_RETRIES:
+                raise CommandError(f"lost {url}: the stream closed before the run ended")
+        time.sleep(1.0)
+
+
+def _events(response: Any) -> Any:
+    """The C{(event, data)} pairs of a Server-Sent Events body, as they arrive."""
+    event, data = "message", list[str]()
+    while True:
+        line = response.readline()
+        if not line:
+            return
+        line = line.rstrip(b"\r\n").decode("utf-8", "replace")
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip(" "))
 
 
 def _write_body(content: bytes) -> None:
@@ -509,7 +585,10 @@ def build_parser() -> argparse.ArgumentParser:
                     " --data object with _karajo_epoch set to the current time, as"
                     " compact JSON; its hex HMAC-SHA256 goes in the signature header."
                     " The response body is printed; the exit status is 0 for a 2xx"
-                    " answer and 1 otherwise. Redirects are not followed.",
+                    " answer and 1 otherwise. Redirects are not followed. With"
+                    " --follow the run's log is printed as it grows instead (read"
+                    " from its events stream), with --wait nothing is; both exit"
+                    " 0, 1 or 3 when the run ends success, failed or canceled.",
     )
     p.add_argument("url", metavar="URL")
     p.add_argument("--secret-env", required=True, metavar="VAR",
@@ -519,6 +598,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"signature header (default {DEFAULT_HEADER_SIGN})")
     p.add_argument("--timeout", type=float, default=30.0, metavar="S",
                    help="seconds to wait for the answer (default 30)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--follow", action="store_true",
+                     help="print the run's log as it grows; exit 0/1/3 for success/failed/canceled")
+    how.add_argument("--wait", action="store_true",
+                     help="wait for the run silently; exit 0/1/3 for success/failed/canceled")
+    p.add_argument("--token-env", metavar="VAR",
+                   help="environment variable holding an API token, to follow"
+                        " a run on a server with users")
     p.set_defaults(run=cmd_trigger)
 
     p = sub.add_parser(

@@ -32,6 +32,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from karajo.logfeed import LogFeed
 from karajo.paths import make_private_dirs
 from karajo.runrecord import (
     RECORDS_SUFFIX,
@@ -114,8 +115,12 @@ class RunLog:
         of L{finish}: the final file size).
     """
 
-    def __init__(self, store: LogStore, name: LogName, fd: int) -> None:
+    def __init__(
+        self, store: LogStore, name: LogName, fd: int, feed: LogFeed | None = None
+    ) -> None:
         self.name = name
+        #: the run's followers hear every byte written to the file
+        self.feed = feed
         self.path = store.path_of(name)
         self.bytes_written = 0
         self._store = store
@@ -211,6 +216,10 @@ class RunLog:
         self._tail.clear()
         self._tail_bytes = 0
         self.bytes_written += sum(map(len, rest))
+        if self.feed is not None:
+            # Published now, written by the thread step below: a late
+            # follower's file read is ordered after that write (_in_order).
+            self.feed.publish(b"".join(rest))
         final = attrs.evolve(self.name, status=status)
         store = self._store
         store._ended(final, store.clock.seconds())
@@ -228,9 +237,14 @@ class RunLog:
         def renamed(name: LogName) -> LogName:
             self.name = name
             self.path = self._store.path_of(name)
+            self._store.release(name.counter, status)
             return name
 
-        return d.addCallback(renamed)
+        def failed(failure: Failure) -> Failure:
+            self._store.release(final.counter, status)
+            return failure
+
+        return d.addCallbacks(renamed, failed)
 
     def _check_open(self) -> None:
         if self._finished:
@@ -255,6 +269,8 @@ class RunLog:
             if not self._head_full and self.bytes_written + len(line) <= self._head_limit:
                 self._file.write(line)
                 self.bytes_written += len(line)
+                if self.feed is not None:
+                    self.feed.publish(line)
                 continue
             self._head_full = True
             self._tail.append(line)
@@ -350,6 +366,9 @@ class LogStore:
         self._io.callback(None)
         self._prefix_second: int | None = None
         self._prefix = b""
+        # The feeds of the runs accepted and not final yet, by counter
+        # (karajo.logfeed): what their followers subscribe to.
+        self._feeds: dict[int, LogFeed] = {}
         # Directories are made on first use (begin, prune), not here: a
         # server with thousands of jobs must not start with a mkdir each.
 
@@ -375,6 +394,72 @@ class LogStore:
     def scan(self) -> list[LogName]:
         """Every log in the directory, oldest counter first."""
         return scan_logs(self.directory, self.job_id)
+
+    # --- followers -----------------------------------------------------------
+
+    def reserve(self, counter: int) -> LogFeed:
+        """
+        The feed of run C{counter}, accepted now and begun later (queued, or
+        waiting for a slot): its followers wait for the run to start.
+        """
+        feed = self._feeds.get(counter)
+        if feed is None:
+            feed = self._feeds[counter] = LogFeed(
+                self.clock, lambda start, end: self._read_range(counter, start, end)
+            )
+        return feed
+
+    def release(self, counter: int, status: str) -> None:
+        """Run C{counter}'s log is final (or will never exist): its followers get the end."""
+        feed = self._feeds.pop(counter, None)
+        if feed is not None:
+            feed.end(status)
+
+    def follow(self, counter: int) -> Deferred[LogFeed | None]:
+        """
+        A feed to follow run C{counter} by: the live one of a run accepted
+        and not final yet, else one replaying the final log (read off the
+        reactor thread); C{None} when there is no such run.
+        """
+        feed = self._feeds.get(counter)
+        if feed is not None:
+            return maybeDeferred(lambda: feed)
+
+        def done(found: tuple[LogName, bytes] | None) -> LogFeed | None:
+            live = self._feeds.get(counter)
+            if live is not None:  # accepted meanwhile (cannot be final yet)
+                return live
+            if found is None:
+                return None
+            name, content = found
+            feed = LogFeed(
+                self.clock, lambda start, end: maybeDeferred(lambda: content[start:end]),
+                size=len(content),
+            )
+            feed.end(name.status or RunStatus.FAILED)
+            return feed
+
+        return self.read_in_thread(counter).addCallback(done)
+
+    def _read_range(self, counter: int, start: int, end: int) -> Deferred[bytes]:
+        """
+        Bytes C{[start, end)} of run C{counter}'s log, off the reactor thread
+        and after the writes queued before (a finish's tail).
+        """
+        return self._in_order(self._read_bytes, counter, start, end)
+
+    def _read_bytes(self, counter: int, start: int, end: int) -> bytes:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        for _ in range(2):  # the log may be renamed between looking and opening
+            for status in (None,) + STATUSES:
+                try:
+                    fd = os.open(self.path_of(LogName(counter, self.job_id, status)), flags)
+                except OSError:
+                    continue
+                with os.fdopen(fd, "rb") as f:
+                    f.seek(start)
+                    return f.read(max(end - start, 0))
+        return b""
 
     # --- run records ---------------------------------------------------------
 
@@ -492,6 +577,7 @@ class LogStore:
         trigger: str | None = None,
         attempt: int = 1,
         node: str | None = None,
+        reserved: bool = False,
     ) -> RunLog:
         """
         Start the log of run C{counter} by creating C{$ID.$N} exclusively,
@@ -503,7 +589,8 @@ class LogStore:
         is kept at once and written to the record file off this thread.
 
         @raise FileExistsError: a log of that counter exists already.
-        @raise ValueError: C{counter} is not above a counter already used.
+        @raise ValueError: C{counter} is not above a counter already used
+            (unless C{reserved}: a counter L{reserve}d and never begun).
         """
         running = LogName(counter, self.job_id, None)
         # The floor covers every log this store has seen (restore scans the
@@ -511,9 +598,12 @@ class LogStore:
         # runs on the reactor thread for every run.
         if self._floor is None:
             self._floor = max([self._read_floor()] + [n.counter for n in self.scan()])
-        if counter <= self._floor:
+        if counter <= self._floor and not (reserved and counter in self._feeds):
             raise ValueError(f"counter {counter} of job {self.job_id} was used already")
-        self._floor = counter
+        # A run dropped before it started (C{reserved}: its counter was
+        # handed out, never begun) may end after a later counter began;
+        # the exclusive create below still keeps its file unique.
+        self._floor = max(self._floor, counter)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
         try:
             fd = os.open(self.path_of(running), flags, 0o600)
@@ -524,8 +614,10 @@ class LogStore:
             self.job_id, counter, RunStatus.RUNNING, self.clock.seconds(),
             None, trigger, attempt, node,
         )
+        if reserved:  # it may come after a later counter's record: keep them in order
+            self._records = dict(sorted(self._records.items()))
         self._save_records()
-        return RunLog(self, running, fd)
+        return RunLog(self, running, fd, self.reserve(counter))
 
     def prune(self, retention: int) -> list[LogName]:
         """

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Protocol
 
+import attrs
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -45,6 +46,18 @@ log = Logger()
 CANCELED = "canceled"
 TIMEOUT = "timeout"
 SHUTDOWN = "shutdown"
+
+
+@attrs.frozen
+class Accepted:
+    """
+    A trigger the runner accepted: whether its run C{started} or is
+    C{queued}, and the counter it owns from now on (docs/http-api.md,
+    "Following a run").
+    """
+
+    outcome: str
+    counter: int
 
 
 class RunListener(Protocol):
@@ -110,6 +123,14 @@ class JobRunner(Service):
         self._retry_next: tuple[Any, int, int] | None = None
         self._queued_request: Any = None
         self._queued_trigger: str | None = None
+        #: the counter the queued run owns
+        self._queued_counter: int | None = None
+        #: the counter the run that waits to start owns (None: a retry,
+        #: which takes its counter when it starts)
+        self._pending_counter: int | None = None
+        #: finishes of the logs of runs dropped before they started
+        self._dropping: list[defer.Deferred] = []
+        self._pending_trigger: str | None = None
         self._waiting: defer.Deferred | None = None
         self._soon: IDelayedCall | None = None
         self._stop_reason: str | None = None
@@ -226,9 +247,17 @@ class JobRunner(Service):
     def trigger(
         self, request: Any = None, *, deferred: bool = False, trigger: str | None = None
     ) -> str:
+        """L{submit}, saying only C{"started"} or C{"queued"}."""
+        return self.submit(request, deferred=deferred, trigger=trigger).outcome
+
+    def submit(
+        self, request: Any = None, *, deferred: bool = False, trigger: str | None = None
+    ) -> Accepted:
         """
         Start a run now (when a slot is free), or queue one behind the
-        current run.  Returns C{"started"} or C{"queued"}; raises
+        current run.  Returns whether it C{"started"} or is C{"queued"} and
+        the counter it owns at once (a queued run too: dropped before it
+        starts, it ends C{canceled} in a log of that counter); raises
         L{JobPaused}, L{JobBusy} or L{ServerStopping}.
 
         While the job runs (or a run waits), the job's C{overlap} decides:
@@ -265,17 +294,30 @@ class JobRunner(Service):
                 raise JobBusy(f"job {self.job.id} is running (overlap = skip)")
             if self.queued:
                 raise JobBusy(f"job {self.job.id} is running and a run is already queued")
-            self._queue(request, trigger)
-            return "queued"
-        self._start(request, trigger, deferred)
-        return "started"
+            counter = self._take_counter()
+            self._queue(request, trigger, counter)
+            return Accepted("queued", counter)
+        counter = self._take_counter()
+        self._start(request, trigger, deferred, counter=counter)
+        return Accepted("started", counter)
 
-    def _queue(self, request: Any, trigger: str | None) -> None:
+    def _take_counter(self) -> int:
+        """The next counter, owned by an accepted run from now on; its followers may wait."""
+        self.counter += 1
+        self.store.reserve(self.counter)
+        return self.counter
+
+    def pending_counters(self) -> tuple[int, ...]:
+        """The counters of the runs accepted and not started yet."""
+        return tuple(c for c in (self._pending_counter, self._queued_counter) if c is not None)
+
+    def _queue(self, request: Any, trigger: str | None, counter: int) -> None:
         self.queued = True
         self._queued_request = request
         self._queued_trigger = trigger
+        self._queued_counter = counter
 
-    def _replace(self, request: Any, trigger: str | None, deferred: bool) -> str:
+    def _replace(self, request: Any, trigger: str | None, deferred: bool) -> Accepted:
         """
         C{overlap = replace}: a run not started yet (a pending retry, one
         waiting for a slot) is dropped and this one starts; a running one
@@ -283,21 +325,25 @@ class JobRunner(Service):
         canceled run's log is final).  A later trigger replaces a queued
         one.
         """
+        replaced = "??? CANCELED: replaced by a later trigger before it started"
         if self.executing:
-            self._queue(request, trigger)
+            self._drop_queued(replaced)
+            counter = self._take_counter()
+            self._queue(request, trigger, counter)
             log.info("{job}: a trigger replaces the running run", job=self.name)
             self._stop(CANCELED)
-            return "queued"
-        self._drop_queued()
-        if self._drop_pending():
+            return Accepted("queued", counter)
+        self._drop_queued(replaced)
+        if self._drop_pending(replaced):
             log.info("{job}: a trigger replaces the run waiting to start", job=self.name)
+        counter = self._take_counter()
         if self.active:
             # The dropped run is still ending (its slot wait is being
             # cancelled): this one follows it.
-            self._queue(request, trigger)
-            return "queued"
-        self._start(request, trigger, deferred)
-        return "started"
+            self._queue(request, trigger, counter)
+            return Accepted("queued", counter)
+        self._start(request, trigger, deferred, counter=counter)
+        return Accepted("started", counter)
 
     def _trigger_of(self, request: Any, deferred: bool) -> Trigger:
         if deferred:
@@ -313,10 +359,11 @@ class JobRunner(Service):
         or waiting for a slot) is dropped: a paused job starts nothing.
         """
         self.paused = True
+        why = "??? CANCELED: the job was paused before this run started"
         if self.queued:
-            self._drop_queued()
+            self._drop_queued(why)
             log.info("{job}: paused; the queued run is dropped", job=self.name)
-        if self._drop_pending():
+        if self._drop_pending(why):
             log.info("{job}: paused; the run waiting to start is dropped", job=self.name)
 
     def resume(self) -> None:
@@ -329,23 +376,58 @@ class JobRunner(Service):
         """
         if not self.active:
             return False
-        self._drop_queued()
-        if not self._drop_pending():
+        why = "??? CANCELED before it started"
+        self._drop_queued(why)
+        if not self._drop_pending(why):
             self._stop(CANCELED)
         return True
 
-    def _drop_queued(self) -> None:
+    def _drop_queued(self, why: str | None = None) -> None:
+        """Forget the queued run; with C{why}, its counter's log ends C{canceled} saying so."""
+        counter, self._queued_counter = self._queued_counter, None
         self.queued = False
+        trigger = self._queued_trigger
         self._queued_request = None
         self._queued_trigger = None
+        if counter is not None:
+            self._never_started(counter, trigger, why or "??? CANCELED before it started")
 
-    def _drop_pending(self) -> bool:
+    def _never_started(self, counter: int, trigger: str | None, why: str) -> None:
+        """
+        A run that owned C{counter} was dropped before it started: its log
+        is that one line, and it ends C{canceled} (its followers hear so).
+        The listeners do not hear of it: nothing ran.
+        """
+        try:
+            runlog = self.store.begin(counter, trigger=trigger, reserved=True)
+        except (OSError, ValueError) as e:
+            log.warn("{job}: the log of dropped run #{counter} could not be made: {error}",
+                     job=self.name, counter=counter, error=str(e))
+            self.store.release(counter, RunStatus.CANCELED)
+            return
+        runlog.line(why)
+        d = runlog.finish(RunStatus.CANCELED)
+        self._dropping.append(d)
+
+        def done(result: object) -> object:
+            self._dropping.remove(d)
+            return result
+
+        d.addBoth(done)
+        d.addErrback(lambda f: log.failure(
+            "{job}: finishing the log of dropped run #{counter} failed", f,
+            job=self.name, counter=counter))
+
+    def _drop_pending(self, why: str | None = None) -> bool:
         """
         Drop a run that has not started (due next turn, a retry waiting
         for its time, or waiting for a slot).
         """
         self.retry_pending = False
         self._retry_next = None
+        counter, self._pending_counter = self._pending_counter, None
+        if counter is not None and (self._soon is not None or self._waiting is not None):
+            self._never_started(counter, self._pending_trigger, why or "??? CANCELED before it started")
         if self._soon is not None:
             self._soon.cancel()
             self._soon = None
@@ -364,8 +446,11 @@ class JobRunner(Service):
     def _start(
         self, request: Any, trigger: str | None, deferred: bool = False,
         delay: float | None = None, retry: tuple[int, int] | None = None,
+        counter: int | None = None,
     ) -> None:
         self.active = True
+        self._pending_counter = counter
+        self._pending_trigger = trigger
         self._done = defer.Deferred()
         if deferred or delay is not None:
             self._soon = self._clock.callLater(
@@ -411,14 +496,17 @@ class JobRunner(Service):
         retry: tuple[int, int] | None = None,
     ) -> None:
         self._in_run = True
-        self.counter += 1
-        attempt, first = retry if retry is not None else (1, self.counter)
+        counter, self._pending_counter = self._pending_counter, None
+        if counter is None:  # a retry: its counter is taken as it starts
+            counter = self._take_counter()
+        attempt, first = retry if retry is not None else (1, counter)
         try:
-            runlog = self.store.begin(self.counter, trigger=trigger, attempt=attempt)
+            runlog = self.store.begin(counter, trigger=trigger, attempt=attempt)
         except OSError as e:
-            self._not_begun(request, trigger, attempt, first, e)
+            self.store.release(counter, RunStatus.FAILED)
+            self._not_begun(request, trigger, counter, attempt, first, e)
             return
-        record = self.store.record(self.counter)
+        record = self.store.record(counter)
         assert record is not None
         self.executing = True
         self._stop_reason = None
@@ -432,7 +520,7 @@ class JobRunner(Service):
                 self._timeout.total_seconds(), self._stop, TIMEOUT
             )
         try:
-            await self._work.run(runlog, self.counter, request)
+            await self._work.run(runlog, counter, request)
         except Stopped:
             status = self._stopped_line(runlog)
         except RunFailed as e:
@@ -460,7 +548,7 @@ class JobRunner(Service):
         self.last_status = status
         release_slot()
         await runlog.finish(status)
-        record = self.store.record(self.counter)
+        record = self.store.record(counter)
         try:
             # Listing and unlinking wait on the disk: not on the reactor thread.
             pruned = await self.store.run_in_thread(self.store.prune, self.job.log_retention)
@@ -478,7 +566,8 @@ class JobRunner(Service):
             self._tell("run_finished", record)
 
     def _not_begun(
-        self, request: Any, trigger: str | None, attempt: int, first: int, error: OSError
+        self, request: Any, trigger: str | None, counter: int, attempt: int, first: int,
+        error: OSError,
     ) -> None:
         """
         The run's log could not be created (out of descriptors, a full or
@@ -491,7 +580,7 @@ class JobRunner(Service):
             "{job}: run #{counter} ({trigger}) failed before it began: its log"
             " could not be created: {error}",
             job=self.name,
-            counter=self.counter,
+            counter=counter,
             trigger=trigger,
             error=str(error),
         )
@@ -557,8 +646,9 @@ class JobRunner(Service):
             self.retry_pending = False
             if self.queued and not self.stopping:
                 request, trigger = self._queued_request, self._queued_trigger
+                counter, self._queued_counter = self._queued_counter, None
                 self._drop_queued()
-                self._start(request, trigger)
+                self._start(request, trigger, counter=counter)
         if done is not None:
             done.callback(None)
         if not self.active:
@@ -576,15 +666,24 @@ class JobRunner(Service):
         """Start nothing new, stop the running run, wait for its log."""
         super().stopService()
         self.stopping = True
+        why = "??? CANCELED: karajo is stopping"
         if self.queued:
             log.info("{job}: karajo is stopping; the queued run is dropped", job=self.name)
-        self._drop_queued()
+        self._drop_queued(why)
         if not self.active:
-            return None
+            return self._dropped_logs()
         done = self._done
-        if self._drop_pending():
+        if self._drop_pending(why):
             log.info("{job}: karajo is stopping; the run waiting to start is dropped",
                      job=self.name)
         else:
             self._stop(SHUTDOWN)
-        return done
+        assert done is not None
+        return done.addCallback(lambda _: self._dropped_logs())
+
+    def _dropped_logs(self) -> defer.Deferred[None] | None:
+        """Fires once the logs of the runs dropped before they started are final."""
+        if not self._dropping:
+            return None
+        return defer.DeferredList(list(self._dropping), consumeErrors=True).addCallback(
+            lambda _: None)

@@ -33,10 +33,12 @@ from __future__ import annotations
 import base64
 import functools
 import inspect
+import json
 import os
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from klein import Klein
 from klein.resource import KleinResource
@@ -56,7 +58,7 @@ from karajo.replay import ReplayGuard, extract_epoch
 from karajo.selectors import Request, first_failed
 from karajo.signature import verify
 from karajo.users import COOKIE_NAME, CSRF_HEADER, LoginFailed
-from karajo.web import envelope, params
+from karajo.web import envelope, events, params
 from karajo.web.access import Access, RefusalLog, client_host, header_getter
 from karajo.web.documents import Documents
 from karajo.web.errors import (
@@ -273,6 +275,27 @@ class KarajoAPI:
     def job_http_log(self, request: Any) -> Any:
         return self._log(request, self._service.http_jobs)
 
+    async def _events(self, request: Any, table: dict[str, Any]) -> bytes:
+        query = query_params(request)
+        svc = self._lookup(table, query.get("id"))
+        counter = params.int_param(query.get("counter"), "counter", 1)
+        offset = params.int_param(query.get("offset"), "offset", 0, default=0)
+        feed = await svc.runner.store.follow(counter)
+        if feed is None:
+            raise LogNotFound("log not found")
+        return await events.follow(request, feed, offset)
+
+    @app.route(API + "/job_exec/events", methods=["GET"])
+    @endpoint(SESSION)
+    def job_exec_events(self, request: Any) -> Any:
+        """A run's log as it grows, as Server-Sent Events (docs/http-api.md)."""
+        return self._events(request, self._service.jobs)
+
+    @app.route(API + "/job_http/events", methods=["GET"])
+    @endpoint(SESSION)
+    def job_http_events(self, request: Any) -> Any:
+        return self._events(request, self._service.http_jobs)
+
     @app.route(API + "/openapi.json", methods=["GET"])
     @endpoint(SESSION)
     def openapi(self, request: Any) -> bytes:
@@ -320,7 +343,7 @@ class KarajoAPI:
         forget = self._access.check_replay(
             epoch, b"webhook\0" + job.path.encode("utf-8") + b"\0" + body, verdict.replay_key)
         try:
-            outcome = runner.trigger(TriggerRequest(
+            accepted = runner.submit(TriggerRequest(
                 method=request.method.decode("latin-1"),
                 path=request.path.decode("latin-1"),
                 headers=headers,
@@ -329,8 +352,9 @@ class KarajoAPI:
         except RunRefused:
             forget()  # paused or busy: the same payload may come again
             raise
-        document = self._documents.job(JobKind.JOB, svc).json
-        return envelope.success_raw(request, document, f"job {outcome}")
+        document = with_run(self._documents.job(JobKind.JOB, svc).json,
+                            run_document(JobKind.JOB, job.id, accepted))
+        return envelope.success_raw(request, document, f"job {accepted.outcome}")
 
     def _by_path(self) -> dict[str, Any]:
         table = self._paths
@@ -366,6 +390,7 @@ class KarajoAPI:
 
     def _apply(self, request: Any, kind: JobKind, svc: Any, action: str) -> bytes:
         runner = svc.runner
+        run = None
         if action == "pause":
             runner.pause()
             message = "job paused"
@@ -373,12 +398,17 @@ class KarajoAPI:
             runner.resume()
             message = "job resumed"
         elif action == "run":
-            message = f"job {runner.trigger(None)}"
+            accepted = runner.submit(None)
+            run = run_document(kind, runner.job.id, accepted)
+            message = f"job {accepted.outcome}"
         else:
             if not runner.cancel():
                 raise JobNotRunning("job is not running")
             message = "job canceled"
-        return envelope.success_raw(request, self._documents.job(kind, svc).json, message)
+        document = self._documents.job(kind, svc).json
+        if run is not None:
+            document = with_run(document, run)
+        return envelope.success_raw(request, document, message)
 
     @app.route(API + "/job_exec/pause", methods=["POST"])
     @endpoint(SIGNED)
@@ -479,6 +509,29 @@ class _APIResource(KleinResource):
         except UnicodeDecodeError:
             return self._api._error_body(request, NotFound())
         return super().render(request)
+
+
+def run_document(kind: JobKind, job_id: str, accepted: Any) -> dict[str, Any]:
+    """
+    The C{run} of a trigger's answer: the counter the run owns, whether it
+    runs or is queued, and where to read and follow its log.
+    """
+    query = f"?id={quote(job_id, safe='')}&counter={accepted.counter:d}"
+    return {
+        "counter": accepted.counter,
+        "status": "queued" if accepted.outcome == "queued" else "running",
+        "log_url": f"{API}/{kind.api}/log{query}",
+        "events_url": f"{API}/{kind.api}/events{query}",
+    }
+
+
+def with_run(document: str, run: dict[str, Any]) -> str:
+    """A Job document (a JSON object, cached as text) with C{run} added."""
+    if not document.endswith("}"):
+        raise ValueError("a job document is a JSON object")
+    inner = document[:-1].rstrip()
+    sep = "" if inner.endswith("{") else ","
+    return inner + sep + '"run":' + json.dumps(run, separators=(",", ":")) + "}"
 
 
 def openapi_path() -> str:

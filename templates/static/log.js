@@ -1,7 +1,7 @@
 /*
- * A run's log page: while the run goes on, ask for the bytes after the
- * ones the page has (offset), never the whole log again, and stop once the
- * run is final.
+ * A run's log page: while the run goes on, follow its events stream
+ * (Server-Sent Events) from the bytes the page has (offset), never the
+ * whole log again; the stream ends when the run is final.
  */
 
 import {
@@ -24,7 +24,6 @@ function setupLog() {
   const counter = Number(box.getAttribute("data-counter"));
   let offset = Number(box.getAttribute("data-offset")) || 0;
   let status = box.getAttribute("data-status");
-  const decoder = new TextDecoder("utf-8");
   const follow = doc.getElementById("follow");
   const live = doc.getElementById("log-live");
   const statusNode = doc.getElementById("log-status");
@@ -57,44 +56,77 @@ function setupLog() {
   scroll();
   if (FINAL[status]) { return; }
   setText(live, "live");
-  ui.logPolls = 0;
+  ui.logStreams = 0;
+  ui.logEvents = 0;
+  const encoder = new TextEncoder();
+  let source = null;
 
-  async function step() {
+  function show(newStatus) {
+    status = String(newStatus);
+    setText(statusNode, status);
+    statusNode.className = "status " + statusClass(status);
+    box.setAttribute("data-status", status);
+  }
+
+  /* The stream failed: is the log gone (404), or is the server away for now? */
+  async function lost() {
+    if (source) { source.close(); source = null; }
     const r = await call("GET", base + "&offset=" + offset);
-    ui.logPolls++;
-    if (r.ok && r.data) {
-      misses = 0;
-      const bytes = b64bytes(r.data.content);
-      const done = !!FINAL[r.data.status];
-      if (bytes.length) {
-        const text = decoder.decode(bytes, { stream: !done });
-        if (text) { pre.appendChild(doc.createTextNode(text)); }
-        offset += bytes.length;
-        scroll();
-      } else if (done) {
-        const rest = decoder.decode();
-        if (rest) { pre.appendChild(doc.createTextNode(rest)); }
-      }
-      showSize(Math.max(offset, Number(r.data.size) || 0));
-      status = String(r.data.status);
-      setText(statusNode, status);
-      statusNode.className = "status " + statusClass(status);
-      box.setAttribute("data-status", status);
-      if (done) {
-        finish();
-        return;
-      }
-      conn("");
-    } else if (r.status === 404) {
+    if (r.status === 404) {
       setText(live, "this log is gone");
       return;
-    } else {
-      misses++;
-      conn(r.status === 0 ? "offline — retrying" : "update failed: " + r.message);
     }
-    setTimeout(step, misses ? Math.min(30000, 1000 * Math.pow(2, misses)) : 700);
+    if (r.ok && r.data && FINAL[r.data.status]) {
+      /* It ended while the stream was down: the rest comes in one piece. */
+      const bytes = b64bytes(r.data.content);
+      const text = new TextDecoder("utf-8").decode(bytes);
+      if (text) { pre.appendChild(doc.createTextNode(text)); }
+      offset += bytes.length;
+      showSize(offset);
+      show(r.data.status);
+      scroll();
+      finish();
+      return;
+    }
+    misses++;
+    conn(r.status === 0 ? "offline — retrying" : "update failed: " + (r.message || "stream lost"));
+    setTimeout(open, Math.min(30000, 1000 * Math.pow(2, misses)));
   }
-  setTimeout(step, 300);
+
+  /*
+   * Follow the run's events stream from the bytes the page has: each "log"
+   * event is text from a byte offset, "end" carries the final status.
+   * The browser's own reconnect would start again at the first offset, so
+   * a failed stream is closed and reopened here, at the offset reached.
+   */
+  function open() {
+    source = new EventSource(API + "/" + api + "/events?id=" + encodeURIComponent(id) +
+      "&counter=" + counter + "&offset=" + offset);
+    ui.logStreams++;
+    source.addEventListener("log", function (ev) {
+      const data = JSON.parse(ev.data);
+      if (!data || typeof data.text !== "string") { return; }
+      misses = 0;
+      conn("");
+      ui.logEvents++;
+      pre.appendChild(doc.createTextNode(data.text));
+      /* Exact for UTF-8 text; after bytes that are not UTF-8 the next event's offset corrects it. */
+      offset = Number(data.offset) + encoder.encode(data.text).length;
+      showSize(offset);
+      scroll();
+    });
+    source.addEventListener("end", function (ev) {
+      source.close();
+      source = null;
+      const data = JSON.parse(ev.data);
+      show(data && data.status ? data.status : "failed");
+      finish();
+    });
+    source.addEventListener("error", function () {
+      if (source) { lost(); }
+    });
+  }
+  open();
 }
 
 setupLog();

@@ -285,8 +285,9 @@ class NoUsersTests(_BrowserTest):
     def test_run_now_and_live_log(self) -> defer.Deferred:
         """
         Run now (signed in the page with the typed secret) makes a new run
-        appear; its log page grows while the job prints, fetching only the
-        new bytes, and stops once the run ends.
+        appear; its log page grows while the job prints, following the run's
+        events stream from the bytes it has (one stream, no polling), and
+        stops once the run ends.
         """
         requests: list[str] = []
 
@@ -314,6 +315,7 @@ class NoUsersTests(_BrowserTest):
             page.wait_for_url("**/karajo/app/log?*")
             pre = page.locator("#log")
             first = pre.text_content()
+            served = int(page.locator("#log-page").get_attribute("data-offset"))
             assert page.locator("#log-status").text_content() == "running", \
                 page.locator("#log-status").text_content()
             page.wait_for_function(
@@ -324,25 +326,30 @@ class NoUsersTests(_BrowserTest):
                 "() => document.getElementById('log-status').textContent === 'success'", timeout=20000)
             page.wait_for_function(
                 "() => document.getElementById('log-duration').textContent === '1m 05s'")
-            polls = page.evaluate("window.KarajoUI.logPolls")
+            streams = page.evaluate("window.KarajoUI.logStreams")
+            assert streams == 1, streams
+            assert page.evaluate("window.KarajoUI.logEvents") > 1
+            events = page.evaluate("window.KarajoUI.logEvents")
             time.sleep(2)
-            # It stopped polling once the run ended.
-            assert page.evaluate("window.KarajoUI.logPolls") == polls
+            # Nothing more once the run ended: the stream closed, no reconnect.
+            assert page.evaluate("window.KarajoUI.logStreams") == 1
+            assert page.evaluate("window.KarajoUI.logEvents") == events
             text = pre.text_content()
             for i in range(1, 16):
                 assert text.count(f": tick {i}\n") == 1, (i, text)
             assert "=== DONE" in text
             page.screenshot(path=artifact("log.png"), full_page=True)
-            return first, text
+            return served, text
 
         def check(result):
-            first, text = result
-            log_calls = [u for u in requests if "/karajo/api/job_exec/log?" in u]
-            self.assertGreater(len(log_calls), 1)
-            offsets = [int(re.search(r"offset=(\d+)", u).group(1)) for u in log_calls]
-            self.assertNotIn(0, offsets, "the page downloaded the whole log again")
-            self.assertEqual(offsets, sorted(offsets))
-            self.assertGreaterEqual(offsets[0], len(first.encode()))
+            served, text = result
+            # No polling of the log; one events stream from the page's own bytes.
+            self.assertEqual([u for u in requests if "/karajo/api/job_exec/log?" in u], [])
+            streams = [u for u in requests if "/karajo/api/job_exec/events?" in u]
+            self.assertEqual(len(streams), 1, streams)
+            offset = int(re.search(r"offset=(\d+)", streams[0]).group(1))
+            self.assertNotEqual(offset, 0, "the page downloaded the whole log again")
+            self.assertEqual(offset, served)  # from the bytes the page was served with
             self.assertNoConsoleErrors()
 
         return self.in_browser(steps).addCallback(check)

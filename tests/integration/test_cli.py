@@ -569,3 +569,96 @@ class CheckAgreesWithDaemonTests(unittest.SynchronousTestCase):
         running.begin(3)
         self.assertEqual(cli._last_run(job, paths), clock.seconds())
         self.assertEqual(store().restore().last_run.timestamp(), clock.seconds())
+
+
+class TriggerFollowTests(unittest.TestCase):
+    """C{karajo trigger --follow/--wait} against a live daemon: the log printed, 0/1/3."""
+
+    def setUp(self) -> None:
+        self.base = os.path.abspath(self.mktemp())
+        self.daemon = Daemon(self, Environment(
+            dir_base=self.base, secret=SECRET, listen_address="127.0.0.1:0",
+            jobs={
+                "ok": Job(path="/ok", commands=(
+                    "i=0; while [ $i -lt 500 ]; do echo \"ok line $i\"; i=$((i+1)); done",
+                    "sleep 0.3", "echo last one",
+                )),
+                "bad": Job(path="/bad", commands=("echo going wrong", "exit 2")),
+                "long": Job(path="/long", commands=("echo waiting", "sleep 30")),
+            },
+        ))
+
+    def hook(self, path: str) -> str:
+        return self.daemon.url + "/karajo/api/job_exec/run" + path
+
+    async def test_follow_prints_the_log_and_exits_0(self) -> None:
+        out, err, code = await karajo_cli(
+            "trigger", self.hook("/ok"), "--secret-env", "KS", "--follow", KS=SECRET)
+        self.assertEqual(code, 0, (out, err))
+        found = self.daemon.runner("ok").store.read(1)
+        assert found is not None
+        self.assertEqual(found[0].status, "success")
+        self.assertEqual(out, found[1])  # the whole log, and nothing else
+
+    async def test_failed_run_exits_1_and_wait_is_silent(self) -> None:
+        out, err, code = await karajo_cli(
+            "trigger", self.hook("/bad"), "--secret-env", "KS", "--follow", KS=SECRET)
+        self.assertEqual(code, 1, (out, err))
+        self.assertIn(b"going wrong", out)
+        out, err, code = await karajo_cli(
+            "trigger", self.hook("/bad"), "--secret-env", "KS", "--wait", "--data", '{"n":2}',
+            KS=SECRET)
+        self.assertEqual((out, code), (b"", 1), err)
+
+    async def test_canceled_run_exits_3(self) -> None:
+        runner = self.daemon.runner("long")
+        following = karajo_cli(
+            "trigger", self.hook("/long"), "--secret-env", "KS", "--wait", KS=SECRET)
+        deadline = time.monotonic() + 20
+        while not runner.executing:
+            self.assertLess(time.monotonic(), deadline)
+            await task_sleep(0.05)
+        runner.cancel()
+        out, err, code = await following
+        self.assertEqual((out, code), (b"", 3), err)
+
+    async def test_follow_and_wait_exclude_each_other(self) -> None:
+        out, err, code = await karajo_cli(
+            "trigger", self.hook("/ok"), "--secret-env", "KS", "--follow", "--wait", KS=SECRET)
+        self.assertEqual(code, 2, (out, err))
+
+
+def task_sleep(seconds: float) -> defer.Deferred:
+    from twisted.internet import task
+
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+class TriggerFollowWithUsersTests(unittest.TestCase):
+    """On a server with users the stream needs an API token (--token-env)."""
+
+    def setUp(self) -> None:
+        from karajo.model import Token
+        from karajo.tokens import hash_token
+
+        self.token = "follow-token-0123456789"
+        self.base = os.path.abspath(self.mktemp())
+        self.daemon = Daemon(self, Environment(
+            dir_base=self.base, secret=SECRET, listen_address="127.0.0.1:0",
+            users={"admin": User(name="admin", password=bcrypt.hashpw(
+                b"pw", bcrypt.gensalt(4)).decode())},
+            tokens={"ci": Token(name="ci", hash=hash_token(self.token), scope="read")},
+            jobs={"ok": Job(path="/ok", commands=("echo fine",))},
+        ))
+
+    async def test_token_lets_the_follow_in(self) -> None:
+        hook = self.daemon.url + "/karajo/api/job_exec/run/ok"
+        out, err, code = await karajo_cli(
+            "trigger", hook, "--secret-env", "KS", "--follow", KS=SECRET)
+        self.assertEqual(code, 1, (out, err))
+        self.assertIn(b"HTTP 401", err)
+        out, err, code = await karajo_cli(
+            "trigger", hook, "--secret-env", "KS", "--follow", "--token-env", "KT",
+            "--data", '{"n":2}', KS=SECRET, KT=self.token)
+        self.assertEqual(code, 0, (out, err))
+        self.assertIn(b"fine\n", out)

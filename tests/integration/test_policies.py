@@ -179,13 +179,17 @@ class OverlapTests(PolicyTestCase):
         svc.runner.trigger(None)
         await until(lambda: svc.runner.executing)
         svc.runner.trigger(None)
-        svc.runner.trigger(None)  # replaces the queued one: still two runs in all
-        await until(lambda: svc.runner.counter == 2 and svc.runner.executing)
-        self.assertEqual(self.records(svc), [(1, "canceled", "manual", 1), (2, "running", "manual", 1)])
+        # Replaces the queued one, whose counter (owned at once) ends canceled.
+        svc.runner.trigger(None)
+        await until(lambda: len(self.records(svc)) == 3 and svc.runner.executing)
+        self.assertEqual(self.records(svc), [
+            (1, "canceled", "manual", 1), (2, "canceled", "manual", 1), (3, "running", "manual", 1)])
         self.assertIn("??? CANCELED", self.content(svc, 1))
+        self.assertIn("??? CANCELED: replaced by a later trigger before it started",
+                      self.content(svc, 2))
         svc.runner.cancel()
         await svc.runner.when_idle()
-        self.assertEqual(svc.runner.counter, 2)
+        self.assertEqual(svc.runner.counter, 3)
 
     async def test_over_http(self) -> None:
         """
@@ -234,7 +238,7 @@ class OverlapTests(PolicyTestCase):
         self.assertEqual((await hook("/replacer", b'{"n":1}'))[0], 200)
         await until(lambda: replacer.executing)
         self.assertEqual((await hook("/replacer", b'{"n":2}'))[0], 200)
-        await until(lambda: replacer.counter == 2 and replacer.executing)
+        await until(lambda: len(replacer.records()) == 2 and replacer.executing)
         self.assertEqual([(r.status, r.trigger) for r in replacer.records()],
                          [("canceled", "webhook"), ("running", "webhook")])
         replacer.cancel()

@@ -108,6 +108,12 @@ def check_log(job: str, counter: int, status: str, data: bytes) -> list[str]:
             bodies.pop()  # a crash during the restore may add a second one
         if not bodies:
             return problems
+    if bodies[0].startswith(b"??? CANCELED"):
+        # A run dropped before it started (karajo stopped while it was
+        # queued): its counter's log is that one line.
+        if status != "canceled" or len(bodies) != 1:
+            problems.append(f"dropped run's log {status} with {len(bodies)} lines")
+        return problems
     if bodies[0] != b"=== BEGIN":
         problems.append("no BEGIN")
     numbers = []

@@ -665,8 +665,13 @@ class WebhookTests(APITestCase):
         self.assertEqual(r.code, 200, r.body)
         doc = r.json
         self.assertEqual(doc["message"], "job started")
-        self.assertEqual(set(doc["data"]), JOB_FIELDS)
+        self.assertEqual(set(doc["data"]), JOB_FIELDS | {"run"})
         self.assertEqual(doc["data"]["id"], "hello")
+        self.assertEqual(doc["data"]["run"], {
+            "counter": 1, "status": "running",
+            "log_url": "/karajo/api/job_exec/log?id=hello&counter=1",
+            "events_url": "/karajo/api/job_exec/events?id=hello&counter=1",
+        })
         self.assertEqual(self.runner("hello").counter, 1)
         self.assertEqual(self.runner("hello").last_status, "success")
 
@@ -917,8 +922,13 @@ class ManagementTests(APITestCase):
         r = self.manage("run_now")
         self.assertEqual(r.code, 200, r.body)
         self.assertEqual(r.json["message"], "job started")
-        self.assertEqual(set(r.json["data"]), JOB_FIELDS)
+        self.assertEqual(set(r.json["data"]), JOB_FIELDS | {"run"})
+        self.assertEqual((r.json["data"]["run"]["counter"], r.json["data"]["run"]["status"]),
+                         (1, "running"))
         self.assertEqual(self.runner("hello").counter, 1)
+        # pause answers the Job alone: only a trigger has a run to name
+        self.assertNotIn("run", self.manage("pause", epoch=NOW + 9).json["data"])
+        self.manage("resume", epoch=NOW + 10)
         self.assertError(self.manage("run_now", secret="wrong", epoch=NOW + 1), 401, "ERR_UNAUTHORIZED")
         self.manage("pause", epoch=NOW + 2)
         self.assertError(self.manage("run_now", epoch=NOW + 3), 412, "ERR_JOB_PAUSED")
@@ -932,6 +942,9 @@ class ManagementTests(APITestCase):
         r = self.manage_http("run_now", query)
         self.assertEqual(r.code, 200, r.body)
         self.assertIn(r.json["message"], ("job started", "job queued"))
+        run = r.json["data"]["run"]
+        self.assertEqual(run["events_url"],
+                         f"/karajo/api/job_http/events?id={ids[0]}&counter={run['counter']}")
         self.assertError(self.manage_http("run_now", query + "x", secret="nope"), 401, "ERR_UNAUTHORIZED")
 
     def test_pause_resume_signed(self) -> None:
@@ -1342,7 +1355,7 @@ class DocumentTests(unittest.TestCase):
     def test_routes_match(self) -> None:
         """The document lists exactly the routes the Klein app has."""
         self.assertEqual(self.documented(), routes())
-        self.assertEqual(len(routes()), 16)
+        self.assertEqual(len(routes()), 18)
 
     def test_refs_resolve(self) -> None:
         def walk(node: Any) -> None:

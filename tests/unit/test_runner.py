@@ -182,13 +182,18 @@ class QueueTests(RunnerTestCase):
         self.assertEqual(self.statuses(runner), [(1, "success"), (2, "success")])
 
     def test_deferred_start_canceled(self) -> None:
-        """Cancelling a deferred trigger before it starts leaves no run and no log."""
+        """
+        Cancelling a deferred trigger before it starts runs nothing; the
+        counter it owned ends canceled.
+        """
         runner, work, _ = self.runner()
         runner.trigger(None, deferred=True)
         self.assertTrue(runner.cancel())
         self.successResultOf(runner.when_idle())
         self.clock.advance(1)
-        self.assertEqual((work.runs, runner.records(), runner.counter), ([], [], 0))
+        self.assertEqual((work.runs, runner.counter), ([], 1))
+        self.assertEqual(self.statuses(runner), [(1, "canceled")])
+        self.assertTrue(self.content(runner, 1).endswith(b"??? CANCELED before it started\n"))
 
     def test_triggers_recorded(self) -> None:
         """Each record says what started the run; a queued run keeps its own."""
@@ -240,7 +245,12 @@ class PauseTests(RunnerTestCase):
         self.successResultOf(runner.when_idle())
         self.assertEqual(work.runs, [(1, None)])
         self.assertEqual(other_work.runs, [])
-        self.assertEqual(other.records(), [])
+        # Each dropped run owned its counter: its log says why it never ran.
+        why = b"??? CANCELED: the job was paused before this run started\n"
+        self.assertEqual(self.statuses(other), [(1, "canceled")])
+        self.assertTrue(self.content(other, 1).endswith(why))
+        self.assertEqual(self.statuses(runner), [(1, "success"), (2, "canceled")])
+        self.assertTrue(self.content(runner, 2).endswith(why))
         self.assertEqual(runner.status, JobStatus.PAUSED)
         runner.resume()
         self.assertEqual(runner.status, RunStatus.SUCCESS)
@@ -308,8 +318,9 @@ class StopTests(RunnerTestCase):
         self.assertTrue(runner.cancel())
         self.assertEqual(work.stops, 1)
         self.successResultOf(runner.when_idle())
-        self.assertEqual(self.statuses(runner), [(1, "canceled")])
+        self.assertEqual(self.statuses(runner), [(1, "canceled"), (2, "canceled")])
         self.assertTrue(self.content(runner, 1).endswith(b"??? CANCELED\n"))
+        self.assertTrue(self.content(runner, 2).endswith(b"??? CANCELED before it started\n"))
         self.assertEqual(runner.status, RunStatus.CANCELED)
 
     def test_cancel_waiting_for_a_slot(self) -> None:
@@ -320,7 +331,7 @@ class StopTests(RunnerTestCase):
         second.trigger()
         self.assertTrue(second.cancel())
         self.assertFalse(second.active)
-        self.assertEqual((second_work.stops, second.records()), (0, []))
+        self.assertEqual((second_work.stops, self.statuses(second)), (0, [(1, "canceled")]))
 
     def test_timeout(self) -> None:
         """A run still going at its timeout is stopped and fails, saying so."""
@@ -355,8 +366,10 @@ class StopTests(RunnerTestCase):
         self.successResultOf(d)
         self.assertEqual(work.stops, 1)
         self.assertEqual(work.runs, [(1, None)])
-        self.assertEqual(self.statuses(runner), [(1, "canceled")])
-        self.assertTrue(self.content(runner, 1).endswith(b"??? CANCELED: karajo is stopping\n"))
+        self.assertEqual(self.statuses(runner), [(1, "canceled"), (2, "canceled")])
+        for counter in (1, 2):
+            self.assertTrue(
+                self.content(runner, counter).endswith(b"??? CANCELED: karajo is stopping\n"))
         self.assertRaises(ServerStopping, runner.trigger)
 
     def test_graceful_stop_idle(self) -> None:
@@ -489,3 +502,68 @@ class NotRestoredTests(SynchronousTestCase):
         self.assertRaises(ServerStarting, runner.trigger, None)
         runner.restore()
         self.assertEqual(runner.trigger(None), "started")
+
+
+class CounterAtOnceTests(RunnerTestCase):
+    """An accepted trigger owns its counter at once (docs/http-api.md, "Following a run")."""
+
+    def test_started_and_queued_own_their_counters(self) -> None:
+        runner, work, _ = self.runner()
+        first = runner.submit()
+        second = runner.submit()
+        self.assertEqual((first.outcome, first.counter), ("started", 1))
+        self.assertEqual((second.outcome, second.counter), ("queued", 2))
+        self.assertEqual(runner.pending_counters(), (2,))
+        # A follower of the queued run finds its feed before it starts.
+        self.assertIsNotNone(self.successResultOf(runner.store.follow(2)))
+        work.succeed()
+        self.assertEqual(work.runs, [(1, None), (2, None)])
+        work.succeed()
+        self.assertEqual(self.statuses(runner), [(1, "success"), (2, "success")])
+        self.assertEqual(runner.pending_counters(), ())
+
+    def test_replace_cancels_the_queued_counter(self) -> None:
+        """
+        Under overlap = replace a later trigger ends the counter of a run
+        still waiting for a slot canceled, saying why, and takes the next.
+        """
+        slots = defer.DeferredSemaphore(1)
+        other, other_work, _ = self.runner("o", slots=slots)
+        runner, work, _ = self.runner(overlap="replace", slots=slots)
+        other.submit()
+        self.assertEqual(runner.submit().counter, 1)
+        self.assertEqual(runner.pending_counters(), (1,))
+        self.assertEqual(runner.submit().counter, 2)
+        self.assertTrue(self.content(runner, 1).endswith(
+            b"??? CANCELED: replaced by a later trigger before it started\n"))
+        other_work.succeed()
+        self.assertEqual(work.runs, [(2, None)])
+
+    def test_retry_takes_its_counter_when_it_starts(self) -> None:
+        runner, work, _ = self.runner(retry=1, retry_delay=timedelta(seconds=5))
+        runner.submit()
+        work.fail(RunFailed("no"))
+        self.assertEqual(runner.counter, 1)
+        self.clock.advance(5)
+        self.assertEqual([c for c, _ in work.runs], [1, 2])
+
+
+class DroppedInAnyOrderTests(RunnerTestCase):
+    def test_pause_drops_the_slot_waiter_and_the_run_queued_behind_it(self) -> None:
+        """
+        A run waiting for a slot (counter 1) and one queued behind it
+        (counter 2) both end canceled with their own logs, whichever is
+        dropped first.
+        """
+        slots = defer.DeferredSemaphore(1)
+        other, other_work, _ = self.runner("o", slots=slots)
+        runner, work, _ = self.runner(slots=slots)
+        other.submit()
+        self.assertEqual((runner.submit().counter, runner.submit().counter), (1, 2))
+        self.assertEqual(runner.pending_counters(), (1, 2))
+        runner.pause()
+        self.assertEqual(self.statuses(runner), [(1, "canceled"), (2, "canceled")])
+        other_work.succeed()
+        self.assertEqual(work.runs, [])
+        runner.resume()
+        self.assertEqual(runner.submit().counter, 3)
