@@ -126,7 +126,7 @@ def build_site(
         sessions = Sessions(env.users, clock, check=threaded_check(run_in_thread))
     api = KarajoAPI(service, clock, sessions, version=__version__)
     metrics = Metrics(service, api.refusals, api.access, clock)
-    ui = WebUI(service, sessions).resource()
+    ui = WebUI(service, sessions, clock=clock).resource()
     public = None
     if env.dir_public:
         from karajo.web.public import PublicFiles
