@@ -29,7 +29,6 @@ import datetime
 import getpass
 import json
 import os
-import re
 import sys
 import time
 import urllib.error
@@ -39,8 +38,9 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from karajo.kinds import JobKind
+from karajo.policywords import policy_rows
 
-__all__ = ["main"]
+__all__ = ["main", "policy_rows"]
 
 OK, FAILED, USAGE = 0, 1, 2
 
@@ -363,57 +363,6 @@ def _timing(job: Any, paths: Any, now: datetime.datetime) -> list[tuple[str, str
             rows.append(("next run", when if due > now.timestamp() else f"at start (was due {when})"))
         return rows
     return [("schedule", "none: runs only when triggered over HTTP")]
-
-
-#: At most this many retry waits are listed one by one.
-_RETRY_WAITS_SHOWN = 5
-
-_OVERLAP_WORDS = {
-    "queue": "a trigger while running is queued (one; more are refused)",
-    "skip": "a trigger while running is refused, a timer fire skipped",
-    "replace": "a trigger while running replaces the run",
-}
-
-
-def _short(duration: Any) -> str:
-    """C{1m}, C{1h}, C{1m30s}: a duration without its trailing zero units."""
-    from karajo.duration import format_duration
-
-    text = format_duration(duration)
-    text = re.sub(r"(?<=[hm])0s$", "", text)
-    return re.sub(r"(?<=h)0m$", "", text)
-
-
-def policy_rows(job: Any) -> list[tuple[str, str]]:
-    """
-    A job's run policies in words (docs/configuration.md, "Run policies"):
-    what C{karajo check} shows under the job.
-    """
-    format_duration = _short
-    rows: list[tuple[str, str]] = []
-    if job.retry:
-        waits = [format_duration(job.retry_wait(k)) for k in range(1, job.retry + 1)]
-        if len(waits) > _RETRY_WAITS_SHOWN:
-            waits = waits[:_RETRY_WAITS_SHOWN - 1] + ["…", waits[-1]]
-        times = "once" if job.retry == 1 else f"{job.retry} times"
-        after = f"{waits[0]} after the failed run" if job.retry == 1 else (
-            " then ".join(waits) + " apart")
-        rows.append(("retry", f"retries {times}, {after}; never after a cancel"))
-    rows.append(("overlap", _OVERLAP_WORDS.get(job.overlap, job.overlap)))
-    if job.catch_up:
-        rows.append(("catch_up", f"a timer slot missed no more than {format_duration(job.catch_up)}"
-                                 " ago runs once at start"))
-    if job.random_delay:
-        rows.append(("random_delay",
-                     f"each timer fire waits a random time below {format_duration(job.random_delay)}"))
-    if job.timeout is not None:
-        rows.append(("timeout", format_duration(job.timeout)))
-    for attr, when in (("on_success", "succeeds"), ("on_failed", "fails")):
-        targets = getattr(job, attr, ())
-        if targets:
-            rows.append((attr, f"when a run {when} (after its last retry), "
-                               f"triggers {', '.join(targets)}"))
-    return rows
 
 
 def _print_rows(rows: list[tuple[str, str]]) -> None:

@@ -14,7 +14,7 @@ from twisted.web.template import Tag
 from karajo.web.views import FINAL_STATUSES, RunView
 from karajo.web.words import human_duration
 
-__all__ = ["CHART_RUNS", "chart", "run_times"]
+__all__ = ["CHART_RUNS", "chart", "history_chart", "run_times"]
 
 #: bars in a chart
 CHART_RUNS = 20
@@ -72,4 +72,61 @@ def chart(runs: list[RunView]) -> Tag:
             rect.attributes[name] = value
         rect.children.append(Tag("title")(label))
         svg.children.append(rect)
+    return svg
+
+
+#: the history chart's geometry: its height, each bar's width and gap
+_HIST_H, _HIST_BAR, _HIST_GAP = 120, 10, 2
+
+
+def history_chart(runs: list[RunView]) -> Tag:
+    """
+    The job page's chart of C{runs} (newest first, one page of the
+    history): a bar per run, oldest left, its height the duration relative
+    to the longest; a failed or canceled run is drawn in its colour and
+    marked with a cross above its bar, so failures stand out without
+    colour too.
+    """
+    runs = list(reversed(runs))
+    durations = [r.duration for r in runs if r.duration is not None]
+    longest = max(durations) if durations else 0.0
+    width = max(1, len(runs)) * (_HIST_BAR + _HIST_GAP)
+    failures = sum(1 for r in runs if r.status in ("failed", "canceled"))
+    top = 12  # room for the failure marks
+    svg = Tag("svg", attributes={
+        "class": "history-chart", "viewBox": f"0 0 {width} {_HIST_H}",
+        "preserveAspectRatio": "none", "role": "img",
+        "aria-label": f"durations of these {len(runs)} runs, oldest left;"
+                      f" {failures} failed or canceled, marked with a cross",
+        "xmlns": "http://www.w3.org/2000/svg",
+    })
+    svg.children.append(Tag("line", attributes={
+        "class": "axis", "x1": "0", "y1": str(_HIST_H - 0.5), "x2": str(width),
+        "y2": str(_HIST_H - 0.5),
+    }))
+    room = _HIST_H - 1 - top
+    for index, run in enumerate(runs):
+        duration = run.duration
+        if duration is not None and longest > 0:
+            height = max(2.0, room * duration / longest)
+        else:
+            height = 2.0 if duration is not None else 4.0
+        x = index * (_HIST_BAR + _HIST_GAP)
+        label = f"#{run.counter} {run.status}"
+        if duration is not None:
+            label += f", {human_duration(duration)}"
+        rect = Tag("rect", attributes={
+            "class": f"bar st-{run.status}", "x": str(x), "y": f"{_HIST_H - 1 - height:.1f}",
+            "width": str(_HIST_BAR), "height": f"{height:.1f}", "data-counter": str(run.counter),
+        })
+        rect.children.append(Tag("title")(label))
+        svg.children.append(rect)
+        if run.status in ("failed", "canceled"):
+            y = _HIST_H - 1 - height - 8
+            cx = x + _HIST_BAR / 2
+            svg.children.append(Tag("path", attributes={
+                "class": f"mark st-{run.status}",
+                "d": f"M{cx - 3:.1f} {y - 3:.1f}L{cx + 3:.1f} {y + 3:.1f}"
+                     f"M{cx + 3:.1f} {y - 3:.1f}L{cx - 3:.1f} {y + 3:.1f}",
+            }))
     return svg

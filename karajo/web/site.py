@@ -139,7 +139,7 @@ def build_site(
         listeners.append(_UsersOf(sessions))
     api = KarajoAPI(service, clock, sessions, version=__version__)
     metrics = Metrics(service, api.refusals, api.access, clock)
-    ui = WebUI(service, sessions).resource()
+    ui = WebUI(service, sessions, clock=clock).resource()
     public = None
     if env.dir_public:
         from karajo.web.public import PublicFiles

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -46,7 +47,7 @@ from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
-from twisted.web.template import Element, XMLFile, flattenString
+from twisted.web.template import Element, XMLFile, flatten, flattenString
 
 from karajo import resources
 from karajo.kinds import JobKind
@@ -110,8 +111,11 @@ class WebUI:
     @param templates: the templates directory (default: the installed one).
     """
 
-    def __init__(self, service: Any, sessions: Any, *, templates: str | None = None) -> None:
+    def __init__(self, service: Any, sessions: Any, *, templates: str | None = None,
+                 clock: Any = None) -> None:
         self.service = service
+        #: what "now" is for the job page's next fires of a paused schedule
+        self.clock = clock
         self.sessions = sessions
         self._dir = templates or resources.templates_dir()
         self._loaders: dict[str, XMLFile] = {}
@@ -164,9 +168,42 @@ class WebUI:
         d.addCallbacks(written, failed)
         return NOT_DONE_YET
 
+    def _stream(self, request: Any, element: Element) -> Any:
+        """
+        Render C{element} as it is flattened, chunk by chunk: the browser
+        paints the top of a long page (a dashboard of 1,000 jobs) while the
+        rest is still being rendered (L{Dashboard.jobs} yields to the reactor
+        between groups of cards, so the first chunk leaves at once).  A
+        failure half-way can only cut the page off: it is logged and the
+        connection closed.
+        """
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        request.write(b"<!DOCTYPE html>\n")
+
+        def write(data: bytes) -> None:
+            if not request_gone(request):
+                request.write(data)
+
+        def done(_: Any) -> None:
+            if not request_gone(request):
+                request.finish()
+
+        def failed(failure: Any) -> None:
+            log.failure("rendering {path} failed", failure, path=client_text(request.path))
+            if not request_gone(request):
+                request.loseConnection()
+
+        flatten(request, element, write).addCallbacks(done, failed)
+        return NOT_DONE_YET
+
     def page(self, request: Any, title: str, page: str, body: Element,
-             session: Any = None, code: int = 200) -> Any:
-        return self._render(request, Page(self, request, title, body, page, session), code)
+             session: Any = None, code: int = 200, stream: bool = False) -> Any:
+        element = Page(self, request, title, body, page, session)
+        if stream and code == 200:
+            return self._stream(request, element)
+        return self._render(request, element, code)
 
     def error_page(self, request: Any, code: int, title: str, message: str,
                    session: Any = None) -> Any:
@@ -214,7 +251,7 @@ class WebUI:
 
     def dashboard(self, request: Any, session: Any) -> Any:
         return self.page(request, "Dashboard", "dashboard", Dashboard(self, self.views.all()),
-                         session)
+                         session, stream=True)
 
     def _find(self, request: Any, session: Any) -> tuple[JobView | None, Any]:
         query = query_params(request)
@@ -233,7 +270,13 @@ class WebUI:
         view, failed = self._find(request, session)
         if view is None:
             return failed
-        return self.page(request, view.name, "job", JobPage(self, view), session)
+        page_text = query_params(request).get("page", "1")
+        if not re.fullmatch(r"[0-9]{1,9}", page_text) or int(page_text) < 1:
+            return self.error_page(request, 400, "Bad request",
+                                   "page must be a whole number from 1.", session)
+        now = self.clock.seconds() if self.clock is not None else time.time()
+        body = JobPage(self, view, int(page_text), now)
+        return self.page(request, view.name, "job", body, session)
 
     def log_page(self, request: Any, session: Any) -> Any:
         view, failed = self._find(request, session)

@@ -8,15 +8,22 @@ to draw a page). Only a job's timer in words is cached here, once per server.
 
 from __future__ import annotations
 
+import datetime
+import math
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from karajo.joblog import RunRecord
 from karajo.kinds import JobKind
+from karajo.schedule import parse_schedule
 from karajo.status import RunStatus
 from karajo.web.words import describe_timer
 
-__all__ = ["FINAL_STATUSES", "JobView", "RunView", "Views"]
+__all__ = ["FINAL_STATUSES", "HISTORY_PAGE", "JobView", "RunView", "Views"]
+
+#: runs per page of a job page's history
+HISTORY_PAGE = 50
 
 FINAL_STATUSES = (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELED)
 
@@ -24,17 +31,22 @@ FINAL_STATUSES = (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELED)
 class RunView:
     """One run: its counter, status and times (None when unknown)."""
 
-    __slots__ = ("counter", "status", "start", "end")
+    __slots__ = ("counter", "status", "start", "end", "trigger", "attempt", "node")
 
-    def __init__(self, counter: int, status: str, start: float | None, end: float | None):
+    def __init__(self, counter: int, status: str, start: float | None, end: float | None,
+                 trigger: str | None = None, attempt: int = 1, node: str | None = None):
         self.counter = counter
         self.status = status
         self.start = start
         self.end = end
+        self.trigger = trigger
+        self.attempt = attempt
+        self.node = node
 
     @classmethod
     def of(cls, record: RunRecord) -> RunView:
-        return cls(record.counter, str(record.status), record.started, record.ended)
+        return cls(record.counter, str(record.status), record.started, record.ended,
+                   record.trigger, record.attempt, record.node)
 
     @property
     def duration(self) -> float | None:
@@ -68,6 +80,15 @@ class JobView:
         self.store = runner.store
 
     @property
+    def last_failure(self) -> float | None:
+        """When the newest failed run started (or ended), for sorting the dashboard."""
+        for record in reversed(self.records):
+            if record.status is RunStatus.FAILED:
+                when = record.started if record.started is not None else record.ended
+                return when if when is not None else 0.0
+        return None
+
+    @property
     def counters(self) -> list[int]:
         """The counters of the kept runs, oldest first."""
         return [r.counter for r in self.records]
@@ -78,6 +99,49 @@ class JobView:
         if limit is not None:
             newest = newest[:limit]
         return [RunView.of(r) for r in newest]
+
+    def pages(self, size: int = HISTORY_PAGE) -> int:
+        """How many pages of C{size} runs the kept runs fill (at least 1)."""
+        return max(1, math.ceil(len(self.records) / size))
+
+    def page(self, number: int, size: int = HISTORY_PAGE) -> list[RunView]:
+        """Page C{number} (1 = the newest runs) of the kept runs, newest first."""
+        newest = self.records[::-1]
+        start = (number - 1) * size
+        return [RunView.of(r) for r in newest[start:start + size]]
+
+    def success_rate(self, last: int) -> tuple[int, int]:
+        """
+        C{(succeeded, finished)} among the newest C{last} finished runs:
+        a running run has no outcome yet and is not counted.
+        """
+        finished = [r for r in self.records if r.status in FINAL_STATUSES][-last:]
+        return sum(1 for r in finished if r.status is RunStatus.SUCCESS), len(finished)
+
+    def next_fires(self, count: int, now: float) -> list[float]:
+        """
+        The next C{count} times the timer fires (Unix times): from its next
+        run, then the schedule's next slots or the interval's steps; none
+        for a job without a timer.  A paused job's schedule is still shown
+        (from C{now}): resuming it keeps the same slots.
+        """
+        job = self.job
+        if job.schedule:
+            zone = ZoneInfo(job.timezone) if job.timezone else None
+            schedule = parse_schedule(job.schedule, zone)
+            start = self.next_run
+            if start is None:
+                start = schedule.next_after(
+                    datetime.datetime.fromtimestamp(now, datetime.UTC)).timestamp()
+            fires = [start]
+            while len(fires) < count:
+                fires.append(schedule.next_after(
+                    datetime.datetime.fromtimestamp(fires[-1], datetime.UTC)).timestamp())
+            return fires
+        if job.interval is not None and self.next_run is not None:
+            step = max(1.0, job.interval.total_seconds())
+            return [self.next_run + k * step for k in range(count)]
+        return []
 
     def run(self, counter: int) -> RunView:
         """Run C{counter}; a run without a record (its log only) has no times."""
@@ -90,7 +154,12 @@ class JobView:
         return f"/karajo/app/log?kind={self.kind}&id={quote(self.id)}&counter={counter}"
 
     def job_href(self) -> str:
-        return f"/karajo/app/job?kind={self.kind}&id={quote(self.id)}"
+        return self.href_of(self.kind, self.id)
+
+    @staticmethod
+    def href_of(kind: JobKind, job_id: str) -> str:
+        """The page of job C{job_id} of C{kind}."""
+        return f"/karajo/app/job?kind={kind}&id={quote(job_id)}"
 
 
 class Views:

@@ -5,8 +5,8 @@
  */
 
 import {
-  API, FINAL, PAGE, apiOf, call, clear, conn, doc, el, localTime, runTimes, setText, span,
-  statusClass, storage, svg, tick, ui, validID
+  API, FINAL, PAGE, apiOf, call, clear, conn, doc, el, parseTime, runTimes, setText, span,
+  statusClass, storage, svg, tick, toast, ui, validID
 } from "./common.js";
 import { manage, setupDialog } from "./sign.js";
 
@@ -172,46 +172,41 @@ function updateRuns(card, job) {
   });
 }
 
+/*
+ * The job page's history is one page of the kept runs, as the server
+ * rendered it: rows already there get their outcome as runs end, and a
+ * link to the newest page shows once newer runs have started.
+ */
 function updateRunTable(card, job) {
   const body = doc.getElementById("run-rows");
   if (!body) { return; }
   const kind = card.getAttribute("data-kind"), id = card.getAttribute("data-id");
   const logs = sortedLogs(job);
-  const signature = logs.map(function (l) {
-    const s = timesOf(kind, id, l);
-    return l.counter + ":" + l.status + ":" + (s ? s.start + "-" + s.end : "");
-  }).join(",");
-  if (body.getAttribute("data-sig") === signature) { return; }
-  body.setAttribute("data-sig", signature);
-  clear(body);
-  if (!logs.length) {
-    const empty = el("tr", { "class": "none" });
-    empty.appendChild(el("td", { colspan: "4" }, "no runs yet"));
-    body.appendChild(empty);
-    return;
-  }
-  logs.forEach(function (l) {
-    const tr = el("tr", { "data-counter": String(Number(l.counter)) });
-    let td = el("td");
-    td.appendChild(el("a", { href: logHref(kind, id, l.counter) }, "#" + Number(l.counter)));
-    tr.appendChild(td);
-    td = el("td");
-    td.appendChild(el("span", { "class": "status " + statusClass(l.status) }, l.status));
-    tr.appendChild(td);
-    const s = timesOf(kind, id, l);
-    td = el("td");
-    if (s) {
-      const t = el("time", { datetime: new Date(s.start * 1000).toISOString() });
-      t.textContent = localTime(s.start * 1000);
-      td.appendChild(t);
-    } else {
-      td.textContent = l.status === "running" ? "running now" : "—";
+  const newest = numberAttr(body, "data-newest", 0);
+  const newer = doc.getElementById("newer");
+  if (newer && logs.length && Number(logs[0].counter) > newest) { newer.hidden = false; }
+  for (const l of logs) {
+    const tr = body.querySelector('tr[data-counter="' + Number(l.counter) + '"]');
+    if (!tr) { continue; }
+    const st = tr.querySelector('[data-field="status"] .status');
+    if (st && st.textContent !== l.status) {
+      setText(st, l.status);
+      st.className = "status " + statusClass(l.status);
     }
-    tr.appendChild(td);
     const d = durationOf(kind, id, l);
-    tr.appendChild(el("td", { "data-field": "duration" }, d === null ? "—" : span(d)));
-    body.appendChild(tr);
-  });
+    if (d !== null) { setText(tr.querySelector('[data-field="duration"]'), span(d)); }
+  }
+}
+
+/* The newest failed run's start (seconds), for sorting by last failure. */
+function lastFailure(kind, id, job) {
+  for (const l of sortedLogs(job)) {
+    if (l.status === "failed") {
+      const s = timesOf(kind, id, l);
+      return s ? s.start : 0;
+    }
+  }
+  return null;
 }
 
 function updateCard(card, job) {
@@ -227,6 +222,10 @@ function updateCard(card, job) {
   }
   const last = card.querySelector('[data-field="last_run"]');
   if (last) { last.setAttribute("datetime", String(job.last_run || "")); }
+  const nextMs = parseTime(String(job.next_run || ""));
+  card.setAttribute("data-next", nextMs === null ? "" : String(Math.round(nextMs / 1000)));
+  const failed = lastFailure(card.getAttribute("data-kind"), card.getAttribute("data-id"), job);
+  if (failed !== null) { card.setAttribute("data-failure", String(failed)); }
   const next = card.querySelector('[data-field="next_run"]');
   if (next) {
     next.setAttribute("datetime", String(job.next_run || ""));
@@ -316,6 +315,7 @@ async function pollEnvironment() {
       }
     }
     updateSummary();
+    applySort();
     applyFilter();
   }
   return reportPoll(r);
@@ -333,54 +333,172 @@ async function pollJob() {
 
 // --- filter ------------------------------------------------------------------
 
+/* The status and kind boxes' values ("" for all). */
+function picked(idName) {
+  const box = doc.getElementById(idName);
+  return box ? box.value : "";
+}
+
 function applyFilter() {
   const input = doc.getElementById("filter");
   if (!input) { return; }
   const words = input.value.toLowerCase().split(/\s+/).filter(Boolean);
+  const status = picked("status-filter"), kind = picked("kind-filter");
   const cards = doc.querySelectorAll(".card[data-id]");
   let shown = 0;
   for (const c of cards) {
-    const text = (c.getAttribute("data-search") || "") + " " +
-      ((c.querySelector('[data-field="status"]') || {}).textContent || "");
-    const match = words.every(function (w) { return text.indexOf(w) >= 0; });
-    c.hidden = !match;
+    const st = (c.querySelector('[data-field="status"]') || {}).textContent || "";
+    const text = (c.getAttribute("data-search") || "") + " " + st;
+    const match = words.every(function (w) { return text.indexOf(w) >= 0; }) &&
+      (!status || st === status) && (!kind || c.getAttribute("data-kind") === kind);
+    if (c.hidden === match) { c.hidden = !match; }
     if (match) { shown++; }
   }
-  setText(doc.getElementById("filter-count"), words.length ? shown + " of " + cards.length + " shown" : "");
+  const filtered = words.length || status || kind;
+  setText(doc.getElementById("filter-count"), filtered ? shown + " of " + cards.length + " shown" : "");
   const none = doc.getElementById("no-match");
-  if (none) { none.hidden = !(words.length && shown === 0 && cards.length); }
+  if (none) { none.hidden = !(filtered && shown === 0 && cards.length); }
+}
+
+/* Seconds in a card's data-* attribute; null when empty. */
+function secondsAttr(card, name) {
+  const v = card.getAttribute(name);
+  return v ? Number(v) : null;
+}
+
+const SORTS = {
+  name: function (a, b) {
+    return (a.getAttribute("data-name") || "").localeCompare(b.getAttribute("data-name") || "");
+  },
+  /* soonest first; no next run (paused, webhook only) last */
+  next: function (a, b) {
+    const x = secondsAttr(a, "data-next"), y = secondsAttr(b, "data-next");
+    if (x === null || y === null) { return (x === null) - (y === null); }
+    return x - y;
+  },
+  /* the most recent failure first; never failed last */
+  failure: function (a, b) {
+    const x = secondsAttr(a, "data-failure"), y = secondsAttr(b, "data-failure");
+    if (x === null || y === null) { return (x === null) - (y === null); }
+    return y - x;
+  }
+};
+
+function applySort() {
+  const box = doc.getElementById("cards");
+  const sort = picked("sort");
+  if (!box) { return; }
+  const cards = Array.from(box.querySelectorAll(".card[data-id]"));
+  const order = cards.slice().sort(function (a, b) {
+    const by = SORTS[sort] ? SORTS[sort](a, b) : 0;
+    return by || numberAttr(a, "data-order", 0) - numberAttr(b, "data-order", 0);
+  });
+  const same = order.every(function (c, i) { return c === cards[i]; });
+  if (!same) {
+    for (const c of order) { box.appendChild(c); }
+  }
+}
+
+function local() {
+  try { return window.localStorage; } catch { return null; }
+}
+
+function setView(table) {
+  const box = doc.getElementById("cards");
+  const toggle = doc.getElementById("view-toggle");
+  if (!box || !toggle) { return; }
+  box.classList.toggle("compact", table);
+  toggle.setAttribute("aria-pressed", table ? "true" : "false");
 }
 
 function setupFilter() {
   const input = doc.getElementById("filter");
   if (!input) { return; }
-  const s = storage();
+  const s = storage(), keep = local();
   if (s && s.getItem("karajo.filter")) { input.value = s.getItem("karajo.filter"); }
   input.addEventListener("input", function () {
     if (s) { s.setItem("karajo.filter", input.value); }
     applyFilter();
   });
+  for (const name of ["status-filter", "kind-filter", "sort"]) {
+    const box = doc.getElementById(name);
+    if (!box) { continue; }
+    const saved = keep ? keep.getItem("karajo." + name) : null;
+    if (saved !== null && Array.from(box.options).some(function (o) { return o.value === saved; })) {
+      box.value = saved;
+    }
+    box.addEventListener("change", function () {
+      if (keep) { keep.setItem("karajo." + name, box.value); }
+      applySort();
+      applyFilter();
+    });
+  }
+  const toggle = doc.getElementById("view-toggle");
+  if (toggle) {
+    setView(keep !== null && keep.getItem("karajo.view") === "table");
+    toggle.addEventListener("click", function () {
+      const table = toggle.getAttribute("aria-pressed") !== "true";
+      if (keep) { keep.setItem("karajo.view", table ? "table" : "cards"); }
+      setView(table);
+    });
+  }
   doc.addEventListener("keydown", function (ev) {
     const tag = (ev.target && ev.target.tagName) || "";
-    if (ev.key === "/" && tag !== "INPUT" && tag !== "TEXTAREA" && !ev.ctrlKey && !ev.metaKey) {
+    if (ev.key === "/" && tag !== "INPUT" && tag !== "TEXTAREA" && tag !== "SELECT" &&
+        !ev.ctrlKey && !ev.metaKey) {
       ev.preventDefault();
       input.focus();
     }
   });
+  applySort();
   applyFilter();
+}
+
+// --- the job page's webhook and next fires -------------------------------------
+
+function setupJobPage() {
+  const curl = doc.getElementById("curl");
+  if (curl) {
+    setText(curl, curl.textContent.split("$KARAJO_URL").join(location.origin));
+    const copy = doc.getElementById("copy-curl");
+    if (copy) {
+      copy.addEventListener("click", async function () {
+        try {
+          await window.navigator.clipboard.writeText(curl.textContent);
+          toast("Copied: set SECRET before running it");
+        } catch {
+          const range = doc.createRange();
+          range.selectNodeContents(curl);
+          const sel = window.getSelection();
+          sel.removeAllRanges();
+          sel.addRange(range);
+          toast("Selected: copy it with Ctrl+C");
+        }
+      });
+    }
+  }
+  const tz = doc.getElementById("tz-name");
+  if (tz) {
+    let zone;
+    try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch { zone = ""; }
+    setText(tz, zone ? "(" + zone + ")" : "");
+  }
 }
 
 // --- start -------------------------------------------------------------------
 
 setupDialog();
 setupActions();
-setupFilter();
+setupJobPage();
+let order = 0;
 for (const card of doc.querySelectorAll(".card[data-id]")) {
+  card.setAttribute("data-order", String(order++));
   cardIndex.set(card.getAttribute("data-table") + "/" + card.getAttribute("data-id"), card);
   readServerSpans(card);
   card.setAttribute("data-status",
     (card.querySelector('[data-field="status"]') || {}).textContent || "");
 }
+setupFilter();
 schedulePoll(50);
 doc.addEventListener("visibilitychange", function () {
   if (!doc.hidden) { pollSoon(); }

@@ -63,8 +63,11 @@ def artifact(name: str) -> str:
 class Browser:
     """One Chromium on its own thread; L{call} runs a function there."""
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: Any, bypass_csp: bool = False) -> None:
         self._reactor = reactor
+        #: let the test add its own inline scripts (axe-core through
+        #: add_script_tag), which the pages' strict CSP would refuse
+        self.bypass_csp = bypass_csp
         self._pool = ThreadPool(1, 1, name="playwright")
         self._pw: Any = None
         self.browser: Any = None
@@ -91,6 +94,7 @@ class Browser:
             args=CHROMIUM_ARGS,
             headless=True,
             viewport=DESKTOP,
+            bypass_csp=self.bypass_csp,
         )
         self.context.set_default_timeout(15000)
 

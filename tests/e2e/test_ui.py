@@ -495,7 +495,7 @@ class NoUsersTests(_BrowserTest):
             assert page.locator("#log *").count() == 0
             page.goto(self.daemon.url + f"/karajo/app/job?kind=job&id={xss_id}")
             page.wait_for_function("() => window.KarajoUI && window.KarajoUI.polls > 1")
-            assert XSS_SCRIPT in page.locator(".details").text_content()
+            assert XSS_SCRIPT in page.locator("#details").text_content()
             page.goto(self.daemon.url + "/karajo/app/")
             page.wait_for_function("() => window.KarajoUI && window.KarajoUI.polls > 1")
             other = page.locator(".card", has_text=XSS_SCRIPT + ' & "quotes"')
