@@ -282,6 +282,15 @@ def write_pool(path: str, n: int, forged: bool, epoch: int) -> None:
 # --- scenarios ----------------------------------------------------------------
 
 HOOK_JOB = '[job "hook"]\npath = /hook\ncommand = true\n'
+# --rules: three trigger rules that hold for every payload of the pool, and
+# two payload variables (docs/configuration.md, "Trigger rules").
+HOOK_RULES = (
+    "match = header:Content-Type == application/json\n"
+    "match = n ~ ^[0-9]+$\n"
+    "match = _karajo_epoch != 0\n"
+    "payload_env = N=n\n"
+    "payload_env = TYPE=header:Content-Type\n"
+)
 HOOK_URL = "/karajo/api/job_exec/run/hook"
 
 
@@ -298,7 +307,7 @@ def webhook_scenario(args, tmp: str, forged: bool, profile: bool = False) -> dic
     name = "forged" if forged else "signed"
     base = os.path.join(tmp, f"{name}{'-profile' if profile else ''}")
     port = free_port()
-    d = Daemon(args, base, port, {"hook.conf": HOOK_JOB})
+    d = Daemon(args, base, port, {"hook.conf": HOOK_JOB + (HOOK_RULES if args.rules else "")})
     d.start()
     try:
         d.wait_ready()
@@ -483,6 +492,8 @@ def parse_args(argv=None):
     p.add_argument("--env-jobs", type=int, default=1000, help="jobs of scenario 3 (default 1,000)")
     p.add_argument("--startup-jobs", type=int, default=10_000, help="jobs of scenario 4 (default 10,000)")
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy run")
+    p.add_argument("--rules", action="store_true",
+                   help="scenarios 1-2: the job has 3 trigger rules and 2 payload variables")
     p.add_argument("--profile-scenario", type=int, default=None,
                    help="profile this scenario (default: the one furthest from its target)")
     p.add_argument("--rate", type=int, default=250, help="py-spy samples/s (default 250)")

@@ -1,0 +1,286 @@
+"""
+Following runs live: N clients follow one run's events stream while the run
+prints 1 MB/s for 20 s.
+
+A real daemon (C{twistd -n karajo}, pinned to core 0 like C{http_load.py})
+runs one command job that prints 100-byte lines, 1,000 of them every
+0.1 s, each starting with the time it was printed.  N followers
+(C{--followers}, default 200, spread over C{--procs} client processes on
+core 1) open C{GET /karajo/api/job_exec/events} as soon as the trigger
+answers, read the stream to its end, and keep a SHA-256 of the text they got
+and, for the last line of every piece, how long after its printing it
+arrived.  Reported: followers that got exactly the final log file's bytes
+(target: all), the worst lag (target: none more than 1 s behind), and the
+daemon's CPU for the run with N followers minus the same run followed by
+none (target: under 25 % of one core over the 20 s).
+
+The daemon's per-run log cap (10 MiB by default, head and tail kept) is
+raised to 64 MiB here so that all 20 MB stream live; with the default cap
+the middle of such a log is cut by design, and a follower gets the tail
+when the run ends.
+
+    python bench/follow.py [--followers 200] [--seconds 20] [--procs 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import multiprocessing
+import os
+import selectors
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from _report import table  # bench/ is sys.path[0] when a script runs
+from http_load import SECRET, cpu_seconds, free_port, get
+
+DAEMON_CPU = 0
+LOAD_CPU = 1
+
+PRINTER = (
+    "import sys, time\n"
+    "out = sys.stdout.buffer\n"
+    "end = time.time() + {seconds}\n"
+    "while time.time() < end:\n"
+    "    t0 = time.time()\n"
+    "    stamp = ('%.6f ' % t0).encode()\n"
+    "    line = stamp + b'x' * (99 - len(stamp)) + b'\\n'\n"
+    "    out.write(line * 1000)\n"
+    "    out.flush()\n"
+    "    time.sleep(max(0.0, 0.1 - (time.time() - t0)))\n"
+)
+
+LAUNCH = (
+    "import sys\n"
+    "import karajo.joblog as joblog\n"
+    "joblog.LogStore.__init__.__kwdefaults__['max_bytes'] = 64 * 1024 * 1024\n"
+    "from twisted.scripts.twistd import run\n"
+    "sys.argv = ['twistd'] + sys.argv[1:]\n"
+    "run()\n"
+)
+
+
+def start_daemon(base: str, port: int, seconds: float) -> subprocess.Popen:
+    os.makedirs(os.path.join(base, "etc", "karajo"), exist_ok=True)
+    with open(os.path.join(base, "printer.py"), "w") as f:
+        f.write(PRINTER.format(seconds=seconds))
+    config = os.path.join(base, "etc", "karajo", "karajo.conf")
+    with open(config, "w") as f:
+        f.write(
+            "[karajo]\nname = bench\n"
+            f"listen_address = 127.0.0.1:{port}\ndir_base = {base}\nsecret = {SECRET}\n"
+            '[job "chatty"]\npath = /chatty\n'
+            f"command = {sys.executable} {os.path.join(base, 'printer.py')}\n"
+        )
+    cmd = ["taskset", "-c", str(DAEMON_CPU), sys.executable, "-c", LAUNCH, "-n", "--pidfile=",
+           "--logfile", os.path.join(base, "twistd.log"), "karajo", "--config", config]
+    proc = subprocess.Popen(cmd, cwd=base, stdin=subprocess.DEVNULL,
+                            stdout=open(os.path.join(base, "stdout.log"), "wb"),
+                            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if get(port, "/karajo/api/environment")[0] == 200:
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("daemon did not start")
+
+
+def trigger(port: int, n: int) -> int:
+    import http.client
+    body = json.dumps({"_karajo_epoch": int(time.time()), "n": n}).encode()
+    sign = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/karajo/api/job_exec/run/chatty", body=body,
+                 headers={"Content-Type": "application/json", "X-Karajo-Sign": sign})
+    data = json.loads(conn.getresponse().read())
+    conn.close()
+    return data["data"]["run"]["counter"]
+
+
+class Follower:
+    """One events-stream client on a raw socket (this process's selector)."""
+
+    def __init__(self, sel: selectors.BaseSelector, port: int, counter: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.sendall(
+            f"GET /karajo/api/job_exec/events?id=chatty&counter={counter} HTTP/1.1\r\n"
+            "Host: bench\r\nAccept: text/event-stream\r\n\r\n".encode())
+        self.sock.setblocking(False)
+        sel.register(self.sock, selectors.EVENT_READ, self)
+        self.buffer = b""
+        self.head_done = False
+        self.chunked = False
+        self.raw = b""
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.max_lag = 0.0
+        self.status: str | None = None
+        self.closed = False
+
+    def feed(self, data: bytes) -> None:
+        if not data:
+            self.closed = True
+            return
+        self.raw += data
+        if not self.head_done:
+            end = self.raw.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head, self.raw = self.raw[:end], self.raw[end + 4:]
+            self.chunked = b"chunked" in head.lower()
+            self.head_done = True
+        if self.chunked:
+            while True:
+                eol = self.raw.find(b"\r\n")
+                if eol < 0:
+                    return
+                length = int(self.raw[:eol].split(b";")[0], 16)
+                if len(self.raw) < eol + 2 + length + 2:
+                    return
+                self.buffer += self.raw[eol + 2:eol + 2 + length]
+                self.raw = self.raw[eol + 2 + length + 2:]
+                self.events()
+                if length == 0:
+                    self.closed = True
+                    return
+        else:
+            self.buffer, self.raw = self.buffer + self.raw, b""
+            self.events()
+
+    def events(self) -> None:
+        now = time.time()
+        while True:
+            end = self.buffer.find(b"\n\n")
+            if end < 0:
+                return
+            block, self.buffer = self.buffer[:end], self.buffer[end + 2:]
+            event, data = None, None
+            for line in block.split(b"\n"):
+                if line.startswith(b"event: "):
+                    event = line[7:]
+                elif line.startswith(b"data: "):
+                    data = line[6:]
+            if event == b"log" and data is not None:
+                text = json.loads(data)["text"].encode("utf-8")
+                self.sha.update(text)
+                self.size += len(text)
+                last = text.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+                try:
+                    printed = float(last.split(b": ")[-1].split(b" ")[0])
+                    self.max_lag = max(self.max_lag, now - printed)
+                except ValueError:
+                    pass
+            elif event == b"end" and data is not None:
+                self.status = json.loads(data)["status"]
+
+
+def follow_many(port: int, counter: int, count: int, queue) -> None:
+    os.sched_setaffinity(0, {LOAD_CPU})
+    sel = selectors.DefaultSelector()
+    followers = [Follower(sel, port, counter) for _ in range(count)]
+    open_ = set(followers)
+    deadline = time.monotonic() + 300
+    while open_ and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=1.0):
+            f = key.data
+            try:
+                data = f.sock.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            f.feed(data)
+            if f.closed or f.status is not None:
+                sel.unregister(f.sock)
+                f.sock.close()
+                open_.discard(f)
+    queue.put([(f.sha.hexdigest(), f.size, f.max_lag, f.status) for f in followers])
+
+
+def one_run(port: int, followers: int, procs: int, daemon_pid: int, n: int) -> dict:
+    c0 = cpu_seconds(daemon_pid)
+    t0 = time.monotonic()
+    counter = trigger(port, n)
+    results = []
+    if followers:
+        queue = multiprocessing.Queue()
+        per = [followers // procs + (1 if i < followers % procs else 0) for i in range(procs)]
+        workers = [multiprocessing.Process(target=follow_many, args=(port, counter, k, queue))
+                   for k in per if k]
+        for w in workers:
+            w.start()
+        for _ in workers:
+            results.extend(queue.get())
+        for w in workers:
+            w.join()
+    # Wait for the run's end (with no followers, by polling).
+    while True:
+        data = json.loads(get(port, "/karajo/api/job_exec?id=chatty")[1])["data"]
+        entry = next((e for e in data["logs"] if e["counter"] == counter), None)
+        if entry and entry["status"] != "running":
+            break
+        time.sleep(0.2)
+    wall = time.monotonic() - t0
+    cpu = cpu_seconds(daemon_pid) - c0
+    return {"counter": counter, "results": results, "cpu": cpu, "wall": wall,
+            "status": entry["status"]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--followers", type=int, default=200)
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--procs", type=int, default=4)
+    p.add_argument("--keep", action="store_true")
+    args = p.parse_args(argv)
+    tmp = tempfile.mkdtemp(prefix="karajo-follow-")
+    port = free_port()
+    daemon = start_daemon(tmp, port, args.seconds)
+    try:
+        alone = one_run(port, 0, args.procs, daemon.pid, 1)
+        followed = one_run(port, args.followers, args.procs, daemon.pid, 2)
+        log_dir = os.path.join(tmp, "var", "log", "karajo", "job", "chatty")
+        path = os.path.join(log_dir, f"chatty.{followed['counter']}.{followed['status']}")
+        with open(path, "rb") as f:
+            final = f.read()
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    digest = hashlib.sha256(final).hexdigest()
+    got_all = sum(1 for sha, size, _, _ in followed["results"] if sha == digest)
+    lags = sorted(lag for _, _, lag, _ in followed["results"])
+    streaming_cpu = followed["cpu"] - alone["cpu"]
+    share = streaming_cpu / args.seconds
+    rows = [
+        ("final log", f"{len(final) / 1e6:.1f} MB, run {followed['status']}, "
+                      f"{followed['wall']:.1f} s"),
+        ("followers with every byte (= the final file)",
+         f"{got_all} of {args.followers} "
+         f"({'OK' if got_all == args.followers else 'MISSES'})"),
+        ("worst lag behind the printing, median / max over followers",
+         f"{lags[len(lags) // 2]:.3f} / {lags[-1]:.3f} s "
+         f"({'OK' if lags and lags[-1] < 1.0 else 'MISSES'} < 1 s)"),
+        ("daemon CPU for the run: alone / with followers",
+         f"{alone['cpu']:.2f} / {followed['cpu']:.2f} s"),
+        ("daemon CPU for the streaming",
+         f"{streaming_cpu:.2f} s over {args.seconds:g} s = {share * 100:.0f} % of one core "
+         f"({'OK' if share < 0.25 else 'MISSES'} < 25 %)"),
+    ]
+    print(f"{args.followers} followers of one run printing 1 MB/s for {args.seconds:g} s")
+    print(table(rows, ("figure", "measured")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
