@@ -84,10 +84,10 @@ class Breakdown:
         orig_fsync = os.fsync
         main_thread = threading.main_thread()
 
-        def begin(self, counter):
+        def begin(self, counter, **kw):
             t = time.perf_counter()
             try:
-                return orig_begin(self, counter)
+                return orig_begin(self, counter, **kw)
             finally:
                 bd.begin_s += time.perf_counter() - t
                 bd.begin_n += 1
