@@ -45,9 +45,9 @@ from twisted.web.iweb import IResponse
 from karajo.duration import format_duration
 from karajo.errors import RunFailed
 from karajo.httpclients import USER_AGENT, HttpClients
-from karajo.joblog import RunLog
 from karajo.model import Environment, JobHttp
 from karajo.redact import MASK, masked_headers, masked_url
+from karajo.runlog import RunLog
 from karajo.signature import sign
 from karajo.work import Stopped
 

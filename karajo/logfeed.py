@@ -3,7 +3,7 @@ Following a run's log as it grows: one feed per run, fanned out to every
 client that follows it (docs/http-api.md, "Following a run").
 
 The daemon tails a running log once, however many clients follow it: the
-bytes L{karajo.joblog.RunLog} writes to the file are known in process, so
+bytes L{karajo.runlog.RunLog} writes to the file are known in process, so
 it L{LogFeed.publish}es them to the feed instead of anyone re-reading the
 file.  A follower that joins late first reads the file up to the size the
 feed had when it joined (off the reactor thread, through C{read_range}),
@@ -224,7 +224,7 @@ class LogFeed:
     """
     The live bytes of one run's log, for its followers.  Created when the
     run is accepted (a queued run's followers wait for it to start), fed by
-    the run's L{karajo.joblog.RunLog}, ended once its log is final.
+    the run's L{karajo.runlog.RunLog}, ended once its log is final.
 
     @param clock: for the heartbeats.
     @param read_range: C{(start, end) -> Deferred[bytes]}: the log file's

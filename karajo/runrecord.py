@@ -20,7 +20,7 @@ logs the store keeps.
   - Cheap: no fsync of its own.  It is rewritten twice per run, both times
     off the reactor thread and in order (C{LogStore._in_order}): after
     L{karajo.joblog.LogStore.begin} (the run is C{running} and has its start time), and
-    at L{karajo.joblog.RunLog.finish} in the same thread step that fsyncs and renames the
+    at L{karajo.runlog.RunLog.finish} in the same thread step that fsyncs and renames the
     log, just before the rename.  The log file and its name stay the truth
     about which runs exist and how they ended; the record adds the times.
   - Pruned with the logs: L{karajo.joblog.LogStore.forget} drops the records of pruned

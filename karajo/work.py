@@ -21,7 +21,6 @@ from twisted.logger import Logger
 
 from karajo.deferreds import as_deferred
 from karajo.errors import RunFailed
-from karajo.joblog import RunLog
 from karajo.model import Job, TriggerRequest
 from karajo.paths import make_private_dirs
 from karajo.process import (
@@ -32,6 +31,7 @@ from karajo.process import (
     group_record,
     spawn_command,
 )
+from karajo.runlog import RunLog
 from karajo.selectors import Request, Selector
 from karajo.status import Trigger
 
