@@ -203,6 +203,15 @@ class Subscription:
             return  # before the follower's offset
         if offset < self.position:
             data = data[self.position - offset:]
+        if not self._carry and offset == self.position:
+            # The usual case, a follower that is up to date: the piece is
+            # cut and decoded once for all of them.
+            cut, text = self._feed.decoded(offset, data)
+            if cut:
+                self._follower.piece(offset, text)
+            self._carry = data[cut:]
+            self.position = end
+            return
         data = self._carry + data
         cut = utf8_cut(data)
         if cut:
@@ -251,12 +260,27 @@ class LogFeed:
         #: the run's final status once its log is final
         self.status: str | None = None
         self._subscriptions: list[Subscription] = []
+        #: the last piece decoded for the followers (L{decoded})
+        self._decoded: tuple[int, bytes, int, str] | None = None
         self._beat: IDelayedCall | None = None
 
     @property
     def followers(self) -> int:
         """How many followers are subscribed (the tests and the metrics)."""
         return len(self._subscriptions)
+
+    def decoded(self, offset: int, data: bytes) -> tuple[int, str]:
+        """
+        The whole characters of a published piece (up to C{utf8_cut}) as
+        text, made once per piece however many followers take it.
+        """
+        last = self._decoded
+        if last is not None and last[0] == offset and last[1] is data:
+            return last[2], last[3]
+        cut = utf8_cut(data)
+        text = data[:cut].decode("utf-8", "replace")
+        self._decoded = (offset, data, cut, text)
+        return cut, text
 
     def publish(self, data: bytes) -> None:
         """Bytes just written to the log file, in file order."""

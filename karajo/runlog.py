@@ -65,6 +65,8 @@ class RunLog:
         self.name = name
         #: the run's followers hear every byte written to the file
         self.feed = feed
+        #: lines written but not yet handed to the feed (see L{_publish})
+        self._fresh: list[bytes] = []
         self.path = store.path_of(name)
         self.bytes_written = 0
         self._store = store
@@ -119,6 +121,7 @@ class RunLog:
                 self._emit(data[pos:end])
                 pos = end + 1
         self._file.flush()
+        self._publish()
 
     def line(self, text: str) -> None:
         """
@@ -132,6 +135,7 @@ class RunLog:
         for piece in text.rstrip("\n").split("\n"):
             self._emit(piece.encode("utf-8", "backslashreplace"))
         self._file.flush()
+        self._publish()
 
     def finish(self, status: str) -> Deferred[LogName]:
         """
@@ -149,6 +153,7 @@ class RunLog:
         status = RunStatus(status)
         self._check_open()
         self._flush_partial()
+        self._publish()
         self._finished = True
         rest = list(self._tail)
         if self._cut_lines:
@@ -199,6 +204,17 @@ class RunLog:
             self._emit(bytes(self._partial))
             self._partial.clear()
 
+    def _publish(self) -> None:
+        """
+        Hand the lines just written to the live feed as one piece: a chunk
+        of output is thousands of lines, and each piece costs every
+        follower a frame.
+        """
+        if self._fresh:
+            assert self.feed is not None
+            self.feed.publish(b"".join(self._fresh))
+            self._fresh.clear()
+
     def _prefixed(self, body: bytes) -> bytes:
         return self._store._line_prefix() + body + b"\n"
 
@@ -214,7 +230,7 @@ class RunLog:
                 self._file.write(line)
                 self.bytes_written += len(line)
                 if self.feed is not None:
-                    self.feed.publish(line)
+                    self._fresh.append(line)
                 continue
             self._head_full = True
             self._tail.append(line)

@@ -41,6 +41,21 @@ def frame(event: str, data: dict[str, Any]) -> bytes:
         event.encode("ascii"), json.dumps(data, separators=(",", ":")).encode("ascii"))
 
 
+#: The last C{log} frame made: every follower of a run gets the same text
+#: object for a live piece (L{LogFeed.decoded}), so it is encoded once.
+_last_frame: tuple[int, str, bytes] | None = None
+
+
+def _log_frame(offset: int, text: str) -> bytes:
+    global _last_frame
+    last = _last_frame
+    if last is not None and last[0] == offset and last[1] is text:
+        return last[2]
+    framed = frame("log", {"offset": offset, "text": text})
+    _last_frame = (offset, text, framed)
+    return framed
+
+
 class _Stream:
     """The follower writing one client's stream (see the module docstring)."""
 
@@ -52,7 +67,7 @@ class _Stream:
         self._over = False
 
     def piece(self, offset: int, text: str) -> None:
-        self._write(frame("log", {"offset": offset, "text": text}))
+        self._write(_log_frame(offset, text))
 
     def ping(self) -> None:
         self._write(b": ping\n\n")
