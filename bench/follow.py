@@ -9,7 +9,10 @@ runs one command job that prints 100-byte lines, 1,000 of them every
 core 1) open C{GET /karajo/api/job_exec/events} as soon as the trigger
 answers, read the stream to its end, and keep a SHA-256 of the text they got
 and, for the last line of every piece, how long after its printing it
-arrived.  Reported: followers that got exactly the final log file's bytes
+arrived (one follower per client process decodes every event and hashes
+the text; the others hash the JSON strings' contents as received, which do
+not depend on where the log was cut into pieces, and count as complete when
+theirs equal it).  Reported: followers that got exactly the final log file's bytes
 (target: all), the worst lag (target: none more than 1 s behind), and the
 daemon's CPU for the run with N followers minus the same run followed by
 none (target: under 25 % of one core over the 20 s).
@@ -30,6 +33,7 @@ import hmac
 import json
 import multiprocessing
 import os
+import re
 import selectors
 import shutil
 import socket
@@ -40,6 +44,8 @@ import time
 
 from _report import table  # bench/ is sys.path[0] when a script runs
 from http_load import SECRET, cpu_seconds, free_port, get
+
+STAMP = re.compile(rb"chatty: (\d+\.\d+) x")
 
 DAEMON_CPU = 0
 LOAD_CPU = 1
@@ -109,18 +115,22 @@ def trigger(port: int, n: int) -> int:
 class Follower:
     """One events-stream client on a raw socket (this process's selector)."""
 
-    def __init__(self, sel: selectors.BaseSelector, port: int, counter: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port))
+    def __init__(self, sel: selectors.BaseSelector, port: int, counter: int, source: str) -> None:
+        # karajo holds at most 64 connections per client address: spread
+        # the followers over loopback addresses, as distinct clients are.
+        self.sock = socket.create_connection(("127.0.0.1", port), source_address=(source, 0))
         self.sock.sendall(
             f"GET /karajo/api/job_exec/events?id=chatty&counter={counter} HTTP/1.1\r\n"
             "Host: bench\r\nAccept: text/event-stream\r\n\r\n".encode())
         self.sock.setblocking(False)
         sel.register(self.sock, selectors.EVENT_READ, self)
-        self.buffer = b""
+        self.raw = bytearray()
+        self.body = bytearray()
         self.head_done = False
         self.chunked = False
-        self.raw = b""
+        self.content_sha = hashlib.sha256()
         self.sha = hashlib.sha256()
+        self.reference = False
         self.size = 0
         self.max_lag = 0.0
         self.status: str | None = None
@@ -130,63 +140,70 @@ class Follower:
         if not data:
             self.closed = True
             return
-        self.raw += data
+        raw = self.raw
+        raw += data
         if not self.head_done:
-            end = self.raw.find(b"\r\n\r\n")
+            end = raw.find(b"\r\n\r\n")
             if end < 0:
                 return
-            head, self.raw = self.raw[:end], self.raw[end + 4:]
-            self.chunked = b"chunked" in head.lower()
+            self.chunked = b"chunked" in bytes(raw[:end]).lower()
+            del raw[:end + 4]
             self.head_done = True
-        if self.chunked:
+        if not self.chunked:
+            self.body += raw
+            raw.clear()
+        else:
+            pos = 0
             while True:
-                eol = self.raw.find(b"\r\n")
+                eol = raw.find(b"\r\n", pos)
                 if eol < 0:
-                    return
-                length = int(self.raw[:eol].split(b";")[0], 16)
-                if len(self.raw) < eol + 2 + length + 2:
-                    return
-                self.buffer += self.raw[eol + 2:eol + 2 + length]
-                self.raw = self.raw[eol + 2 + length + 2:]
-                self.events()
+                    break
+                length = int(raw[pos:eol].split(b";")[0], 16)
+                if len(raw) < eol + 2 + length + 2:
+                    break
+                self.body += raw[eol + 2:eol + 2 + length]
+                pos = eol + 2 + length + 2
                 if length == 0:
                     self.closed = True
-                    return
-        else:
-            self.buffer, self.raw = self.buffer + self.raw, b""
-            self.events()
+                    break
+            del raw[:pos]
+        self.events()
 
     def events(self) -> None:
+        body = self.body
+        pos = 0
         now = time.time()
         while True:
-            end = self.buffer.find(b"\n\n")
+            end = body.find(b"\n\n", pos)
             if end < 0:
-                return
-            block, self.buffer = self.buffer[:end], self.buffer[end + 2:]
-            event, data = None, None
-            for line in block.split(b"\n"):
-                if line.startswith(b"event: "):
-                    event = line[7:]
-                elif line.startswith(b"data: "):
-                    data = line[6:]
-            if event == b"log" and data is not None:
-                text = json.loads(data)["text"].encode("utf-8")
-                self.sha.update(text)
-                self.size += len(text)
-                last = text.rstrip(b"\n").rsplit(b"\n", 1)[-1]
-                try:
-                    printed = float(last.split(b": ")[-1].split(b" ")[0])
-                    self.max_lag = max(self.max_lag, now - printed)
-                except ValueError:
-                    pass
-            elif event == b"end" and data is not None:
-                self.status = json.loads(data)["status"]
+                break
+            block = bytes(body[pos:end])
+            pos = end + 2
+            if block.startswith(b"event: log\ndata: "):
+                data = block[17:]
+                # The JSON string's content: the same bytes however the log
+                # was cut into pieces (JSON escapes each character alone),
+                # so it is hashed as it is; the reference also decodes it.
+                start = data.index(b'"text":"') + 8
+                self.content_sha.update(data[start:-2])
+                if self.reference:
+                    text = json.loads(data)["text"].encode("utf-8")
+                    self.sha.update(text)
+                    self.size += len(text)
+                stamps = STAMP.findall(data[-400:])
+                if stamps:
+                    self.max_lag = max(self.max_lag, now - float(stamps[-1]))
+            elif block.startswith(b"event: end\ndata: "):
+                self.status = json.loads(block[17:])["status"]
+        del body[:pos]
 
 
-def follow_many(port: int, counter: int, count: int, queue) -> None:
+def follow_many(port: int, counter: int, count: int, proc: int, queue) -> None:
     os.sched_setaffinity(0, {LOAD_CPU})
     sel = selectors.DefaultSelector()
-    followers = [Follower(sel, port, counter) for _ in range(count)]
+    followers = [Follower(sel, port, counter, f"127.0.{proc + 1}.{2 + i // 50}")
+                 for i in range(count)]
+    followers[0].reference = True
     open_ = set(followers)
     deadline = time.monotonic() + 300
     while open_ and time.monotonic() < deadline:
@@ -203,7 +220,9 @@ def follow_many(port: int, counter: int, count: int, queue) -> None:
                 sel.unregister(f.sock)
                 f.sock.close()
                 open_.discard(f)
-    queue.put([(f.sha.hexdigest(), f.size, f.max_lag, f.status) for f in followers])
+    reference = followers[0]
+    queue.put([(reference.sha.hexdigest() if f.content_sha.digest() == reference.content_sha.digest()
+                else "differs", f.size, f.max_lag, f.status) for f in followers])
 
 
 def one_run(port: int, followers: int, procs: int, daemon_pid: int, n: int) -> dict:
@@ -214,8 +233,8 @@ def one_run(port: int, followers: int, procs: int, daemon_pid: int, n: int) -> d
     if followers:
         queue = multiprocessing.Queue()
         per = [followers // procs + (1 if i < followers % procs else 0) for i in range(procs)]
-        workers = [multiprocessing.Process(target=follow_many, args=(port, counter, k, queue))
-                   for k in per if k]
+        workers = [multiprocessing.Process(target=follow_many, args=(port, counter, k, i, queue))
+                   for i, k in enumerate(per) if k]
         for w in workers:
             w.start()
         for _ in workers:
@@ -239,7 +258,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--followers", type=int, default=200)
     p.add_argument("--seconds", type=float, default=20.0)
-    p.add_argument("--procs", type=int, default=4)
+    p.add_argument("--procs", type=int, default=8)
     p.add_argument("--keep", action="store_true")
     args = p.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="karajo-follow-")
