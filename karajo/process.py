@@ -313,14 +313,43 @@ def group_record(pgid: int) -> str | None:
     return f"{pgid} {boot} {started}\n"
 
 
-def leftover_group(record: str) -> int | None:
+def _group_members(pgid: int) -> list[int]:
+    """The processes whose process group is C{pgid} (read from /proc)."""
+    members = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+            if int(stat[stat.rindex(")") + 2:].split()[2]) == pgid:
+                members.append(int(name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return members
+
+
+def _carries_job(pid: int, job_id: str) -> bool:
+    """Whether process C{pid} was started as a command of job C{job_id}."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
+    except OSError:
+        return False
+    return b"KARAJO_JOB_ID=" + job_id.encode("utf-8", "surrogateescape") in environ
+
+
+def leftover_group(record: str, job_id: str | None = None) -> int | None:
     """
-    The process group of a L{group_record} whose identity is proven --
-    same boot, and its leader alive with the recorded start time -- or
-    C{None}: a short or malformed record, another boot, a leader gone or
-    started at another time.  Only a proven group may be signalled: a
-    group whose leader is gone cannot be told from one a new process made
-    with the reused number, so it is left alone.
+    The process group of a L{group_record} whose identity is proven, or
+    C{None}.  Proven means the same boot and a recorded start time, and
+    either the leader alive with that start time, or -- the leader gone,
+    its children left (a shell killed with its daemon) -- every process
+    still in the group started as a command of C{job_id}
+    (C{KARAJO_JOB_ID} in its environment).  A short or malformed record,
+    another boot, a leader started at another time, or a group with a
+    member of unknown origin is never signalled: a reused number may now
+    lead an unrelated group.
     """
     parts = record.split()
     if len(parts) != 3:
@@ -334,9 +363,17 @@ def leftover_group(record: str) -> int | None:
     boot, started = parts[1], parts[2]
     if boot == "-" or boot != _boot_id():
         return None
-    if started == "-" or _start_time(pgid) != started:
+    if started == "-":
         return None
-    return pgid
+    now = _start_time(pgid)
+    if now is not None:
+        return pgid if now == started else None
+    if job_id is None:
+        return None
+    members = _group_members(pgid)
+    if members and all(_carries_job(pid, job_id) for pid in members):
+        return pgid
+    return None
 
 
 def command_env(

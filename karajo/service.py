@@ -60,7 +60,7 @@ def thread_runner(reactor) -> Callable[..., defer.Deferred]:
     return functools.partial(deferToThreadPool, reactor, get_pool())
 
 
-def stop_leftover_group(pid_path: str) -> None:
+def stop_leftover_group(pid_path: str, job_id: str | None = None) -> None:
     """
     Kill the process group a crashed daemon left running (recorded in
     C{pid_path} while a command ran), so a restart never leaves orphans;
@@ -68,7 +68,7 @@ def stop_leftover_group(pid_path: str) -> None:
     """
     try:
         with open(pid_path) as f:
-            pgid = leftover_group(f.read())
+            pgid = leftover_group(f.read(), job_id)
     except FileNotFoundError:
         return
     if pgid is not None and signal_group(pgid, signal.SIGKILL):
@@ -104,7 +104,7 @@ class JobService(MultiService):
         the reactor thread uses, so L{KarajoService} runs it in a thread.
         """
         if self._pid_path is not None:
-            stop_leftover_group(self._pid_path)
+            stop_leftover_group(self._pid_path, self.runner.job.id)
         # A webhook's body a crashed run left behind: after its process
         # group is gone, nothing reads it any more.
         if self._payload_path is not None and remove_payload(self._payload_path):

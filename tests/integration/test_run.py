@@ -435,6 +435,13 @@ class GroupRecordTests(RunTestCase):
         self.assertFalse(os.path.exists(pid_path))
 
 
+def _kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
 class LeftoverRecordTests(TestCase):
     def test_round_trip(self) -> None:
         """A record of a live group is recognised; garbage and old boots are not."""
@@ -461,6 +468,28 @@ class LeftoverRecordTests(TestCase):
         proc = os.posix_spawn("/bin/true", ["true"], {})
         os.waitpid(proc, 0)
         self.assertIsNone(leftover_group(f"{proc} {_boot_id()} {started}"))
+
+    def test_leader_gone_children_of_the_job_proven(self) -> None:
+        """
+        A crashed run's shell may be gone while what it started lives on in
+        its group: the group is proven by its members, every one a command
+        of that job (KARAJO_JOB_ID), and only then.
+        """
+        import signal as _signal
+
+        from karajo.process import _boot_id, _start_time, leftover_group
+
+        env = {"PATH": "/usr/bin:/bin", "KARAJO_JOB_ID": "crashy"}
+        leader = os.posix_spawn("/bin/sh", ["sh", "-c", "sleep 60 & sleep 0.5"], env,
+                                setsid=True)
+        self.addCleanup(lambda: _kill_group(leader, _signal.SIGKILL))
+        started = _start_time(leader)
+        self.assertIsNotNone(started)
+        os.waitpid(leader, 0)  # the shell is gone, its sleep is not
+        record = f"{leader} {_boot_id()} {started}"
+        self.assertEqual(leftover_group(record, "crashy"), leader)
+        self.assertIsNone(leftover_group(record, "another-job"))
+        self.assertIsNone(leftover_group(record))  # no job to prove it by
 
     def test_reused_number_not_killed(self) -> None:
         """A record whose start time no longer matches that pid is stale."""
