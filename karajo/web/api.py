@@ -247,11 +247,16 @@ class KarajoAPI:
         svc = self._lookup(self._service.http_jobs, query_params(request).get("id"))
         return envelope.success_raw(request, self._documents.job(JobKind.JOB_HTTP, svc).json)
 
-    async def _log(self, request: Any, table: dict[str, Any]) -> bytes:
+    def _run_query(self, request: Any, table: dict[str, Any]) -> tuple[Any, int, int]:
+        """The job, run counter and byte offset a log or events request names."""
         query = query_params(request)
         svc = self._lookup(table, query.get("id"))
         counter = params.int_param(query.get("counter"), "counter", 1)
         offset = params.int_param(query.get("offset"), "offset", 0, default=0)
+        return svc, counter, offset
+
+    async def _log(self, request: Any, table: dict[str, Any]) -> bytes:
+        svc, counter, offset = self._run_query(request, table)
         found = await svc.runner.store.read_in_thread(counter)
         if found is None:
             raise LogNotFound("log not found")
@@ -276,10 +281,7 @@ class KarajoAPI:
         return self._log(request, self._service.http_jobs)
 
     async def _events(self, request: Any, table: dict[str, Any]) -> bytes:
-        query = query_params(request)
-        svc = self._lookup(table, query.get("id"))
-        counter = params.int_param(query.get("counter"), "counter", 1)
-        offset = params.int_param(query.get("offset"), "offset", 0, default=0)
+        svc, counter, offset = self._run_query(request, table)
         feed = await svc.runner.store.follow(counter)
         if feed is None:
             raise LogNotFound("log not found")

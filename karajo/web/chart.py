@@ -21,6 +21,14 @@ CHART_RUNS = 20
 _SVG_W, _SVG_H, _BAR_W, _BAR_GAP = 200, 40, 8, 2
 
 
+
+def _bar_label(run: RunView) -> str:
+    """A bar's tooltip: the run, its status and, when known, its duration."""
+    label = f"#{run.counter} {run.status}"
+    if run.duration is not None:
+        label += f", {human_duration(run.duration)}"
+    return label
+
 def run_times(run: RunView) -> dict[str, str]:
     """
     A run's counter and known times (whole seconds) as C{data-*}
@@ -61,9 +69,7 @@ def chart(runs: list[RunView]) -> Tag:
         else:
             height = _SVG_H - 2 if run.status == "running" else 6.0
         x = index * (_BAR_W + _BAR_GAP)
-        label = f"#{run.counter} {run.status}"
-        if duration is not None:
-            label += f", {human_duration(duration)}"
+        label = _bar_label(run)
         rect = Tag("rect", attributes={
             "class": f"bar st-{run.status}", "x": str(x), "y": f"{_SVG_H - 1 - height:.1f}",
             "width": str(_BAR_W), "height": f"{height:.1f}",
@@ -112,9 +118,7 @@ def history_chart(runs: list[RunView]) -> Tag:
         else:
             height = 2.0 if duration is not None else 4.0
         x = index * (_HIST_BAR + _HIST_GAP)
-        label = f"#{run.counter} {run.status}"
-        if duration is not None:
-            label += f", {human_duration(duration)}"
+        label = _bar_label(run)
         rect = Tag("rect", attributes={
             "class": f"bar st-{run.status}", "x": str(x), "y": f"{_HIST_H - 1 - height:.1f}",
             "width": str(_HIST_BAR), "height": f"{height:.1f}", "data-counter": str(run.counter),
