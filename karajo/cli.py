@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from karajo.follow_client import FollowError, NoRedirects, follow
 from karajo.kinds import JobKind
 from karajo.policywords import policy_rows
 
@@ -166,13 +167,6 @@ def cmd_sign(args: argparse.Namespace) -> int:
 # --- trigger -----------------------------------------------------------------
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """The signed payload goes to the URL given and nowhere else."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401
-        return None
-
-
 def _payload(data: str | None) -> bytes:
     document: Any = {}
     if data is not None:
@@ -201,7 +195,7 @@ def cmd_trigger(args: argparse.Namespace) -> int:
         args.header_sign: sign(secret, body),
         "User-Agent": "karajo-cli",
     })
-    opener = urllib.request.build_opener(_NoRedirects)
+    opener = urllib.request.build_opener(NoRedirects)
     try:
         with opener.open(request, timeout=args.timeout) as response:
             status, reason, content = response.status, response.reason, response.read()
@@ -231,70 +225,10 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     except (ValueError, KeyError, TypeError):
         raise CommandError(f"{args.url}: the answer names no run to follow") from None
     token = _secret_from_env(args.token_env).decode("utf-8") if args.token_env else None
-    return _follow(events_url, token, show=args.follow, timeout=max(args.timeout, 45.0))
-
-
-#: Exit status of C{--follow}/C{--wait} by how the run ended.
-RUN_EXIT = {"success": OK, "failed": FAILED, "canceled": 3}
-#: Connections a follow may lose before giving up (each resumes at its offset).
-FOLLOW_RETRIES = 5
-
-
-def _follow(url: str, token: str | None, *, show: bool, timeout: float) -> int:
-    """
-    Read the run's events stream (docs/http-api.md, "Following a run"),
-    printing the log's text when C{show}; a lost connection resumes at
-    the byte offset reached.  The exit status says how the run ended.
-    """
-    headers = {"Accept": "text/event-stream", "User-Agent": "karajo-cli"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    opener = urllib.request.build_opener(_NoRedirects)
-    offset, lost = 0, 0
-    while True:
-        request = urllib.request.Request(f"{url}&offset={offset:d}", headers=headers)
-        try:
-            with opener.open(request, timeout=timeout) as response:
-                for event, data in _events(response):
-                    if event == "log":
-                        text = str(data["text"])
-                        if show:
-                            sys.stdout.buffer.write(text.encode("utf-8"))
-                            sys.stdout.flush()
-                        offset = int(data["offset"]) + len(text.encode("utf-8"))
-                    elif event == "end":
-                        status = str(data["status"])
-                        return RUN_EXIT.get(status, FAILED)
-        except urllib.error.HTTPError as e:
-            raise CommandError(f"{url}: HTTP {e.code} {e.reason}") from None
-        except (urllib.error.URLError, OSError, ValueError, KeyError) as e:
-            why = getattr(e, "reason", None) or e
-            lost += 1
-            if lost > FOLLOW_RETRIES:
-                raise CommandError(f"lost {url}: {why}") from None
-        else:
-            lost += 1
-            if lost > FOLLOW_RETRIES:
-                raise CommandError(f"lost {url}: the stream closed before the run ended")
-        time.sleep(1.0)
-
-
-def _events(response: Any) -> Any:
-    """The C{(event, data)} pairs of a Server-Sent Events body, as they arrive."""
-    event, data = "message", list[str]()
-    while True:
-        line = response.readline()
-        if not line:
-            return
-        line = line.rstrip(b"\r\n").decode("utf-8", "replace")
-        if not line:
-            if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip(" "))
+    try:
+        return follow(events_url, token, show=args.follow, timeout=max(args.timeout, 45.0))
+    except FollowError as e:
+        raise CommandError(str(e)) from None
 
 
 def _write_body(content: bytes) -> None:

@@ -393,6 +393,28 @@ class LogStore:
         self._save_records()
         return RunLog(self, running, fd, self.reserve(counter))
 
+    def end_unstarted(self, counter: int, trigger: str | None, why: str) -> Deferred[None] | None:
+        """
+        The log of a run that owned C{counter} and was dropped before it
+        started: that one line C{why}, status C{canceled} (its followers
+        hear so).  Fires once the log is final, never with an error (a
+        failure is logged: the run it names never ran); C{None} when not
+        even the log could be made.
+        """
+        try:
+            runlog = self.begin(counter, trigger=trigger, reserved=True)
+        except (OSError, ValueError) as e:
+            _log.warn("{job}: the log of dropped run #{counter} could not be made: {error}",
+                     job=self.job_id, counter=counter, error=str(e))
+            self.release(counter, RunStatus.CANCELED)
+            return None
+        runlog.line(why)
+        d = runlog.finish(RunStatus.CANCELED)
+        d.addErrback(lambda f: _log.failure(
+            "{job}: finishing the log of dropped run #{counter} failed", f,
+            job=self.job_id, counter=counter))
+        return d.addCallback(lambda _: None)
+
     def prune(self, retention: int) -> list[LogName]:
         """
         Keep the newest C{retention} finished logs (at least one) and delete

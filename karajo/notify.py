@@ -20,7 +20,7 @@ Everything runs on the reactor through L{twisted.mail.smtp}'s ESMTP client:
     that order) is required as soon as C{smtp_user} is set.
 
 L{Notifier} is a child service of the server and one of each runner's
-listeners (L{karajo.run.RunListener}).  Sending never delays or fails a
+listeners (L{karajo.runlistener.RunListener}).  Sending never delays or fails a
 run: L{Notifier.run_finished} only queues.
 The queue is bounded (a mail that does not fit is dropped and logged).  A
 temporary failure (a 4xx reply, connection refused or lost, a timeout, a
@@ -249,7 +249,7 @@ class Notifier(Service):
         """Mails on their way: logs being read, mails queued, in flight or to be retried."""
         return self._reading + self._held()
 
-    # --- the listener (karajo.run.RunListener) -----------------------------
+    # --- the listener (karajo.runlistener.RunListener) -----------------------------
 
     def run_started(self, runner: Any, record: RunRecord) -> None:
         pass

@@ -11,32 +11,31 @@ What the runner knows about each run is its L{karajo.joblog.RunRecord}
 (L{JobRunner.records}); whatever watches runs is a L{RunListener} in
 L{JobRunner.listeners}.
 
-The run policies that decide between a trigger and a run live here too
-(docs/configuration.md, "Run policies"): C{overlap} (a trigger while the
-job runs is queued, refused, or replaces the run), C{retry} (a failed
-run is followed by a run of its own, C{retry_delay} later and doubling,
-which holds the job's queue place while it waits) and C{timeout}.
-Listeners hear whether a retry follows a finished run
-(L{JobRunner.retry_pending}), so a notification or a chain waits for the
-last attempt.
+The run policies between a trigger and a run act here: C{overlap} (its
+decision is L{karajo.overlap}'s), C{retry} (a failed run's retry is a run
+of its own, holding the queue place; listeners hear that one follows,
+L{JobRunner.retry_pending}, so a notice or a chain waits for the last
+attempt) and C{timeout}.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
-import attrs
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from karajo import overlap
 from karajo.duration import format_duration
 from karajo.errors import JobBusy, JobPaused, RunFailed, ServerStarting, ServerStopping
 from karajo.joblog import LogName, LogStore, RestoredState, RunRecord
 from karajo.model import Job, JobHttp, TriggerRequest
+from karajo.overlap import NOT_STARTED, REPLACED, Accepted, Action, QueuedRun
+from karajo.runlistener import RunListener, tell
 from karajo.status import JobStatus, RunStatus, Trigger
 from karajo.work import Stopped, Work
 
@@ -46,37 +45,6 @@ log = Logger()
 CANCELED = "canceled"
 TIMEOUT = "timeout"
 SHUTDOWN = "shutdown"
-
-
-@attrs.frozen
-class Accepted:
-    """
-    A trigger the runner accepted: whether its run C{started} or is
-    C{queued}, and the counter it owns from now on (docs/http-api.md,
-    "Following a run").
-    """
-
-    outcome: str
-    counter: int
-
-
-class RunListener(Protocol):
-    """
-    Everything that watches a job's runs (the timer, the notifier, the
-    metrics; later retries, chains and the cluster) is one of these, in
-    L{JobRunner.listeners}, called in that order.  A listener must return
-    at once (queue work, never wait) and should not raise; one that does
-    is logged and the others are still called.
-    """
-
-    def run_started(self, runner: JobRunner, record: RunRecord) -> None:
-        """A run began: its log exists, C{record} is C{running}."""
-
-    def run_finished(self, runner: JobRunner, record: RunRecord) -> None:
-        """
-        A run ended and its log is final (renamed and fsynced); C{record}
-        has its status and C{started}/C{ended}.
-        """
 
 
 class JobRunner(Service):
@@ -114,17 +82,13 @@ class JobRunner(Service):
         #: the run holds a slot and its work has started (not to be confused
         #: with Service.running, which says the service is started)
         self.executing = False
-        self.queued = False
-        #: a retry of a failed run follows: decided when the run ends,
-        #: before the listeners hear of it, and true until the retry starts
-        #: (or is dropped)
+        #: a failed run's retry follows (decided before the listeners hear
+        #: of the run, true until the retry starts or is dropped)
         self.retry_pending = False
         #: (request, attempt, counter of the first attempt) of the retry to come
         self._retry_next: tuple[Any, int, int] | None = None
-        self._queued_request: Any = None
-        self._queued_trigger: str | None = None
-        #: the counter the queued run owns
-        self._queued_counter: int | None = None
+        #: the run accepted behind the running one, owning its counter
+        self._queued: QueuedRun | None = None
         #: the counter the run that waits to start owns (None: a retry,
         #: which takes its counter when it starts)
         self._pending_counter: int | None = None
@@ -179,6 +143,11 @@ class JobRunner(Service):
                 "{job}: run {counter} was interrupted by a stop of karajo; marked failed",
                 job=self.name, counter=name.counter,
             )
+
+    @property
+    def queued(self) -> bool:
+        """A run was accepted behind the running one."""
+        return self._queued is not None
 
     @property
     def waiting(self) -> bool:
@@ -260,12 +229,8 @@ class JobRunner(Service):
         starts, it ends C{canceled} in a log of that counter); raises
         L{JobPaused}, L{JobBusy} or L{ServerStopping}.
 
-        While the job runs (or a run waits), the job's C{overlap} decides:
-        C{queue} keeps one run queued and refuses more, C{skip} refuses
-        the trigger, C{replace} cancels the run (it ends C{canceled}) and
-        queues this one in its place.  A pending retry holds the queue
-        place: under C{queue} and C{skip} a trigger is refused, under
-        C{replace} the retry is dropped for the new run.
+        While the job runs (or a run waits), its C{overlap} decides
+        (L{overlap.decide}); a pending retry holds the queue place.
 
         C{deferred} starts the run on the next reactor turn instead of
         inside this call: timers use it, because a thousand jobs may be due
@@ -285,19 +250,27 @@ class JobRunner(Service):
             raise ServerStopping(f"{self.name}: karajo is stopping")
         if self.paused:
             raise JobPaused(f"job {self.job.id} is paused")
-        if self.active:
-            if self.job.overlap == "replace":
-                return self._replace(request, trigger, deferred)
-            if self.retry_pending:
-                raise JobBusy(f"job {self.job.id} waits to retry a failed run")
-            if self.job.overlap == "skip":
-                raise JobBusy(f"job {self.job.id} is running (overlap = skip)")
-            if self.queued:
-                raise JobBusy(f"job {self.job.id} is running and a run is already queued")
-            counter = self._take_counter()
-            self._queue(request, trigger, counter)
-            return Accepted("queued", counter)
+        decision = overlap.decide(
+            self.job.overlap, active=self.active, executing=self.executing,
+            retry_pending=self.retry_pending, queued=self.queued,
+        )
+        action = decision.action
+        if action is Action.REFUSE:
+            raise JobBusy(f"job {self.job.id} {decision.why}")
+        if action in (Action.REPLACE_RUNNING, Action.REPLACE_WAITING):
+            self._drop_queued(REPLACED)
+        if action is Action.REPLACE_WAITING and self._drop_pending(REPLACED):
+            log.info("{job}: a trigger replaces the run waiting to start", job=self.name)
         counter = self._take_counter()
+        # Behind a run that goes on or still ends (a replaced one being
+        # stopped, or its slot wait cancelled).  Queued before the stop, so
+        # a work that stops at once starts this one.
+        if self.active:
+            self._queued = QueuedRun(request, trigger, counter)
+            if action is Action.REPLACE_RUNNING:
+                log.info("{job}: a trigger replaces the running run", job=self.name)
+                self._stop(CANCELED)
+            return Accepted("queued", counter)
         self._start(request, trigger, deferred, counter=counter)
         return Accepted("started", counter)
 
@@ -309,41 +282,8 @@ class JobRunner(Service):
 
     def pending_counters(self) -> tuple[int, ...]:
         """The counters of the runs accepted and not started yet."""
-        return tuple(c for c in (self._pending_counter, self._queued_counter) if c is not None)
-
-    def _queue(self, request: Any, trigger: str | None, counter: int) -> None:
-        self.queued = True
-        self._queued_request = request
-        self._queued_trigger = trigger
-        self._queued_counter = counter
-
-    def _replace(self, request: Any, trigger: str | None, deferred: bool) -> Accepted:
-        """
-        C{overlap = replace}: a run not started yet (a pending retry, one
-        waiting for a slot) is dropped and this one starts; a running one
-        is canceled and this one queued in its place (it starts once the
-        canceled run's log is final).  A later trigger replaces a queued
-        one.
-        """
-        replaced = "??? CANCELED: replaced by a later trigger before it started"
-        if self.executing:
-            self._drop_queued(replaced)
-            counter = self._take_counter()
-            self._queue(request, trigger, counter)
-            log.info("{job}: a trigger replaces the running run", job=self.name)
-            self._stop(CANCELED)
-            return Accepted("queued", counter)
-        self._drop_queued(replaced)
-        if self._drop_pending(replaced):
-            log.info("{job}: a trigger replaces the run waiting to start", job=self.name)
-        counter = self._take_counter()
-        if self.active:
-            # The dropped run is still ending (its slot wait is being
-            # cancelled): this one follows it.
-            self._queue(request, trigger, counter)
-            return Accepted("queued", counter)
-        self._start(request, trigger, deferred, counter=counter)
-        return Accepted("started", counter)
+        queued = self._queued.counter if self._queued is not None else None
+        return tuple(c for c in (self._pending_counter, queued) if c is not None)
 
     def _trigger_of(self, request: Any, deferred: bool) -> Trigger:
         if deferred:
@@ -376,21 +316,16 @@ class JobRunner(Service):
         """
         if not self.active:
             return False
-        why = "??? CANCELED before it started"
-        self._drop_queued(why)
-        if not self._drop_pending(why):
+        self._drop_queued(NOT_STARTED)
+        if not self._drop_pending(NOT_STARTED):
             self._stop(CANCELED)
         return True
 
     def _drop_queued(self, why: str | None = None) -> None:
         """Forget the queued run; with C{why}, its counter's log ends C{canceled} saying so."""
-        counter, self._queued_counter = self._queued_counter, None
-        self.queued = False
-        trigger = self._queued_trigger
-        self._queued_request = None
-        self._queued_trigger = None
-        if counter is not None:
-            self._never_started(counter, trigger, why or "??? CANCELED before it started")
+        queued, self._queued = self._queued, None
+        if queued is not None:
+            self._never_started(queued.counter, queued.trigger, why or NOT_STARTED)
 
     def _never_started(self, counter: int, trigger: str | None, why: str) -> None:
         """
@@ -398,25 +333,11 @@ class JobRunner(Service):
         is that one line, and it ends C{canceled} (its followers hear so).
         The listeners do not hear of it: nothing ran.
         """
-        try:
-            runlog = self.store.begin(counter, trigger=trigger, reserved=True)
-        except (OSError, ValueError) as e:
-            log.warn("{job}: the log of dropped run #{counter} could not be made: {error}",
-                     job=self.name, counter=counter, error=str(e))
-            self.store.release(counter, RunStatus.CANCELED)
+        d = self.store.end_unstarted(counter, trigger, why)
+        if d is None:
             return
-        runlog.line(why)
-        d = runlog.finish(RunStatus.CANCELED)
         self._dropping.append(d)
-
-        def done(result: object) -> object:
-            self._dropping.remove(d)
-            return result
-
-        d.addBoth(done)
-        d.addErrback(lambda f: log.failure(
-            "{job}: finishing the log of dropped run #{counter} failed", f,
-            job=self.name, counter=counter))
+        d.addBoth(lambda _: self._dropping.remove(d))
 
     def _drop_pending(self, why: str | None = None) -> bool:
         """
@@ -427,7 +348,7 @@ class JobRunner(Service):
         self._retry_next = None
         counter, self._pending_counter = self._pending_counter, None
         if counter is not None and (self._soon is not None or self._waiting is not None):
-            self._never_started(counter, self._pending_trigger, why or "??? CANCELED before it started")
+            self._never_started(counter, self._pending_trigger, why or NOT_STARTED)
         if self._soon is not None:
             self._soon.cancel()
             self._soon = None
@@ -602,11 +523,7 @@ class JobRunner(Service):
         )
 
     def _tell(self, event: str, record: RunRecord) -> None:
-        for listener in list(self.listeners):
-            try:
-                getattr(listener, event)(self, record)
-            except Exception:
-                log.failure("{job}: listener {event} failed", job=self.name, event=event)
+        tell(self.listeners, event, self, record)
 
     def _stopped_line(self, runlog) -> RunStatus:
         if self._stop_reason == TIMEOUT:
@@ -644,11 +561,10 @@ class JobRunner(Service):
             )
         else:
             self.retry_pending = False
-            if self.queued and not self.stopping:
-                request, trigger = self._queued_request, self._queued_trigger
-                counter, self._queued_counter = self._queued_counter, None
-                self._drop_queued()
-                self._start(request, trigger, counter=counter)
+            queued = self._queued
+            if queued is not None and not self.stopping:
+                self._queued = None
+                self._start(queued.request, queued.trigger, counter=queued.counter)
         if done is not None:
             done.callback(None)
         if not self.active:

@@ -39,7 +39,8 @@ from karajo.model import Environment, Job, JobHttp, JobKind
 from karajo.notify import Notifier
 from karajo.paths import Paths
 from karajo.process import leftover_group, signal_group
-from karajo.run import JobRunner, RunListener
+from karajo.run import JobRunner
+from karajo.runlistener import RunListener
 from karajo.runrecord import RunRecord
 from karajo.schedule import parse_schedule
 from karajo.status import RunStatus, Trigger

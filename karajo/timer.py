@@ -147,7 +147,7 @@ class JobTimer(Service):
         if self.running:
             self._arm()
 
-    # --- as the runner's listener (karajo.run.RunListener) ---------------
+    # --- as the runner's listener (karajo.runlistener.RunListener) ---------------
 
     def run_started(self, runner: Any, record: Any) -> None:
         """Any run, whatever triggered it, moves an interval's start."""

@@ -1,4 +1,4 @@
-"""The events-stream reader of C{karajo trigger --follow} (L{karajo.cli._events})."""
+"""The events-stream reader of C{karajo trigger --follow} (L{karajo.follow_client.events})."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from karajo import cli
+from karajo import follow_client
 
 
 class EventsParserTests(SynchronousTestCase):
@@ -18,7 +18,7 @@ class EventsParserTests(SynchronousTestCase):
             b'event: log\r\ndata: {"offset":2,"text":"\xe2\x82\xac\\n"}\r\n\r\n'
             b'event: end\ndata: {"status":"canceled"}\n\n'
         )
-        self.assertEqual(list(cli._events(io.BytesIO(body))), [
+        self.assertEqual(list(follow_client.events(io.BytesIO(body))), [
             ("log", {"offset": 0, "text": "a\n"}),
             ("log", {"offset": 2, "text": "€\n"}),
             ("end", {"status": "canceled"}),
@@ -26,9 +26,9 @@ class EventsParserTests(SynchronousTestCase):
 
     def test_a_cut_stream_ends_without_its_last_event(self) -> None:
         body = b'event: log\ndata: {"offset":0,"text":"a"}\n\nevent: end\ndata: {"sta'
-        self.assertEqual(list(cli._events(io.BytesIO(body))),
+        self.assertEqual(list(follow_client.events(io.BytesIO(body))),
                          [("log", {"offset": 0, "text": "a"})])
 
     def test_exit_status_by_run_status(self) -> None:
         self.assertEqual(
-            [cli.RUN_EXIT[s] for s in ("success", "failed", "canceled")], [0, 1, 3])
+            [follow_client.RUN_EXIT[s] for s in ("success", "failed", "canceled")], [0, 1, 3])
