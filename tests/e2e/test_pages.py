@@ -304,6 +304,7 @@ class JobPageTests(_PagesTest):
             page.click(f"#run-rows a:text-is('#{CHAIN[1]}')")
             page.wait_for_url(f"**counter={CHAIN[1]}")
             assert page.locator("#run-trigger").text_content() == "a retry"
+            page.screenshot(path=artifact("run-retry.png"), full_page=False)
             assert page.locator("#run-attempt").text_content() == "2 of up to 3"
             page.screenshot(path=artifact("run-retry.png"), full_page=False)
             assert chain(page) == [
