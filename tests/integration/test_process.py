@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
@@ -101,6 +102,21 @@ class SpawnTests(TestCase):
         running = spawn_command(reactor, reactor, "pwd", odd, command_env(1), out.append)
         await running.ended
         self.assertEqual(b"".join(out).decode().strip(), odd)
+
+    async def test_output_read_a_pipeful_at_a_time(self) -> None:
+        """
+        Output already in the pipe comes in reads of up to 64 KiB, not
+        Twisted's 8 KiB: each read costs the log writer and every follower
+        of the run one piece.  The command writes 60,000 bytes in one
+        write(2), then waits, so the whole of it is in the pipe at once.
+        """
+        out: list[bytes] = []
+        command = (f"{sys.executable} -c 'import os; os.write(1, b\"x\" * 60000)'; sleep 0.3")
+        running = spawn_command(reactor, reactor, command, "/", command_env(1), out.append)
+        await running.ended
+        self.assertEqual(b"".join(out), b"x" * 60000)
+        self.assertGreater(max(map(len, out)), 8192)
+        self.assertLessEqual(max(map(len, out)), process.READ_SIZE)
 
 
 class SpawnInSessionTests(TestCase):
