@@ -6,9 +6,12 @@ The daemon tails a running log once, however many clients follow it: the
 bytes L{karajo.runlog.RunLog} writes to the file are known in process, so
 it L{LogFeed.publish}es them to the feed instead of anyone re-reading the
 file.  A follower that joins late first reads the file up to the size the
-feed had when it joined (off the reactor thread, through C{read_range}),
-holding the live pieces that arrive meanwhile, then continues from the live
-feed: no gap, no duplicate.
+feed had when it joined (off the reactor thread, through C{read_range}, a
+chunk at a time while its connection takes more), holding the live pieces
+that arrive meanwhile, then continues from the live feed: no gap, no
+duplicate.  Should those held pieces pass the cap before it is done, they
+are let go and it reads them from the file too: a late follower is never
+dropped for a slow start, and never holds more than the cap.
 
 Offsets are byte offsets into the log file, and what a feed publishes is
 exactly what goes into the file, in order: while the run is live that is
@@ -20,7 +23,7 @@ incomplete character waits for its rest), so every piece decodes on its own.
 
 A follower never makes the daemon buffer without bound: while its
 connection's write buffer is full (the transport paused its producer),
-pieces queue for it up to C{cap} bytes; past that it is dropped (its
+live pieces queue for it up to C{cap} bytes; past that it is dropped (its
 connection closed), and it may come back with the offset it got to.
 """
 
@@ -161,6 +164,13 @@ class Subscription:
     def _offer(self, offset: int, data: bytes) -> None:
         """Take C{data} (log bytes from C{offset}) for this follower."""
         if self.done:
+            return
+        if self._catching_up and self._held_bytes + len(data) > self._cap:
+            # Still reading the file: let what it held go and read it (and
+            # this piece, already counted in the feed's size) from there too.
+            self._held.clear()
+            self._held_bytes = 0
+            self._target = self._feed.size
             return
         self._held.append((offset, data))
         self._held_bytes += len(data)

@@ -1,7 +1,8 @@
 """
 L{karajo.logfeed}: one feed per run fanned out to its followers, on a
 L{task.Clock}: a late follower reads the file's head then goes on live
-without gap or duplicate, a slow one is dropped past the cap, heartbeats
+without gap or duplicate (reading on from the file, not dropped, if its
+reading is slow), a slow live one is dropped past the cap, heartbeats
 come while nothing happens, pieces end on UTF-8 boundaries.
 """
 
@@ -178,6 +179,36 @@ class FeedTests(SynchronousTestCase):
         self.assertEqual(rec.drops, 0)
         self.assertEqual(rec.text().encode(), bytes(self.file))
         self.assertTrue(rec.contiguous())
+
+    def test_slow_catch_up_reads_on_instead_of_being_dropped(self) -> None:
+        """
+        A late follower whose file reading is slower than the run's output
+        is not dropped, however much is published meanwhile (many times the
+        cap): past the cap, the pieces it held are let go and read from the
+        file as well; it never holds more than the cap, then goes live.
+        """
+        feed = self.feed(cap=100)
+        self.write(feed, b"a" * 50 + b"\n")
+        rec = Recorder()
+        sub = feed.subscribe(rec)
+        for i in range(20):
+            self.write(feed, b"%02d" % i + b"b" * 60 + b"\n")
+            self.assertLessEqual(sub._held_bytes, 100)
+        rounds = 0
+        while self.reads:
+            self.write(feed, b"c" * 60 + b"\n")  # more while each read is in flight
+            self.assertLessEqual(sub._held_bytes, 100)
+            d, start, end = self.reads.pop(0)
+            d.callback(bytes(self.file[start:end]))
+            rounds += 1
+        self.assertGreater(rounds, 1)  # read on past the size it joined at
+        self.assertFalse(sub._catching_up)
+        self.write(feed, b"live\n")
+        feed.end("success")
+        self.assertEqual(rec.drops, 0)
+        self.assertEqual(rec.text().encode(), bytes(self.file))
+        self.assertTrue(rec.contiguous())
+        self.assertEqual(rec.pieces[-1], (len(self.file) - 5, "live\n"))
 
     def test_heartbeat_while_nothing_happens(self) -> None:
         """A waiting follower (a queued run) hears a ping every 10 s; none after the end."""
