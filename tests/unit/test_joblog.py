@@ -835,6 +835,34 @@ class RunRecordTests(StoreMixin, SynchronousTestCase):
         threads.run()
         self.successResultOf(d)
 
+    def test_follower_reads_after_the_writes_not_after_each_other(self) -> None:
+        """
+        The file reads of the followers of a run wait for the writes queued
+        before them (a finish's tail), not for one another: 200 followers
+        joining a run read at once instead of one after the other.
+        """
+        threads = FakeThreads()
+        store = self.store(run_in_thread=threads)
+        log = store.begin(1)
+        log.write(b"hello\n")
+        first = store._read_range(1, 0, 4)
+        second = store._read_range(1, 2, 6)
+        self.assertEqual(len(threads.calls), 1)  # the begin's record write first
+        threads.run()
+        self.assertEqual(len(threads.calls), 2)  # then both reads together
+        threads.run()
+        self.assertEqual(self.successResultOf(first), log._store._line_prefix()[:4])
+        self.assertEqual(len(self.successResultOf(second)), 4)
+        finished = log.finish("success")
+        third = store._read_range(1, 0, log.bytes_written)
+        self.assertEqual(len(threads.calls), 1)  # the finish, then the read
+        threads.run()
+        self.assertNoResult(third)
+        threads.run()
+        self.successResultOf(finished)
+        with open(store.path_of(log.name), "rb") as f:
+            self.assertEqual(self.successResultOf(third), f.read())
+
     def test_last_run_of(self) -> None:
         """The newest run by counter: its start, else its end; None without runs."""
         self.assertIsNone(last_run_of([]))
