@@ -6,8 +6,10 @@ A real daemon (C{twistd -n karajo}, pinned to core 0 like C{http_load.py})
 runs one command job that prints 100-byte lines, 1,000 of them every
 0.1 s, each starting with the time it was printed.  N followers
 (C{--followers}, default 200, spread over C{--procs} client processes on
-core 1) open C{GET /karajo/api/job_exec/events} as soon as the trigger
-answers, read the stream to its end, and keep a SHA-256 of the text they got
+core 1) are connected before the run is triggered and open
+C{GET /karajo/api/job_exec/events} as soon as the trigger answers (so a
+follower's lag is the daemon's, not the time a client process took to
+start), read the stream to its end, and keep a SHA-256 of the text they got
 and, for the last line of every piece, how long after its printing it
 arrived (one follower per client process decodes every event and hashes
 the text; the others hash the JSON strings' contents as received, which do
@@ -15,14 +17,24 @@ not depend on where the log was cut into pieces, and count as complete when
 theirs equal it).  Reported: followers that got exactly the final log file's bytes
 (target: all), the worst lag (target: none more than 1 s behind), and the
 daemon's CPU for the run with N followers minus the same run followed by
-none (target: under 25 % of one core over the 20 s).
+none (target: under 25 % of one core over the 20 s); also the client
+processes' own CPU, to show they are not what holds the followers back.
+
+The lag is wall-clock: on a machine busy with other work the daemon, its
+command or a client may wait for a core, and the lag with it.  C{--fifo}
+runs them under SCHED_FIFO (root only) so that only karajo's own work shows;
+C{--dir /dev/shm} keeps other disk traffic out of the daemon's log writes.
+CPU figures are CPU time and need neither.  C{--profile RAW} records the
+daemon under py-spy while it is followed (that run's figures then include
+py-spy's pauses).
 
 The daemon's per-run log cap (10 MiB by default, head and tail kept) is
 raised to 64 MiB here so that all 20 MB stream live; with the default cap
 the middle of such a log is cut by design, and a follower gets the tail
 when the run ends.
 
-    python bench/follow.py [--followers 200] [--seconds 20] [--procs 4]
+    python bench/follow.py [--followers 200] [--seconds 20] [--procs 8] [--fifo]
+                           [--dir DIR] [--profile RAW]
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ import os
 import re
 import selectors
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -43,12 +56,15 @@ import tempfile
 import time
 
 from _report import table  # bench/ is sys.path[0] when a script runs
-from http_load import SECRET, cpu_seconds, free_port, get
+from http_load import SECRET, cpu_seconds, free_port, get, report_profile
 
 STAMP = re.compile(rb"chatty: (\d+\.\d+) x")
 
 DAEMON_CPU = 0
 LOAD_CPU = 1
+#: SCHED_FIFO priority with --fifo: above every ordinary process, below the
+#: kernel's own threads (which run at 50 and up).
+FIFO_PRIORITY = 10
 
 PRINTER = (
     "import sys, time\n"
@@ -73,7 +89,7 @@ LAUNCH = (
 )
 
 
-def start_daemon(base: str, port: int, seconds: float) -> subprocess.Popen:
+def start_daemon(base: str, port: int, seconds: float, fifo: bool) -> subprocess.Popen:
     os.makedirs(os.path.join(base, "etc", "karajo"), exist_ok=True)
     with open(os.path.join(base, "printer.py"), "w") as f:
         f.write(PRINTER.format(seconds=seconds))
@@ -85,7 +101,8 @@ def start_daemon(base: str, port: int, seconds: float) -> subprocess.Popen:
             '[job "chatty"]\npath = /chatty\n'
             f"command = {sys.executable} {os.path.join(base, 'printer.py')}\n"
         )
-    cmd = ["taskset", "-c", str(DAEMON_CPU), sys.executable, "-c", LAUNCH, "-n", "--pidfile=",
+    cmd = (["chrt", "-f", str(FIFO_PRIORITY)] if fifo else []) + [
+           "taskset", "-c", str(DAEMON_CPU), sys.executable, "-c", LAUNCH, "-n", "--pidfile=",
            "--logfile", os.path.join(base, "twistd.log"), "karajo", "--config", config]
     proc = subprocess.Popen(cmd, cwd=base, stdin=subprocess.DEVNULL,
                             stdout=open(os.path.join(base, "stdout.log"), "wb"),
@@ -113,17 +130,18 @@ def trigger(port: int, n: int) -> int:
 
 
 class Follower:
-    """One events-stream client on a raw socket (this process's selector)."""
+    """
+    One events-stream client on a raw socket (its process's selector),
+    connected before the run is triggered and asking for the stream at once
+    after: its lag is the daemon's, not the time a client took to start.
+    """
 
-    def __init__(self, sel: selectors.BaseSelector, port: int, counter: int, source: str) -> None:
+    def __init__(self, sel: selectors.BaseSelector, port: int, source: str) -> None:
         # karajo holds at most 64 connections per client address: spread
         # the followers over loopback addresses, as distinct clients are.
         self.sock = socket.create_connection(("127.0.0.1", port), source_address=(source, 0))
-        self.sock.sendall(
-            f"GET /karajo/api/job_exec/events?id=chatty&counter={counter} HTTP/1.1\r\n"
-            "Host: bench\r\nAccept: text/event-stream\r\n\r\n".encode())
-        self.sock.setblocking(False)
-        sel.register(self.sock, selectors.EVENT_READ, self)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sel = sel
         self.raw = bytearray()
         self.body = bytearray()
         self.head_done = False
@@ -133,8 +151,16 @@ class Follower:
         self.reference = False
         self.size = 0
         self.max_lag = 0.0
+        self.max_lag_at = 0.0
         self.status: str | None = None
         self.closed = False
+
+    def ask(self, counter: int) -> None:
+        self.sock.sendall(
+            f"GET /karajo/api/job_exec/events?id=chatty&counter={counter} HTTP/1.1\r\n"
+            "Host: bench\r\nAccept: text/event-stream\r\n\r\n".encode())
+        self.sock.setblocking(False)
+        self.sel.register(self.sock, selectors.EVENT_READ, self)
 
     def feed(self, data: bytes) -> None:
         if not data:
@@ -190,68 +216,106 @@ class Follower:
                     text = json.loads(data)["text"].encode("utf-8")
                     self.sha.update(text)
                     self.size += len(text)
+                # The piece's last line: how long after its printing it came.
                 stamps = STAMP.findall(data[-400:])
-                if stamps:
-                    self.max_lag = max(self.max_lag, now - float(stamps[-1]))
+                if stamps and now - float(stamps[-1]) > self.max_lag:
+                    self.max_lag = now - float(stamps[-1])
+                    self.max_lag_at = now
             elif block.startswith(b"event: end\ndata: "):
                 self.status = json.loads(block[17:])["status"]
         del body[:pos]
 
 
-def follow_many(port: int, counter: int, count: int, proc: int, queue) -> None:
+def follow_many(port: int, count: int, proc: int, fifo: bool, ready, go, counter, queue) -> None:
     os.sched_setaffinity(0, {LOAD_CPU})
+    if fifo:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(FIFO_PRIORITY))
     sel = selectors.DefaultSelector()
-    followers = [Follower(sel, port, counter, f"127.0.{proc + 1}.{2 + i // 50}")
-                 for i in range(count)]
+    followers = [Follower(sel, port, f"127.0.{proc + 1}.{2 + i // 50}") for i in range(count)]
     followers[0].reference = True
+    ready.put(proc)
+    go.wait()
+    for f in followers:
+        f.ask(counter.value)
     open_ = set(followers)
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
     deadline = time.monotonic() + 300
     while open_ and time.monotonic() < deadline:
         for key, _ in sel.select(timeout=1.0):
             f = key.data
             try:
-                data = f.sock.recv(1 << 20)
+                n = f.sock.recv_into(buf)
             except BlockingIOError:
                 continue
             except OSError:
-                data = b""
-            f.feed(data)
+                n = 0
+            f.feed(view[:n])
             if f.closed or f.status is not None:
                 sel.unregister(f.sock)
                 f.sock.close()
                 open_.discard(f)
     reference = followers[0]
-    queue.put([(reference.sha.hexdigest() if f.content_sha.digest() == reference.content_sha.digest()
-                else "differs", f.size, f.max_lag, f.status) for f in followers])
+    cpu = sum(os.times()[:2])
+    queue.put((cpu, [(reference.sha.hexdigest()
+                      if f.content_sha.digest() == reference.content_sha.digest() else "differs",
+                      f.size, f.max_lag, f.status, f.max_lag_at) for f in followers]))
 
 
-def one_run(port: int, followers: int, procs: int, daemon_pid: int, n: int) -> dict:
-    c0 = cpu_seconds(daemon_pid)
-    t0 = time.monotonic()
-    counter = trigger(port, n)
-    results = []
+def one_run(port: int, followers: int, procs: int, fifo: bool, daemon_pid: int, n: int,
+            profile: str | None = None) -> dict:
+    results: list[tuple] = []
+    client_cpu = 0.0
+    workers = []
     if followers:
-        queue = multiprocessing.Queue()
+        ready: multiprocessing.Queue = multiprocessing.Queue()
+        queue: multiprocessing.Queue = multiprocessing.Queue()
+        go = multiprocessing.Event()
+        counter = multiprocessing.Value("i", 0)
         per = [followers // procs + (1 if i < followers % procs else 0) for i in range(procs)]
-        workers = [multiprocessing.Process(target=follow_many, args=(port, counter, k, i, queue))
+        workers = [multiprocessing.Process(target=follow_many,
+                                           args=(port, k, i, fifo, ready, go, counter, queue))
                    for i, k in enumerate(per) if k]
         for w in workers:
             w.start()
         for _ in workers:
-            results.extend(queue.get())
+            ready.get(timeout=120)
+    spy = None
+    if profile:
+        spy = subprocess.Popen(
+            ["taskset", "-c", str(LOAD_CPU),
+             shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy"),
+             "record", "--format", "raw",
+             "--rate", "200", "--pid", str(daemon_pid), "-o", profile],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)
+    c0 = cpu_seconds(daemon_pid)
+    t0 = time.monotonic()
+    started = time.time()
+    counter_n = trigger(port, n)
+    if workers:
+        counter.value = counter_n
+        go.set()
+        for _ in workers:
+            cpu, got = queue.get()
+            client_cpu += cpu
+            results.extend(got)
         for w in workers:
             w.join()
     # Wait for the run's end (with no followers, by polling).
     while True:
         data = json.loads(get(port, "/karajo/api/job_exec?id=chatty")[1])["data"]
-        entry = next((e for e in data["logs"] if e["counter"] == counter), None)
+        entry = next((e for e in data["logs"] if e["counter"] == counter_n), None)
         if entry and entry["status"] != "running":
             break
         time.sleep(0.2)
     wall = time.monotonic() - t0
     cpu = cpu_seconds(daemon_pid) - c0
-    return {"counter": counter, "results": results, "cpu": cpu, "wall": wall,
-            "status": entry["status"]}
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes what it has
+        spy.wait(60)
+    return {"counter": counter_n, "results": results, "cpu": cpu, "wall": wall,
+            "status": entry["status"], "client_cpu": client_cpu, "started": started}
 
 
 def main(argv=None) -> int:
@@ -259,14 +323,22 @@ def main(argv=None) -> int:
     p.add_argument("--followers", type=int, default=200)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--procs", type=int, default=8)
+    p.add_argument("--fifo", action="store_true",
+                   help="run the daemon, its command and the followers under SCHED_FIFO (needs "
+                        "root): other work on a shared machine then does not delay them")
+    p.add_argument("--dir", help="where the daemon's files go (default: the system's temporary "
+                                 "directory; /dev/shm keeps other disk work out of the figures)")
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--profile", metavar="RAW",
+                   help="record the daemon under py-spy while it is followed, into RAW")
     args = p.parse_args(argv)
-    tmp = tempfile.mkdtemp(prefix="karajo-follow-")
+    tmp = tempfile.mkdtemp(prefix="karajo-follow-", dir=args.dir)
     port = free_port()
-    daemon = start_daemon(tmp, port, args.seconds)
+    daemon = start_daemon(tmp, port, args.seconds, args.fifo)
     try:
-        alone = one_run(port, 0, args.procs, daemon.pid, 1)
-        followed = one_run(port, args.followers, args.procs, daemon.pid, 2)
+        alone = one_run(port, 0, args.procs, args.fifo, daemon.pid, 1)
+        followed = one_run(port, args.followers, args.procs, args.fifo, daemon.pid, 2,
+                           args.profile)
         log_dir = os.path.join(tmp, "var", "log", "karajo", "job", "chatty")
         path = os.path.join(log_dir, f"chatty.{followed['counter']}.{followed['status']}")
         with open(path, "rb") as f:
@@ -277,8 +349,9 @@ def main(argv=None) -> int:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     digest = hashlib.sha256(final).hexdigest()
-    got_all = sum(1 for sha, size, _, _ in followed["results"] if sha == digest)
-    lags = sorted(lag for _, _, lag, _ in followed["results"])
+    got_all = sum(1 for sha, *_ in followed["results"] if sha == digest)
+    lags = sorted(r[2] for r in followed["results"])
+    worst_at = max(followed["results"], key=lambda r: r[2])[4] - followed["started"]
     streaming_cpu = followed["cpu"] - alone["cpu"]
     share = streaming_cpu / args.seconds
     rows = [
@@ -289,15 +362,21 @@ def main(argv=None) -> int:
          f"({'OK' if got_all == args.followers else 'MISSES'})"),
         ("worst lag behind the printing, median / max over followers",
          f"{lags[len(lags) // 2]:.3f} / {lags[-1]:.3f} s "
-         f"({'OK' if lags and lags[-1] < 1.0 else 'MISSES'} < 1 s)"),
+         f"({'OK' if lags and lags[-1] < 1.0 else 'MISSES'} < 1 s), "
+         f"the worst {worst_at:.1f} s into the run"),
         ("daemon CPU for the run: alone / with followers",
          f"{alone['cpu']:.2f} / {followed['cpu']:.2f} s"),
         ("daemon CPU for the streaming",
          f"{streaming_cpu:.2f} s over {args.seconds:g} s = {share * 100:.0f} % of one core "
          f"({'OK' if share < 0.25 else 'MISSES'} < 25 %)"),
+        ("the followers' own CPU (core 1)",
+         f"{followed['client_cpu']:.2f} s = {followed['client_cpu'] / followed['wall'] * 100:.0f} %"
+         " of that core"),
     ]
     print(f"{args.followers} followers of one run printing 1 MB/s for {args.seconds:g} s")
     print(table(rows, ("figure", "measured")))
+    if args.profile:
+        report_profile(args.profile)
     return 0
 
 
