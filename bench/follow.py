@@ -142,6 +142,8 @@ class Follower:
         # karajo holds at most 64 connections per client address: spread
         # the followers over loopback addresses, as distinct clients are.
         self.sock = socket.create_connection(("127.0.0.1", port), source_address=(source, 0))
+        # Room for about a second of the stream: a client process busy with
+        # its other followers does not make the daemon wait for this one.
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sel = sel
         self.raw = bytearray()
