@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -69,6 +69,10 @@ KINDS = ("job", "job_http")
 
 
 CRASH_LINE = "!!! karajo stopped during this run; marked failed at start-up"
+
+#: Seconds after a run began that its record is written, if it has not
+#: ended by then (L{LogStore._save_records_soon}).
+RECORD_DELAY = 1.0
 
 _log = Logger()
 
@@ -132,12 +136,17 @@ class LogStore:
         #: the run record file (see the module docstring), or None
         self.records_path = state_path + RECORDS_SUFFIX if state_path is not None else None
         self._floor: int | None = None
+        # The counter the state file is known to hold (None: not read yet).
+        # Touched only by prune, which never overlaps itself for one job.
+        self._floor_on_disk: int | None = None
         # The records of the kept logs by counter, oldest first; touched only
         # on the reactor thread (the thread steps get immutable snapshots).
         self._records: dict[int, RunRecord] = {}
         # Record writes and log finishes of this job, one after the other.
         self._io: Deferred[None] = Deferred()
         self._io.callback(None)
+        # The delayed write of the records after a run began (_save_records_soon).
+        self._save_call: IDelayedCall | None = None
         self._prefix_second: int | None = None
         self._prefix = b""
         # The feeds of the runs accepted and not final yet, by counter
@@ -285,8 +294,28 @@ class LogStore:
         self._io.addCallback(start)
         return done
 
+    def _save_records_soon(self) -> None:
+        """
+        A run began: its record reaches the file L{RECORD_DELAY} seconds
+        later, unless the run ends first (most runs of a busy daemon do):
+        its finish writes the file anyway (L{_snapshot_for_finish}), and one
+        file replacement per run instead of two is about a tenth of a run's
+        cost on a file system where creating a file is slow.
+        """
+        if self.records_path is None or self._save_call is not None:
+            return
+        self._save_call = self.clock.callLater(RECORD_DELAY, self._save_records)
+
+    def _snapshot_for_finish(self) -> tuple[RunRecord, ...]:
+        """The records a finish writes; a pending write of them is no longer needed."""
+        if self._save_call is not None:
+            self._save_call.cancel()
+            self._save_call = None
+        return self._snapshot()
+
     def _save_records(self) -> None:
-        """Queue a rewrite of the record file (after a run began)."""
+        """Queue a rewrite of the record file (a run began a while ago)."""
+        self._save_call = None
         if self.records_path is None:
             return
         d = self._in_order(write_records, self.records_path, self._snapshot())
@@ -360,7 +389,8 @@ class LogStore:
         writes the state file before it deletes any log.  Nothing here
         waits on the disk (no fsync), because it runs on the reactor thread
         for every run.  The run's L{RunRecord} (C{running}, started now)
-        is kept at once and written to the record file off this thread.
+        is kept at once; it reaches the record file off this thread, with
+        the finish or L{RECORD_DELAY} seconds from now, whichever is first.
 
         @raise FileExistsError: a log of that counter exists already.
         @raise ValueError: C{counter} is not above a counter already used
@@ -390,7 +420,7 @@ class LogStore:
         )
         if reserved:  # it may come after a later counter's record: keep them in order
             self._records = dict(sorted(self._records.items()))
-        self._save_records()
+        self._save_records_soon()
         return RunLog(self, running, fd, self.reserve(counter))
 
     def end_unstarted(self, counter: int, trigger: str | None, why: str) -> Deferred[None] | None:
@@ -431,7 +461,13 @@ class LogStore:
         if doomed:
             # The counters of deleted logs must never come back, even if an
             # operator later deletes the rest: record the highest one first.
-            self._write_floor(max(n.counter for n in names))
+            # The file is written ahead (the highest counter of any log, not
+            # just of the doomed ones), so with a retention of N it needs
+            # rewriting (two fsyncs) about once every N + 1 runs, not per run.
+            if self._floor_on_disk is None:
+                self._floor_on_disk = self._read_floor()
+            if max(n.counter for n in doomed) > self._floor_on_disk:
+                self._write_floor(max(n.counter for n in names))
         for name in doomed:
             try:
                 os.unlink(self.path_of(name))
@@ -528,3 +564,4 @@ class LogStore:
             os.close(fd)
         os.replace(tmp, self.state_path)
         fsync_dir(os.path.dirname(os.path.abspath(self.state_path)))
+        self._floor_on_disk = counter

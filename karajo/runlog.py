@@ -180,7 +180,7 @@ class RunLog:
             store.path_of(final),
             final,
             store.records_path,
-            store._snapshot(),
+            store._snapshot_for_finish(),
         )
 
         def renamed(name: LogName) -> LogName:
