@@ -636,6 +636,35 @@ class RoutingTests(APITestCase):
             self.assertTrue(r.header("allow"), (method, path))
         self.assertEqual(self.runner("hello").counter, 0)
 
+    def test_webhook_route_is_direct(self) -> None:
+        """
+        A webhook POST reaches its handler without werkzeug's matching (the
+        hot path: every trigger and every forged one), with the same
+        answers; a path werkzeug treats its own way (an empty segment) and
+        other methods still go through it.
+        """
+        bound = []
+        real_bind = KarajoAPI.app.url_map.bind
+
+        def bind(*args: Any, **kw: Any) -> Any:
+            bound.append(kw.get("path_info"))
+            return real_bind(*args, **kw)
+
+        self.patch(KarajoAPI.app.url_map, "bind", bind)
+        ok = self.hook("/hello", self.epoch_body())
+        self.assertEqual((ok.code, ok.json["message"]), (200, "job started"))
+        self.assertError(self.hook("/hello", self.epoch_body(), secret="wrong"),
+                         403, "ERR_JOB_FORBIDDEN")
+        self.assertError(self.hook("/deep/er", b"{}"), 404, "ERR_JOB_NOT_FOUND")
+        self.assertEqual(self.hook("/deep/er/record", b'{"_karajo_epoch":%d}' % NOW,
+                                   secret=JOB_SECRET, header="X-Custom-Sign").code, 200)
+        self.assertEqual(bound, [])
+        self.assertError(self.hook("/hello/", b"{}"), 404, "ERR_JOB_NOT_FOUND")
+        self.assertError(self.request("GET", "/karajo/api/job_exec/run/hello"),
+                         405, "ERR_METHOD_NOT_ALLOWED")
+        self.assertEqual(bound, ["/karajo/api/job_exec/run/hello/",
+                                 "/karajo/api/job_exec/run/hello"])
+
     def test_user_input_not_echoed(self) -> None:
         marker = "<script>alert(1)</script>"
         quoted = "%3Cscript%3Ealert(1)%3C%2Fscript%3E"
