@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+import attrs
 import bcrypt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from treq.testing import StubTreq
@@ -536,6 +537,34 @@ class ReadTests(APITestCase):
         self.runner("hello").pause()
         third = self.get("/karajo/api/environment").json["data"]["jobs"]["hello"]
         self.assertEqual(third["status"], "paused")
+
+    def test_job_document_same_as_whole_encoding(self) -> None:
+        """
+        The cached template of a job's JSON gives, byte for byte, what
+        encoding the whole document gives, as runs come and go and a job
+        shows what a template mark looks like.
+        """
+        from karajo.model import JobKind
+        from karajo.web.documents import _MARKS, Documents, job_dict, job_http_dict
+        from karajo.web.envelope import dumps
+
+        docs = Documents(self.service, "v")
+
+        def check() -> None:
+            for kind, table, build in ((JobKind.JOB, self.service.jobs, job_dict),
+                                       (JobKind.JOB_HTTP, self.service.http_jobs, job_http_dict)):
+                for svc in table.values():
+                    r = svc.runner
+                    whole = dumps(build(r.job, r.status, r.last_run, svc.next_run, r.records()))
+                    self.assertEqual(docs.job(kind, svc).json, whole)
+
+        check()
+        for n in range(7):  # past the retention of 5: records come and go
+            self.assertEqual(self.hook("/hello", self.epoch_body(NOW + n)).code, 200)
+            check()
+        hello = self.service.jobs["hello"]
+        hello.runner.job = attrs.evolve(hello.runner.job, description=_MARKS[0])
+        check()
 
     def test_openapi_served(self) -> None:
         r = self.get("/karajo/api/openapi.json")
