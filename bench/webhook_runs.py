@@ -300,6 +300,12 @@ def finish_profile(args, proc: subprocess.Popen) -> None:
     _, err = proc.communicate(timeout=120)
     if proc.returncode != 0:
         print("py-spy: " + err.decode(errors="replace")[-1000:])
+    # A non-blocking sampler may read a frame while it changes: drop the
+    # few lines that came out garbled.
+    with open(args.profile, encoding="utf-8", errors="replace") as f:
+        lines = [ln for ln in f if ln.rstrip("\n").rpartition(" ")[2].isdigit()]
+    with open(args.profile, "w", encoding="utf-8") as f:
+        f.writelines(lines)
     report_profile(args.profile, top=30)
 
 
