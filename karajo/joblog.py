@@ -450,8 +450,9 @@ class LogStore:
         Keep the newest C{retention} finished logs (at least one) and delete
         the older finished ones.  A running log is never counted or touched.
 
-        Blocking: the runner calls it through C{run_in_thread}, then
-        L{forget} with what it returns.
+        Blocking: the runner has it run in the finish's thread step
+        (C{RunLog.finish(status, retention)}), which then L{forget}s what it
+        returns on the reactor thread.
 
         @return: the logs deleted.
         """

@@ -16,6 +16,7 @@ import attrs
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet import defer, task
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from karajo.joblog import (
@@ -797,6 +798,36 @@ class RunRecordTests(StoreMixin, SynchronousTestCase):
         self.assertEqual(state.finalised, (LogName(2, "my_id", "failed"),))
         self.assertEqual(state.records[1], RunRecord("my_id", 2, "failed", None, T0 + 0.5))
         self.assertEqual(state.last_run, datetime.datetime.fromtimestamp(T0 + 0.5, datetime.UTC))
+
+    def test_finish_prunes_in_the_same_step(self) -> None:
+        """
+        finish(status, retention) prunes in its own thread step and the
+        store forgets the pruned records; a failed prune is logged, the
+        finish still succeeds and the logs stay.
+        """
+        threads = FakeThreads()
+        store = self.store(run_in_thread=threads)
+        for counter in (1, 2):
+            d = store.begin(counter).finish("success")
+            threads.run()
+            self.successResultOf(d)
+        d = store.begin(3).finish("success", retention=2)
+        self.assertEqual(len(threads.calls), 1)
+        threads.run()
+        self.assertEqual(self.successResultOf(d), LogName(3, "my_id", "success"))
+        self.assertEqual([n.counter for n in store.scan()], [2, 3])
+        self.assertEqual([r.counter for r in store.records()], [2, 3])
+
+        def broken(retention: int) -> list:
+            raise PermissionError("no")
+
+        store.prune = broken  # type: ignore[method-assign]
+        with capturedLogs() as events:
+            d = store.begin(4).finish("failed", retention=1)
+            threads.run()
+        self.assertEqual(self.successResultOf(d), LogName(4, "my_id", "failed"))
+        self.assertEqual([n.counter for n in store.scan()], [2, 3, 4])
+        self.assertEqual([e["error"] for e in events if "error" in e], ["no"])
 
     def test_one_write_per_short_run(self) -> None:
         """
