@@ -142,6 +142,8 @@ class LogStore:
         # The records of the kept logs by counter, oldest first; touched only
         # on the reactor thread (the thread steps get immutable snapshots).
         self._records: dict[int, RunRecord] = {}
+        # _records as a tuple, made again only after it changed (snapshot()).
+        self._tuple: tuple[RunRecord, ...] | None = None
         # Record writes and log finishes of this job, one after the other.
         self._io: Deferred[None] = Deferred()
         self._io.callback(None)
@@ -261,9 +263,20 @@ class LogStore:
         """Drop the records of logs L{prune} deleted (on the reactor thread)."""
         for name in names:
             self._records.pop(name.counter, None)
+        self._tuple = None
+
+    def snapshot(self) -> tuple[RunRecord, ...]:
+        """
+        L{records} as a tuple, the same object until a record changes: the
+        API compares it to know whether a job's cached JSON is still good
+        (for every job of the environment, on every dashboard poll).
+        """
+        if self._tuple is None:
+            self._tuple = tuple(self._records.values())
+        return self._tuple
 
     def _snapshot(self) -> tuple[RunRecord, ...]:
-        return tuple(self._records.values())
+        return self.snapshot()
 
     def _ended(self, final: LogName, ended: float) -> None:
         assert final.status is not None
@@ -273,6 +286,7 @@ class LogStore:
         self._records[final.counter] = attrs.evolve(
             record, status=RunStatus(final.status), ended=ended
         )
+        self._tuple = None
 
     def _in_order(self, f: Callable[..., object], *args: object) -> Deferred:
         """
@@ -334,6 +348,7 @@ class LogStore:
         """Take what L{load} found as this store's state (reactor thread)."""
         self._floor = state.counter
         self._records = {r.counter: r for r in state.records}
+        self._tuple = None
         return state
 
     def load(self) -> RestoredState:
@@ -420,6 +435,7 @@ class LogStore:
         )
         if reserved:  # it may come after a later counter's record: keep them in order
             self._records = dict(sorted(self._records.items()))
+        self._tuple = None
         self._save_records_soon()
         return RunLog(self, running, fd, self.reserve(counter))
 

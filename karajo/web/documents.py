@@ -195,7 +195,7 @@ class Documents:
         the job's service object: computing C{job.id} costs a regex.
         """
         runner = svc.runner
-        logs = tuple(runner.records())
+        logs = runner.store.snapshot()  # the same tuple while no record changed
         # The job value too: a reload gives a job service a new one (the
         # same object compares by identity, at no cost).
         key = (runner.status, runner.last_run, svc.next_run, logs, runner.job)
@@ -242,11 +242,8 @@ class Documents:
         parts = [self._env_head]
         for kind in JobKind:
             parts.append(b',"' + kind.table.encode("ascii") + b'":{')
-            for svc in getattr(self._service, kind.table).values():
-                parts.append(job(kind, svc).named)
-                parts.append(b",")
-            if parts[-1] == b",":
-                parts.pop()
+            parts.append(b",".join([job(kind, svc).named
+                                    for svc in getattr(self._service, kind.table).values()]))
             parts.append(b"}")
         parts.append(b"}}")
         return b"".join(parts)

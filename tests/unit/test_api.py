@@ -578,7 +578,7 @@ class ReadTests(APITestCase):
         def broken():
             raise RuntimeError("s3cret details")
 
-        self.runner("hello").records = broken
+        self.runner("hello").store.snapshot = broken
         r = self.get("/karajo/api/environment")
         doc = self.assertError(r, 500, "ERR_INTERNAL")
         self.assertEqual(doc["message"], "internal server error")

@@ -799,6 +799,24 @@ class RunRecordTests(StoreMixin, SynchronousTestCase):
         self.assertEqual(state.records[1], RunRecord("my_id", 2, "failed", None, T0 + 0.5))
         self.assertEqual(state.last_run, datetime.datetime.fromtimestamp(T0 + 0.5, datetime.UTC))
 
+    def test_snapshot_changes_with_the_records(self) -> None:
+        """snapshot() is the same tuple until a record is added, ended or forgotten."""
+        store = self.store()
+        empty = store.snapshot()
+        self.assertIs(store.snapshot(), empty)
+        log = store.begin(1)
+        running = store.snapshot()
+        self.assertEqual([r.status for r in running], ["running"])
+        self.assertIs(store.snapshot(), running)
+        self.finish(log)
+        ended = store.snapshot()
+        self.assertEqual([r.status for r in ended], ["success"])
+        self.assertIs(store.snapshot(), ended)
+        store.forget([LogName(1, "my_id", "success")])
+        self.assertEqual(store.snapshot(), ())
+        store.adopt(self.store().load())
+        self.assertEqual([r.counter for r in store.snapshot()], [1])
+
     def test_finish_prunes_in_the_same_step(self) -> None:
         """
         finish(status, retention) prunes in its own thread step and the
