@@ -275,9 +275,6 @@ class LogStore:
             self._tuple = tuple(self._records.values())
         return self._tuple
 
-    def _snapshot(self) -> tuple[RunRecord, ...]:
-        return self.snapshot()
-
     def _ended(self, final: LogName, ended: float) -> None:
         assert final.status is not None
         record = self._records.get(final.counter)
@@ -312,9 +309,10 @@ class LogStore:
         """
         A run began: its record reaches the file L{RECORD_DELAY} seconds
         later, unless the run ends first (most runs of a busy daemon do):
-        its finish writes the file anyway (L{_snapshot_for_finish}), and one
-        file replacement per run instead of two is about a tenth of a run's
-        cost on a file system where creating a file is slow.
+        its finish writes the file anyway (L{_snapshot_for_finish}).  A file
+        replacement less per run: where creating a file is slow (ext4
+        without a journal, see bench/PROFILE.md) that is a good part of a
+        run's cost.
         """
         if self.records_path is None or self._save_call is not None:
             return
@@ -325,14 +323,14 @@ class LogStore:
         if self._save_call is not None:
             self._save_call.cancel()
             self._save_call = None
-        return self._snapshot()
+        return self.snapshot()
 
     def _save_records(self) -> None:
         """Queue a rewrite of the record file (a run began a while ago)."""
         self._save_call = None
         if self.records_path is None:
             return
-        d = self._in_order(write_records, self.records_path, self._snapshot())
+        d = self._in_order(write_records, self.records_path, self.snapshot())
         d.addErrback(
             lambda f: _log.failure("Writing run records {path} failed", f, path=self.records_path)
         )
