@@ -168,9 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=float, default=0.15)
     p.add_argument("--flock", action="store_true", help="flock /tmp/bench.lock around each")
     args = p.parse_args(argv)
+    source = None
     if args.source:
         with open(args.source) as f:
-            current = json.load(f)["figures"]
+            source = json.load(f)
+        current = source["figures"]
     else:
         current = measure(set(args.only.split(",")), args.flock)
     try:
@@ -183,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         load = " ".join(f.read().split()[:3])
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip()
-    entry = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-             "commit": commit, "load_average": load, "figures": current}
+    entry = source or {  # figures read back keep when and where they were measured
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit, "load_average": load, "figures": current}
     if args.save:
         with open(args.save, "w") as f:
             json.dump(entry, f, indent=1)
