@@ -126,6 +126,18 @@ def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         conn.close()
 
 
+def gzip_size(port: int, path: str) -> int:
+    """The size on the wire of C{path}'s answer with C{Accept-Encoding: gzip} (0: not encoded)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path, headers={"Accept-Encoding": "gzip"})
+        resp = conn.getresponse()
+        body = resp.read()
+        return len(body) if resp.getheader("Content-Encoding") == "gzip" else 0
+    finally:
+        conn.close()
+
+
 class Daemon:
     """A C{twistd -n karajo} process on a config file, pinned to one core."""
 
@@ -236,6 +248,8 @@ def run_wrk(args, url: str, connections: int, script: str, script_args: list[str
     if script_args:
         cmd += ["--", *script_args]
     env = dict(os.environ, KARAJO_WRK_DIR=WRK_DIR)
+    if getattr(args, "gzip", False):
+        env["KARAJO_WRK_GZIP"] = "1"
     c0 = cpu_seconds(daemon_pid) if daemon_pid else 0.0
     w0 = time.monotonic()
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 120)
@@ -342,7 +356,11 @@ def env_scenario(args, tmp: str, profile: bool = False) -> tuple[dict, dict]:
         status, body = get(port, "/karajo/api/environment")
         doc = json.loads(body)
         nlogs = sum(len(j["logs"]) for j in doc["data"]["jobs"].values())
-        print(f"  document: {len(body):,} bytes, {len(doc['data']['jobs']):,} jobs, {nlogs:,} logs")
+        packed = gzip_size(port, "/karajo/api/environment")
+        print(f"  document: {len(body):,} bytes ({packed:,} gzip-encoded when asked), "
+              f"{len(doc['data']['jobs']):,} jobs, {nlogs:,} logs"
+              + ("; wrk asks for gzip" if args.gzip else ""))
+        args.env_bytes = (len(body), packed)
         url = f"http://127.0.0.1:{port}/karajo/api/environment"
         prof = start_profiler(args, d, base, "environment") if profile else None
         r8 = run_wrk(args, url, 8, "get.lua", daemon_pid=d.pid)
@@ -492,6 +510,9 @@ def parse_args(argv=None):
     p.add_argument("--env-jobs", type=int, default=1000, help="jobs of scenario 3 (default 1,000)")
     p.add_argument("--startup-jobs", type=int, default=10_000, help="jobs of scenario 4 (default 10,000)")
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy run")
+    p.add_argument("--gzip", action="store_true",
+                   help="scenario 3: wrk asks for gzip (Accept-Encoding: gzip)")
+    p.add_argument("--json", default=None, help="write the figures to this file")
     p.add_argument("--rules", action="store_true",
                    help="scenarios 1-2: the job has 3 trigger rules and 2 payload variables")
     p.add_argument("--profile-scenario", type=int, default=None,
@@ -524,6 +545,7 @@ def main(argv=None) -> int:
     print(f"load average at start: {loadavg()} (other work on this machine skews every figure)")
 
     rows = []
+    results: dict = {"bench": "http_load", "load_average": [loadavg()], "gzip": args.gzip}
     # (scenario, how far from target: >1 is a miss; bigger is worse)
     misses: dict[int, float] = {}
     try:
@@ -534,6 +556,8 @@ def main(argv=None) -> int:
             ok_rps = (r["s200"] + r["s429"]) / (r["duration_us"] / 1e6)
             other = r["sother"] + r["s403"] + r["err_timeout"]
             print(f"  accepted+429: {ok_rps:,.0f} req/s; other statuses: {other}")
+            results["signed"] = {"rps": ok_rps, "cpu_ms_per_req": r["cpu_ms_per_req"],
+                                 "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "other": other}
             rows.append(("1 signed webhook, accepted+429 req/s", f"{ok_rps:,.0f}",
                          f">= {TARGET_SIGNED_RPS:,.0f}", ok_rps >= TARGET_SIGNED_RPS))
             rows.append(("1 signed webhook, latency p50/p99 ms",
@@ -549,6 +573,8 @@ def main(argv=None) -> int:
             print_wrk("forged", r)
             rps403 = r["s403"] / (r["duration_us"] / 1e6)
             other = r["requests"] - r["s403"]
+            results["forged"] = {"rps": rps403, "cpu_ms_per_req": r["cpu_ms_per_req"],
+                                 "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "other": other}
             rows.append(("2 forged signature, 403 req/s", f"{rps403:,.0f}",
                          f">= {TARGET_FORGED_RPS:,.0f}", rps403 >= TARGET_FORGED_RPS))
             rows.append(("2 forged signature, latency p50/p99 ms",
@@ -562,6 +588,10 @@ def main(argv=None) -> int:
             r8, r64 = env_scenario(args, tmp)
             print_wrk("8 connections", r8)
             print_wrk("64 connections", r64)
+            results["environment"] = {
+                "rps8": r8["rps"], "cpu_ms_per_req8": r8["cpu_ms_per_req"], "p99_ms8": r8["p99_ms"],
+                "rps64": r64["rps"], "max_ms64": r64["max_ms"],
+                "bytes": args.env_bytes[0], "gzip_bytes": args.env_bytes[1]}
             rows.append(("3 environment @8, req/s", f"{r8['rps']:,.0f}",
                          f">= {TARGET_ENV_RPS:,.0f}", r8["rps"] >= TARGET_ENV_RPS and r8["sother"] == 0))
             rows.append(("3 environment @8, latency p50/p99 ms",
@@ -582,10 +612,15 @@ def main(argv=None) -> int:
                              f"< {TARGET_START_S:g}", s["seconds"] < TARGET_START_S))
                 rows.append((f"4 start-up ({s['label']}), VmRSS MiB", f"{s['rss_mib']:.1f}",
                              f"< {TARGET_RSS_MIB:g}", s["rss_mib"] < TARGET_RSS_MIB))
+            results["startup"] = starts
             worst = max(starts, key=lambda s: s["seconds"])
             misses[4] = max(worst["seconds"] / TARGET_START_S,
                             max(s["rss_mib"] for s in starts) / TARGET_RSS_MIB)
 
+        results["load_average"].append(loadavg())
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
         print("\nSummary (this machine)")
         print(table([(a, b, c, "" if d == "" else ("ok" if d else "MISS")) for a, b, c, d in rows],
                     ("figure", "measured", "target", "")))

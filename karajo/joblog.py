@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -69,6 +69,10 @@ KINDS = ("job", "job_http")
 
 
 CRASH_LINE = "!!! karajo stopped during this run; marked failed at start-up"
+
+#: Seconds after a run began that its record is written, if it has not
+#: ended by then (L{LogStore._save_records_soon}).
+RECORD_DELAY = 1.0
 
 _log = Logger()
 
@@ -132,12 +136,19 @@ class LogStore:
         #: the run record file (see the module docstring), or None
         self.records_path = state_path + RECORDS_SUFFIX if state_path is not None else None
         self._floor: int | None = None
+        # The counter the state file is known to hold (None: not read yet).
+        # Touched only by prune, which never overlaps itself for one job.
+        self._floor_on_disk: int | None = None
         # The records of the kept logs by counter, oldest first; touched only
         # on the reactor thread (the thread steps get immutable snapshots).
         self._records: dict[int, RunRecord] = {}
+        # _records as a tuple, made again only after it changed (snapshot()).
+        self._tuple: tuple[RunRecord, ...] | None = None
         # Record writes and log finishes of this job, one after the other.
         self._io: Deferred[None] = Deferred()
         self._io.callback(None)
+        # The delayed write of the records after a run began (_save_records_soon).
+        self._save_call: IDelayedCall | None = None
         self._prefix_second: int | None = None
         self._prefix = b""
         # The feeds of the runs accepted and not final yet, by counter
@@ -262,9 +273,17 @@ class LogStore:
         """Drop the records of logs L{prune} deleted (on the reactor thread)."""
         for name in names:
             self._records.pop(name.counter, None)
+        self._tuple = None
 
-    def _snapshot(self) -> tuple[RunRecord, ...]:
-        return tuple(self._records.values())
+    def snapshot(self) -> tuple[RunRecord, ...]:
+        """
+        L{records} as a tuple, the same object until a record changes: the
+        API compares it to know whether a job's cached JSON is still good
+        (for every job of the environment, on every dashboard poll).
+        """
+        if self._tuple is None:
+            self._tuple = tuple(self._records.values())
+        return self._tuple
 
     def _ended(self, final: LogName, ended: float) -> None:
         assert final.status is not None
@@ -274,6 +293,7 @@ class LogStore:
         self._records[final.counter] = attrs.evolve(
             record, status=RunStatus(final.status), ended=ended
         )
+        self._tuple = None
 
     def _in_order(self, f: Callable[..., object], *args: object) -> Deferred:
         """
@@ -295,11 +315,32 @@ class LogStore:
         self._io.addCallback(start)
         return done
 
+    def _save_records_soon(self) -> None:
+        """
+        A run began: its record reaches the file L{RECORD_DELAY} seconds
+        later, unless the run ends first (most runs of a busy daemon do):
+        its finish writes the file anyway (L{_snapshot_for_finish}).  A file
+        replacement less per run: where creating a file is slow (ext4
+        without a journal, see bench/PROFILE.md) that is a good part of a
+        run's cost.
+        """
+        if self.records_path is None or self._save_call is not None:
+            return
+        self._save_call = self.clock.callLater(RECORD_DELAY, self._save_records)
+
+    def _snapshot_for_finish(self) -> tuple[RunRecord, ...]:
+        """The records a finish writes; a pending write of them is no longer needed."""
+        if self._save_call is not None:
+            self._save_call.cancel()
+            self._save_call = None
+        return self.snapshot()
+
     def _save_records(self) -> None:
-        """Queue a rewrite of the record file (after a run began)."""
+        """Queue a rewrite of the record file (a run began a while ago)."""
+        self._save_call = None
         if self.records_path is None:
             return
-        d = self._in_order(write_records, self.records_path, self._snapshot())
+        d = self._in_order(write_records, self.records_path, self.snapshot())
         d.addErrback(
             lambda f: _log.failure("Writing run records {path} failed", f, path=self.records_path)
         )
@@ -315,6 +356,7 @@ class LogStore:
         """Take what L{load} found as this store's state (reactor thread)."""
         self._floor = state.counter
         self._records = {r.counter: r for r in state.records}
+        self._tuple = None
         return state
 
     def load(self) -> RestoredState:
@@ -370,7 +412,8 @@ class LogStore:
         writes the state file before it deletes any log.  Nothing here
         waits on the disk (no fsync), because it runs on the reactor thread
         for every run.  The run's L{RunRecord} (C{running}, started now)
-        is kept at once and written to the record file off this thread.
+        is kept at once; it reaches the record file off this thread, with
+        the finish or L{RECORD_DELAY} seconds from now, whichever is first.
 
         @raise FileExistsError: a log of that counter exists already.
         @raise ValueError: C{counter} is not above a counter already used
@@ -400,7 +443,8 @@ class LogStore:
         )
         if reserved:  # it may come after a later counter's record: keep them in order
             self._records = dict(sorted(self._records.items()))
-        self._save_records()
+        self._tuple = None
+        self._save_records_soon()
         return RunLog(self, running, fd, self.reserve(counter))
 
     def end_unstarted(self, counter: int, trigger: str | None, why: str) -> Deferred[None] | None:
@@ -430,8 +474,9 @@ class LogStore:
         Keep the newest C{retention} finished logs (at least one) and delete
         the older finished ones.  A running log is never counted or touched.
 
-        Blocking: the runner calls it through C{run_in_thread}, then
-        L{forget} with what it returns.
+        Blocking: the runner has it run in the finish's thread step
+        (C{RunLog.finish(status, retention)}), which then L{forget}s what it
+        returns on the reactor thread.
 
         @return: the logs deleted.
         """
@@ -441,7 +486,13 @@ class LogStore:
         if doomed:
             # The counters of deleted logs must never come back, even if an
             # operator later deletes the rest: record the highest one first.
-            self._write_floor(max(n.counter for n in names))
+            # The file is written ahead (the highest counter of any log, not
+            # just of the doomed ones), so with a retention of N it needs
+            # rewriting (two fsyncs) about once every N + 1 runs, not per run.
+            if self._floor_on_disk is None:
+                self._floor_on_disk = self._read_floor()
+            if max(n.counter for n in doomed) > self._floor_on_disk:
+                self._write_floor(max(n.counter for n in names))
         for name in doomed:
             try:
                 os.unlink(self.path_of(name))
@@ -538,3 +589,4 @@ class LogStore:
             os.close(fd)
         os.replace(tmp, self.state_path)
         fsync_dir(os.path.dirname(os.path.abspath(self.state_path)))
+        self._floor_on_disk = counter

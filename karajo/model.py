@@ -9,6 +9,7 @@ Durations are L{datetime.timedelta}; C{None} means "not set".
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -34,6 +35,7 @@ MAX_RETRY_DELAY = timedelta(hours=1)
 _NOT_ID = re.compile(r"[^a-z0-9_-]")
 
 
+@functools.lru_cache(maxsize=16384)
 def job_id(name: str) -> str:
     """
     Normalise a job name into the ID used in paths, log names and the API.
@@ -43,6 +45,7 @@ def job_id(name: str) -> str:
     character lower-cased on its own (Go's C{unicode.ToLower}: U+0130 is
     C{i}, the Kelvin sign C{k}), then every I{byte} of the UTF-8 outside
     C{[a-z0-9_-]} replaced by C{_} (so C{日本} is six of them, not two).
+    Cached: a job's C{id} is asked for on every request about it.
     """
     lowered = "".join("i" if c == "\u0130" else c.lower() for c in name)
     ident = _NOT_ID.sub("_", lowered.encode("utf-8").decode("latin-1"))

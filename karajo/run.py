@@ -468,15 +468,11 @@ class JobRunner(Service):
         self.executing = False
         self.last_status = status
         release_slot()
-        await runlog.finish(status)
-        record = self.store.record(counter)
-        try:
-            # Listing and unlinking wait on the disk: not on the reactor thread.
-            pruned = await self.store.run_in_thread(self.store.prune, self.job.log_retention)
-        except OSError:
-            log.failure("{job}: pruning old logs failed", job=self.name)
-        else:
-            self.store.forget(pruned)
+        # The finish's thread step also prunes the old logs (listing and
+        # unlinking wait on the disk: not on the reactor thread).
+        finishing = runlog.finish(status, retention=self.job.log_retention)
+        record = self.store.record(counter)  # with its status and end, from finish()
+        await finishing
         if status is RunStatus.FAILED and self._retries(attempt):
             # Decided before the listeners hear of the run: a notification
             # or a chain waits for the last attempt.  The retry itself is

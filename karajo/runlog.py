@@ -137,13 +137,19 @@ class RunLog:
         self._file.flush()
         self._publish()
 
-    def finish(self, status: str) -> Deferred[LogName]:
+    def finish(self, status: str, retention: int | None = None) -> Deferred[LogName]:
         """
         End the run: its record gets the status and the end time at once;
         then write what is still held in memory (partial line, cut note,
         tail), fsync and close the file, replace the run record file, rename
         the log to its final name and fsync the directory, all in one
         C{run_in_thread} step so the reactor never waits on the disk.
+
+        @param retention: when given, the same thread step then prunes the
+            job's logs to that many (L{karajo.joblog.LogStore.prune}) and
+            the store forgets the pruned ones' records: a thread hop less
+            per run than pruning on its own.  A failure to prune is logged
+            and leaves the logs as they are.
 
         @return: fires with the final L{LogName} once the rename is durable.
         @raise RuntimeError: when called a second time.
@@ -172,16 +178,13 @@ class RunLog:
         final = attrs.evolve(self.name, status=status)
         store = self._store
         store._ended(final, store.clock.seconds())
-        d = store._in_order(
-            _close_and_rename,
-            self._file,
-            rest,
-            self.path,
-            store.path_of(final),
-            final,
-            store.records_path,
-            store._snapshot(),
-        )
+        args = (self._file, rest, self.path, store.path_of(final), final,
+                store.records_path, store._snapshot_for_finish())
+        if retention is None:
+            d = store._in_order(_close_and_rename, *args)
+        else:
+            d = store._in_order(_finish_and_prune, store, retention, *args)
+            d.addCallback(self._forget_pruned)
 
         def renamed(name: LogName) -> LogName:
             self.name = name
@@ -194,6 +197,15 @@ class RunLog:
             return failure
 
         return d.addCallbacks(renamed, failed)
+
+    def _forget_pruned(self, result: tuple[LogName, list[LogName] | str]) -> LogName:
+        final, pruned = result
+        if isinstance(pruned, str):
+            _log.warn("{job}: pruning old logs failed: {error}",
+                      job=self._store.job_id, error=pruned)
+        else:
+            self._store.forget(pruned)
+        return final
 
     def _check_open(self) -> None:
         if self._finished:
@@ -240,6 +252,21 @@ class RunLog:
                 self._tail_bytes -= len(dropped)
                 self._cut_bytes += len(dropped)
                 self._cut_lines += 1
+
+
+def _finish_and_prune(
+    store: LogStore, retention: int, *args: object
+) -> tuple[LogName, list[LogName] | str]:
+    """
+    L{_close_and_rename}, then L{karajo.joblog.LogStore.prune}: one thread
+    step.  Returns the final name and the pruned logs (or, when pruning
+    failed, why: the finish itself succeeded).
+    """
+    final = _close_and_rename(*args)  # type: ignore[arg-type]
+    try:
+        return final, store.prune(retention)
+    except OSError as e:
+        return final, str(e)
 
 
 def _close_and_rename(

@@ -17,11 +17,16 @@ logs the store keeps.
     C{$ID.runs.tmp}, then C{rename}d over), so a kill -9 at any point leaves
     the old or the new file, never a torn one.  A file that does not parse
     (a power loss before the page cache reached the disk) is ignored.
-  - Cheap: no fsync of its own.  It is rewritten twice per run, both times
-    off the reactor thread and in order (C{LogStore._in_order}): after
-    L{karajo.joblog.LogStore.begin} (the run is C{running} and has its start time), and
-    at L{karajo.runlog.RunLog.finish} in the same thread step that fsyncs and renames the
-    log, just before the rename.  The log file and its name stay the truth
+  - Cheap: no fsync of its own.  It is rewritten once per run, off the
+    reactor thread and in order (C{LogStore._in_order}): at
+    L{karajo.runlog.RunLog.finish} in the same thread step that fsyncs and renames the
+    log, just before the rename; a run still going
+    L{karajo.joblog.RECORD_DELAY} (1 s) after L{karajo.joblog.LogStore.begin}
+    is written once more then (C{running}, with its start time), so a
+    crash during a long run keeps its start and trigger.  A run killed with
+    the daemon in its first second has no record: restored C{failed}, its
+    C{ended} is its log's modification time and its start unknown, as for a
+    log of an older karajo.  The log file and its name stay the truth
     about which runs exist and how they ended; the record adds the times.
   - Pruned with the logs: L{karajo.joblog.LogStore.forget} drops the records of pruned
     logs, and each rewrite holds only the records the store still keeps;

@@ -37,6 +37,13 @@ from karajo.status import Trigger
 
 log = Logger()
 
+#: A payload up to this size is written and removed on the reactor thread:
+#: a small file created without fsync waits on no disk (so is the run's log,
+#: L{karajo.joblog.LogStore.begin}), and the two thread hops it replaces cost
+#: more, one of them before the command can start.  A larger one, whose
+#: copy and block allocation take time, goes through C{run_in_thread}.
+PAYLOAD_INLINE_MAX = 64 * 1024
+
 
 class Work(Protocol):
     def run(self, log: RunLog, counter: int, request: Any) -> defer.Deferred[None]:
@@ -60,8 +67,7 @@ class CommandWork:
     (with the leader's start time, which proves the group's identity) is
     made on the reactor thread right after the spawn, before the child can
     be reaped: read later from a thread, a fast command was gone and its
-    record lost the start time.  The file writes go through
-    C{run_in_thread}, in order.
+    record lost the start time.  The file is written there too (L{_record}).
 
     A run triggered by a webhook (its request a L{TriggerRequest}; a retry
     gets the first attempt's request again) has its body in
@@ -92,7 +98,6 @@ class CommandWork:
         self._job_id = job_id
         self._env = env
         self._run_in_thread = run_in_thread
-        self._pid_ops: defer.Deferred = defer.succeed(None)
         self._clock = clock
         self._commands = commands
         self._cwd = cwd
@@ -147,63 +152,70 @@ class CommandWork:
         if self._pid_path is not None:
             make_private_dirs(os.path.dirname(self._pid_path))
         body = request.body if "payload_file" in payload else None
+        # A small payload is written and removed right here: see PAYLOAD_INLINE_MAX.
+        inline = body is not None and len(body) <= PAYLOAD_INLINE_MAX
         try:
             if body is not None:
                 make_private_dirs(os.path.dirname(payload["payload_file"]))
                 try:
-                    await self._run_in_thread(write_payload, payload["payload_file"], body)
+                    if inline:
+                        write_payload(payload["payload_file"], body)
+                    else:
+                        await self._run_in_thread(write_payload, payload["payload_file"], body)
                 except OSError as e:
                     raise RunFailed(f"cannot write the payload file: {e.strerror or e}") from None
             await self._commands_in_order(log, env)
         finally:
             if body is not None:
                 try:
-                    await self._run_in_thread(remove_payload, payload["payload_file"])
+                    if inline:
+                        remove_payload(payload["payload_file"])
+                    else:
+                        await self._run_in_thread(remove_payload, payload["payload_file"])
                 except OSError:
                     _payload_not_removed(payload["payload_file"])
 
     async def _commands_in_order(self, log: RunLog, env: dict[str, str]) -> None:
-        try:
-            for number, command in enumerate(self._commands, 1):
+        for number, command in enumerate(self._commands, 1):
+            if self._stopped:
+                raise Stopped()
+            log.line(f"--- Execute {number:2d}: {command}")
+            self._current = spawn_command(
+                self._reactor, self._clock, command, self._cwd, env, log.write, log.line
+            )
+            self._record(self._current.pgid)
+            try:
+                await self._current.ended
+            except CommandResult as e:
                 if self._stopped:
-                    raise Stopped()
-                log.line(f"--- Execute {number:2d}: {command}")
-                self._current = spawn_command(
-                    self._reactor, self._clock, command, self._cwd, env, log.write, log.line
-                )
-                self._record(self._current.pgid)
-                try:
-                    await self._current.ended
-                except CommandResult as e:
-                    if self._stopped:
-                        raise Stopped() from None
-                    raise RunFailed(e.message) from None
-                finally:
-                    self._record(None)
-                    self._current = None
-        finally:
-            # The pid file is settled (gone) before the run counts as over.
-            await self._pid_ops
+                    raise Stopped() from None
+                raise RunFailed(e.message) from None
+            finally:
+                # The pid file is gone before the run counts as over.
+                self._record(None)
+                self._current = None
         if self._stopped:
             raise Stopped()
 
     def _record(self, pgid: int | None) -> None:
-        """Queue a write (or, with C{None}, the removal) of the pid file."""
+        """
+        Write (or, with C{None}, remove) the pid file, here on the reactor
+        thread: a file of a few dozen bytes, no fsync, like the run's log
+        (L{karajo.joblog.LogStore.begin}), so no disk wait; a thread hop
+        each would cost more than the write (two per command).
+        """
         if self._pid_path is None:
             return
-
-        def failed(failure) -> None:
-            log.failure("writing {path} failed", failure, path=self._pid_path)
-
         # The record is made now, right after the spawn, while the child
         # is at worst an unreaped zombie: its start time is what proves the
         # group's identity after a crash (see group_record).
         record = group_record(pgid) if pgid is not None else None
         if pgid is not None and record is None:
             return  # already gone: nothing to recover after a crash
-        self._pid_ops.addCallback(
-            lambda _: self._run_in_thread(self._write_record, record)
-        ).addErrback(failed)
+        try:
+            self._write_record(record)
+        except OSError:
+            log.failure("writing {path} failed", path=self._pid_path)
 
     def _write_record(self, record: str | None) -> None:
         assert self._pid_path is not None

@@ -4,3 +4,6 @@ dofile((os.getenv("KARAJO_WRK_DIR") or "bench/wrk") .. "/common.lua")
 
 wrk.method = "GET"
 wrk.headers["Accept"] = "application/json"
+if os.getenv("KARAJO_WRK_GZIP") then
+   wrk.headers["Accept-Encoding"] = "gzip"
+end

@@ -47,6 +47,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
+from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import NotFound
 from werkzeug.routing import RequestRedirect
 
@@ -510,7 +511,37 @@ class _APIResource(KleinResource):
                 segment.decode("utf-8")
         except UnicodeDecodeError:
             return self._api._error_body(request, NotFound())
+        path = _webhook_path(request)
+        if path is not None:
+            # The hottest route (every webhook, and every forged one) goes
+            # straight to its handler: werkzeug's matching and Klein's
+            # Deferred chain cost more than the handler itself.  The answer
+            # is written as Klein writes it.
+            request.prepath += request.postpath
+            request.postpath = []
+            request.write(self._api.job_exec_run(request, path=path))
+            request.finish()
+            return NOT_DONE_YET
         return super().render(request)
+
+
+#: C{POST /karajo/api/job_exec/run/<path>} split at its slashes.
+_WEBHOOK_PREFIX = [b"karajo", b"api", b"job_exec", b"run"]
+
+
+def _webhook_path(request: Any) -> str | None:
+    """
+    The C{<path>} of a webhook POST, as Klein's route would give it; C{None}
+    for anything else, and for a path werkzeug would treat its own way (an
+    empty segment: a double or trailing slash), which Klein then routes.
+    """
+    postpath = request.postpath
+    if request.method != b"POST" or len(postpath) < 5 or postpath[:4] != _WEBHOOK_PREFIX:
+        return None
+    rest = postpath[4:]
+    if b"" in rest:
+        return None
+    return b"/".join(rest).decode("utf-8")
 
 
 def run_document(kind: JobKind, job_id: str, accepted: Any) -> dict[str, Any]:

@@ -108,6 +108,55 @@ def job_http_dict(job: JobHttp, status: str, last_run: float | None,
     }
 
 
+#: Stand-ins for the dynamic fields while a job's template is encoded: a
+#: NUL never survives config parsing, and the template checks each appears
+#: exactly once anyway.
+_MARKS = ("\0karajo-status\0", "\0karajo-last-run\0", "\0karajo-next-run\0",
+          "\0karajo-logs\0")
+
+
+class _Template:
+    """
+    A job's JSON with its static fields encoded once (per job value: a
+    reload makes a new one), cut where the dynamic ones go; and the
+    encoded entry of each of its run records.  A trigger changes the
+    status and the logs, so its answer is rebuilt every time: this keeps
+    that to a few string joins.
+    """
+
+    __slots__ = ("job", "parts", "records")
+
+    def __init__(self, job: Job | JobHttp, build: Any) -> None:
+        self.job = job
+        document = build(job, "", None, None, ())
+        for field, mark in zip(("status", "last_run", "next_run", "logs"), _MARKS, strict=True):
+            document[field] = mark
+        text = dumps(document)
+        parts: list[str] = []
+        for mark in map(dumps, _MARKS):
+            head, found, text = text.partition(mark)
+            if not found or mark in text:
+                raise ValueError("a job's JSON holds a template mark")
+            parts.append(head)
+        parts.append(text)
+        self.parts = parts
+        self.records: dict[Any, str] = {}
+
+    def render(self, status: str, last_run: float | None, next_run: float | None,
+               logs: tuple[Any, ...]) -> str:
+        known = self.records
+        fresh = {}
+        for record in logs:
+            text = known.get(record)
+            fresh[record] = text if text is not None else dumps(_logs_json((record,))[0])
+        self.records = fresh
+        p = self.parts
+        return "".join((
+            p[0], dumps(status), p[1], dumps(format_time(last_run)), p[2],
+            dumps(format_time(next_run)), p[3], "[", ",".join(fresh.values()), "]", p[4],
+        ))
+
+
 class Cached:
     """One job's encoded JSON and the dynamic state it was built from."""
 
@@ -134,6 +183,7 @@ class Documents:
         self._service = service
         self._version = version
         self._cache: dict[Any, Cached] = {}
+        self._templates: dict[Any, _Template] = {}
         self._env_head: bytes | None = None
         #: the environment the head was built from (a reload replaces it)
         self._head_of: Any = None
@@ -145,7 +195,7 @@ class Documents:
         the job's service object: computing C{job.id} costs a regex.
         """
         runner = svc.runner
-        logs = tuple(runner.records())
+        logs = runner.store.snapshot()  # the same tuple while no record changed
         # The job value too: a reload gives a job service a new one (the
         # same object compares by identity, at no cost).
         key = (runner.status, runner.last_run, svc.next_run, logs, runner.job)
@@ -154,7 +204,13 @@ class Documents:
             return entry
         job = key[4]
         build = job_dict if kind is JobKind.JOB else job_http_dict
-        text = dumps(build(job, key[0], key[1], key[2], logs))
+        template = self._templates.get(svc)
+        try:
+            if template is None or template.job is not job:
+                template = self._templates[svc] = _Template(job, build)
+            text = template.render(key[0], key[1], key[2], logs)
+        except ValueError:  # a mark in the job's own text: encode it whole
+            text = dumps(build(job, key[0], key[1], key[2], logs))
         entry = Cached(key, text, (dumps(job.name) + ":" + text).encode("ascii"))
         self._cache[svc] = entry
         return entry
@@ -163,6 +219,7 @@ class Documents:
         """Drop the cached documents of jobs a reload removed."""
         for svc in services:
             self._cache.pop(svc, None)
+            self._templates.pop(svc, None)
 
     def environment(self) -> bytes:
         """The whole C{GET /karajo/api/environment} answer, envelope included."""
@@ -185,11 +242,8 @@ class Documents:
         parts = [self._env_head]
         for kind in JobKind:
             parts.append(b',"' + kind.table.encode("ascii") + b'":{')
-            for svc in getattr(self._service, kind.table).values():
-                parts.append(job(kind, svc).named)
-                parts.append(b",")
-            if parts[-1] == b",":
-                parts.pop()
+            parts.append(b",".join([job(kind, svc).named
+                                    for svc in getattr(self._service, kind.table).values()]))
             parts.append(b"}")
         parts.append(b"}}")
         return b"".join(parts)

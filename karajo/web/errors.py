@@ -16,6 +16,7 @@ are fixed strings or short reasons that never repeat what the client sent.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -186,7 +187,19 @@ def error(
     set_json_headers(request, code)
     for header, value in headers:
         request.setHeader(header, value)
+    if data is None:
+        return _error_body(code, message, name)
     return envelope(code, message, data, name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _error_body(code: int, message: str, name: str) -> bytes:
+    """
+    An error's body without data, encoded once: refusals (a forged
+    signature's 403, a busy job's 429) come by the thousand a second with a
+    few messages (fixed strings, or naming a job); the cache is bounded.
+    """
+    return envelope(code, message, None, name)
 
 
 def error_response(code: int, reason: bytes, name: str, message: str) -> bytes:

@@ -216,6 +216,20 @@ class LimitedChannel(HTTPChannelHooks):
     _lingerCall: IDelayedCall | None = None
     _lingering = False
     _lingerBytes = 0
+    _host: Any = None
+    _peer: Any = None
+
+    def getHost(self) -> Any:
+        """The local address, asked once per connection (a syscall each time otherwise)."""
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
+
+    def getPeer(self) -> Any:
+        """The client's address, asked once per connection: every request reads it."""
+        if self._peer is None:
+            self._peer = super().getPeer()
+        return self._peer
 
     # -- header deadline -------------------------------------------------
 

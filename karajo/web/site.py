@@ -23,6 +23,7 @@ from karajo.twisted_private import request_gone
 from karajo.users import Sessions, threaded_check
 from karajo.version import __version__
 from karajo.web.api import KarajoAPI
+from karajo.web.compression import gzipped
 from karajo.web.errors import error
 from karajo.web.limits import limited_site
 from karajo.web.metrics import Metrics
@@ -73,10 +74,13 @@ class Root(Resource):
     def __init__(self, api: IResource, ui: IResource | None, public: IResource | None,
                  metrics: IResource | None = None, service: Any = None) -> None:
         super().__init__()
-        self._api = api
-        self._ui = ui
+        # Answers gzip-compressed when asked (karajo.web.compression), all
+        # but the events streams', which must reach a follower piece by piece.
+        self._api_plain = api
+        self._api = gzipped(api)
+        self._ui = gzipped(ui) if ui is not None else None
         self._public = public
-        self._metrics = metrics
+        self._metrics = gzipped(metrics) if metrics is not None else None
         self._service = service
 
     def getChildWithDefault(self, name: bytes, request) -> IResource:
@@ -89,6 +93,8 @@ class Root(Resource):
                 # The API's routes are full paths: hand it the request as
                 # it came, with "karajo" still in postpath.
                 request.postpath.insert(0, request.prepath.pop())
+                if request.postpath[3:4] == [b"events"]:
+                    return self._api_plain
                 return self._api
             return self._ui
         if self._public is not None:

@@ -534,7 +534,7 @@ class CheckAgreesWithDaemonTests(unittest.SynchronousTestCase):
         from twisted.internet import task
 
         from karajo import cli
-        from karajo.joblog import LogStore
+        from karajo.joblog import RECORD_DELAY, LogStore
         from karajo.paths import Paths
 
         base = os.path.abspath(self.mktemp())
@@ -563,12 +563,15 @@ class CheckAgreesWithDaemonTests(unittest.SynchronousTestCase):
         assert daemon is not None
         self.assertEqual(daemon.timestamp(), 1_800_000_140)
         self.assertEqual(cli._last_run(job, paths), daemon.timestamp())
-        # A run going on (or left by a crash) is the newest: both count from its start.
+        # A run going on (or left by a crash) is the newest: both count from
+        # its start, once its record is written (RECORD_DELAY after it).
         running = store()
         running.restore()
         running.begin(3)
-        self.assertEqual(cli._last_run(job, paths), clock.seconds())
-        self.assertEqual(store().restore().last_run.timestamp(), clock.seconds())
+        started = clock.seconds()
+        clock.advance(RECORD_DELAY)
+        self.assertEqual(cli._last_run(job, paths), started)
+        self.assertEqual(store().restore().last_run.timestamp(), started)
 
 
 class TriggerFollowTests(unittest.TestCase):

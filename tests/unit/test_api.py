@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+import attrs
 import bcrypt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from treq.testing import StubTreq
@@ -537,6 +538,34 @@ class ReadTests(APITestCase):
         third = self.get("/karajo/api/environment").json["data"]["jobs"]["hello"]
         self.assertEqual(third["status"], "paused")
 
+    def test_job_document_same_as_whole_encoding(self) -> None:
+        """
+        The cached template of a job's JSON gives, byte for byte, what
+        encoding the whole document gives, as runs come and go and a job
+        shows what a template mark looks like.
+        """
+        from karajo.model import JobKind
+        from karajo.web.documents import _MARKS, Documents, job_dict, job_http_dict
+        from karajo.web.envelope import dumps
+
+        docs = Documents(self.service, "v")
+
+        def check() -> None:
+            for kind, table, build in ((JobKind.JOB, self.service.jobs, job_dict),
+                                       (JobKind.JOB_HTTP, self.service.http_jobs, job_http_dict)):
+                for svc in table.values():
+                    r = svc.runner
+                    whole = dumps(build(r.job, r.status, r.last_run, svc.next_run, r.records()))
+                    self.assertEqual(docs.job(kind, svc).json, whole)
+
+        check()
+        for n in range(7):  # past the retention of 5: records come and go
+            self.assertEqual(self.hook("/hello", self.epoch_body(NOW + n)).code, 200)
+            check()
+        hello = self.service.jobs["hello"]
+        hello.runner.job = attrs.evolve(hello.runner.job, description=_MARKS[0])
+        check()
+
     def test_openapi_served(self) -> None:
         r = self.get("/karajo/api/openapi.json")
         self.assertEqual(r.code, 200)
@@ -549,7 +578,7 @@ class ReadTests(APITestCase):
         def broken():
             raise RuntimeError("s3cret details")
 
-        self.runner("hello").records = broken
+        self.runner("hello").store.snapshot = broken
         r = self.get("/karajo/api/environment")
         doc = self.assertError(r, 500, "ERR_INTERNAL")
         self.assertEqual(doc["message"], "internal server error")
@@ -635,6 +664,35 @@ class RoutingTests(APITestCase):
             self.assertError(r, 405, "ERR_METHOD_NOT_ALLOWED")
             self.assertTrue(r.header("allow"), (method, path))
         self.assertEqual(self.runner("hello").counter, 0)
+
+    def test_webhook_route_is_direct(self) -> None:
+        """
+        A webhook POST reaches its handler without werkzeug's matching (the
+        hot path: every trigger and every forged one), with the same
+        answers; a path werkzeug treats its own way (an empty segment) and
+        other methods still go through it.
+        """
+        bound = []
+        real_bind = KarajoAPI.app.url_map.bind
+
+        def bind(*args: Any, **kw: Any) -> Any:
+            bound.append(kw.get("path_info"))
+            return real_bind(*args, **kw)
+
+        self.patch(KarajoAPI.app.url_map, "bind", bind)
+        ok = self.hook("/hello", self.epoch_body())
+        self.assertEqual((ok.code, ok.json["message"]), (200, "job started"))
+        self.assertError(self.hook("/hello", self.epoch_body(), secret="wrong"),
+                         403, "ERR_JOB_FORBIDDEN")
+        self.assertError(self.hook("/deep/er", b"{}"), 404, "ERR_JOB_NOT_FOUND")
+        self.assertEqual(self.hook("/deep/er/record", b'{"_karajo_epoch":%d}' % NOW,
+                                   secret=JOB_SECRET, header="X-Custom-Sign").code, 200)
+        self.assertEqual(bound, [])
+        self.assertError(self.hook("/hello/", b"{}"), 404, "ERR_JOB_NOT_FOUND")
+        self.assertError(self.request("GET", "/karajo/api/job_exec/run/hello"),
+                         405, "ERR_METHOD_NOT_ALLOWED")
+        self.assertEqual(bound, ["/karajo/api/job_exec/run/hello/",
+                                 "/karajo/api/job_exec/run/hello"])
 
     def test_user_input_not_echoed(self) -> None:
         marker = "<script>alert(1)</script>"

@@ -16,10 +16,12 @@ import attrs
 from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet import defer, task
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from karajo.joblog import (
     LINE_MAX,
+    RECORD_DELAY,
     STATUSES,
     LogName,
     LogStore,
@@ -30,6 +32,7 @@ from karajo.joblog import (
     load_records,
     parse_log_name,
 )
+from karajo.runlog import _close_and_rename
 from karajo.runrecord import write_records
 
 # 2026-01-02 03:04:05 UTC
@@ -375,8 +378,7 @@ class RunLogTests(StoreMixin, SynchronousTestCase):
         threads = FakeThreads()
         store = self.store(run_in_thread=threads)
         log = store.begin(1)
-        self.assertEqual(len(threads.calls), 1)  # the run record, off the thread
-        threads.run()
+        self.assertEqual(len(threads.calls), 0)  # the run record waits (RECORD_DELAY)
         log.line("=== DONE")
         d = log.finish("success")
         self.assertEqual(len(threads.calls), 1)
@@ -575,6 +577,25 @@ class StoreTests(StoreMixin, SynchronousTestCase):
         state = self.store().restore()
         self.assertEqual(state, RestoredState(3, None, None, (), ()))
 
+    def test_counter_floor_written_ahead(self) -> None:
+        """
+        prune() writes the state file only when a log it deletes has a
+        counter above the one the file holds, and then the highest counter
+        of any log: with a retention of 2, once every 3 runs.
+        """
+        store = self.store()
+        written = []
+        real = store._write_floor
+        store._write_floor = lambda counter: (written.append(counter), real(counter))[1]
+        for counter in range(1, 11):
+            self.run_job(store, counter)
+            store.prune(2)
+        self.assertEqual(written, [3, 6, 9])
+        self.assertEqual(sorted(n.counter for n in store.scan()), [9, 10])
+        for name in store.scan():  # an operator removes every log
+            os.unlink(store.path_of(name))
+        self.assertEqual(self.store().restore().counter, 9)
+
     def test_counter_from_logs_above_floor(self) -> None:
         """The counter is the highest of the state file and the log names."""
         store = self.store()
@@ -721,14 +742,19 @@ class RunRecordTests(StoreMixin, SynchronousTestCase):
             return json.loads(f.read())
 
     def test_begin_and_finish(self) -> None:
-        """begin() records a running run with its start; finish() its status and end."""
+        """
+        begin() records a running run with its start, written to the file
+        RECORD_DELAY later; finish() its status and end.
+        """
         store = self.store()
         log = store.begin(1, trigger="webhook")
         record = RunRecord("my_id", 1, "running", T0, None, "webhook", 1, None)
         self.assertEqual(store.records(), [record])
         self.assertEqual(store.record(1), record)
+        self.assertFalse(os.path.exists(store.records_path))
+        self.clock.advance(RECORD_DELAY)
         self.assertEqual(self.saved()["runs"], [record.to_json()])
-        self.clock.advance(2.5)
+        self.clock.advance(2.5 - RECORD_DELAY)
         self.finish(log, "failed")
         done = RunRecord("my_id", 1, "failed", T0, T0 + 2.5, "webhook")
         self.assertEqual(store.records(), [done])
@@ -754,6 +780,85 @@ class RunRecordTests(StoreMixin, SynchronousTestCase):
         self.assertEqual(state.finalised, (LogName(1, "my_id", "failed"),))
         self.assertEqual(state.records, (RunRecord("my_id", 1, "failed", T0, T0 + 7, "schedule"),))
         self.assertEqual(state.last_run, datetime.datetime.fromtimestamp(T0, datetime.UTC))
+
+    def test_crash_in_the_first_second(self) -> None:
+        """
+        A run killed before its record was written (within RECORD_DELAY of
+        its start) is still finalised C{failed}, its counter kept; its
+        start is unknown and its end (and last run) is its log's last write.
+        """
+        store = self.store()
+        self.run_job(store, 1)
+        log = store.begin(2, trigger="webhook")
+        log.line("=== BEGIN")
+        os.utime(log.path, (T0 + 0.5, T0 + 0.5))
+        self.clock.advance(RECORD_DELAY / 2)
+        state = self.store().restore()  # the kill: nothing more reaches the disk
+        self.assertEqual(state.counter, 2)
+        self.assertEqual(state.finalised, (LogName(2, "my_id", "failed"),))
+        self.assertEqual(state.records[1], RunRecord("my_id", 2, "failed", None, T0 + 0.5))
+        self.assertEqual(state.last_run, datetime.datetime.fromtimestamp(T0 + 0.5, datetime.UTC))
+
+    def test_snapshot_changes_with_the_records(self) -> None:
+        """snapshot() is the same tuple until a record is added, ended or forgotten."""
+        store = self.store()
+        empty = store.snapshot()
+        self.assertIs(store.snapshot(), empty)
+        log = store.begin(1)
+        running = store.snapshot()
+        self.assertEqual([r.status for r in running], ["running"])
+        self.assertIs(store.snapshot(), running)
+        self.finish(log)
+        ended = store.snapshot()
+        self.assertEqual([r.status for r in ended], ["success"])
+        self.assertIs(store.snapshot(), ended)
+        store.forget([LogName(1, "my_id", "success")])
+        self.assertEqual(store.snapshot(), ())
+        store.adopt(self.store().load())
+        self.assertEqual([r.counter for r in store.snapshot()], [1])
+
+    def test_finish_prunes_in_the_same_step(self) -> None:
+        """
+        finish(status, retention) prunes in its own thread step and the
+        store forgets the pruned records; a failed prune is logged, the
+        finish still succeeds and the logs stay.
+        """
+        threads = FakeThreads()
+        store = self.store(run_in_thread=threads)
+        for counter in (1, 2):
+            d = store.begin(counter).finish("success")
+            threads.run()
+            self.successResultOf(d)
+        d = store.begin(3).finish("success", retention=2)
+        self.assertEqual(len(threads.calls), 1)
+        threads.run()
+        self.assertEqual(self.successResultOf(d), LogName(3, "my_id", "success"))
+        self.assertEqual([n.counter for n in store.scan()], [2, 3])
+        self.assertEqual([r.counter for r in store.records()], [2, 3])
+
+        def broken(retention: int) -> list:
+            raise PermissionError("no")
+
+        store.prune = broken  # type: ignore[method-assign]
+        with capturedLogs() as events:
+            d = store.begin(4).finish("failed", retention=1)
+            threads.run()
+        self.assertEqual(self.successResultOf(d), LogName(4, "my_id", "failed"))
+        self.assertEqual([n.counter for n in store.scan()], [2, 3, 4])
+        self.assertEqual([e["error"] for e in events if "error" in e], ["no"])
+
+    def test_one_write_per_short_run(self) -> None:
+        """
+        A run that ends within RECORD_DELAY writes the record file once, at
+        its finish; the delayed write is cancelled (none fires later).
+        """
+        threads = FakeThreads()
+        store = self.store(run_in_thread=threads)
+        log = store.begin(1)
+        self.clock.advance(RECORD_DELAY / 2)
+        log.finish("success")
+        self.assertEqual([f for f, _args, _d in threads.calls], [_close_and_rename])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_the_log_name_wins(self) -> None:
         """
@@ -806,6 +911,7 @@ class RunRecordTests(StoreMixin, SynchronousTestCase):
         store.forget(store.prune(2))
         self.assertEqual([r.counter for r in store.records()], [2, 3])
         store.begin(4)
+        self.clock.advance(RECORD_DELAY)
         self.assertEqual([r["counter"] for r in self.saved()["runs"]], [2, 3, 4])
         os.unlink(store.path_of(LogName(2, "my_id", "success")))
         self.assertEqual([r.counter for r in self.store().restore().records], [3, 4])
@@ -815,6 +921,7 @@ class RunRecordTests(StoreMixin, SynchronousTestCase):
         store = self.store()
         self.run_job(store, 1)
         store.begin(2)
+        self.clock.advance(RECORD_DELAY)
         before = sorted(os.listdir(self.directory))
         records = load_records(self.directory, "my_id", store.records_path)
         self.assertEqual([(r.counter, r.status) for r in records],
@@ -827,6 +934,7 @@ class RunRecordTests(StoreMixin, SynchronousTestCase):
         threads = FakeThreads()
         store = self.store(run_in_thread=threads)
         log = store.begin(1)
+        self.clock.advance(RECORD_DELAY)
         d = log.finish("success")
         self.assertEqual(len(threads.calls), 1)  # only the begin's write
         threads.run()
