@@ -32,6 +32,11 @@ GZIP_LEVEL = 6
 CACHE_MIN_BYTES = 32 * 1024
 #: How many such bodies are kept.
 CACHE_ENTRIES = 4
+#: A body written in pieces (a streamed page) is flushed to the client at
+#: least every this many bytes of input, so the browser can paint the
+#: page's head and first rows while the rest is built; zlib alone would
+#: hold tens of KiB back.
+STREAM_FLUSH_BYTES = 8 * 1024
 
 
 def accepts_gzip(header: bytes | None) -> bool:
@@ -98,6 +103,8 @@ class _GzipEncoder:
         self._cache = cache
         self._compressor: Any = None
         self._started = False
+        #: input bytes compressed since the last flush to the client
+        self._unflushed = 0
         #: a large first write and its compressed start, kept at the end
         #: when nothing else was written
         self._whole: tuple[bytes, bytes] | None = None
@@ -113,17 +120,26 @@ class _GzipEncoder:
     def encode(self, data: bytes) -> bytes:
         if self._started:
             self._whole = None  # written in pieces: not a body to keep
-            return self._compress(data)
+            return self._streamed(data)
         self._started = True
         # The length is the compressed one's, unknown before the end.
         self._request.responseHeaders.removeHeader(b"Content-Length")
         if len(data) < CACHE_MIN_BYTES:
-            return self._compress(data)
+            return self._streamed(data)
         packed = self._cache.get(data)
         if packed is not None:
             return packed
         out = self._compress(data)
         self._whole = (data, out)
+        return out
+
+    def _streamed(self, data: bytes) -> bytes:
+        """A piece of a body that may go on: flushed once enough is held back."""
+        out = self._compress(data)
+        self._unflushed += len(data)
+        if self._unflushed >= STREAM_FLUSH_BYTES:
+            self._unflushed = 0
+            out += self._compressor.flush(zlib.Z_SYNC_FLUSH)
         return out
 
     def finish(self) -> bytes:

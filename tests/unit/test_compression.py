@@ -109,3 +109,30 @@ class SiteTests(SynchronousTestCase):
         self.assertEqual(response.code, 404)
         self.assertIsNone(response.headers.getRawHeaders("content-encoding"))
         self.assertIn(b"ERR_LOG_NOT_FOUND", body)
+
+
+class StreamedBodyTests(SynchronousTestCase):
+    def test_a_streamed_page_reaches_the_client_as_it_is_written(self) -> None:
+        """
+        A page written in pieces is flushed every STREAM_FLUSH_BYTES of
+        input, so its head and first rows can be painted before the rest
+        is built; the pieces still make one valid gzip body.
+        """
+        from karajo.web.compression import _Cache, _GzipEncoder
+
+        class Request:
+            responseHeaders = Headers()
+
+        encoder = _GzipEncoder(Request(), _Cache())
+        pieces = [os.urandom(300).hex().encode() for _ in range(100)]  # 600 bytes each
+        out = []
+        fed = 0
+        decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        seen = b""
+        for piece in pieces:
+            out.append(encoder.encode(piece))
+            fed += len(piece)
+            seen += decoder.decompress(out[-1])
+            self.assertLessEqual(fed - len(seen), 8 * 1024)
+        out.append(encoder.finish())
+        self.assertEqual(zlib.decompress(b"".join(out), 16 + zlib.MAX_WBITS), b"".join(pieces))
