@@ -445,9 +445,16 @@ def _kill_group(pgid: int, sig: int) -> None:
 class LeftoverRecordTests(TestCase):
     def test_round_trip(self) -> None:
         """A record of a live group is recognised; garbage and old boots are not."""
+        import subprocess
+
         from karajo.process import group_record, leftover_group
 
-        me = os.getpgrp()
+        # A group of its own whose leader is alive: the test's own group
+        # may have lost its leader (a shell that started it in the background).
+        leader = subprocess.Popen(["sleep", "60"], start_new_session=True)
+        self.addCleanup(leader.wait)
+        self.addCleanup(leader.kill)
+        me = leader.pid
         self.assertEqual(leftover_group(group_record(me)), me)
         for stale in ("", "x", "1", "0 a b", f"{me} another-boot 123"):
             self.assertIsNone(leftover_group(stale), stale)
