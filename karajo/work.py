@@ -67,7 +67,8 @@ class CommandWork:
     (with the leader's start time, which proves the group's identity) is
     made on the reactor thread right after the spawn, before the child can
     be reaped: read later from a thread, a fast command was gone and its
-    record lost the start time.  The file is written there too (L{_record}).
+    record lost the start time.  The file is written there too (L{_record}),
+    and emptied when the command ends: one file per job, kept (L{PidFile}).
 
     A run triggered by a webhook (its request a L{TriggerRequest}; a retry
     gets the first attempt's request again) has its body in
@@ -101,7 +102,7 @@ class CommandWork:
         self._clock = clock
         self._commands = commands
         self._cwd = cwd
-        self._pid_path = pid_path
+        self._pid_file = PidFile(pid_path) if pid_path is not None else None
         self._current: RunningCommand | None = None
         self._stopped = False
 
@@ -149,8 +150,8 @@ class CommandWork:
         )
         # Made on first use, then one stat a run.
         make_private_dirs(self._cwd)
-        if self._pid_path is not None:
-            make_private_dirs(os.path.dirname(self._pid_path))
+        if self._pid_file is not None:
+            make_private_dirs(os.path.dirname(self._pid_file.path))
         body = request.body if "payload_file" in payload else None
         # A small payload is written and removed right here: see PAYLOAD_INLINE_MAX.
         inline = body is not None and len(body) <= PAYLOAD_INLINE_MAX
@@ -166,6 +167,8 @@ class CommandWork:
                     raise RunFailed(f"cannot write the payload file: {e.strerror or e}") from None
             await self._commands_in_order(log, env)
         finally:
+            if self._pid_file is not None:
+                self._pid_file.close()
             if body is not None:
                 try:
                     if inline:
@@ -191,7 +194,7 @@ class CommandWork:
                     raise Stopped() from None
                 raise RunFailed(e.message) from None
             finally:
-                # The pid file is gone before the run counts as over.
+                # The pid file is empty before the run counts as over.
                 self._record(None)
                 self._current = None
         if self._stopped:
@@ -199,12 +202,12 @@ class CommandWork:
 
     def _record(self, pgid: int | None) -> None:
         """
-        Write (or, with C{None}, remove) the pid file, here on the reactor
+        Write (or, with C{None}, empty) the pid file here, on the reactor
         thread: a file of a few dozen bytes, no fsync, like the run's log
         (L{karajo.joblog.LogStore.begin}), so no disk wait; a thread hop
         each would cost more than the write (two per command).
         """
-        if self._pid_path is None:
+        if self._pid_file is None:
             return
         # The record is made now, right after the spawn, while the child
         # is at worst an unreaped zombie: its start time is what proves the
@@ -213,28 +216,62 @@ class CommandWork:
         if pgid is not None and record is None:
             return  # already gone: nothing to recover after a crash
         try:
-            self._write_record(record)
+            self._pid_file.write(record)
         except OSError:
-            log.failure("writing {path} failed", path=self._pid_path)
-
-    def _write_record(self, record: str | None) -> None:
-        assert self._pid_path is not None
-        if record is None:
-            try:
-                os.unlink(self._pid_path)
-            except FileNotFoundError:
-                pass
-            return
-        # Written whole or not at all: a restart must never read half a pid.
-        tmp = self._pid_path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(record)
-        os.replace(tmp, self._pid_path)
+            log.failure("writing {path} failed", path=self._pid_file.path)
 
     def stop(self) -> None:
         self._stopped = True
         if self._current is not None:
             self._current.stop()
+
+
+class PidFile:
+    """
+    A job's pid file, open while a run of the job goes: each command's
+    record is written into it and emptied again when the command ends.  It
+    is made once and then rewritten in place, never created and removed
+    per command, because creating a file on ext4 without a journal searches
+    past every recently deleted inode, which cost more than the rest of a
+    run's file work (bench/PROFILE.md).  The descriptor, not the name, is
+    what is written and emptied, so a name a command replaced (a link) is
+    never followed.
+
+    What a restart reads is still whole or nothing: a record is one
+    C{pwrite} of a few dozen bytes into the emptied file, which a C{kill -9}
+    of the daemon cannot split, so the restart finds either the whole
+    record or an empty file (killed before the write: nothing recorded,
+    as before), and an empty file records no group
+    (L{karajo.process.leftover_group}).  No fsync: a power loss ends the
+    group and changes the boot id the record carries.  Blocking, but on
+    the page cache only: called on the reactor thread (see
+    L{CommandWork._record}).
+    """
+
+    _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def write(self, record: str | None) -> None:
+        """Hold C{record}; with C{None}, nothing (the file emptied)."""
+        if self._fd is None:
+            if record is None:
+                return
+            # Emptied as it is opened (O_TRUNC); O_NONBLOCK: a FIFO put there
+            # fails at once instead of blocking the reactor.
+            self._fd = os.open(self.path, self._FLAGS, 0o600)
+        if record is None:
+            os.ftruncate(self._fd, 0)
+        else:
+            os.pwrite(self._fd, record.encode("ascii"), 0)
+
+    def close(self) -> None:
+        """Close the descriptor at the end of a run; the (empty) file stays."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
 
 def write_payload(path: str, body: bytes) -> None:

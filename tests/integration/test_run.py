@@ -254,7 +254,7 @@ class StopTests(RunTestCase):
         svc.runner.trigger(None)
         pid_path = Paths(self.base).state_file("job", svc.runner.job.id) + ".pgid"
         for _ in range(100):
-            if os.path.exists(pid_path):
+            if recorded(pid_path):
                 break
             await deferLater(reactor, 0.02, lambda: None)
         with open(pid_path) as f:
@@ -306,7 +306,7 @@ class StopTests(RunTestCase):
         svc.runner.trigger(None)
         await svc.runner.when_idle()
         self.assertEqual(svc.runner.last_status, "success")
-        self.assertFalse(os.path.exists(Paths(self.base).state_file("job", "bg") + ".pgid"))
+        self.assertFalse(recorded(Paths(self.base).state_file("job", "bg") + ".pgid"))
 
     async def escaped(self, svc, commands_pid: str) -> int:
         """The pid a command wrote of a process it started in its own session."""
@@ -401,16 +401,14 @@ class GroupRecordTests(RunTestCase):
         from karajo import work as workmod
         from karajo.process import _boot_id
 
-        written: list[str] = []
-        real_replace = os.replace
+        written: list[str | None] = []
+        real_write = workmod.PidFile.write
 
-        def spy(src, dst):
-            if str(dst).endswith(".pgid"):
-                with open(src) as f:
-                    written.append(f.read())
-            return real_replace(src, dst)
+        def spy(pid_file, record: str | None) -> None:
+            written.append(record)
+            real_write(pid_file, record)
 
-        self.patch(workmod.os, "replace", spy)
+        self.patch(workmod.PidFile, "write", spy)
         job = Job(name="fast", commands=["true"] * 10)
         env, _ = validate(Environment(dir_base=self.base, secret="s", jobs={job.name: job}))
         job = env.jobs[job.name]
@@ -426,13 +424,24 @@ class GroupRecordTests(RunTestCase):
         svc.runner.trigger(None)
         await svc.runner.when_idle()
         self.assertEqual(svc.runner.last_status, "success")
-        self.assertTrue(written)
-        for record in written:
+        # Each record is emptied when its command ends, before the next one.
+        self.assertEqual(written[-1], None)
+        pairs = zip(written, written[1:], strict=False)
+        self.assertTrue(all(a is None or b is None for a, b in pairs))
+        for record in filter(None, written):
             parts = record.split()
             self.assertEqual(len(parts), 3, record)
             self.assertEqual(parts[1], _boot_id())
             self.assertRegex(parts[2], r"\A[0-9]+\Z")
-        self.assertFalse(os.path.exists(pid_path))
+        self.assertEqual(os.path.getsize(pid_path), 0)
+
+
+def recorded(pid_path: str) -> bool:
+    """Whether a job's pid file records a group now (it stays between commands, empty)."""
+    try:
+        return os.path.getsize(pid_path) > 0
+    except FileNotFoundError:
+        return False
 
 
 def _kill_group(pgid: int, sig: int) -> None:
