@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import stat
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -37,7 +38,7 @@ from karajo.status import Trigger
 
 log = Logger()
 
-#: A payload up to this size is written and removed on the reactor thread:
+#: A payload up to this size is written and emptied on the reactor thread:
 #: a small file created without fsync waits on no disk (so is the run's log,
 #: L{karajo.joblog.LogStore.begin}), and the two thread hops it replaces cost
 #: more, one of them before the command can start.  A larger one, whose
@@ -72,7 +73,7 @@ class CommandWork:
 
     A run triggered by a webhook (its request a L{TriggerRequest}; a retry
     gets the first attempt's request again) has its body in
-    C{payload_path} (mode 0600, written before the first command, removed
+    C{payload_path} (mode 0600, written before the first command, emptied
     when the run ends; a crash's leftover is removed at the next start by
     L{karajo.service.JobService.load}), named by C{KARAJO_PAYLOAD_FILE},
     and the values its C{payload_vars} select in the environment.  A
@@ -153,30 +154,33 @@ class CommandWork:
         if self._pid_file is not None:
             make_private_dirs(os.path.dirname(self._pid_file.path))
         body = request.body if "payload_file" in payload else None
-        # A small payload is written and removed right here: see PAYLOAD_INLINE_MAX.
+        # A small payload is written and emptied right here: see PAYLOAD_INLINE_MAX.
         inline = body is not None and len(body) <= PAYLOAD_INLINE_MAX
+        payload_fd: int | None = None
         try:
             if body is not None:
                 make_private_dirs(os.path.dirname(payload["payload_file"]))
                 try:
                     if inline:
-                        write_payload(payload["payload_file"], body)
+                        payload_fd = write_payload(payload["payload_file"], body)
                     else:
-                        await self._run_in_thread(write_payload, payload["payload_file"], body)
+                        payload_fd = await self._run_in_thread(
+                            write_payload, payload["payload_file"], body
+                        )
                 except OSError as e:
                     raise RunFailed(f"cannot write the payload file: {e.strerror or e}") from None
             await self._commands_in_order(log, env)
         finally:
             if self._pid_file is not None:
                 self._pid_file.close()
-            if body is not None:
+            if payload_fd is not None:
                 try:
                     if inline:
-                        remove_payload(payload["payload_file"])
+                        clear_payload(payload_fd)
                     else:
-                        await self._run_in_thread(remove_payload, payload["payload_file"])
+                        await self._run_in_thread(clear_payload, payload_fd)
                 except OSError:
-                    _payload_not_removed(payload["payload_file"])
+                    _payload_not_emptied(payload["payload_file"])
 
     async def _commands_in_order(self, log: RunLog, env: dict[str, str]) -> None:
         for number, command in enumerate(self._commands, 1):
@@ -274,31 +278,70 @@ class PidFile:
             os.close(fd)
 
 
-def write_payload(path: str, body: bytes) -> None:
+def write_payload(path: str, body: bytes) -> int:
     """
-    Write a request's body to C{path}, mode 0600 whatever the umask, as a
-    new file (a leftover or a link put there is removed first, never
-    followed).  Blocking: run in a thread.
+    Write a request's body to C{path}, mode 0600 whatever the umask, and
+    return the open descriptor, which L{clear_payload} empties and closes
+    when the run ends.  The job's file is made once and rewritten in place
+    (a file created per run costs more than the rest of its file work on
+    ext4 without a journal: see L{PidFile}); anything but the plain file a
+    run left there (a link, a FIFO, a second name) is removed first, never
+    followed nor written through.  Blocking: a large body in a thread.
     """
-    remove_payload(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(body)
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd: int | None
+    try:
+        # O_NONBLOCK: a FIFO put there fails at once instead of blocking.
+        fd = os.open(path, flags | os.O_CREAT | os.O_NONBLOCK, 0o600)
+    except OSError:
+        fd = None
+    if fd is not None:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.geteuid():
+            os.close(fd)
+            fd = None
+    if fd is None:
+        remove_payload(path)
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+        st = os.fstat(fd)
+    try:
+        if st.st_size:
+            os.ftruncate(fd, 0)
+        if stat.S_IMODE(st.st_mode) != 0o600:
+            os.fchmod(fd, 0o600)
+        view = memoryview(body)
+        while view:
+            view = view[os.pwrite(fd, view, len(body) - len(view)):]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
-def _payload_not_removed(path: str) -> None:
+def clear_payload(fd: int) -> None:
+    """Empty the payload file a run wrote (its descriptor) and close it.  Blocking."""
+    try:
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+
+
+def _payload_not_emptied(path: str) -> None:
     # Called in an except block: the failure is the current exception.
-    log.failure("removing the payload file {path} failed", path=path)
+    log.failure("emptying the payload file {path} failed", path=path)
 
 
 def remove_payload(path: str) -> bool:
-    """Remove a payload file; whether there was one.  Blocking."""
+    """
+    Remove a payload file; whether it held a payload (the empty file a
+    finished run leaves does not).  Blocking.
+    """
     try:
+        size = os.lstat(path).st_size
         os.unlink(path)
     except FileNotFoundError:
         return False
-    return True
+    return size > 0
 
 
 class _TextLog:

@@ -16,11 +16,13 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from karajo import service as service_module
 from karajo.config import validate
 from karajo.model import Environment, Job
 from karajo.paths import Paths
 from karajo.process import KILL_GRACE, group_record
-from karajo.service import build_job_service, job_work
+from karajo.service import build_job_service, job_work, stop_leftover_group
+from karajo.work import PidFile
 
 PREFIX = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC job: [a-z0-9_-]+: ")
 
@@ -434,6 +436,52 @@ class GroupRecordTests(RunTestCase):
             self.assertEqual(parts[1], _boot_id())
             self.assertRegex(parts[2], r"\A[0-9]+\Z")
         self.assertEqual(os.path.getsize(pid_path), 0)
+
+
+class PidFileTests(RunTestCase):
+    def test_rewritten_in_place(self) -> None:
+        """One file per job: each record replaces the last in the same inode, emptied after."""
+        path = os.path.join(self.base, "j.pgid")
+        os.makedirs(self.base, exist_ok=True)
+        pid_file = PidFile(path)
+        pid_file.write("123 boot 456\n")
+        inode = os.stat(path).st_ino
+        with open(path) as f:
+            self.assertEqual(f.read(), "123 boot 456\n")
+        pid_file.write(None)
+        self.assertEqual(os.path.getsize(path), 0)
+        pid_file.write("7 boot 8\n")
+        with open(path) as f:
+            self.assertEqual(f.read(), "7 boot 8\n")
+        pid_file.write(None)
+        pid_file.close()
+        pid_file.write("9 boot 10\n")  # the next run's first command
+        pid_file.close()
+        self.assertEqual(os.stat(path).st_ino, inode)
+
+    def test_link_not_followed(self) -> None:
+        """A link put at the pid file's name is never written through."""
+        os.makedirs(self.base, exist_ok=True)
+        target = os.path.join(self.base, "target")
+        with open(target, "w") as f:
+            f.write("keep")
+        path = os.path.join(self.base, "j.pgid")
+        os.symlink(target, path)
+        with self.assertRaises(OSError):
+            PidFile(path).write("1 boot 2\n")
+        with open(target) as f:
+            self.assertEqual(f.read(), "keep")
+
+    def test_empty_file_kills_nothing(self) -> None:
+        """A restart reads the empty file a finished command leaves as no group, and removes it."""
+        os.makedirs(self.base, exist_ok=True)
+        path = os.path.join(self.base, "j.pgid")
+        open(path, "w").close()
+        killed: list[int] = []
+        self.patch(service_module, "signal_group", lambda pgid, sig: killed.append(pgid))
+        stop_leftover_group(path, "j")
+        self.assertEqual(killed, [])
+        self.assertFalse(os.path.exists(path))
 
 
 def recorded(pid_path: str) -> bool:
