@@ -238,8 +238,8 @@ class PidFile:
     per command, because creating a file on ext4 without a journal searches
     past every recently deleted inode, which cost more than the rest of a
     run's file work (bench/PROFILE.md).  The descriptor, not the name, is
-    what is written and emptied, so a name a command replaced (a link) is
-    never followed.
+    what is written and emptied, and a link or FIFO put at the name is
+    replaced, never followed.
 
     What a restart reads is still whole or nothing: a record is one
     C{pwrite} of a few dozen bytes into the emptied file, which a C{kill -9}
@@ -264,8 +264,13 @@ class PidFile:
             if record is None:
                 return
             # Emptied as it is opened (O_TRUNC); O_NONBLOCK: a FIFO put there
-            # fails at once instead of blocking the reactor.
-            self._fd = os.open(self.path, self._FLAGS, 0o600)
+            # fails at once instead of blocking the reactor.  Whatever else
+            # is at the name (a link, a FIFO) is replaced by a new file.
+            try:
+                self._fd = os.open(self.path, self._FLAGS, 0o600)
+            except OSError:
+                os.unlink(self.path)
+                self._fd = os.open(self.path, self._FLAGS | os.O_EXCL, 0o600)
         if record is None:
             os.ftruncate(self._fd, 0)
         else:

@@ -459,18 +459,22 @@ class PidFileTests(RunTestCase):
         pid_file.close()
         self.assertEqual(os.stat(path).st_ino, inode)
 
-    def test_link_not_followed(self) -> None:
-        """A link put at the pid file's name is never written through."""
+    def test_link_replaced_not_followed(self) -> None:
+        """A link put at the pid file's name is replaced by the file, never written through."""
         os.makedirs(self.base, exist_ok=True)
         target = os.path.join(self.base, "target")
         with open(target, "w") as f:
             f.write("keep")
         path = os.path.join(self.base, "j.pgid")
         os.symlink(target, path)
-        with self.assertRaises(OSError):
-            PidFile(path).write("1 boot 2\n")
+        pid_file = PidFile(path)
+        pid_file.write("1 boot 2\n")
+        pid_file.close()
         with open(target) as f:
             self.assertEqual(f.read(), "keep")
+        self.assertFalse(os.path.islink(path))
+        with open(path) as f:
+            self.assertEqual(f.read(), "1 boot 2\n")
 
     def test_empty_file_kills_nothing(self) -> None:
         """A restart reads the empty file a finished command leaves as no group, and removes it."""
