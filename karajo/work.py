@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import stat
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -37,7 +38,7 @@ from karajo.status import Trigger
 
 log = Logger()
 
-#: A payload up to this size is written and removed on the reactor thread:
+#: A payload up to this size is written and emptied on the reactor thread:
 #: a small file created without fsync waits on no disk (so is the run's log,
 #: L{karajo.joblog.LogStore.begin}), and the two thread hops it replaces cost
 #: more, one of them before the command can start.  A larger one, whose
@@ -67,11 +68,12 @@ class CommandWork:
     (with the leader's start time, which proves the group's identity) is
     made on the reactor thread right after the spawn, before the child can
     be reaped: read later from a thread, a fast command was gone and its
-    record lost the start time.  The file is written there too (L{_record}).
+    record lost the start time.  The file is written there too (L{_record}),
+    and emptied when the command ends: one file per job, kept (L{PidFile}).
 
     A run triggered by a webhook (its request a L{TriggerRequest}; a retry
     gets the first attempt's request again) has its body in
-    C{payload_path} (mode 0600, written before the first command, removed
+    C{payload_path} (mode 0600, written before the first command, emptied
     when the run ends; a crash's leftover is removed at the next start by
     L{karajo.service.JobService.load}), named by C{KARAJO_PAYLOAD_FILE},
     and the values its C{payload_vars} select in the environment.  A
@@ -101,7 +103,7 @@ class CommandWork:
         self._clock = clock
         self._commands = commands
         self._cwd = cwd
-        self._pid_path = pid_path
+        self._pid_file = PidFile(pid_path) if pid_path is not None else None
         self._current: RunningCommand | None = None
         self._stopped = False
 
@@ -149,31 +151,36 @@ class CommandWork:
         )
         # Made on first use, then one stat a run.
         make_private_dirs(self._cwd)
-        if self._pid_path is not None:
-            make_private_dirs(os.path.dirname(self._pid_path))
+        if self._pid_file is not None:
+            make_private_dirs(os.path.dirname(self._pid_file.path))
         body = request.body if "payload_file" in payload else None
-        # A small payload is written and removed right here: see PAYLOAD_INLINE_MAX.
+        # A small payload is written and emptied right here: see PAYLOAD_INLINE_MAX.
         inline = body is not None and len(body) <= PAYLOAD_INLINE_MAX
+        payload_fd: int | None = None
         try:
             if body is not None:
                 make_private_dirs(os.path.dirname(payload["payload_file"]))
                 try:
                     if inline:
-                        write_payload(payload["payload_file"], body)
+                        payload_fd = write_payload(payload["payload_file"], body)
                     else:
-                        await self._run_in_thread(write_payload, payload["payload_file"], body)
+                        payload_fd = await self._run_in_thread(
+                            write_payload, payload["payload_file"], body
+                        )
                 except OSError as e:
                     raise RunFailed(f"cannot write the payload file: {e.strerror or e}") from None
             await self._commands_in_order(log, env)
         finally:
-            if body is not None:
+            if self._pid_file is not None:
+                self._pid_file.close()
+            if payload_fd is not None:
                 try:
                     if inline:
-                        remove_payload(payload["payload_file"])
+                        clear_payload(payload_fd)
                     else:
-                        await self._run_in_thread(remove_payload, payload["payload_file"])
+                        await self._run_in_thread(clear_payload, payload_fd)
                 except OSError:
-                    _payload_not_removed(payload["payload_file"])
+                    _payload_not_emptied(payload["payload_file"])
 
     async def _commands_in_order(self, log: RunLog, env: dict[str, str]) -> None:
         for number, command in enumerate(self._commands, 1):
@@ -191,7 +198,7 @@ class CommandWork:
                     raise Stopped() from None
                 raise RunFailed(e.message) from None
             finally:
-                # The pid file is gone before the run counts as over.
+                # The pid file is empty before the run counts as over.
                 self._record(None)
                 self._current = None
         if self._stopped:
@@ -199,12 +206,12 @@ class CommandWork:
 
     def _record(self, pgid: int | None) -> None:
         """
-        Write (or, with C{None}, remove) the pid file, here on the reactor
+        Write (or, with C{None}, empty) the pid file here, on the reactor
         thread: a file of a few dozen bytes, no fsync, like the run's log
         (L{karajo.joblog.LogStore.begin}), so no disk wait; a thread hop
         each would cost more than the write (two per command).
         """
-        if self._pid_path is None:
+        if self._pid_file is None:
             return
         # The record is made now, right after the spawn, while the child
         # is at worst an unreaped zombie: its start time is what proves the
@@ -213,23 +220,9 @@ class CommandWork:
         if pgid is not None and record is None:
             return  # already gone: nothing to recover after a crash
         try:
-            self._write_record(record)
+            self._pid_file.write(record)
         except OSError:
-            log.failure("writing {path} failed", path=self._pid_path)
-
-    def _write_record(self, record: str | None) -> None:
-        assert self._pid_path is not None
-        if record is None:
-            try:
-                os.unlink(self._pid_path)
-            except FileNotFoundError:
-                pass
-            return
-        # Written whole or not at all: a restart must never read half a pid.
-        tmp = self._pid_path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(record)
-        os.replace(tmp, self._pid_path)
+            log.failure("writing {path} failed", path=self._pid_file.path)
 
     def stop(self) -> None:
         self._stopped = True
@@ -237,31 +230,123 @@ class CommandWork:
             self._current.stop()
 
 
-def write_payload(path: str, body: bytes) -> None:
+class PidFile:
     """
-    Write a request's body to C{path}, mode 0600 whatever the umask, as a
-    new file (a leftover or a link put there is removed first, never
-    followed).  Blocking: run in a thread.
+    A job's pid file, open while a run of the job goes: each command's
+    record is written into it and emptied again when the command ends.  It
+    is made once and then rewritten in place, never created and removed
+    per command, because creating a file on ext4 without a journal searches
+    past every recently deleted inode, which cost more than the rest of a
+    run's file work (bench/PROFILE.md).  The descriptor, not the name, is
+    what is written and emptied, and a link or FIFO put at the name is
+    replaced, never followed.
+
+    What a restart reads is still whole or nothing: a record is one
+    C{pwrite} of a few dozen bytes into the emptied file, which a C{kill -9}
+    of the daemon cannot split, so the restart finds either the whole
+    record or an empty file (killed before the write: nothing recorded,
+    as before), and an empty file records no group
+    (L{karajo.process.leftover_group}).  No fsync: a power loss ends the
+    group and changes the boot id the record carries.  Blocking, but on
+    the page cache only: called on the reactor thread (see
+    L{CommandWork._record}).
     """
-    remove_payload(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(body)
+
+    _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def write(self, record: str | None) -> None:
+        """Hold C{record}; with C{None}, nothing (the file emptied)."""
+        if self._fd is None:
+            if record is None:
+                return
+            # Emptied as it is opened (O_TRUNC); O_NONBLOCK: a FIFO put there
+            # fails at once instead of blocking the reactor.  Whatever else
+            # is at the name (a link, a FIFO) is replaced by a new file.
+            try:
+                self._fd = os.open(self.path, self._FLAGS, 0o600)
+            except OSError:
+                os.unlink(self.path)
+                self._fd = os.open(self.path, self._FLAGS | os.O_EXCL, 0o600)
+        if record is None:
+            os.ftruncate(self._fd, 0)
+        else:
+            os.pwrite(self._fd, record.encode("ascii"), 0)
+
+    def close(self) -> None:
+        """Close the descriptor at the end of a run; the (empty) file stays."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
 
-def _payload_not_removed(path: str) -> None:
+def write_payload(path: str, body: bytes) -> int:
+    """
+    Write a request's body to C{path}, mode 0600 whatever the umask, and
+    return the open descriptor, which L{clear_payload} empties and closes
+    when the run ends.  The job's file is made once and rewritten in place
+    (a file created per run costs more than the rest of its file work on
+    ext4 without a journal: see L{PidFile}); anything but the plain file a
+    run left there (a link, a FIFO, a second name) is removed first, never
+    followed nor written through.  Blocking: a large body in a thread.
+    """
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd: int | None
+    try:
+        # O_NONBLOCK: a FIFO put there fails at once instead of blocking.
+        fd = os.open(path, flags | os.O_CREAT | os.O_NONBLOCK, 0o600)
+    except OSError:
+        fd = None
+    if fd is not None:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.geteuid():
+            os.close(fd)
+            fd = None
+    if fd is None:
+        remove_payload(path)
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+        st = os.fstat(fd)
+    try:
+        if st.st_size:
+            os.ftruncate(fd, 0)
+        if stat.S_IMODE(st.st_mode) != 0o600:
+            os.fchmod(fd, 0o600)
+        view = memoryview(body)
+        while view:
+            view = view[os.pwrite(fd, view, len(body) - len(view)):]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def clear_payload(fd: int) -> None:
+    """Empty the payload file a run wrote (its descriptor) and close it.  Blocking."""
+    try:
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+
+
+def _payload_not_emptied(path: str) -> None:
     # Called in an except block: the failure is the current exception.
-    log.failure("removing the payload file {path} failed", path=path)
+    log.failure("emptying the payload file {path} failed", path=path)
 
 
 def remove_payload(path: str) -> bool:
-    """Remove a payload file; whether there was one.  Blocking."""
+    """
+    Remove a payload file; whether it held a payload (the empty file a
+    finished run leaves does not).  Blocking.
+    """
     try:
+        size = os.lstat(path).st_size
         os.unlink(path)
     except FileNotFoundError:
         return False
-    return True
+    return size > 0
 
 
 class _TextLog:

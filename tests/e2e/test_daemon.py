@@ -165,7 +165,10 @@ class StartTests(TestCase):
         logs = [os.path.join(base, f"var/log/karajo/job/sleeper{i}/sleeper{i}.1") for i in range(3)]
         pgids = [os.path.join(base, f"var/run/karajo/job/sleeper{i}.pgid") for i in range(3)]
         for _ in range(200):
-            if all(os.path.exists(p) for p in logs + pgids):
+            # A pgid file stays between commands, empty: a group is recorded once it has one.
+            if all(os.path.exists(p) for p in logs) and all(
+                os.path.exists(p) and os.path.getsize(p) for p in pgids
+            ):
                 break
             yield deferLater(reactor, 0.05, lambda: None)
         else:

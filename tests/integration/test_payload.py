@@ -25,6 +25,7 @@ from karajo.server import build_service
 from karajo.service import thread_runner
 from karajo.signature import sign
 from karajo.web.site import build_site
+from karajo.work import clear_payload, remove_payload, write_payload
 from tests.helpers import config_tree
 
 SECRET = "gh-s3cret"
@@ -206,7 +207,7 @@ class PayloadTests(DaemonTestCase):
     async def test_file_and_variables(self) -> None:
         """
         The file holds the signed body byte for byte, mode 0600, and is
-        gone after the run; each selector's value as documented.
+        empty after the run; each selector's value as documented.
         """
         await self.daemon()
         body = push(forced=False)
@@ -221,7 +222,7 @@ class PayloadTests(DaemonTestCase):
         self.assertIn("echo: mode=600\n", text)
         with open(os.path.join(self.work_dir(), "copy-1"), "rb") as f:
             self.assertEqual(f.read(), body)
-        self.assertFalse(os.path.exists(self.payload_file()))
+        self.assertEqual(os.path.getsize(self.payload_file()), 0)
         self.assertEqual(self.service.jobs["echo"].runner.last_status, "success")
 
     async def test_no_command_injection(self) -> None:
@@ -254,7 +255,7 @@ class PayloadTests(DaemonTestCase):
         await runner.when_idle()
         self.assertEqual(runner.last_status, "success")
 
-    async def test_removed_after_cancel(self) -> None:
+    async def test_emptied_after_cancel(self) -> None:
         await self.daemon()
         path = Paths(self.base).payload_file("job", "slow")
         code, answer = await self.github("slow", push())
@@ -262,13 +263,13 @@ class PayloadTests(DaemonTestCase):
         runner = self.service.jobs["slow"].runner
         while not runner.executing:
             await deferLater(reactor, 0.05)
-        while not os.path.exists(path):
+        while not (os.path.exists(path) and os.path.getsize(path)):
             await deferLater(reactor, 0.05)
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
         runner.cancel()
         await runner.when_idle()
         self.assertEqual(runner.last_status, "canceled")
-        self.assertFalse(os.path.exists(path))
+        self.assertEqual(os.path.getsize(path), 0)
 
     async def test_form_body(self) -> None:
         await self.daemon()
@@ -292,7 +293,7 @@ class PayloadTests(DaemonTestCase):
             with open(os.path.join(self.work_dir(), f"copy-{attempt}"), "rb") as f:
                 self.assertEqual(f.read(), body)
         self.assertIn("echo: file=" + self.payload_file(), self.log_of("echo", 2))
-        self.assertFalse(os.path.exists(self.payload_file()))
+        self.assertEqual(os.path.getsize(self.payload_file()), 0)
 
     async def test_no_payload_without_webhook(self) -> None:
         """run now: no KARAJO_PAYLOAD_*, every payload_env name empty."""
@@ -313,3 +314,76 @@ class PayloadTests(DaemonTestCase):
             f.write(b'{"secret": "left"}')
         await self.daemon()
         self.assertFalse(os.path.exists(path))
+
+
+class PayloadFileTests(TestCase):
+    """
+    The job's payload file is made once and rewritten in place (no file
+    created per run), yet never followed nor written through when
+    something else is put at its name.
+    """
+
+    def setUp(self) -> None:
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir, mode=0o700)
+        self.path = os.path.join(self.dir, "job.payload")
+
+    def write(self, body: bytes) -> None:
+        clear_payload(write_payload(self.path, body))
+
+    def test_rewritten_in_place(self) -> None:
+        fd = write_payload(self.path, b"first body")
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"first body")
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+        clear_payload(fd)
+        inode = os.stat(self.path).st_ino
+        self.assertEqual(os.path.getsize(self.path), 0)
+        fd = write_payload(self.path, b"2nd")
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"2nd")
+        clear_payload(fd)
+        self.assertEqual(os.stat(self.path).st_ino, inode)
+
+    def test_leftover_emptied_and_mode_restored(self) -> None:
+        with open(self.path, "wb") as f:
+            f.write(b"a much longer body a crash left behind")
+        os.chmod(self.path, 0o644)
+        fd = write_payload(self.path, b"short")
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), b"short")
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+        clear_payload(fd)
+
+    def test_link_not_followed(self) -> None:
+        target = os.path.join(self.dir, "target")
+        with open(target, "wb") as f:
+            f.write(b"keep")
+        os.symlink(target, self.path)
+        self.write(b"body")
+        self.assertFalse(os.path.islink(self.path))
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), b"keep")
+
+    def test_second_name_not_written_through(self) -> None:
+        other = os.path.join(self.dir, "other")
+        with open(other, "wb") as f:
+            f.write(b"keep")
+        os.link(other, self.path)
+        self.write(b"body")
+        with open(other, "rb") as f:
+            self.assertEqual(f.read(), b"keep")
+        self.assertNotEqual(os.stat(other).st_ino, os.stat(self.path).st_ino)
+
+    def test_fifo_does_not_block(self) -> None:
+        os.mkfifo(self.path, 0o600)
+        self.write(b"body")
+        self.assertTrue(stat.S_ISREG(os.lstat(self.path).st_mode))
+
+    def test_remove_says_whether_a_payload_was_left(self) -> None:
+        self.assertFalse(remove_payload(self.path))
+        self.write(b"body")
+        self.assertFalse(remove_payload(self.path))  # emptied by its run: nothing left
+        self.assertFalse(os.path.exists(self.path))
+        os.close(write_payload(self.path, b"body"))  # a crash: never emptied
+        self.assertTrue(remove_payload(self.path))

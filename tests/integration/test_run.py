@@ -16,11 +16,13 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from karajo import service as service_module
 from karajo.config import validate
 from karajo.model import Environment, Job
 from karajo.paths import Paths
 from karajo.process import KILL_GRACE, group_record
-from karajo.service import build_job_service, job_work
+from karajo.service import build_job_service, job_work, stop_leftover_group
+from karajo.work import PidFile
 
 PREFIX = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC job: [a-z0-9_-]+: ")
 
@@ -254,7 +256,7 @@ class StopTests(RunTestCase):
         svc.runner.trigger(None)
         pid_path = Paths(self.base).state_file("job", svc.runner.job.id) + ".pgid"
         for _ in range(100):
-            if os.path.exists(pid_path):
+            if recorded(pid_path):
                 break
             await deferLater(reactor, 0.02, lambda: None)
         with open(pid_path) as f:
@@ -306,7 +308,7 @@ class StopTests(RunTestCase):
         svc.runner.trigger(None)
         await svc.runner.when_idle()
         self.assertEqual(svc.runner.last_status, "success")
-        self.assertFalse(os.path.exists(Paths(self.base).state_file("job", "bg") + ".pgid"))
+        self.assertFalse(recorded(Paths(self.base).state_file("job", "bg") + ".pgid"))
 
     async def escaped(self, svc, commands_pid: str) -> int:
         """The pid a command wrote of a process it started in its own session."""
@@ -401,16 +403,14 @@ class GroupRecordTests(RunTestCase):
         from karajo import work as workmod
         from karajo.process import _boot_id
 
-        written: list[str] = []
-        real_replace = os.replace
+        written: list[str | None] = []
+        real_write = workmod.PidFile.write
 
-        def spy(src, dst):
-            if str(dst).endswith(".pgid"):
-                with open(src) as f:
-                    written.append(f.read())
-            return real_replace(src, dst)
+        def spy(pid_file, record: str | None) -> None:
+            written.append(record)
+            real_write(pid_file, record)
 
-        self.patch(workmod.os, "replace", spy)
+        self.patch(workmod.PidFile, "write", spy)
         job = Job(name="fast", commands=["true"] * 10)
         env, _ = validate(Environment(dir_base=self.base, secret="s", jobs={job.name: job}))
         job = env.jobs[job.name]
@@ -426,13 +426,74 @@ class GroupRecordTests(RunTestCase):
         svc.runner.trigger(None)
         await svc.runner.when_idle()
         self.assertEqual(svc.runner.last_status, "success")
-        self.assertTrue(written)
-        for record in written:
+        # Each record is emptied when its command ends, before the next one.
+        self.assertEqual(written[-1], None)
+        pairs = zip(written, written[1:], strict=False)
+        self.assertTrue(all(a is None or b is None for a, b in pairs))
+        for record in filter(None, written):
             parts = record.split()
             self.assertEqual(len(parts), 3, record)
             self.assertEqual(parts[1], _boot_id())
             self.assertRegex(parts[2], r"\A[0-9]+\Z")
-        self.assertFalse(os.path.exists(pid_path))
+        self.assertEqual(os.path.getsize(pid_path), 0)
+
+
+class PidFileTests(RunTestCase):
+    def test_rewritten_in_place(self) -> None:
+        """One file per job: each record replaces the last in the same inode, emptied after."""
+        path = os.path.join(self.base, "j.pgid")
+        os.makedirs(self.base, exist_ok=True)
+        pid_file = PidFile(path)
+        pid_file.write("123 boot 456\n")
+        inode = os.stat(path).st_ino
+        with open(path) as f:
+            self.assertEqual(f.read(), "123 boot 456\n")
+        pid_file.write(None)
+        self.assertEqual(os.path.getsize(path), 0)
+        pid_file.write("7 boot 8\n")
+        with open(path) as f:
+            self.assertEqual(f.read(), "7 boot 8\n")
+        pid_file.write(None)
+        pid_file.close()
+        pid_file.write("9 boot 10\n")  # the next run's first command
+        pid_file.close()
+        self.assertEqual(os.stat(path).st_ino, inode)
+
+    def test_link_replaced_not_followed(self) -> None:
+        """A link put at the pid file's name is replaced by the file, never written through."""
+        os.makedirs(self.base, exist_ok=True)
+        target = os.path.join(self.base, "target")
+        with open(target, "w") as f:
+            f.write("keep")
+        path = os.path.join(self.base, "j.pgid")
+        os.symlink(target, path)
+        pid_file = PidFile(path)
+        pid_file.write("1 boot 2\n")
+        pid_file.close()
+        with open(target) as f:
+            self.assertEqual(f.read(), "keep")
+        self.assertFalse(os.path.islink(path))
+        with open(path) as f:
+            self.assertEqual(f.read(), "1 boot 2\n")
+
+    def test_empty_file_kills_nothing(self) -> None:
+        """A restart reads the empty file a finished command leaves as no group, and removes it."""
+        os.makedirs(self.base, exist_ok=True)
+        path = os.path.join(self.base, "j.pgid")
+        open(path, "w").close()
+        killed: list[int] = []
+        self.patch(service_module, "signal_group", lambda pgid, sig: killed.append(pgid))
+        stop_leftover_group(path, "j")
+        self.assertEqual(killed, [])
+        self.assertFalse(os.path.exists(path))
+
+
+def recorded(pid_path: str) -> bool:
+    """Whether a job's pid file records a group now (it stays between commands, empty)."""
+    try:
+        return os.path.getsize(pid_path) > 0
+    except FileNotFoundError:
+        return False
 
 
 def _kill_group(pgid: int, sig: int) -> None:

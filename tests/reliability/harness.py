@@ -155,7 +155,10 @@ class Daemon:
         return os.path.join(self.base, "var", "lib", "karajo")
 
     def recorded_groups(self) -> dict[str, int]:
-        """The pgid files present now: job id -> process group."""
+        """
+        The pgid files that record a group now: job id -> process group
+        (a job's file stays between its commands, empty).
+        """
         directory = os.path.join(self.base, "var", "run", "karajo", "job")
         groups = {}
         try:
@@ -167,7 +170,7 @@ class Daemon:
                 try:
                     with open(os.path.join(directory, name)) as f:
                         groups[name[: -len(".pgid")]] = int(f.read().split()[0])
-                except (OSError, ValueError):
+                except (OSError, ValueError, IndexError):
                     pass
         return groups
 

@@ -955,8 +955,8 @@ class RunRecordTests(StoreMixin, SynchronousTestCase):
         log.write(b"hello\n")
         first = store._read_range(1, 0, 4)
         second = store._read_range(1, 2, 6)
-        # Nothing was queued before them (a begin writes no record file
-        # now), so both reads go at once, neither behind the other.
+        # Nothing queued before them (the run's record is written RECORD_DELAY
+        # after its begin): both reads together, at once.
         self.assertEqual(len(threads.calls), 2)
         threads.run()
         self.assertEqual(self.successResultOf(first), log._store._line_prefix()[:4])
