@@ -118,6 +118,13 @@ def _stored(row: Sequence[Any]) -> StoredRun:
     return StoredRun(kind, RunRecord(job_id, counter, status, started, ended, trigger, attempt, node))
 
 
+def _readable(fd: int) -> bool:
+    """Whether an idle connection's socket has something to read: the server said goodbye."""
+    poller = select.poll()  # not select(): descriptors above 1023 are common in a busy daemon
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def _stored_runs(rows: list[tuple[Any, ...]]) -> list[StoredRun]:
     return [_stored(row) for row in rows]
 
@@ -205,7 +212,7 @@ class PgStore:
             conn.closed
             or conn.broken
             or self._local.generation != self._generation
-            or select.select([conn.fileno()], [], [], 0)[0]
+            or _readable(conn.fileno())
         ):
             self._discard(conn)
             conn = None

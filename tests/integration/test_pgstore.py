@@ -148,8 +148,13 @@ class NodeTests(StoreCase):
         self.assertEqual(nodes, {"dead": False, "alive": True})
         # The job is free for its new owner.
         self.assertTrue(await self.store.begin_run("alive", "job", running(self.job, 2)))
+        # A dead node is reaped once: later reaps neither find it nor tell it again.
+        self.assertEqual(await self.store.reap(15.0, "alive"), [])
         await wait_for(lambda: ("karajo_node", "dead") in heard
                        and ("karajo_run", f"job/{self.job}/1") in heard)
+        await self.store.reap(15.0, "alive")
+        await task.deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(heard.count(("karajo_node", "dead")), 1)
         # The reaper never reaps itself, however late its own lease.
         self.sql("UPDATE karajo_node SET last_seen = now() - interval '1 hour'")
         self.assertEqual(await self.store.reap(15.0, "alive"), [])
