@@ -11,17 +11,19 @@ How it talks to the database
 Statements run on a pool of threads of its own (C{pool_size}, default 4),
 each thread holding one blocking psycopg connection; a call is handed over
 with C{deferToThreadPool} and its result comes back on the reactor thread.
-The choice was measured (C{bench/db_roundtrip.py}, docs/cluster.md has
-the figures) against non-blocking libpq connections whose socket the
-reactor watches: the reactor thread pays the same per statement either
-way (the result is turned into Python on it, or its Deferred fired on it),
-while the threads cost some CPU more in total and add a little latency to
-a bare C{SELECT}; a write (a claim, a run's begin) waits for the database's
-commit, which dwarfs the difference.  The pool keeps psycopg whole
-(parameters, types, prepared statements, errors) and keeps every blocking
-part, the connect and its name lookup included, off the reactor thread.
+The choice was measured (C{bench/db_roundtrip.py}; figures in
+bench/README.md) against non-blocking libpq connections whose socket the
+reactor watches.  Non-blocking costs the process 2-3x less CPU per
+statement and is faster for a bare round trip, but the reactor thread
+itself pays more with it (it parses every result): median reactor-thread
+CPU per claim 61 us with this store against 81 us non-blocking, 16 in
+flight.  The reactor thread is what timers and HTTP wait for, so the pool
+wins; it also keeps the connect, its name lookup and a server gone silent
+entirely off the reactor, and psycopg whole (parameters, types, prepared
+statements, errors).  A write waits for the database's commit either way.
 
-Cost per operation: one statement, one round trip.  Connections are in
+Cost per operation: one statement, one round trip (two the first time a
+connection meets a statement: it is prepared then).  Connections are in
 autocommit mode (no C{BEGIN}/C{COMMIT} round trips); what must change
 several tables at once is one statement with data-modifying C{WITH}
 clauses, atomic by itself, and notifications are sent by C{pg_notify} in
