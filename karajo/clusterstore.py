@@ -156,18 +156,27 @@ class ClusterStore(Protocol):
     ) -> Deferred[set[tuple[str, str, float]]]:
         """
         Claim C{(kind, job_id, slot)}s in one statement; return those won.
-        Claiming again a slot C{me} already holds wins again (a retry after a
-        lost answer is safe).
+        Claiming again a slot C{me} already holds wins again: after
+        L{Unavailable} the claim may have been stored, and claiming again
+        later (catch-up) tells.
         """
 
     def last_slot(self, kind: str, job_id: str) -> Deferred[float | None]:
         """The newest slot claimed for a job, by any node."""
 
     def begin_run(self, me: str, kind: str, record: RunRecord) -> Deferred[bool]:
-        """Store a run as running on C{me}; C{False}: the job runs on another node."""
+        """
+        Store a run as running on C{me} (its C{node} is set to C{me});
+        C{False}: the job runs on another node.  C{me} may begin again (a
+        retry after a lost answer, its next run): C{True}.
+        """
 
     def end_run(self, kind: str, record: RunRecord, log: bytes) -> Deferred[None]:
-        """Store a run's end and final log; frees its job, drops its live chunks."""
+        """
+        Store a run's end and final log (overwriting what a reaper wrote, if
+        it came back late) and drop its live chunks; frees its job if
+        C{record.node} still holds it with this counter.
+        """
 
     def append_logs(self, chunks: Sequence[tuple[str, str, int, int, bytes]]) -> Deferred[None]:
         """
