@@ -99,6 +99,7 @@ _V1 = (
         headers jsonb,
         body bytea,
         from_node text NOT NULL,
+        to_node text NOT NULL,
         created timestamptz NOT NULL DEFAULT now(),
         taken_by text,
         outcome text,

@@ -16,7 +16,8 @@ L{ClusterStore.seen_request}) are decided by the database: when several
 nodes ask at once, exactly one wins.
 
 Channels told through L{ClusterStore.listen} (payloads are text):
-C{karajo_request} (id of a forwarded request), C{karajo_answer} (its id),
+C{karajo_request} (C{"ID NODE"}: a forwarded request's id and the node it
+is for, L{Forwarded.to_node}), C{karajo_answer} (its id),
 C{karajo_run} (C{kind/id/counter}: a run began, ended, got log bytes or was
 forgotten), C{karajo_node} (a node's name: it joined, came back or was
 found dead), C{karajo_pause} (C{kind/id}), and C{karajo_reconnected} (empty
@@ -92,6 +93,9 @@ class Forwarded:
 
     @ivar id: given by the store (L{ClusterStore.forward} ignores the one passed).
     @ivar action: C{run}, C{run_now}, C{pause}, C{resume} or C{cancel}.
+    @ivar to_node: the node the asking node sees as the job's owner: only
+        that node takes the request (L{ClusterStore.take}), and the
+        C{karajo_request} payload names it so that no other node tries.
     """
 
     id: int
@@ -101,6 +105,7 @@ class Forwarded:
     trigger: str | None
     request: TriggerRequest | None
     from_node: str
+    to_node: str = ""
 
 
 @attrs.frozen
@@ -209,7 +214,10 @@ class ClusterStore(Protocol):
         """Store a request for a job's owner and tell it; returns the request's id."""
 
     def take(self, me: str, request_id: int) -> Deferred[Forwarded | None]:
-        """Take a forwarded request; C{None} when another node took it first."""
+        """
+        Take a forwarded request for C{me} (its C{to_node}, or any node when
+        that is empty); C{None} when it is not for C{me} or was taken.
+        """
 
     def answer(self, request_id: int, answer: Answer) -> Deferred[None]:
         """Store the answer to a taken request and tell the asking node."""

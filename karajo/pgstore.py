@@ -418,7 +418,7 @@ class PgStore:
             "path": request.path if request else None,
             "headers": Jsonb(dict(request.headers)) if request else None,
             "body": bytes(request.body) if request else None,
-            "from": me,
+            "from": me, "to": fwd.to_node,
         }
         return self._fetch(_FORWARD, params, lambda rows: rows[0][0])
 
@@ -426,11 +426,11 @@ class PgStore:
         def forwarded(rows: list[tuple[Any, ...]]) -> Forwarded | None:
             if not rows:
                 return None
-            id_, kind, job_id, action, trigger, method, path, headers, body, from_node = rows[0]
+            id_, kind, job_id, action, trigger, method, path, headers, body, from_, to = rows[0]
             request = None
             if method is not None:
                 request = TriggerRequest(method, path, dict(headers or {}), bytes(body or b""))
-            return Forwarded(id_, kind, job_id, action, trigger, request, from_node)
+            return Forwarded(id_, kind, job_id, action, trigger, request, from_, to)
 
         return self._fetch(_TAKE, {"me": me, "id": request_id}, forwarded)
 
@@ -769,16 +769,19 @@ ON CONFLICT (kind, job_id) DO UPDATE SET paused = excluded.paused
 RETURNING pg_notify('karajo_pause', kind || '/' || job_id)
 """
 
+# The payload names the node the request is for: only that one takes it.
 _FORWARD = """
-INSERT INTO karajo_request (kind, job_id, action, trigger, method, path, headers, body, from_node)
+INSERT INTO karajo_request (kind, job_id, action, trigger, method, path, headers, body,
+    from_node, to_node)
 VALUES (%(kind)s, %(job)s, %(action)s, %(trigger)s, %(method)s, %(path)s, %(headers)s,
-    %(body)s, %(from)s)
-RETURNING id, pg_notify('karajo_request', id::text)
+    %(body)s, %(from)s, %(to)s)
+RETURNING id, pg_notify('karajo_request', id::text || ' ' || to_node)
 """
 
 _TAKE = """
-UPDATE karajo_request SET taken_by = %(me)s WHERE id = %(id)s AND taken_by IS NULL
-RETURNING id, kind, job_id, action, trigger, method, path, headers, body, from_node
+UPDATE karajo_request SET taken_by = %(me)s
+WHERE id = %(id)s AND taken_by IS NULL AND to_node IN ('', %(me)s)
+RETURNING id, kind, job_id, action, trigger, method, path, headers, body, from_node, to_node
 """
 
 _ANSWER = """

@@ -11,6 +11,7 @@ import time
 import uuid
 from typing import Any
 
+import attrs
 import psycopg
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
@@ -303,13 +304,24 @@ class RequestTests(StoreCase):
         self.assertIsNone(await self.store.answer_of(request_id))
         await self.store.answer(request_id, Answer("started", 7, ""))
         self.assertEqual(await self.store.answer_of(request_id), Answer("started", 7, ""))
-        await wait_for(lambda: ("karajo_request", str(request_id)) in heard
+        await wait_for(lambda: ("karajo_request", f"{request_id} ") in heard
                        and ("karajo_answer", str(request_id)) in heard)
         # A management action carries no request.
         bare = await self.store.forward("asker", Forwarded(0, "job", self.job, "pause", None,
                                                            None, "asker"))
         taken_bare = await self.store.take("n0", bare)
         self.assertEqual((taken_bare.action, taken_bare.request), ("pause", None))
+
+    async def test_forwarded_to_one_node_only_it_takes(self) -> None:
+        heard = self.listen()
+        await wait_for(lambda: self.store._listener._conn is not None)
+        fwd = Forwarded(0, "job", self.job, "cancel", None, None, "asker", to_node="owner")
+        request_id = await self.store.forward("asker", fwd)
+        self.assertIsNone(await self.store.take("other", request_id))
+        taken = await self.store.take("owner", request_id)
+        self.assertEqual(taken, attrs.evolve(fwd, id=request_id))
+        self.assertIsNone(await self.store.take("owner", request_id))
+        await wait_for(lambda: ("karajo_request", f"{request_id} owner") in heard)
 
     async def test_seen_request_once_cluster_wide(self) -> None:
         stores = [self.make_store() for _ in range(3)]
