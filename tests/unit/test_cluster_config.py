@@ -179,3 +179,33 @@ class NoClusterImportTests(SynchronousTestCase):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              check=True, env={**os.environ, "PYTHONPATH": top})
         self.assertEqual(out.stdout.strip(), "[]")
+
+
+class CheckTests(SynchronousTestCase):
+    def test_digest_warnings(self) -> None:
+        from karajo.cluster import digest_warnings
+
+        nodes = [("b", True, "f" * 64), ("a", True, "0" * 64), ("c", False, "e" * 64)]
+        [warning] = digest_warnings("0" * 64, nodes)
+        self.assertIn("node b runs another configuration", warning)
+        self.assertEqual(digest_warnings("0" * 64, nodes[1:]), [])
+
+    def test_karajo_check_shows_the_cluster(self) -> None:
+        """Without a reachable database: the digest, and why the nodes are not read."""
+        import io
+        from contextlib import redirect_stdout
+
+        from karajo.cli import main
+
+        path = config_tree(self.mktemp(), """
+            [cluster]
+            database = postgresql://u:topsecret@127.0.0.1:1/none
+            node = n1
+        """)
+        out = io.StringIO()
+        with redirect_stdout(out):
+            self.assertEqual(main(["check", "--config", path]), 0)
+        text = out.getvalue()
+        self.assertRegex(text, r"\[cluster\] node 'n1', config digest [0-9a-f]{64}")
+        self.assertIn("nodes: not read from the database", text)
+        self.assertNotIn("topsecret", text)
