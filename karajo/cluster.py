@@ -90,6 +90,8 @@ FORWARD_WAIT = 5.0
 LOG_FLUSH = 1.0
 #: Counters reserved at once per job; the next block is fetched at half.
 COUNTER_BLOCK = 8
+#: How often a node bounds the database's old slots, replay keys and requests.
+PRUNE_EVERY = 300.0
 
 Key = tuple[str, str]
 
@@ -109,7 +111,7 @@ def open_store(cluster: Cluster, reactor: Any) -> ClusterStore:
     when a C{[cluster]} is configured (C{pip install karajo[cluster]}).
     """
     pgstore = importlib.import_module("karajo.pgstore")
-    store: ClusterStore = pgstore.open_store(cluster, reactor)
+    store: ClusterStore = pgstore.PgStore(reactor, cluster.database)
     return store
 
 
@@ -243,6 +245,7 @@ class ClusterService(Service):
         self._beat_call: IDelayedCall | None = None
         self._beating: defer.Deferred | None = None
         self._fetching: set[tuple[str, str, int]] = set()
+        self._pruned_at: float | None = None
 
     # --- hooks into the jobs -------------------------------------------------
 
@@ -351,6 +354,10 @@ class ClusterService(Service):
             return  # not connected long enough to tell a dead node from our outage
         try:
             lost = await self.store.reap(self._node_timeout, self.me)
+            now = self._clock.seconds()
+            if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
+                self._pruned_at = now
+                await self.store.prune(now)
         except Unavailable:
             self._lost()
             return
@@ -525,14 +532,10 @@ class ClusterService(Service):
     async def _reserve(self, key: Key) -> None:
         runner = self._runners.get(key)
         floor = runner.counter if runner is not None else 0
-        n = COUNTER_BLOCK
         try:
-            block = await self.store.reserve_counters(key[0], key[1], n)
-            if block and block[-1] <= floor:
-                # Counters this node used before the database knew the job
-                # (it ran alone): skipped, never reused.
-                block = await self.store.reserve_counters(
-                    key[0], key[1], floor - block[-1] + COUNTER_BLOCK)
+            # Above the counters this node used before (it ran alone, or a
+            # block of an earlier ownership): never reused.
+            block = await self.store.reserve_counters(key[0], key[1], COUNTER_BLOCK, floor)
         except Unavailable:
             self._lost()
             raise ClusterUnavailable("the cluster database is unreachable") from None
@@ -752,7 +755,7 @@ class ClusterService(Service):
             self._run_changed(payload)
         elif channel == "karajo_request":
             request_id, _, node = payload.partition(" ")
-            if node == self.me and request_id.isdigit():
+            if node in (self.me, "") and request_id.isdigit():
                 d = defer.ensureDeferred(self._serve(int(request_id)))
                 d.addErrback(lambda f: log.failure("cluster: a forwarded request failed", f))
         elif channel == "karajo_answer":
@@ -859,7 +862,7 @@ class ClusterService(Service):
         if fwd.action.startswith(RETRY + ":"):
             _, attempt, first = fwd.action.split(":")
             self._retry_here((fwd.kind, fwd.job_id), int(attempt), int(first))
-            answer = Answer("ok")
+            answer = Answer("ok", None, "retry scheduled")
         else:
             answer = await self._act_here(fwd.kind, fwd.job_id, fwd.action, fwd.request)
         self.outbox.put(lambda: self.store.answer(request_id, answer))

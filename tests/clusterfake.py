@@ -163,10 +163,12 @@ class FakeStore:
         return self._do("restarted", lambda: self._end_running(
             me, f"!!! node {me} restarted during this run\n".encode()))
 
-    def reserve_counters(self, kind: str, job_id: str, n: int) -> defer.Deferred[range]:
+    def reserve_counters(
+        self, kind: str, job_id: str, n: int, after: int = 0
+    ) -> defer.Deferred[range]:
         def run() -> range:
             job = self.db.job(kind, job_id)
-            job.counter += n
+            job.counter = max(job.counter, after) + n
             return range(job.counter - n + 1, job.counter + 1)
 
         return self._do("reserve_counters", run)
@@ -177,8 +179,7 @@ class FakeStore:
         def run() -> set[tuple[str, str, float]]:
             won = set()
             for slot in slots:
-                if slot not in self.db.slots:
-                    self.db.slots[slot] = me
+                if self.db.slots.setdefault(slot, me) == me:
                     won.add(slot)
             return won
 
@@ -217,7 +218,9 @@ class FakeStore:
     def append_logs(self, chunks: Sequence[tuple[str, str, int, int, bytes]]) -> defer.Deferred[None]:
         def run() -> None:
             for kind, job_id, counter, offset, data in chunks:
-                self.db.chunks.setdefault((kind, job_id, counter), []).append((offset, data))
+                stored = self.db.chunks.setdefault((kind, job_id, counter), [])
+                if all(at != offset for at, _ in stored):
+                    stored.append((offset, data))
                 self.db.notify("karajo_run", f"{kind}/{job_id}/{counter}")
 
         return self._do("append_logs", run)
@@ -289,7 +292,8 @@ class FakeStore:
     def take(self, me: str, request_id: int) -> defer.Deferred[Forwarded | None]:
         def run() -> Forwarded | None:
             request = self.db.requests.get(request_id)
-            if request is None or request.taken_by is not None or request.fwd.to_node != me:
+            if request is None or request.taken_by is not None or request.fwd.to_node not in (
+                    me, ""):
                 return None
             request.taken_by = me
             return request.fwd
@@ -309,6 +313,15 @@ class FakeStore:
             return request.answer if request is not None else None
 
         return self._do("answer_of", run)
+
+    def prune(self, now: float) -> defer.Deferred[None]:
+        def run() -> None:
+            for slot in [s for s in self.db.slots if s[2] < now - 86400]:
+                del self.db.slots[slot]
+            for key in [k for k, t in self.db.seen.items() if t < now]:
+                del self.db.seen[key]
+
+        return self._do("prune", run)
 
     def listen(self, channel_callback: Callable[[str, str], None]) -> None:
         self._callback = channel_callback

@@ -253,6 +253,13 @@ class ClaimTests(ClusterTestCase):
         self.assertEqual(len(set(taken + [later])), len(taken) + 1)
         self.assertGreater(later, max(taken))
 
+    def test_counters_above_the_logs_a_node_had_alone(self) -> None:
+        """A node whose disk has logs up to #40 (it ran alone) gets counters above them."""
+        (a,) = self.start([self.job("x")], names=("a",))
+        a.runner("x").counter = 40
+        self.successResultOf(a.cluster.ensure_counter(("job", "x")))
+        self.assertEqual(a.cluster.take_counter(("job", "x")), 41)
+
     def test_no_counter_in_hand_is_503(self) -> None:
         (a,) = self.start([self.job("x")], names=("a",))
         self.db.up = False
