@@ -794,7 +794,7 @@ class ClusterService(Service):
     # --- acting on a job: here, or forwarded to its owner ------------------------------------
 
     async def act(self, kind: str, job_id: str, action: str,
-                  request: TriggerRequest | None = None) -> Answer:
+                  request: TriggerRequest | None = None, trigger: str | None = None) -> Answer:
         """
         Do C{action} (L{RUN}, L{PAUSE}, L{RESUME}, L{CANCEL}) on the job
         where it lives: here when this node owns it, else on its owner,
@@ -807,8 +807,8 @@ class ClusterService(Service):
         if owner is None:
             raise ClusterUnavailable("no cluster node is known alive yet; try again")
         if owner == self.me:
-            return await self._act_here(kind, job_id, action, request)
-        fwd = Forwarded(0, kind, job_id, action, None, request, self.me, owner)
+            return await self._act_here(kind, job_id, action, request, trigger)
+        fwd = Forwarded(0, kind, job_id, action, trigger, request, self.me, owner)
         try:
             request_id = await self.store.forward(self.me, fwd)
         except Unavailable:
@@ -864,18 +864,19 @@ class ClusterService(Service):
             self._retry_here((fwd.kind, fwd.job_id), int(attempt), int(first))
             answer = Answer("ok", None, "retry scheduled")
         else:
-            answer = await self._act_here(fwd.kind, fwd.job_id, fwd.action, fwd.request)
+            answer = await self._act_here(fwd.kind, fwd.job_id, fwd.action, fwd.request,
+                                          fwd.trigger)
         self.outbox.put(lambda: self.store.answer(request_id, answer))
 
     async def _act_here(self, kind: str, job_id: str, action: str,
-                        request: TriggerRequest | None) -> Answer:
+                        request: TriggerRequest | None, trigger: str | None = None) -> Answer:
         runner = self._runners.get((kind, job_id))
         if runner is None:
             return Answer("refused:not_found", None, "job not found")
         try:
             if action == RUN:
                 await self.ensure_counter((kind, job_id))
-                accepted = runner.submit(request)
+                accepted = runner.submit(request, trigger=trigger)
                 return Answer(accepted.outcome, accepted.counter, f"job {accepted.outcome}")
             if action in (PAUSE, RESUME):
                 runner.pause() if action == PAUSE else runner.resume()
@@ -892,6 +893,23 @@ class ClusterService(Service):
         except RunRefused as e:
             return Answer("refused:" + _REFUSALS.get(type(e), "unavailable"), None, str(e))
         return Answer("refused:unknown", None, f"unknown action {action!r}")
+
+    def chain(self, job_id: str, record: RunRecord, by: str) -> None:
+        """
+        The chains' C{relay}: start chained job C{job_id} (trigger
+        C{chain}) on its owner; a refusal is logged, as on a single server.
+        """
+        d = defer.ensureDeferred(self.act("job", job_id, RUN, None, Trigger.CHAIN))
+
+        def done(answer: Answer) -> None:
+            log.info("{job}: run {counter} {status}; chained job {target}: {outcome}",
+                     job=by, counter=record.counter, status=str(record.status),
+                     target=job_id, outcome=answer.outcome)
+
+        d.addCallback(done)
+        d.addErrback(lambda f: log.warn("{job}: run {counter} chains to {target}, which "
+                                        "refused: {why}", job=by, counter=record.counter,
+                                        target=job_id, why=f.getErrorMessage()))
 
     async def first_time(self, key: bytes, max_age: float) -> bool:
         """The cluster-wide replay guard: whether a signed request is new everywhere."""
@@ -1040,6 +1058,7 @@ def add_cluster(service: Any, reactor: Any, store: ClusterStore | None = None) -
             node.attach(svc)
     node.setServiceParent(service)
     service.cluster = node
+    service.chains.relay = node.chain
     service.reload_listeners.append(node)
     service.closers.append(lambda: defer.ensureDeferred(node.close()))
     return node

@@ -166,6 +166,9 @@ class Chains:
 
     def __init__(self, jobs: dict[str, JobService]) -> None:
         self._jobs = jobs
+        #: a cluster node's way to start a chained job on its owner
+        #: (L{karajo.cluster}); None on a single server
+        self.relay: Callable[[str, RunRecord, str], Any] | None = None
 
     def run_started(self, runner: JobRunner, record: RunRecord) -> None:
         pass
@@ -185,6 +188,9 @@ class Chains:
             if svc is None:  # validate() refuses this; a code-built server may not
                 log.error("{job}: chained job {target} does not exist", job=runner.name,
                           target=target)
+                continue
+            if self.relay is not None:
+                self.relay(target, record, str(runner.name))
                 continue
             try:
                 started = svc.runner.trigger(None, deferred=True, trigger=Trigger.CHAIN)

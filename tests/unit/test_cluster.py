@@ -344,6 +344,17 @@ class ForwardTests(ClusterTestCase):
         self.assertEqual(headers["retry-after"], "5")
 
 
+class ChainTests(ClusterTestCase):
+    def test_chain_starts_on_the_chained_jobs_owner(self) -> None:
+        first, then = owned_by("a", ("a", "b")), owned_by("b", ("a", "b"))
+        a, b = self.start([self.job(first, on_success=(then,)), self.job(then)],
+                          names=("a", "b"))
+        self.assertEqual(b.hook(first)[0], 200)
+        self.settle(1)
+        self.assertEqual(self.runs_of(first), [("a", 1, "webhook")])
+        self.assertEqual(self.runs_of(then), [("b", 1, "chain")])
+
+
 class MirrorTests(ClusterTestCase):
     def test_every_node_shows_every_run(self) -> None:
         job = owned_by("a", ("a", "b"))
@@ -371,6 +382,40 @@ class MirrorTests(ClusterTestCase):
         body = self.successResultOf(b.cluster.store.read_log("job", job, 1))
         self.assertIn(b"=== BEGIN", body)
         self.assertIn(b"ran on a", body)
+
+
+    def test_events_of_a_run_on_another_node(self) -> None:
+        """Followed on b, a's running log arrives within about a second, then its end."""
+        job = owned_by("a", ("a", "b"))
+        self.hold.add(job)
+        a, b = self.start([self.job(job)], names=("a", "b"))
+        a.hook(job)
+        self.settle(1)
+        feed = self.successResultOf(defer.ensureDeferred(b.cluster.remote_feed("job", job, 1)))
+        pieces: list[str] = []
+        ended: list[str] = []
+
+        class Follower:
+            def piece(self, offset: int, text: str) -> None:
+                pieces.append(text)
+
+            def ended(self, status: str) -> None:
+                ended.append(status)
+
+            def ping(self) -> None:
+                pass
+
+            def dropped(self) -> None:
+                pass
+
+        feed.subscribe(Follower())
+        self.settle(1.5)
+        self.assertIn("ran on a", "".join(pieces))
+        self.assertEqual(ended, [])
+        self.release("a", job)
+        self.settle(2.5)
+        self.assertIn("=== DONE", "".join(pieces))
+        self.assertEqual(ended, ["success"])
 
 
 class FailoverTests(ClusterTestCase):
