@@ -237,6 +237,10 @@ class ClusterService(Service):
         self._claim_call: IDelayedCall | None = None
         #: the newest slot of each job skipped while the database was away
         self._missed: dict[Key, float] = {}
+        #: the newest slot of each job left to the owner of the time
+        self._skipped: dict[Key, tuple[float, str | None, Callable[[], Any]]] = {}
+        #: local runs the cluster ended while this node was cut off
+        self._abandoned: set[tuple[str, str, int]] = set()
         self._chunks: dict[tuple[str, str, int], _Chunk] = {}
         self._flush_call: IDelayedCall | None = None
         self._mirror: dict[Key, dict[int, RunRecord]] = {}
@@ -368,8 +372,29 @@ class ClusterService(Service):
         alive = tuple(sorted(n.name for n in self.nodes.values() if n.alive))
         if alive != self.alive:
             log.info("cluster: alive nodes: {nodes}", nodes=" ".join(alive))
+            gone = set(self.alive) - set(alive)
             self.alive = alive
             self._owners.clear()
+            if gone:
+                self._take_over(gone)
+
+    def _take_over(self, gone: set[str]) -> None:
+        """
+        Nodes found dead: the slots they were due to run since they went
+        silent (at most C{node_timeout} and two heartbeats ago) are
+        claimed by their jobs' new owners, so a slot due while the dead
+        node was not yet known dead still runs, once (the claim tells
+        whether the dead node ran it before it died).
+        """
+        horizon = self._clock.seconds() - self._node_timeout - 2 * self._heartbeat
+        for key, (slot, was, fire) in list(self._skipped.items()):
+            if slot < horizon:
+                del self._skipped[key]
+            elif was in gone and self.owner_of(*key) == self.me:
+                del self._skipped[key]
+                log.info("{kind}/{job}: taking over a slot of lost node {node}",
+                         kind=key[0], job=key[1], node=was)
+                self._fire(key, slot, fire)
 
     def _lost(self) -> None:
         """A statement failed with L{Unavailable}: the database is away."""
@@ -431,6 +456,8 @@ class ClusterService(Service):
                 if stored is not None and stored.record.status is not RunStatus.RUNNING:
                     log.warn("{job}: run {counter} was ended by the cluster while this node "
                              "was cut off; canceled", job=runner.name, counter=record.counter)
+                    # Its stored end (failed, naming this node) stays.
+                    self._abandoned.add((key[0], key[1], record.counter))
                     runner.cancel()
 
     def _reaped(self, lost: list[StoredRun]) -> None:
@@ -550,7 +577,11 @@ class ClusterService(Service):
         with every other fire of this reactor turn in one statement; a
         fire while the database is away is remembered as missed.
         """
-        if self.owner_of(*key) != self.me:
+        owner = self.owner_of(*key)
+        if owner != self.me:
+            # Kept: should that owner turn out to be dead already, this node
+            # may be the one to run the slot (L{_take_over}).
+            self._skipped[key] = (slot, owner, fire)
             return
         if not self.connected:
             self._missed[key] = slot
@@ -651,8 +682,11 @@ class ClusterService(Service):
     def run_finished(self, runner: Any, record: RunRecord) -> None:
         """Ship the run's end with its final log, then prune the database like the disk."""
         kind = str(runner.job.kind)
-        self._mirror_put(kind, record)
         self._chunks.pop((kind, record.job_id, record.counter), None)
+        if (kind, record.job_id, record.counter) in self._abandoned:
+            self._abandoned.discard((kind, record.job_id, record.counter))
+            return
+        self._mirror_put(kind, record)
         d = runner.store.read_in_thread(record.counter)
 
         def ship(found: tuple[LogName, bytes] | None) -> defer.Deferred:

@@ -458,6 +458,36 @@ class FailoverTests(ClusterTestCase):
         [(node, _, trigger)] = self.runs_of(job)
         self.assertEqual((node, trigger), (owner(("b", "c"), "job", job), "schedule"))
 
+    def test_slot_due_before_the_death_is_noticed_runs_once(self) -> None:
+        """The owner dies 5 s before a slot: the new owner runs that slot once, late."""
+        job = owned_by("a", NODES)
+        a, b, c = self.start([self.job(job, schedule="minutely")])
+        self.settle(T0 - 5 - self.clock.seconds())
+        a.store.cut = True
+        self.settle(25)
+        new_owner = owner(("b", "c"), "job", job)
+        self.assertEqual(self.runs_of(job), [(new_owner, 1, "schedule")])
+        self.settle(60)
+        self.assertEqual([r[0] for r in self.runs_of(job)], [new_owner, new_owner])
+
+    def test_cut_off_node_cancels_what_the_others_ended(self) -> None:
+        job = owned_by("a", ("a", "b"))
+        self.hold.add(job)
+        a, b = self.start([self.job(job)], names=("a", "b"))
+        a.hook(job)
+        a.store.cut = True
+        self.settle(20)
+        self.assertEqual(self.db.runs[("job", job, 1)].record.status, RunStatus.FAILED)
+        self.assertTrue(a.runner(job).executing)  # a does not know yet
+        a.store.cut = False
+        self.settle(3)
+        self.assertFalse(a.runner(job).executing)
+        self.assertEqual([r.status for r in a.runner(job).store.records()], ["canceled"])
+        stored = self.db.runs[("job", job, 1)].record
+        self.assertEqual((stored.status, stored.node), (RunStatus.FAILED, "a"))
+        self.assertIn(b"node a was lost", self.db.logs[("job", job, 1)])
+        self.assertEqual([r.status for r in a.runner(job).records()], ["failed"])
+
     def test_restart_ends_own_leftover_runs(self) -> None:
         job = owned_by("a", ("a",))
         self.hold.add(job)
