@@ -789,7 +789,9 @@ class ClusterService(Service):
             self._run_changed(payload)
         elif channel == "karajo_request":
             request_id, _, node = payload.partition(" ")
-            if node in (self.me, "") and request_id.isdigit():
+            # Not this node's own request (a store whose payload names no node).
+            if (node in (self.me, "") and request_id.isdigit()
+                    and int(request_id) not in self._answers):
                 d = defer.ensureDeferred(self._serve(int(request_id)))
                 d.addErrback(lambda f: log.failure("cluster: a forwarded request failed", f))
         elif channel == "karajo_answer":
@@ -893,7 +895,13 @@ class ClusterService(Service):
             return
         if fwd is None:
             return
-        if fwd.action.startswith(RETRY + ":"):
+        owner = self.owner_of(fwd.kind, fwd.job_id)
+        if fwd.to_node != self.me and owner not in (self.me, None) and ">" not in fwd.from_node:
+            # Taken by a node that does not run the job (a store that does
+            # not route by to_node): passed on to the owner, once (a node
+            # name has no ">"), its answer relayed.
+            answer = await self._pass_on(fwd, owner)
+        elif fwd.action.startswith(RETRY + ":"):
             _, attempt, first = fwd.action.split(":")
             self._retry_here((fwd.kind, fwd.job_id), int(attempt), int(first))
             answer = Answer("ok", None, "retry scheduled")
@@ -901,6 +909,20 @@ class ClusterService(Service):
             answer = await self._act_here(fwd.kind, fwd.job_id, fwd.action, fwd.request,
                                           fwd.trigger)
         self.outbox.put(lambda: self.store.answer(request_id, answer))
+
+    async def _pass_on(self, fwd: Forwarded, owner: str) -> Answer:
+        relay = attrs.evolve(fwd, from_node=f"{fwd.from_node}>{self.me}", to_node=owner)
+        if fwd.action.startswith(RETRY + ":"):
+            self._tell_owner(relay)
+            return Answer("ok", None, f"passed on to {owner}")
+        try:
+            request_id = await self.store.forward(self.me, relay)
+            return await self._wait_answer(request_id, owner)
+        except Unavailable:
+            self._lost()
+            return Answer("refused:unavailable", None, "the cluster database is unreachable")
+        except ClusterUnavailable as e:
+            return Answer("refused:unavailable", None, str(e))
 
     async def _act_here(self, kind: str, job_id: str, action: str,
                         request: TriggerRequest | None, trigger: str | None = None) -> Answer:

@@ -86,9 +86,12 @@ class FakeDatabase:
 class FakeStore:
     """One node's connection to a L{FakeDatabase}."""
 
-    def __init__(self, database: FakeDatabase) -> None:
+    def __init__(self, database: FakeDatabase, route: bool = True) -> None:
         self.db = database
         self.cut = False
+        #: whether forwarded requests go to their to_node only (the shared
+        #: protocol's first version did not: any node took them)
+        self.route = route
         self._callback: Callable[[str, str], None] | None = None
         self._was_down = False
 
@@ -284,7 +287,8 @@ class FakeStore:
         def run() -> int:
             request_id = self.db.next_id()
             self.db.requests[request_id] = _Request(attrs.evolve(fwd, id=request_id))
-            self.db.notify("karajo_request", f"{request_id} {fwd.to_node}")
+            self.db.notify("karajo_request",
+                           f"{request_id} {fwd.to_node}" if self.route else str(request_id))
             return request_id
 
         return self._do("forward", run)
@@ -292,11 +296,12 @@ class FakeStore:
     def take(self, me: str, request_id: int) -> defer.Deferred[Forwarded | None]:
         def run() -> Forwarded | None:
             request = self.db.requests.get(request_id)
-            if request is None or request.taken_by is not None or request.fwd.to_node not in (
-                    me, ""):
+            if request is None or request.taken_by is not None:
+                return None
+            if self.route and request.fwd.to_node not in (me, ""):
                 return None
             request.taken_by = me
-            return request.fwd
+            return request.fwd if self.route else attrs.evolve(request.fwd, to_node="")
 
         return self._do("take", run)
 

@@ -21,6 +21,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
 from karajo.cluster import FORWARD_WAIT, ClusterService
+from karajo.clusterstore import Forwarded
 from karajo.config import Loaded, validate
 from karajo.errors import ClusterUnavailable
 from karajo.model import Cluster, Environment, Job
@@ -53,7 +54,7 @@ class Node:
                  digest_extra: int = 1) -> None:
         self.name = name
         self.test = test
-        self.store = FakeStore(test.db)
+        self.store = FakeStore(test.db, route=test.route)
         base = os.path.join(test.base, name)
         os.makedirs(base, exist_ok=True)
         env, warnings = validate(Environment(
@@ -120,6 +121,9 @@ class Node:
 
 
 class ClusterTestCase(unittest.TestCase):
+    #: whether the store routes forwarded requests by to_node
+    route = True
+
     def setUp(self) -> None:
         self.clock = MemoryReactorClock()
         self.clock.advance(T0 - 30)
@@ -342,6 +346,40 @@ class ForwardTests(ClusterTestCase):
         code, headers, doc = b.hook(job)
         self.assertEqual((code, doc["name"]), (503, "ERR_CLUSTER_UNAVAILABLE"))
         self.assertEqual(headers["retry-after"], "5")
+
+
+class UnroutedForwardTests(ClusterTestCase):
+    """A store that tells every node of every forwarded request (no to_node)."""
+
+    route = False
+
+    def test_the_asking_node_leaves_its_request_to_the_owner(self) -> None:
+        job = owned_by("a", ("a", "b"))
+        # b listens first: it hears its own request before a does
+        b, a = self.start([self.job(job)], names=("b", "a"))
+        code, _, doc = b.hook(job)
+        self.assertEqual((code, doc["data"]["run"]["counter"]), (200, 1))
+        self.assertEqual(self.runs_of(job), [("a", 1, "webhook")])
+
+    def test_three_nodes_answered_and_run_once(self) -> None:
+        """Passed on at most once: answered, run once (maybe off its owner), no endless relay."""
+        job = owned_by("c")
+        a, b, c = self.start([self.job(job)])
+        code, _, doc = b.hook(job)
+        self.assertEqual((code, doc["data"]["run"]["counter"]), (200, 1))
+        self.settle(2)
+        self.assertEqual(len(self.runs_of(job)), 1)
+        self.assertLess(self.db.statements.count("forward"), 4)
+
+    def test_a_non_owner_that_took_it_passes_it_on(self) -> None:
+        job = owned_by("a", ("a", "b"))
+        a, b = self.start([self.job(job)], names=("a", "b"))
+        d = defer.ensureDeferred(
+            b.cluster._pass_on(Forwarded(7, "job", job, "run", None, None, "x"), "a"))
+        self.settle(1)
+        answer = self.successResultOf(d)
+        self.assertEqual((answer.outcome, answer.counter), ("started", 1))
+        self.assertEqual(self.runs_of(job), [("a", 1, "manual")])
 
 
 class ChainTests(ClusterTestCase):
