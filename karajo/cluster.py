@@ -210,7 +210,6 @@ class ClusterService(Service):
         *, version: str, digest: str,
     ) -> None:
         self._service = service
-        self.settings = cluster
         self.store = store
         self._clock = clock
         self.me = cluster.node
@@ -247,7 +246,6 @@ class ClusterService(Service):
         self._answers: dict[int, defer.Deferred[Answer]] = {}
         self._ends: list[defer.Deferred] = []
         self._beat_call: IDelayedCall | None = None
-        self._beating: defer.Deferred | None = None
         self._fetching: set[tuple[str, str, int]] = set()
         self._pruned_at: float | None = None
 
@@ -325,11 +323,10 @@ class ClusterService(Service):
 
     def _beat(self) -> None:
         self._beat_call = None
-        d = self._beating = defer.ensureDeferred(self._heartbeat_once())
+        d = defer.ensureDeferred(self._heartbeat_once())
         d.addErrback(lambda f: log.failure("cluster: heartbeat failed", f))
 
         def again(_: object) -> None:
-            self._beating = None
             if self.running:
                 self._beat_call = self._clock.callLater(self._heartbeat, self._beat)
 
@@ -375,18 +372,22 @@ class ClusterService(Service):
             gone = set(self.alive) - set(alive)
             self.alive = alive
             self._owners.clear()
+            # Counters in hand of jobs now run elsewhere are dropped (a gap):
+            # kept, they would come back older than the new owner's.
+            for key in [k for k in self._counters if self.owner_of(*k) != self.me]:
+                del self._counters[key]
             if gone:
                 self._take_over(gone)
 
     def _take_over(self, gone: set[str]) -> None:
         """
         Nodes found dead: the slots they were due to run since they went
-        silent (at most C{node_timeout} and two heartbeats ago) are
+        silent (at most C{node_timeout} and four heartbeats ago) are
         claimed by their jobs' new owners, so a slot due while the dead
         node was not yet known dead still runs, once (the claim tells
         whether the dead node ran it before it died).
         """
-        horizon = self._clock.seconds() - self._node_timeout - 2 * self._heartbeat
+        horizon = self._clock.seconds() - self._node_timeout - 4 * self._heartbeat
         for key, (slot, was, fire) in list(self._skipped.items()):
             if slot < horizon:
                 del self._skipped[key]
@@ -427,6 +428,9 @@ class ClusterService(Service):
         self.connected = True
         self.connected_since = self._clock.seconds()
         log.info("cluster: node {node} is connected to the database", node=self.me)
+        # Cut off, this node may have been taken for dead and its jobs run
+        # elsewhere meanwhile: counters in hand would come back older.
+        self._counters.clear()
         self._apply_pauses(paused)
         for stored in runs:
             self._mirror_put(stored.kind, stored.record)
@@ -521,7 +525,7 @@ class ClusterService(Service):
         """
         block = self._counters.get(key)
         if not block:
-            self._refill(key)
+            self._refill(key).addErrback(lambda f: f.trap(ClusterUnavailable))
             raise ClusterUnavailable("no run counter in hand; the cluster database is away")
         counter = block.popleft()
         if len(block) <= COUNTER_BLOCK // 2:
@@ -558,7 +562,7 @@ class ClusterService(Service):
 
     async def _reserve(self, key: Key) -> None:
         runner = self._runners.get(key)
-        floor = runner.counter if runner is not None else 0
+        floor = max([runner.counter if runner is not None else 0, *self._mirror.get(key, ())])
         try:
             # Above the counters this node used before (it ran alone, or a
             # block of an earlier ownership): never reused.

@@ -264,6 +264,22 @@ class ClaimTests(ClusterTestCase):
         self.successResultOf(a.cluster.ensure_counter(("job", "x")))
         self.assertEqual(a.cluster.take_counter(("job", "x")), 41)
 
+    def test_counters_rise_as_ownership_moves(self) -> None:
+        """a runs #1, is cut off and taken for dead, b runs the next; back, a goes on above."""
+        job = owned_by("a", ("a", "b"))
+        a, b = self.start([self.job(job)], names=("a", "b"))
+        self.assertEqual(a.hook(job)[0], 200)
+        a.store.cut = True
+        self.settle(20)
+        self.assertEqual(b.hook(job)[0], 200)
+        a.store.cut = False
+        self.settle(3)
+        self.assertEqual(b.cluster.owner_of("job", job), "a")
+        self.assertEqual(b.hook(job)[0], 200)
+        counters = [(n, c) for n, c, _ in self.runs_of(job)]
+        self.assertEqual([n for n, _ in counters], ["a", "b", "a"])
+        self.assertEqual([c for _, c in counters], sorted(c for _, c in counters))
+
     def test_no_counter_in_hand_is_503(self) -> None:
         (a,) = self.start([self.job("x")], names=("a",))
         self.db.up = False
