@@ -34,7 +34,11 @@ C{WHERE} has its index (L{karajo.clusterschema}).
 
 Failures: a connection error, a refused or timed-out connect
 (C{connect_timeout}), a statement over C{statement_timeout} all fail the
-call's Deferred with L{Unavailable}; for a second after one, calls fail at
+call's Deferred with L{Unavailable}, and so does a call not answered by
+its deadline (C{connect_timeout + statement_timeout + 1} s: a server that
+takes bytes but answers nothing, stopped or its disk hung, trips no other
+timeout; the waiting thread's socket is then shut so the thread is freed
+too); for a second after one, calls fail at
 once without waiting for a connect (a node polling an unreachable database
 then costs nothing).  Before a statement, a connection the server closed
 meanwhile (its socket readable while idle: a restart, an admin shutdown)
@@ -57,6 +61,7 @@ from __future__ import annotations
 import datetime
 import os
 import select
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -124,6 +129,20 @@ def _readable(fd: int) -> bool:
     return bool(poller.poll(0))
 
 
+def _shut(conn: psycopg.Connection) -> None:
+    """Shut a connection's socket from another thread: its waiting thread gets an error."""
+    try:
+        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    except (OSError, psycopg.Error):
+        return  # closed meanwhile
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
 def _stored_runs(rows: list[tuple[Any, ...]]) -> list[StoredRun]:
     return [_stored(row) for row in rows]
 
@@ -153,6 +172,9 @@ class PgStore:
         self._conninfo = conninfo
         self.database = describe(conninfo)
         timeout_ms = int(statement_timeout * 1000)
+        #: How long a call may take, from the reactor's view: a connect and a
+        #: statement, each at its timeout, and a second more.
+        self._deadline = connect_timeout + statement_timeout + 1.0
         own = (
             f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}"
             f" -c idle_in_transaction_session_timeout={2 * timeout_ms}"
@@ -222,27 +244,57 @@ class PgStore:
             self._local.conn = conn
         return conn
 
-    def _in_thread(self, work: Callable[[psycopg.Connection], _T]) -> _T:
+    def _in_thread(self, work: Callable[[psycopg.Connection], _T], using: list) -> _T:
         try:
             conn = self._thread_connection()
         except (psycopg.OperationalError, psycopg.InterfaceError) as e:
             raise Unavailable(f"cannot connect to {self.database}: {e}") from None
+        using.append(conn)
         try:
             return work(conn)
         except (psycopg.OperationalError, psycopg.InterfaceError) as e:
             self._local.conn = None
             self._discard(conn)
             raise Unavailable(str(e).strip()) from None
+        finally:
+            using.clear()
 
     def _call(self, work: Callable[[psycopg.Connection], _T]) -> defer.Deferred[_T]:
-        """Run C{work(connection)} on the pool; L{Unavailable} when the database is not there."""
+        """
+        Run C{work(connection)} on the pool; L{Unavailable} when the database
+        is not there, or has not answered by the deadline.
+        """
         if self._closed:
             return defer.fail(Unavailable("the cluster store is closed"))
         if self._reactor.seconds() < self._down_until:
             return defer.fail(Unavailable(f"{self.database} was unreachable a moment ago"))
-        d = deferToThreadPool(self._reactor, self._pool, self._in_thread, work)
-        d.addCallbacks(self._up, self._failed)
-        return d
+        using: list[psycopg.Connection] = []
+        done: defer.Deferred[_T] = defer.Deferred()
+
+        def late() -> None:
+            # A server that accepts bytes but answers nothing (stopped,
+            # its disk hung) holds the thread past every server-side
+            # timeout: its socket is shut so the thread gets an error.
+            for conn in using:
+                _shut(conn)
+            done.errback(Unavailable(
+                f"{self.database} did not answer within {self._deadline:g}s"
+            ))
+
+        timer = self._reactor.callLater(self._deadline, late)
+
+        def finished(result: object) -> None:
+            if not timer.active():
+                return  # answered too late: already failed
+            timer.cancel()
+            if isinstance(result, Failure):
+                done.errback(result)
+            else:
+                done.callback(result)  # type: ignore[arg-type]
+
+        deferToThreadPool(self._reactor, self._pool, self._in_thread, work, using).addBoth(finished)
+        done.addCallbacks(self._up, self._failed)
+        return done
 
     def _up(self, result: _T) -> _T:
         if self._down:
