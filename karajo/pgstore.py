@@ -106,7 +106,6 @@ LISTEN_RETRY = 0.5
 LISTEN_RETRY_MAX = 5.0
 
 
-
 def describe(conninfo: str) -> str:
     """The database of C{conninfo} as it may be shown: host, port, name, user; no password."""
     try:
@@ -179,7 +178,11 @@ class PgStore:
             f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}"
             f" -c idle_in_transaction_session_timeout={2 * timeout_ms}"
         )
-        given = conninfo_to_dict(conninfo).get("options") or ""
+        try:
+            given = conninfo_to_dict(conninfo).get("options") or ""
+        except psycopg.ProgrammingError:
+            # Not psycopg's message: it quotes pieces of the string (a password too).
+            raise ValueError("the cluster database URL cannot be read") from None
         self._connect_args: dict[str, Any] = {
             "autocommit": True,
             "prepare_threshold": 0,

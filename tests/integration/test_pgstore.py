@@ -374,3 +374,10 @@ class DescribeTests(unittest.TestCase):
         for conninfo in ("postgresql://karajo:s3cret@db.example:5433/prod",
                          "host=db.example port=5433 dbname=prod user=karajo password=s3cret"):
             self.assertEqual(describe(conninfo), "host=db.example port=5433 dbname=prod user=karajo")
+
+    def test_unreadable_url_not_quoted(self) -> None:
+        with self.assertRaises(ValueError) as caught:
+            PgStore(reactor, "host=db password=s3cret oops")
+        self.assertNotIn("s3cret", str(caught.exception))
+        self.assertNotIn("oops", str(caught.exception))
+        self.assertEqual(describe("host=db password=s3cret oops"), "(unparsable database URL)")
