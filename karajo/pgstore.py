@@ -519,12 +519,10 @@ class _Listener:
         self._fd = -1
         self._retry = LISTEN_RETRY
         self._pending: Any = None  # the IDelayedCall of the next attempt
-        self._connecting = False
         self._ever = False
         self._stopped = False
 
     def start(self) -> None:
-        self._connecting = True
         d = deferToThreadPool(self._store._reactor, self._store._pool, self._connect)
         d.addCallbacks(self._connected, self._not_connected)
 
@@ -539,7 +537,6 @@ class _Listener:
         return conn
 
     def _connected(self, conn: psycopg.Connection) -> None:
-        self._connecting = False
         if self._stopped:
             self._store._discard(conn)
             return
@@ -554,13 +551,13 @@ class _Listener:
         self.doRead()  # anything that came with the LISTEN's answer
 
     def _not_connected(self, failure: Failure) -> None:
-        self._connecting = False
         if self._stopped:
             return
-        _log.warn(
-            "Cannot listen to the cluster database {database}: {error}; trying again in {delay}s",
-            database=self._store.database, error=failure.getErrorMessage(), delay=self._retry,
-        )
+        if self._retry == LISTEN_RETRY:  # the first failure in a row; the next ones are quiet
+            _log.warn(
+                "Cannot listen to the cluster database {database}: {error}; trying again",
+                database=self._store.database, error=failure.getErrorMessage(),
+            )
         self._again()
 
     def _again(self) -> None:
