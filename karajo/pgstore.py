@@ -34,7 +34,11 @@ C{WHERE} has its index (L{karajo.clusterschema}).
 
 Failures: a connection error, a refused or timed-out connect
 (C{connect_timeout}), a statement over C{statement_timeout} all fail the
-call's Deferred with L{Unavailable}; for a second after one, calls fail at
+call's Deferred with L{Unavailable}, and so does a call not answered by
+its deadline (C{connect_timeout + statement_timeout + 1} s: a server that
+takes bytes but answers nothing, stopped or its disk hung, trips no other
+timeout; the waiting thread's socket is then shut so the thread is freed
+too); for a second after one, calls fail at
 once without waiting for a connect (a node polling an unreachable database
 then costs nothing).  Before a statement, a connection the server closed
 meanwhile (its socket readable while idle: a restart, an admin shutdown)
@@ -57,6 +61,7 @@ from __future__ import annotations
 import datetime
 import os
 import select
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -72,6 +77,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from karajo import pgstatements as sql
 from karajo.clusterschema import migrate as migrate_schema
 from karajo.clusterstore import (
     CHANNELS,
@@ -99,11 +105,6 @@ BACKOFF = 1.0
 LISTEN_RETRY = 0.5
 LISTEN_RETRY_MAX = 5.0
 
-_RUN_COLUMNS = "kind, job_id, counter, status, started, ended, trigger, attempt, node"
-_RUN_PAYLOAD = "kind || '/' || job_id || '/' || counter"
-_RUNS = f"SELECT {_RUN_COLUMNS} FROM karajo_run"
-_RUNS_ORDER = " ORDER BY kind, job_id, counter"
-
 
 def describe(conninfo: str) -> str:
     """The database of C{conninfo} as it may be shown: host, port, name, user; no password."""
@@ -125,6 +126,20 @@ def _readable(fd: int) -> bool:
     poller = select.poll()  # not select(): descriptors above 1023 are common in a busy daemon
     poller.register(fd, select.POLLIN)
     return bool(poller.poll(0))
+
+
+def _shut(conn: psycopg.Connection) -> None:
+    """Shut a connection's socket from another thread: its waiting thread gets an error."""
+    try:
+        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    except (OSError, psycopg.Error):
+        return  # closed meanwhile
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
 
 
 def _stored_runs(rows: list[tuple[Any, ...]]) -> list[StoredRun]:
@@ -156,11 +171,18 @@ class PgStore:
         self._conninfo = conninfo
         self.database = describe(conninfo)
         timeout_ms = int(statement_timeout * 1000)
+        #: How long a call may take, from the reactor's view: a connect and a
+        #: statement, each at its timeout, and a second more.
+        self._deadline = connect_timeout + statement_timeout + 1.0
         own = (
             f"-c statement_timeout={timeout_ms} -c lock_timeout={timeout_ms}"
             f" -c idle_in_transaction_session_timeout={2 * timeout_ms}"
         )
-        given = conninfo_to_dict(conninfo).get("options") or ""
+        try:
+            given = conninfo_to_dict(conninfo).get("options") or ""
+        except psycopg.ProgrammingError:
+            # Not psycopg's message: it quotes pieces of the string (a password too).
+            raise ValueError("the cluster database URL cannot be read") from None
         self._connect_args: dict[str, Any] = {
             "autocommit": True,
             "prepare_threshold": 0,
@@ -225,27 +247,57 @@ class PgStore:
             self._local.conn = conn
         return conn
 
-    def _in_thread(self, work: Callable[[psycopg.Connection], _T]) -> _T:
+    def _in_thread(self, work: Callable[[psycopg.Connection], _T], using: list) -> _T:
         try:
             conn = self._thread_connection()
         except (psycopg.OperationalError, psycopg.InterfaceError) as e:
             raise Unavailable(f"cannot connect to {self.database}: {e}") from None
+        using.append(conn)
         try:
             return work(conn)
         except (psycopg.OperationalError, psycopg.InterfaceError) as e:
             self._local.conn = None
             self._discard(conn)
             raise Unavailable(str(e).strip()) from None
+        finally:
+            using.clear()
 
     def _call(self, work: Callable[[psycopg.Connection], _T]) -> defer.Deferred[_T]:
-        """Run C{work(connection)} on the pool; L{Unavailable} when the database is not there."""
+        """
+        Run C{work(connection)} on the pool; L{Unavailable} when the database
+        is not there, or has not answered by the deadline.
+        """
         if self._closed:
             return defer.fail(Unavailable("the cluster store is closed"))
         if self._reactor.seconds() < self._down_until:
             return defer.fail(Unavailable(f"{self.database} was unreachable a moment ago"))
-        d = deferToThreadPool(self._reactor, self._pool, self._in_thread, work)
-        d.addCallbacks(self._up, self._failed)
-        return d
+        using: list[psycopg.Connection] = []
+        done: defer.Deferred[_T] = defer.Deferred()
+
+        def late() -> None:
+            # A server that accepts bytes but answers nothing (stopped,
+            # its disk hung) holds the thread past every server-side
+            # timeout: its socket is shut so the thread gets an error.
+            for conn in using:
+                _shut(conn)
+            done.errback(Unavailable(
+                f"{self.database} did not answer within {self._deadline:g}s"
+            ))
+
+        timer = self._reactor.callLater(self._deadline, late)
+
+        def finished(result: object) -> None:
+            if not timer.active():
+                return  # answered too late: already failed
+            timer.cancel()
+            if isinstance(result, Failure):
+                done.errback(result)
+            else:
+                done.callback(result)  # type: ignore[arg-type]
+
+        deferToThreadPool(self._reactor, self._pool, self._in_thread, work, using).addBoth(finished)
+        done.addCallbacks(self._up, self._failed)
+        return done
 
     def _up(self, result: _T) -> _T:
         if self._down:
@@ -294,15 +346,15 @@ class PgStore:
             "name": me.name, "running": me.running, "version": me.version,
             "digest": me.config_digest, "started": me.started,
         }
-        return self._fetch(_HEARTBEAT, params, lambda rows: [NodeInfo(*row) for row in rows])
+        return self._fetch(sql.HEARTBEAT, params, lambda rows: [NodeInfo(*row) for row in rows])
 
     def reap(self, node_timeout: float, me: str) -> defer.Deferred[list[StoredRun]]:
         label = format_duration(datetime.timedelta(seconds=node_timeout))
         params = {"me": me, "timeout": node_timeout, "label": label}
-        return self._fetch(_REAP, params, _stored_runs)
+        return self._fetch(sql.REAP, params, _stored_runs)
 
     def restarted(self, me: str) -> defer.Deferred[list[StoredRun]]:
-        return self._fetch(_RESTARTED, {"me": me}, _stored_runs)
+        return self._fetch(sql.RESTARTED, {"me": me}, _stored_runs)
 
     def reserve_counters(
         self, kind: str, job_id: str, n: int, after: int = 0
@@ -310,7 +362,7 @@ class PgStore:
         if n < 1:
             raise ValueError(f"reserve at least one counter, not {n}")
         params = {"kind": kind, "job": job_id, "n": n, "after": after}
-        return self._fetch(_RESERVE, params, lambda rows: range(rows[0][0] - n + 1, rows[0][0] + 1))
+        return self._fetch(sql.RESERVE, params, lambda rows: range(rows[0][0] - n + 1, rows[0][0] + 1))
 
     def claim_slots(
         self, me: str, slots: Sequence[tuple[str, str, float]]
@@ -321,13 +373,10 @@ class PgStore:
             return defer.succeed(set())
         kinds, jobs, times = (list(column) for column in zip(*unique, strict=True))
         params = {"me": me, "kinds": kinds, "jobs": jobs, "slots": times}
-        return self._fetch(_CLAIM, params, lambda rows: {(k, j, s) for k, j, s in rows})
+        return self._fetch(sql.CLAIM, params, lambda rows: {(k, j, s) for k, j, s in rows})
 
     def last_slot(self, kind: str, job_id: str) -> defer.Deferred[float | None]:
-        return self._fetch(
-            "SELECT max(slot) FROM karajo_slot WHERE kind = %s AND job_id = %s",
-            (kind, job_id), lambda rows: rows[0][0],
-        )
+        return self._fetch(sql.LAST_SLOT, (kind, job_id), lambda rows: rows[0][0])
 
     def begin_run(self, me: str, kind: str, record: RunRecord) -> defer.Deferred[bool]:
         params = {
@@ -335,10 +384,10 @@ class PgStore:
             "status": str(record.status), "started": record.started, "ended": record.ended,
             "trigger": record.trigger, "attempt": record.attempt,
         }
-        return self._fetch(_BEGIN, params, lambda rows: rows[0][0] == 1)
+        return self._fetch(sql.BEGIN, params, lambda rows: rows[0][0] == 1)
 
     def end_run(self, kind: str, record: RunRecord, log: bytes) -> defer.Deferred[None]:
-        return self._execute(_END, {
+        return self._execute(sql.END, {
             "kind": kind, "job": record.job_id, "counter": record.counter,
             "status": str(record.status), "started": record.started, "ended": record.ended,
             "trigger": record.trigger, "attempt": record.attempt, "node": record.node,
@@ -351,7 +400,7 @@ class PgStore:
         if not chunks:
             return defer.succeed(None)
         kinds, jobs, counters, offsets, data = (list(column) for column in zip(*chunks, strict=True))
-        return self._execute(_APPEND, {
+        return self._execute(sql.APPEND, {
             "kinds": kinds, "jobs": jobs, "counters": counters, "offsets": offsets,
             "data": [bytes(b) for b in data],
         })
@@ -359,19 +408,15 @@ class PgStore:
     def runs(
         self, kind: str | None = None, job_id: str | None = None
     ) -> defer.Deferred[list[StoredRun]]:
-        # Three statements rather than one with optional filters: each keeps its index.
         if kind is None:
-            return self._fetch(_RUNS + _RUNS_ORDER, None, _stored_runs)
+            return self._fetch(sql.RUNS_ALL, None, _stored_runs)
         if job_id is None:
-            return self._fetch(_RUNS + " WHERE kind = %s" + _RUNS_ORDER, (kind,), _stored_runs)
-        return self._fetch(
-            _RUNS + " WHERE kind = %s AND job_id = %s" + _RUNS_ORDER, (kind, job_id), _stored_runs
-        )
+            return self._fetch(sql.RUNS_OF_KIND, (kind,), _stored_runs)
+        return self._fetch(sql.RUNS_OF_JOB, (kind, job_id), _stored_runs)
 
     def run(self, kind: str, job_id: str, counter: int) -> defer.Deferred[StoredRun | None]:
         return self._fetch(
-            _RUNS + " WHERE kind = %s AND job_id = %s AND counter = %s",
-            (kind, job_id, counter), lambda rows: _stored(rows[0]) if rows else None,
+            sql.RUN, (kind, job_id, counter), lambda rows: _stored(rows[0]) if rows else None
         )
 
     def read_log(
@@ -385,30 +430,23 @@ class PgStore:
             return b"".join(bytes(data)[max(0, offset - off):] for off, data in rows)
 
         params = {"kind": kind, "job": job_id, "counter": counter, "off": offset}
-        return self._fetch(_READ_LOG, params, assemble)
+        return self._fetch(sql.READ_LOG, params, assemble)
 
     def forget_runs(
         self, kind: str, job_id: str, counters: Sequence[int]
     ) -> defer.Deferred[None]:
         if not counters:
             return defer.succeed(None)
-        return self._execute(_FORGET, {"kind": kind, "job": job_id, "counters": list(counters)})
+        return self._execute(sql.FORGET, {"kind": kind, "job": job_id, "counters": list(counters)})
 
     def set_paused(self, kind: str, job_id: str, paused: bool) -> defer.Deferred[None]:
-        return self._execute(_SET_PAUSED, {"kind": kind, "job": job_id, "paused": paused})
+        return self._execute(sql.SET_PAUSED, {"kind": kind, "job": job_id, "paused": paused})
 
     def paused_jobs(self) -> defer.Deferred[set[tuple[str, str]]]:
-        return self._fetch(
-            "SELECT kind, job_id FROM karajo_job WHERE paused", None,
-            lambda rows: {(k, j) for k, j in rows},
-        )
+        return self._fetch(sql.PAUSED, None, lambda rows: {(k, j) for k, j in rows})
 
     def seen_request(self, key: bytes, expires: float) -> defer.Deferred[bool]:
-        return self._fetch(
-            "INSERT INTO karajo_replay (key, expires) VALUES (%s, %s)"
-            " ON CONFLICT (key) DO NOTHING RETURNING 1",
-            (bytes(key), expires), bool,
-        )
+        return self._fetch(sql.SEEN, (bytes(key), expires), bool)
 
     def forward(self, me: str, fwd: Forwarded) -> defer.Deferred[int]:
         request = fwd.request
@@ -420,7 +458,7 @@ class PgStore:
             "body": bytes(request.body) if request else None,
             "from": me, "to": fwd.to_node,
         }
-        return self._fetch(_FORWARD, params, lambda rows: rows[0][0])
+        return self._fetch(sql.FORWARD, params, lambda rows: rows[0][0])
 
     def take(self, me: str, request_id: int) -> defer.Deferred[Forwarded | None]:
         def forwarded(rows: list[tuple[Any, ...]]) -> Forwarded | None:
@@ -432,23 +470,21 @@ class PgStore:
                 request = TriggerRequest(method, path, dict(headers or {}), bytes(body or b""))
             return Forwarded(id_, kind, job_id, action, trigger, request, from_, to)
 
-        return self._fetch(_TAKE, {"me": me, "id": request_id}, forwarded)
+        return self._fetch(sql.TAKE, {"me": me, "id": request_id}, forwarded)
 
     def answer(self, request_id: int, answer: Answer) -> defer.Deferred[None]:
-        return self._execute(_ANSWER, {
+        return self._execute(sql.ANSWER, {
             "id": request_id, "outcome": answer.outcome, "counter": answer.counter,
             "message": answer.message,
         })
 
     def answer_of(self, request_id: int) -> defer.Deferred[Answer | None]:
         return self._fetch(
-            "SELECT outcome, counter, message FROM karajo_request"
-            " WHERE id = %s AND outcome IS NOT NULL",
-            (request_id,), lambda rows: Answer(*rows[0]) if rows else None,
+            sql.ANSWER_OF, (request_id,), lambda rows: Answer(*rows[0]) if rows else None
         )
 
     def prune(self, now: float) -> defer.Deferred[None]:
-        return self._execute(_PRUNE, {"slots": now - SLOT_RETENTION, "now": now})
+        return self._execute(sql.PRUNE, {"slots": now - SLOT_RETENTION, "now": now})
 
     def listen(self, channel_callback: Callable[[str, str], None]) -> None:
         if self._listener is not None:
@@ -483,12 +519,10 @@ class _Listener:
         self._fd = -1
         self._retry = LISTEN_RETRY
         self._pending: Any = None  # the IDelayedCall of the next attempt
-        self._connecting = False
         self._ever = False
         self._stopped = False
 
     def start(self) -> None:
-        self._connecting = True
         d = deferToThreadPool(self._store._reactor, self._store._pool, self._connect)
         d.addCallbacks(self._connected, self._not_connected)
 
@@ -503,7 +537,6 @@ class _Listener:
         return conn
 
     def _connected(self, conn: psycopg.Connection) -> None:
-        self._connecting = False
         if self._stopped:
             self._store._discard(conn)
             return
@@ -518,13 +551,13 @@ class _Listener:
         self.doRead()  # anything that came with the LISTEN's answer
 
     def _not_connected(self, failure: Failure) -> None:
-        self._connecting = False
         if self._stopped:
             return
-        _log.warn(
-            "Cannot listen to the cluster database {database}: {error}; trying again in {delay}s",
-            database=self._store.database, error=failure.getErrorMessage(), delay=self._retry,
-        )
+        if self._retry == LISTEN_RETRY:  # the first failure in a row; the next ones are quiet
+            _log.warn(
+                "Cannot listen to the cluster database {database}: {error}; trying again",
+                database=self._store.database, error=failure.getErrorMessage(),
+            )
         self._again()
 
     def _again(self) -> None:
@@ -595,208 +628,3 @@ class _Listener:
             self._pending.cancel()
         self._pending = None
         self._drop()
-
-
-# -- the statements ------------------------------------------------------
-
-_HEARTBEAT = """
-WITH old AS (SELECT alive FROM karajo_node WHERE name = %(name)s),
-up AS (
-    INSERT INTO karajo_node (name, alive, last_seen, running, version, config_digest, started)
-    VALUES (%(name)s, true, now(), %(running)s, %(version)s, %(digest)s, %(started)s)
-    ON CONFLICT (name) DO UPDATE SET alive = true, last_seen = now(),
-        running = excluded.running, version = excluded.version,
-        config_digest = excluded.config_digest, started = excluded.started
-    RETURNING name, alive, last_seen, running, version, config_digest, started,
-        (SELECT pg_notify('karajo_node', %(name)s)
-         WHERE NOT coalesce((SELECT alive FROM old), false)) AS told
-)
-SELECT name, alive, extract(epoch FROM last_seen)::float8, running, version, config_digest,
-    started
-FROM up
-UNION ALL
-SELECT name, alive, extract(epoch FROM last_seen)::float8, running, version, config_digest,
-    started
-FROM karajo_node WHERE name <> %(name)s
-"""
-
-# The stored log of a run ended by the cluster: its live chunks, then a line.
-_ENDED_LOG = """
-coalesce((SELECT string_agg(c.data, ''::bytea ORDER BY c.off) FROM karajo_log_chunk c
-          WHERE c.kind = r.kind AND c.job_id = r.job_id AND c.counter = r.counter), ''::bytea)
-    || convert_to({line} || E'\\n', 'UTF8')
-"""
-
-_REAP = f"""
-WITH dead AS (
-    UPDATE karajo_node SET alive = false
-    WHERE alive AND name <> %(me)s AND last_seen < now() - make_interval(secs => %(timeout)s)
-    RETURNING name, pg_notify('karajo_node', name)
-),
-ended AS (
-    UPDATE karajo_run r SET status = 'failed', ended = extract(epoch FROM now()),
-        log = {_ENDED_LOG.format(
-            line="'!!! node ' || r.node || ' was lost (not heard from for ' || %(label)s || ')'")}
-    FROM dead WHERE r.node = dead.name AND r.status = 'running'
-    RETURNING {", ".join("r." + c for c in _RUN_COLUMNS.split(", "))},
-        pg_notify('karajo_run', r.kind || '/' || r.job_id || '/' || r.counter)
-),
-freed AS (
-    UPDATE karajo_job j SET running_node = NULL, running_counter = NULL
-    FROM dead WHERE j.running_node = dead.name
-),
-dropped AS (
-    DELETE FROM karajo_log_chunk c USING ended e
-    WHERE c.kind = e.kind AND c.job_id = e.job_id AND c.counter = e.counter
-)
-SELECT {_RUN_COLUMNS} FROM ended
-"""
-
-_RESTARTED = f"""
-WITH ended AS (
-    UPDATE karajo_run r SET status = 'failed', ended = extract(epoch FROM now()),
-        log = {_ENDED_LOG.format(
-            line="'!!! node ' || r.node || ' restarted during this run; marked failed at start-up'")}
-    WHERE r.node = %(me)s AND r.status = 'running'
-    RETURNING {", ".join("r." + c for c in _RUN_COLUMNS.split(", "))},
-        pg_notify('karajo_run', r.kind || '/' || r.job_id || '/' || r.counter)
-),
-freed AS (
-    UPDATE karajo_job SET running_node = NULL, running_counter = NULL WHERE running_node = %(me)s
-),
-dropped AS (
-    DELETE FROM karajo_log_chunk c USING ended e
-    WHERE c.kind = e.kind AND c.job_id = e.job_id AND c.counter = e.counter
-)
-SELECT {_RUN_COLUMNS} FROM ended
-"""
-
-_RESERVE = """
-INSERT INTO karajo_job (kind, job_id, counter) VALUES (%(kind)s, %(job)s, %(after)s + %(n)s)
-ON CONFLICT (kind, job_id) DO UPDATE
-    SET counter = greatest(karajo_job.counter, %(after)s) + %(n)s
-RETURNING counter
-"""
-
-# A slot claimed again by its holder is won again: a retried claim is safe.
-_CLAIM = """
-INSERT INTO karajo_slot (kind, job_id, slot, node)
-SELECT kind, job_id, slot, %(me)s
-FROM unnest(%(kinds)s::text[], %(jobs)s::text[], %(slots)s::float8[]) AS u(kind, job_id, slot)
-ON CONFLICT (kind, job_id, slot) DO UPDATE SET node = excluded.node
-    WHERE karajo_slot.node = excluded.node
-RETURNING kind, job_id, slot
-"""
-
-_BEGIN = f"""
-WITH j AS (
-    INSERT INTO karajo_job (kind, job_id, running_node, running_counter)
-    VALUES (%(kind)s, %(job)s, %(me)s, %(counter)s)
-    ON CONFLICT (kind, job_id) DO UPDATE
-        SET running_node = excluded.running_node, running_counter = excluded.running_counter
-        WHERE karajo_job.running_node IS NULL OR karajo_job.running_node = excluded.running_node
-    RETURNING 1
-),
-r AS (
-    INSERT INTO karajo_run ({_RUN_COLUMNS})
-    SELECT %(kind)s, %(job)s, %(counter)s, %(status)s, %(started)s, %(ended)s, %(trigger)s,
-        %(attempt)s, %(me)s
-    FROM j
-    ON CONFLICT (kind, job_id, counter) DO UPDATE SET status = excluded.status,
-        started = excluded.started, ended = excluded.ended, trigger = excluded.trigger,
-        attempt = excluded.attempt, node = excluded.node
-    RETURNING pg_notify('karajo_run', {_RUN_PAYLOAD})
-)
-SELECT count(*) FROM j
-"""
-
-_END = f"""
-WITH r AS (
-    INSERT INTO karajo_run ({_RUN_COLUMNS}, log)
-    VALUES (%(kind)s, %(job)s, %(counter)s, %(status)s, %(started)s, %(ended)s, %(trigger)s,
-        %(attempt)s, %(node)s, %(log)s)
-    ON CONFLICT (kind, job_id, counter) DO UPDATE SET status = excluded.status,
-        started = excluded.started, ended = excluded.ended, trigger = excluded.trigger,
-        attempt = excluded.attempt, node = excluded.node, log = excluded.log
-    RETURNING pg_notify('karajo_run', {_RUN_PAYLOAD})
-),
-j AS (
-    UPDATE karajo_job SET running_node = NULL, running_counter = NULL
-    WHERE kind = %(kind)s AND job_id = %(job)s
-        AND running_node = %(node)s AND running_counter = %(counter)s
-)
-DELETE FROM karajo_log_chunk WHERE kind = %(kind)s AND job_id = %(job)s AND counter = %(counter)s
-"""
-
-# Chunks of runs no longer running (ended, reaped) are not stored.
-_APPEND = f"""
-WITH c AS (
-    INSERT INTO karajo_log_chunk (kind, job_id, counter, off, data)
-    SELECT u.kind, u.job_id, u.counter, u.off, u.data
-    FROM unnest(%(kinds)s::text[], %(jobs)s::text[], %(counters)s::int8[], %(offsets)s::int8[],
-                %(data)s::bytea[]) AS u(kind, job_id, counter, off, data)
-    JOIN karajo_run r USING (kind, job_id, counter)
-    WHERE r.status = 'running'
-    ON CONFLICT DO NOTHING
-    RETURNING kind, job_id, counter
-)
-SELECT pg_notify('karajo_run', p) FROM (SELECT DISTINCT {_RUN_PAYLOAD} AS p FROM c) AS d
-"""
-
-_READ_LOG = """
-SELECT -1::int8, substring(log FROM (%(off)s + 1)::int) FROM karajo_run
-WHERE kind = %(kind)s AND job_id = %(job)s AND counter = %(counter)s AND log IS NOT NULL
-UNION ALL
-SELECT off, data FROM karajo_log_chunk
-WHERE kind = %(kind)s AND job_id = %(job)s AND counter = %(counter)s
-    AND off + length(data) > %(off)s
-ORDER BY 1
-"""
-
-_FORGET = f"""
-WITH c AS (
-    DELETE FROM karajo_log_chunk
-    WHERE kind = %(kind)s AND job_id = %(job)s AND counter = ANY(%(counters)s::int8[])
-)
-DELETE FROM karajo_run
-WHERE kind = %(kind)s AND job_id = %(job)s AND counter = ANY(%(counters)s::int8[])
-RETURNING pg_notify('karajo_run', {_RUN_PAYLOAD})
-"""
-
-_SET_PAUSED = """
-INSERT INTO karajo_job (kind, job_id, paused) VALUES (%(kind)s, %(job)s, %(paused)s)
-ON CONFLICT (kind, job_id) DO UPDATE SET paused = excluded.paused
-RETURNING pg_notify('karajo_pause', kind || '/' || job_id)
-"""
-
-# The payload names the node the request is for: only that one takes it.
-_FORWARD = """
-INSERT INTO karajo_request (kind, job_id, action, trigger, method, path, headers, body,
-    from_node, to_node)
-VALUES (%(kind)s, %(job)s, %(action)s, %(trigger)s, %(method)s, %(path)s, %(headers)s,
-    %(body)s, %(from)s, %(to)s)
-RETURNING id, pg_notify('karajo_request', id::text || ' ' || to_node)
-"""
-
-_TAKE = """
-UPDATE karajo_request SET taken_by = %(me)s
-WHERE id = %(id)s AND taken_by IS NULL AND to_node IN ('', %(me)s)
-RETURNING id, kind, job_id, action, trigger, method, path, headers, body, from_node, to_node
-"""
-
-_ANSWER = """
-UPDATE karajo_request SET outcome = %(outcome)s, counter = %(counter)s, message = %(message)s
-WHERE id = %(id)s
-RETURNING pg_notify('karajo_answer', id::text)
-"""
-
-# Each job keeps its newest slot, however old: last_slot still answers.
-_PRUNE = """
-WITH s AS (
-    DELETE FROM karajo_slot s WHERE s.slot < %(slots)s
-        AND s.slot < (SELECT max(m.slot) FROM karajo_slot m
-                      WHERE m.kind = s.kind AND m.job_id = s.job_id)
-),
-r AS (DELETE FROM karajo_replay WHERE expires < %(now)s)
-DELETE FROM karajo_request WHERE created < now() - interval '1 hour'
-"""

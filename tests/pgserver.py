@@ -13,6 +13,7 @@ programs run as the C{postgres} user (the directory is handed to it).
     server.start()          # blocks until it answers
     server.conninfo         # "host=127.0.0.1 port=N dbname=postgres user=postgres"
     server.stop(); server.start(); server.kill(); server.cleanup()
+    server.freeze(); server.thaw()   # SIGSTOP / SIGCONT: a server that answers nothing
 
 The calls block (seconds at most): call them from test set-up and from
 code that may block, not from reactor callbacks that must stay prompt.
@@ -94,6 +95,23 @@ class PgServer:
             while time.monotonic() < deadline and _alive(pid):
                 time.sleep(0.05)
 
+    def freeze(self) -> None:
+        """SIGSTOP the server and every session: it still accepts bytes, answers nothing."""
+        self._signal_all(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal_all(signal.SIGCONT)
+
+    def _signal_all(self, signum: int) -> None:
+        pid = self.pid()
+        if not pid:
+            return
+        for p in [pid, *_children(pid)]:
+            try:
+                os.kill(p, signum)
+            except ProcessLookupError:
+                pass
+
     def pid(self) -> int | None:
         try:
             with open(os.path.join(self.data, "postmaster.pid")) as f:
@@ -106,6 +124,23 @@ class PgServer:
         if self._initialised:
             self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop", check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is C{pid} (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces, so split after ")".
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry))
+    return found
 
 
 def _alive(pid: int) -> bool:

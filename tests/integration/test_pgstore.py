@@ -103,35 +103,40 @@ class SchemaTests(StoreCase):
 
 class NodeTests(StoreCase):
     async def test_heartbeat_lists_every_node_with_database_time(self) -> None:
+        # Names of this test's own: notifications are database-wide, and
+        # other tests may run at the same time.
+        a_name, b_name = "a-" + self.job, "b-" + self.job
         heard = self.listen()
+        await wait_for(lambda: self.store._listener._conn is not None)
         other = self.make_store()
         before = self.sql("SELECT extract(epoch FROM now())::float8")[0][0]
-        await other.heartbeat(node("b"))
-        nodes = await self.store.heartbeat(node("a", running=2))
-        self.assertEqual(sorted(n.name for n in nodes), ["a", "b"])
-        a = next(n for n in nodes if n.name == "a")
+        await other.heartbeat(node(b_name))
+        nodes = await self.store.heartbeat(node(a_name, running=2))
+        self.assertEqual(sorted(n.name for n in nodes), [a_name, b_name])
+        a = next(n for n in nodes if n.name == a_name)
         self.assertEqual((a.alive, a.running, a.version, a.config_digest, a.started),
-                         (True, 2, "1.0", "digest-a", 1000.0))
+                         (True, 2, "1.0", "digest-" + a_name, 1000.0))
         self.assertGreaterEqual(a.last_seen, before - 0.001)
         self.assertLess(a.last_seen, before + 5)
-        await wait_for(lambda: ("karajo_node", "a") in heard and ("karajo_node", "b") in heard)
+        mine = lambda: [h for h in heard if h[1] in (a_name, b_name)]  # noqa: E731
+        await wait_for(lambda: len(mine()) == 2)
         # A renewal is not news.
-        count = len(heard)
-        await self.store.heartbeat(node("a"))
-        await self.store.heartbeat(node("a"))
+        await self.store.heartbeat(node(a_name))
+        await self.store.heartbeat(node(a_name))
         await task.deferLater(reactor, 0.2, lambda: None)
-        self.assertEqual(len(heard), count)
+        self.assertEqual(sorted(mine()), [("karajo_node", a_name), ("karajo_node", b_name)])
 
     async def test_reap_exactly_one_reaper_ends_the_runs(self) -> None:
-        await self.store.heartbeat(node("dead"))
+        dead = "dead-" + self.job
+        await self.store.heartbeat(node(dead))
         await self.store.heartbeat(node("alive"))
-        self.assertTrue(await self.store.begin_run("dead", "job", running(self.job, 1)))
+        self.assertTrue(await self.store.begin_run(dead, "job", running(self.job, 1)))
         await self.store.append_logs([("job", self.job, 1, 0, b"one\n"),
                                       ("job", self.job, 1, 4, b"two\n")])
         # Not yet dead.
         self.assertEqual(await self.store.reap(15.0, "alive"), [])
         self.sql("UPDATE karajo_node SET last_seen = now() - interval '20 seconds'"
-                 " WHERE name = 'dead'")
+                 " WHERE name = %s", (dead,))
         heard = self.listen()
         await wait_for(lambda: self.store._listener._conn is not None)
         stores = [self.make_store() for _ in range(3)]
@@ -140,22 +145,24 @@ class NodeTests(StoreCase):
         self.assertEqual(len(winners), 1, results)
         [reaped] = winners[0]
         self.assertEqual((reaped.kind, reaped.record.counter, reaped.record.status,
-                          reaped.record.node), ("job", 1, "failed", "dead"))
+                          reaped.record.node), ("job", 1, "failed", dead))
         self.assertIsNotNone(reaped.record.ended)
         log = await self.store.read_log("job", self.job, 1)
-        self.assertEqual(log, b"one\ntwo\n!!! node dead was lost (not heard from for 15s)\n")
+        self.assertEqual(
+            log, f"one\ntwo\n!!! node {dead} was lost (not heard from for 15s)\n".encode()
+        )
         self.assertEqual(self.sql("SELECT count(*) FROM karajo_log_chunk"), [(0,)])
         nodes = {n.name: n.alive for n in await self.store.heartbeat(node("alive"))}
-        self.assertEqual(nodes, {"dead": False, "alive": True})
+        self.assertEqual(nodes, {dead: False, "alive": True})
         # The job is free for its new owner.
         self.assertTrue(await self.store.begin_run("alive", "job", running(self.job, 2)))
         # A dead node is reaped once: later reaps neither find it nor tell it again.
         self.assertEqual(await self.store.reap(15.0, "alive"), [])
-        await wait_for(lambda: ("karajo_node", "dead") in heard
+        await wait_for(lambda: ("karajo_node", dead) in heard
                        and ("karajo_run", f"job/{self.job}/1") in heard)
         await self.store.reap(15.0, "alive")
         await task.deferLater(reactor, 0.2, lambda: None)
-        self.assertEqual(heard.count(("karajo_node", "dead")), 1)
+        self.assertEqual(heard.count(("karajo_node", dead)), 1)
         # The reaper never reaps itself, however late its own lease.
         self.sql("UPDATE karajo_node SET last_seen = now() - interval '1 hour'")
         self.assertEqual(await self.store.reap(15.0, "alive"), [])
@@ -367,3 +374,10 @@ class DescribeTests(unittest.TestCase):
         for conninfo in ("postgresql://karajo:s3cret@db.example:5433/prod",
                          "host=db.example port=5433 dbname=prod user=karajo password=s3cret"):
             self.assertEqual(describe(conninfo), "host=db.example port=5433 dbname=prod user=karajo")
+
+    def test_unreadable_url_not_quoted(self) -> None:
+        with self.assertRaises(ValueError) as caught:
+            PgStore(reactor, "host=db password=s3cret oops")
+        self.assertNotIn("s3cret", str(caught.exception))
+        self.assertNotIn("oops", str(caught.exception))
+        self.assertEqual(describe("host=db password=s3cret oops"), "(unparsable database URL)")

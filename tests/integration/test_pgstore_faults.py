@@ -128,6 +128,44 @@ class ServerFaultTests(unittest.TestCase):
         self.assertEqual([[n.name for n in ns] for ns in nodes], [["n1"]] * 4)
 
 
+class FrozenServerTests(unittest.TestCase):
+    if not available():
+        skip = "no PostgreSQL server programs (.ci/run installs them)"
+
+    async def test_a_server_that_answers_nothing_is_unavailable_by_the_deadline(self) -> None:
+        """
+        Stopped with SIGSTOP, the server's kernel still takes bytes, so no
+        timeout of the server or of TCP fires: the store's own deadline
+        (connect + statement timeouts + 1 s) does.
+        """
+        server = PgServer()
+        self.addCleanup(server.cleanup)
+        self.addCleanup(server.thaw)
+        await deferToThread(server.start)
+        store = PgStore(reactor, server.conninfo, connect_timeout=2, statement_timeout=1.0)
+        self.addCleanup(store.close)
+        await store.migrate()
+        await defer.gatherResults([store.heartbeat(me()) for _ in range(4)])
+        server.freeze()
+        watch = ReactorWatch()
+        self.addCleanup(watch.stop)
+        took = await defer.gatherResults([
+            defer.ensureDeferred(unavailable(self, store.heartbeat(me()))) for _ in range(6)
+        ])
+        self.assertLess(watch.stop(), 0.5)
+        self.assertTrue(all(3.5 < t < 6.0 for t in took), took)
+        server.thaw()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                nodes = await store.heartbeat(me())
+                break
+            except Unavailable:
+                self.assertLess(time.monotonic(), deadline)
+                await task.deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual([n.name for n in nodes], ["n1"])
+
+
 class LockFaultTests(StoreCase):
     async def test_statement_stuck_behind_a_lock_is_unavailable(self) -> None:
         store = PgStore(reactor, self.store._conninfo, options=self.options,
