@@ -176,6 +176,15 @@ class ClusterStore(Protocol):
         retry after a lost answer, its next run): C{True}.
         """
 
+    def begin_runs(
+        self, me: str, runs: Sequence[tuple[str, RunRecord]]
+    ) -> Deferred[list[bool]]:
+        """
+        L{begin_run} of C{(kind, record)}s in one statement (the runs that
+        start in one reactor turn, e.g. at a minute boundary): one answer
+        each, in order.
+        """
+
     def end_run(self, kind: str, record: RunRecord, log: bytes) -> Deferred[None]:
         """
         Store a run's end and final log (overwriting what a reaper wrote, if
