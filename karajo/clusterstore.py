@@ -192,6 +192,9 @@ class ClusterStore(Protocol):
         C{record.node} still holds it with this counter.
         """
 
+    def end_runs(self, runs: Sequence[tuple[str, RunRecord, bytes]]) -> Deferred[None]:
+        """L{end_run} of C{(kind, record, log)}s in one statement (runs ending together)."""
+
     def append_logs(self, chunks: Sequence[tuple[str, str, int, int, bytes]]) -> Deferred[None]:
         """
         Store live log bytes C{(kind, job_id, counter, offset, data)} of

@@ -165,22 +165,30 @@ r AS (
 SELECT j.kind IS NOT NULL FROM u LEFT JOIN j USING (kind, job_id) ORDER BY u.n
 """
 
+# Several runs ended at once; a run appears once.
 END = f"""
-WITH r AS (
+WITH u AS (
+    SELECT * FROM unnest(%(kinds)s::text[], %(jobs)s::text[], %(counters)s::int8[],
+        %(statuses)s::text[], %(started)s::float8[], %(ended)s::float8[], %(triggers)s::text[],
+        %(attempts)s::int8[], %(nodes)s::text[], %(logs)s::bytea[])
+    AS u(kind, job_id, counter, status, started, ended, trigger, attempt, node, log)
+),
+r AS (
     INSERT INTO karajo_run ({_RUN_COLUMNS}, log)
-    VALUES (%(kind)s, %(job)s, %(counter)s, %(status)s, %(started)s, %(ended)s, %(trigger)s,
-        %(attempt)s, %(node)s, %(log)s)
+    SELECT * FROM u
     ON CONFLICT (kind, job_id, counter) DO UPDATE SET status = excluded.status,
         started = excluded.started, ended = excluded.ended, trigger = excluded.trigger,
         attempt = excluded.attempt, node = excluded.node, log = excluded.log
     RETURNING pg_notify('karajo_run', {_RUN_PAYLOAD})
 ),
 j AS (
-    UPDATE karajo_job SET running_node = NULL, running_counter = NULL
-    WHERE kind = %(kind)s AND job_id = %(job)s
-        AND running_node = %(node)s AND running_counter = %(counter)s
+    UPDATE karajo_job k SET running_node = NULL, running_counter = NULL
+    FROM u
+    WHERE k.kind = u.kind AND k.job_id = u.job_id
+        AND k.running_node = u.node AND k.running_counter = u.counter
 )
-DELETE FROM karajo_log_chunk WHERE kind = %(kind)s AND job_id = %(job)s AND counter = %(counter)s
+DELETE FROM karajo_log_chunk c USING u
+WHERE c.kind = u.kind AND c.job_id = u.job_id AND c.counter = u.counter
 """
 
 # Chunks of runs no longer running (ended, reaped) are not stored.

@@ -423,11 +423,25 @@ class PgStore:
         return self._call(work)
 
     def end_run(self, kind: str, record: RunRecord, log: bytes) -> defer.Deferred[None]:
+        return self.end_runs([(kind, record, log)])
+
+    def end_runs(self, runs: Sequence[tuple[str, RunRecord, bytes]]) -> defer.Deferred[None]:
+        # One row per run (the last word wins), in one order on every node.
+        last = {(kind, r.job_id, r.counter): (kind, r, log) for kind, r, log in runs}
+        batch = [last[key] for key in sorted(last)]
+        if not batch:
+            return defer.succeed(None)
         return self._execute(sql.END, {
-            "kind": kind, "job": record.job_id, "counter": record.counter,
-            "status": str(record.status), "started": record.started, "ended": record.ended,
-            "trigger": record.trigger, "attempt": record.attempt, "node": record.node,
-            "log": bytes(log),
+            "kinds": [kind for kind, _, _ in batch],
+            "jobs": [r.job_id for _, r, _ in batch],
+            "counters": [r.counter for _, r, _ in batch],
+            "statuses": [str(r.status) for _, r, _ in batch],
+            "started": [r.started for _, r, _ in batch],
+            "ended": [r.ended for _, r, _ in batch],
+            "triggers": [r.trigger for _, r, _ in batch],
+            "attempts": [r.attempt for _, r, _ in batch],
+            "nodes": [r.node for _, r, _ in batch],
+            "logs": [bytes(log) for _, _, log in batch],
         })
 
     def append_logs(

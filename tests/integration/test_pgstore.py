@@ -311,6 +311,23 @@ class RunTests(StoreCase):
         payload = f"job/{self.job}/1"
         await wait_for(lambda: heard.count(("karajo_run", payload)) >= 3)
 
+    async def test_end_runs_in_one_batch(self) -> None:
+        jobs = [f"{self.job}-{i}" for i in range(3)]
+        began = await self.store.begin_runs("n", [("job", running(job, 1)) for job in jobs])
+        self.assertEqual(began, [True] * 3)
+        await self.store.append_logs([("job", job, 1, 0, b"live") for job in jobs])
+        ends = [RunRecord(job, 1, "success", 1.0, 2.0, "schedule", 1, "n") for job in jobs]
+        await self.store.end_runs([("job", ends[0], b"zero"), ("job", ends[1], b"one"),
+                                   ("job", ends[2], b"old"), ("job", ends[2], b"two")])
+        await self.store.end_runs([])
+        self.assertEqual([await self.store.read_log("job", job, 1) for job in jobs],
+                         [b"zero", b"one", b"two"])
+        self.assertEqual([(await self.store.run("job", job, 1)).record for job in jobs], ends)
+        self.assertEqual(self.sql("SELECT count(*) FROM karajo_log_chunk"), [(0,)])
+        self.assertEqual(
+            self.sql("SELECT count(*) FROM karajo_job WHERE running_node IS NOT NULL"), [(0,)]
+        )
+
     async def test_runs_filters_and_forget(self) -> None:
         for kind, job, counter in [("job", self.job, 1), ("job", self.job, 2),
                                    ("job", self.job + "b", 1), ("job_http", self.job, 1)]:
