@@ -90,6 +90,8 @@ FORWARD_WAIT = 5.0
 LOG_FLUSH = 1.0
 #: Counters reserved at once per job; the next block is fetched at half.
 COUNTER_BLOCK = 8
+#: How long after a lease ran out (database clock) a node reaps it.
+LEASE_MARGIN = 0.05
 #: How often a node bounds the database's old slots, replay keys and requests.
 PRUNE_EVERY = 300.0
 
@@ -246,6 +248,7 @@ class ClusterService(Service):
         self._answers: dict[int, defer.Deferred[Answer]] = {}
         self._ends: list[defer.Deferred] = []
         self._beat_call: IDelayedCall | None = None
+        self._reap_call: IDelayedCall | None = None
         self._fetching: set[tuple[str, str, int]] = set()
         self._pruned_at: float | None = None
 
@@ -299,10 +302,10 @@ class ClusterService(Service):
 
     def stopService(self) -> None:
         super().stopService()
-        for call in (self._beat_call, self._claim_call):
+        for call in (self._beat_call, self._claim_call, self._reap_call):
             if call is not None and call.active():
                 call.cancel()
-        self._beat_call = self._claim_call = None
+        self._beat_call = self._claim_call = self._reap_call = None
 
     async def close(self) -> None:
         """
@@ -350,9 +353,14 @@ class ClusterService(Service):
         if not self.connected:
             if not await self._reconnected():
                 return
+        if await self._reap_once():
+            self._watch_leases()
+
+    async def _reap_once(self) -> bool:
+        """Reap dead nodes (and prune); C{False} when this node may not or cannot."""
         since = self.connected_since
         if since is None or self._clock.seconds() - since < self._node_timeout:
-            return  # not connected long enough to tell a dead node from our outage
+            return False  # not connected long enough to tell a dead node from our outage
         try:
             lost = await self.store.reap(self._node_timeout, self.me)
             now = self._clock.seconds()
@@ -361,8 +369,33 @@ class ClusterService(Service):
                 await self.store.prune(now)
         except Unavailable:
             self._lost()
-            return
+            return False
         self._reaped(lost)
+        return True
+
+    def _watch_leases(self) -> None:
+        """
+        Reap again the moment an alive node's lease runs out, when that is
+        before this node's next heartbeat: a dead node is noticed within
+        C{node_timeout} of its last heartbeat, not up to a heartbeat later.
+        The delay is counted on the database's clock (the other node's
+        C{last_seen} against this node's), so clocks of machines may differ.
+        """
+        listed = list(self.nodes.values())
+        mine = next((n.last_seen for n in listed if n.name == self.me), None)
+        if mine is None or (self._reap_call is not None and self._reap_call.active()):
+            return
+        due = [n.last_seen + self._node_timeout - mine for n in listed
+               if n.alive and n.name != self.me]
+        soon = min((d for d in due if d < self._heartbeat), default=None)
+        if soon is not None:
+            self._reap_call = self._clock.callLater(max(soon, 0.0) + LEASE_MARGIN, self._reap)
+
+    def _reap(self) -> None:
+        self._reap_call = None
+        if self.running and self.connected:
+            d = defer.ensureDeferred(self._reap_once())
+            d.addErrback(lambda f: log.failure("cluster: reaping failed", f))
 
     def _seen(self, nodes: Iterable[NodeInfo]) -> None:
         self.nodes = {n.name: n for n in nodes}

@@ -503,6 +503,22 @@ class FailoverTests(ClusterTestCase):
         records = {r.counter: r for r in other.runner(job).records()}
         self.assertEqual((records[1].status, records[1].node), ("failed", "a"))
 
+    def test_dead_node_noticed_within_node_timeout(self) -> None:
+        """
+        A node dead right after its heartbeat is marked dead when its lease
+        runs out (15 s after that heartbeat), not at the others' next
+        heartbeat after it (up to 2 s later).
+        """
+        a, b, c = self.start([self.job("x")])
+        # Just after a heartbeat of everyone (they beat together, every 2 s).
+        self.settle(2 - 0.125 * 7)
+        last = self.db.nodes["a"].last_seen
+        a.store.cut = True
+        while self.db.nodes["a"].alive:
+            self.clock.advance(0.125)
+            self.assertLess(self.clock.seconds() - last, 20)
+        self.assertLessEqual(self.clock.seconds() - last, 15 + 0.25)
+
     def test_slots_move_to_the_others(self) -> None:
         job = owned_by("a", NODES)
         a, b, c = self.start([self.job(job, schedule="minutely")])
