@@ -256,6 +256,11 @@ class ClusterService(Service):
 
         d.addBoth(again)
 
+    def _beat_soon(self) -> None:
+        """The next heartbeat now (none is on its way: it would see the change)."""
+        if self._beat_call is not None and self._beat_call.active():
+            self._beat_call.reset(0)
+
     def me_info(self) -> NodeInfo:
         running = sum(1 for r in self._runners.values() if r.executing)
         return NodeInfo(self.me, True, self._clock.seconds(), running, self.version,
@@ -730,6 +735,12 @@ class ClusterService(Service):
                 self._fetch_answer(int(payload))
         elif channel == "karajo_pause":
             self._read_pauses()
+        elif channel == "karajo_node":
+            # A node joined or was found dead (by another node's reap): the
+            # membership, and so every job's owner, seen now on every node,
+            # not at each one's next heartbeat.
+            if payload != self.me:
+                self._beat_soon()
         elif channel == RECONNECTED:
             # Notifications were lost while the listening connection was away.
             for waiting in list(self._answers):

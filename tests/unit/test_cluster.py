@@ -546,6 +546,20 @@ class FailoverTests(ClusterTestCase):
             self.assertLess(self.clock.seconds() - last, 20)
         self.assertLessEqual(self.clock.seconds() - last, 15 + 0.25)
 
+    def test_every_node_sees_the_death_at_once(self) -> None:
+        """
+        The node that did not win the reap learns of the death from its
+        notification, not at its next heartbeat: every node agrees on the
+        new owners within a moment.
+        """
+        a, b, c = self.start([self.job("x")])
+        self.settle(2 - 0.125 * 7)
+        a.store.cut = True
+        while self.db.nodes["a"].alive:
+            self.clock.advance(0.125)
+        self.clock.advance(0.125)
+        self.assertEqual((b.cluster.alive, c.cluster.alive), (("b", "c"), ("b", "c")))
+
     def test_slots_move_to_the_others(self) -> None:
         job = owned_by("a", NODES)
         a, b, c = self.start([self.job(job, schedule="minutely")])
