@@ -747,6 +747,21 @@ class ClusterService(Service):
                 self._fetch_answer(waiting)
             if self.connected:
                 self._read_pauses()
+                self._read_runs()
+
+    def _read_runs(self) -> None:
+        """
+        Every run record read again: a run that another node began or ended
+        (its held writes sent when the database came back) while this node's
+        listening connection was away was told to nobody here.
+        """
+        d = self.store.runs()
+
+        def got(runs: list[StoredRun]) -> None:
+            for stored in runs:
+                self._mirror_put(stored.kind, stored.record)
+
+        d.addCallbacks(got, lambda f: f.trap(Unavailable))
 
     def _read_pauses(self) -> None:
         d = self.store.paused_jobs()

@@ -21,7 +21,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
 from karajo.cluster import FORWARD_WAIT, ClusterService
-from karajo.clusterstore import Forwarded
+from karajo.clusterstore import RECONNECTED, Forwarded
 from karajo.config import Loaded, validate
 from karajo.errors import ClusterUnavailable
 from karajo.model import Cluster, Environment, Job
@@ -656,6 +656,29 @@ class OutageTests(ClusterTestCase):
         self.settle(60)
         self.assertEqual([t for _, _, t in self.runs_of("plain")], ["schedule"])
         self.assertEqual(len(a.cluster.outbox), 0)
+
+    def test_runs_told_while_not_listening_are_read_again(self) -> None:
+        """
+        A run that ended while a node's listening connection was away (its
+        notification lost) is read again when the listener is back: the
+        node does not list it running for ever.
+        """
+        job = owned_by("a", ("a", "b"))
+        self.hold.add(job)
+        a, b = self.start([self.job(job)], names=("a", "b"))
+        a.hook(job)
+        self.settle(1)
+        self.assertEqual(b.runner(job).mirror()[-1].status, RunStatus.RUNNING)
+        deliver = b.store.deliver
+        b.store.deliver = lambda channel, payload: None  # the listener is away
+        self.release("a", job)
+        self.settle(1)
+        self.assertEqual(self.db.runs[("job", job, 1)].record.status, RunStatus.SUCCESS)
+        self.assertEqual(b.runner(job).mirror()[-1].status, RunStatus.RUNNING)
+        b.store.deliver = deliver
+        deliver(RECONNECTED, "")
+        self.settle(1)
+        self.assertEqual(b.runner(job).mirror()[-1].status, RunStatus.SUCCESS)
 
     def test_no_reaping_right_after_an_outage(self) -> None:
         """After the database is back, nobody is reaped before node_timeout of connection."""
