@@ -51,8 +51,12 @@ setup(
     ],
     entry_points={"console_scripts": ["karajo = karajo.cli:main"]},
     extras_require={
-        # The browser tests also need Debian's chromium (see .ci/run).
+        # Cluster mode (docs/cluster.md): several nodes on one PostgreSQL.
+        "cluster": ["psycopg[binary]>=3.1"],
+        # The browser tests also need Debian's chromium (see .ci/run); the
+        # cluster tests a PostgreSQL server (.ci/run installs and starts one).
         "test": [
+            "psycopg[binary]>=3.1",
             "hypothesis>=6.100",
             "playwright>=1.40",
             "schemathesis>=4.32,<5",

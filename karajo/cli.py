@@ -388,7 +388,28 @@ def cmd_check(args: argparse.Namespace) -> int:
         rows += _timing(http_job, paths, now)
         rows += policy_rows(http_job)
         _print_rows(rows)
+    if env.cluster is not None:
+        _check_cluster(env)
     return OK
+
+
+def _check_cluster(env: Any) -> None:
+    """[cluster]: this node's digest, and the live nodes started from other files."""
+    from karajo.cluster import digest_warnings, read_nodes
+    from karajo.digest import config_digest
+
+    digest = config_digest(env)
+    _out("")
+    _out(f"[cluster] node {env.cluster.node!r}, config digest {digest}")
+    try:
+        nodes = read_nodes(env.cluster.database)
+    except Exception as e:  # no psycopg, no database, no tables yet: said, not fatal
+        # The reason only: a connection error may quote the database string.
+        _out(f"  nodes: not read from the database ({type(e).__name__})")
+        return
+    _out(f"  nodes: {', '.join(n for n, alive, _ in sorted(nodes) if alive) or 'none alive'}")
+    for warning in digest_warnings(digest, nodes):
+        sys.stderr.write(f"warning: {warning}\n")
 
 
 # --- version -----------------------------------------------------------------

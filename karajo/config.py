@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import socket
 import string
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
@@ -26,6 +27,7 @@ from karajo.errors import ConfigError
 from karajo.jobchecks import (
     HEADER_TOKEN,
     check_chains,
+    check_cluster,
     check_job,
     check_job_http,
     check_notif_at,
@@ -34,6 +36,7 @@ from karajo.jobchecks import (
     job_payload,
 )
 from karajo.model import (
+    Cluster,
     Environment,
     Job,
     JobHttp,
@@ -167,6 +170,12 @@ NOTIF_KEYS = {
     "secret": ("secret", _str),
     "http_header": ("http_headers", _headers),
     "http_insecure": ("http_insecure", _bool),
+}
+CLUSTER_KEYS = {
+    "database": ("database", _str),
+    "node": ("node", _str),
+    "heartbeat": ("heartbeat", _duration),
+    "node_timeout": ("node_timeout", _duration),
 }
 USER_KEYS = {"password": ("password", _str)}
 TOKEN_KEYS = {"hash": ("hash", _str), "scope": ("scope", _str)}
@@ -309,6 +318,7 @@ def load_environment(
     tokens: dict[str, Token] = {}
     env_values: dict[str, Any] = {}
     env_origin = Origin(path, None)
+    cluster: Cluster | None = None
     main_dir = os.path.dirname(os.path.abspath(path))
     used: set[str] = set()
 
@@ -334,6 +344,13 @@ def load_environment(
         if section.name == "karajo" and section.subsection is None:
             values, env_origin = _fields(section, KARAJO_KEYS, warnings)
             env_values.update(values)
+        elif section.name == "cluster" and section.subsection is None:
+            values, origin = _fields(section, CLUSTER_KEYS, warnings)
+            if "database" in values:
+                values["database"] = _credential(values["database"], origin, "database",
+                                                 environ, used)
+            values.setdefault("node", socket.gethostname().split(".")[0])
+            cluster = Cluster(origin=origin, **values)
         elif section.name == "notif":
             name = _need_name(section)
             values, origin = _fields(section, NOTIF_KEYS, warnings)
@@ -386,6 +403,7 @@ def load_environment(
         notifs=notifs,
         users=users,
         tokens=tokens,
+        cluster=cluster,
         origin=env_origin,
         **env_values,
     )
@@ -468,6 +486,14 @@ def validate(env: Environment) -> tuple[Environment, tuple[str, ...]]:
         raise fail(origin, "sign_max_age", "sign_max_age: must be positive")
     if env.dir_public and not os.path.isdir(env.dir_public):
         raise fail(origin, "dir_public", f"dir_public: {env.dir_public!r} is not a directory")
+
+    if env.cluster is not None:
+        check_cluster(env.cluster)
+        if not env.secret:
+            # Generated at each start, it would differ on every node.
+            warnings.append(f"{env.cluster.origin.filename}:{env.cluster.origin.line}: "
+                            "[cluster] without [karajo] secret: each node generates its own, "
+                            "so a request signed for one node is refused by the others")
 
     notifs = _named(env.notifs, "notif")
     for notif in notifs.values():

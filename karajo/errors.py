@@ -10,6 +10,8 @@ The exceptions that cross layers: raised in one, answered in another.
   - L{RunRefused} (L{JobPaused}, L{JobBusy}, L{ServerStopping}): the runner
     refuses a trigger; the API maps each to its status in
     L{karajo.web.errors}, a timer fire just skips.
+  - L{ClusterUnavailable}: a cluster node cannot reach its database; the
+    API answers 503 with C{Retry-After}.
   - L{RunFailed}: a run's work failed in a way it explains; the runner
     writes the message into the log.
 
@@ -71,6 +73,14 @@ class ServerStarting(RunRefused):
     """
     The job's logs and run records are still being read at start-up: a run
     now could take a counter that is already used.
+    """
+
+
+class ClusterUnavailable(RunRefused):
+    """
+    A cluster node cannot reach its database (or a job's owner did not
+    answer in time): it cannot prove a run would be the only one, so it
+    starts nothing and the caller is told to try again (docs/cluster.md).
     """
 
 

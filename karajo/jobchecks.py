@@ -1,5 +1,5 @@
 """
-The checks of one job's (and one notif's) values, shared by jobs from
+The checks of one job's (and one notif's, and C{[cluster]}'s) values, shared by jobs from
 files and jobs built in code: timer, signature and path, run policies,
 chains, environment, JobHttp request.  Each failure is a L{ConfigError}
 naming the file and line of the key at fault (L{fail}).
@@ -23,6 +23,7 @@ from karajo.model import (
     HTTP_METHODS,
     HTTP_REQUEST_TYPES,
     OVERLAPS,
+    Cluster,
     Environment,
     Job,
     JobHttp,
@@ -280,3 +281,25 @@ def check_notif_at(notif: Notif) -> None:
         check_notif(notif)
     except NotifConfigError as e:
         raise fail(notif.origin, e.key, str(e)) from None
+
+
+#: A node name: shown in logs, the API and the log line of a lost node.
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def check_cluster(cluster: Cluster) -> None:
+    """
+    C{[cluster]} (docs/cluster.md): a database, a node name, and a
+    C{node_timeout} above two heartbeats (one late heartbeat must never
+    make a live node look dead).
+    """
+    origin = cluster.origin
+    if not cluster.database.strip():
+        raise fail(origin, "database", "[cluster] needs database (a libpq URL or $VARIABLE)")
+    if not NODE_NAME.fullmatch(cluster.node):
+        raise fail(origin, "node", "node: 1-63 letters, digits, '.', '_' or '-', "
+                   f"starting with a letter or digit, not {cluster.node!r}")
+    if cluster.heartbeat <= timedelta(0):
+        raise fail(origin, "heartbeat", "heartbeat: must be positive")
+    if cluster.node_timeout <= 2 * cluster.heartbeat:
+        raise fail(origin, "node_timeout", "node_timeout: must be more than twice heartbeat")

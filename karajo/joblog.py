@@ -154,6 +154,9 @@ class LogStore:
         # The feeds of the runs accepted and not final yet, by counter
         # (karajo.logfeed): what their followers subscribe to.
         self._feeds: dict[int, LogFeed] = {}
+        #: the cluster node whose runs these are (L{karajo.cluster}), put
+        #: in each new record; None on a single server
+        self.node: str | None = None
         # Directories are made on first use (begin, prune), not here: a
         # server with thousands of jobs must not start with a mkdir each.
 
@@ -439,7 +442,7 @@ class LogStore:
             fd = os.open(self.path_of(running), flags, 0o600)
         self._records[counter] = RunRecord(
             self.job_id, counter, RunStatus.RUNNING, self.clock.seconds(),
-            None, trigger, attempt, node,
+            None, trigger, attempt, node if node is not None else self.node,
         )
         if reserved:  # it may come after a later counter's record: keep them in order
             self._records = dict(sorted(self._records.items()))

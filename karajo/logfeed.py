@@ -273,6 +273,9 @@ class LogFeed:
         #: the last piece decoded for the followers (L{decoded})
         self._decoded: tuple[int, bytes, int, str] | None = None
         self._beat: IDelayedCall | None = None
+        #: a cluster node's log shipping (L{karajo.cluster}): hears every
+        #: published piece as C{(offset, data)}; None on a single server
+        self.tap: Callable[[int, bytes], None] | None = None
 
     @property
     def followers(self) -> int:
@@ -298,6 +301,8 @@ class LogFeed:
             return
         offset = self.size
         self.size += len(data)
+        if self.tap is not None:
+            self.tap(offset, data)
         for sub in list(self._subscriptions):
             sub._offer(offset, data)
 

@@ -269,6 +269,30 @@ class JobHttp(JobBase):
     kind: ClassVar[JobKind] = JobKind.JOB_HTTP
 
 
+#: How often a cluster node renews its lease, and after how long without
+#: one a node counts as dead (docs/cluster.md).
+DEFAULT_HEARTBEAT = timedelta(seconds=2)
+DEFAULT_NODE_TIMEOUT = timedelta(seconds=15)
+
+
+@frozen
+class Cluster:
+    """
+    C{[cluster]}: this server is one node of several sharing one
+    PostgreSQL database (docs/cluster.md).  C{database} is a libpq URL or
+    key=value string (a C{$NAME} in the file is read from the environment
+    at load): it may hold a password, so it is never shown.  C{node} is
+    this node's unique name (the config loader defaults it to the host
+    name).
+    """
+
+    database: str = field(default="", repr=False)
+    node: str = ""
+    heartbeat: timedelta = DEFAULT_HEARTBEAT
+    node_timeout: timedelta = DEFAULT_NODE_TIMEOUT
+    origin: Origin = field(factory=Origin, eq=False, repr=False)
+
+
 @frozen
 class Environment:
     """
@@ -291,6 +315,8 @@ class Environment:
     notifs: Mapping[str, Notif] = field(factory=dict)
     users: Mapping[str, User] = field(factory=dict)
     tokens: Mapping[str, Token] = field(factory=dict)
+    #: C{[cluster]}, or None: a single process (the default)
+    cluster: Cluster | None = None
     origin: Origin = field(factory=Origin, eq=False, repr=False)
 
     def secret_of(self, job: Job | JobHttp) -> str:

@@ -109,6 +109,12 @@ def plan(running: Environment, new: Environment) -> Plan:
                 f"{_at(new.origin, key)}: {key} changed from {before!r} to {after!r}; "
                 "it takes effect at the next restart"
             )
+    if running.cluster != new.cluster:
+        # Never shown: the database string may hold a password.
+        kept["cluster"] = running.cluster
+        where = (new.cluster or running.cluster or new).origin
+        restart.append(f"{where.filename}:{where.line}: [cluster] changed; "
+                       "it takes effect at the next restart")
     if not new.secret:
         kept["secret"] = running.secret
     env = evolve(new, **kept)

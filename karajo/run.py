@@ -4,16 +4,14 @@ pause, resume, cancel, timeout and graceful stop.
 
 Every way a run can start (timer, webhook, dashboard, JobHttp) comes through
 L{JobRunner.trigger}; the work itself is a L{karajo.work.Work}.  The counter
-is taken and persisted before the run starts, and the log is finalised
-(renamed to its status, fsynced) before the next run may start.
+is taken before the run starts, and the log is finalised (renamed to its
+status, fsynced) before the next run may start.  What the runner knows of
+each run is its L{karajo.joblog.RunRecord} (L{JobRunner.records}); whatever
+watches runs is a L{RunListener} in L{JobRunner.listeners}.
 
-What the runner knows about each run is its L{karajo.joblog.RunRecord}
-(L{JobRunner.records}); whatever watches runs is a L{RunListener} in
-L{JobRunner.listeners}.
-
-The run policies between a trigger and a run act here: C{overlap} (its
-decision is L{karajo.overlap}'s), C{retry} (a failed run's retry is a run
-of its own, holding the queue place; listeners hear that one follows,
+The run policies between a trigger and a run act here: C{overlap} (decided
+by L{karajo.overlap}), C{retry} (a failed run's retry is a run of its own,
+holding the queue place; listeners hear that one follows,
 L{JobRunner.retry_pending}, so a notice or a chain waits for the last
 attempt) and C{timeout}.
 """
@@ -107,6 +105,13 @@ class JobRunner(Service):
         self._in_run = False
         #: (work, timeout) of a reload, waiting for the run in progress to end
         self._next_work: tuple[Work, timedelta | None] | None = None
+        #: a cluster node's hooks (L{karajo.cluster}); None on a single
+        #: server: where counters come from, what a run must pass before it
+        #: begins (C{False}: the job runs on another node), and every
+        #: node's records of this job
+        self.counters: Callable[[], int] | None = None
+        self.gate: Callable[[JobRunner, int, str | None, int], Any] | None = None
+        self.mirror: Callable[[], list[RunRecord]] | None = None
 
     # --- state -----------------------------------------------------------
 
@@ -114,9 +119,8 @@ class JobRunner(Service):
     def status(self) -> JobStatus | RunStatus:
         """
         What the API and dashboard show.  A pause shows at once, also while
-        a run goes on ("paused at any time", docs/behaviour.md, "Pause and resume"), so the
-        operator sees it and can undo it; whether a run is going on is
-        in the logs (the newest is C{running}).
+        a run goes on (docs/behaviour.md, "Pause and resume"); whether a
+        run is going on is in the logs (the newest is C{running}).
         """
         if self.paused:
             return JobStatus.PAUSED
@@ -127,7 +131,6 @@ class JobRunner(Service):
     def restore(self) -> None:
         """Rebuild counter, last status, last run and the run records (blocking)."""
         self.adopt(self.store.load())
-
     def adopt(self, state: RestoredState) -> None:
         """
         Take the state L{LogStore.load} read at start-up (off the reactor
@@ -161,9 +164,10 @@ class JobRunner(Service):
     def records(self) -> list[RunRecord]:
         """
         The L{RunRecord} of every kept log of this job, oldest first, from
-        memory: what the API's C{logs}, the dashboard and its chart show.
+        memory: what the API's C{logs}, the dashboard and its chart show
+        (in a cluster, of every node).
         """
-        return self.store.records()
+        return self.mirror() if self.mirror is not None else self.store.records()
 
     def when_idle(self) -> defer.Deferred[None]:
         """Fires once no run is running, waiting or queued."""
@@ -177,13 +181,10 @@ class JobRunner(Service):
 
     def reconfigure(self, job: Job | JobHttp, work: Work) -> None:
         """
-        A reload changed this job (docs/behaviour.md, "Reloading").  The
-        job's value is the new one at once: what the API shows, how a
-        webhook is checked, what a trigger, a retry, a notice and a chain
-        decide from now on.  Its work and timeout are the new ones from
-        the next run: a run in progress finishes the work it began, under
-        the timeout it began with.  The counter, the records and the pause
-        stay.
+        A reload changed this job (docs/behaviour.md, "Reloading"): the
+        job's value is the new one at once (what the API shows, how
+        triggers are checked and decided); its work and timeout from the
+        next run.  The counter, the records and the pause stay.
         """
         self.job = job
         if self._in_run:
@@ -197,11 +198,7 @@ class JobRunner(Service):
         self._timeout = timeout
 
     def retire(self) -> defer.Deferred[None]:
-        """
-        A reload removed this job: start nothing new (a queued run, one
-        waiting for a slot and a pending retry are dropped, triggers are
-        refused), let a run in progress finish.  Fires once it has.
-        """
+        """A reload removed this job: start nothing new, let a run in progress finish."""
         self.stopping = True
         self._drop_queued()
         self._drop_pending()
@@ -227,20 +224,15 @@ class JobRunner(Service):
         current run.  Returns whether it C{"started"} or is C{"queued"} and
         the counter it owns at once (a queued run too: dropped before it
         starts, it ends C{canceled} in a log of that counter); raises
-        L{JobPaused}, L{JobBusy} or L{ServerStopping}.
+        L{JobPaused}, L{JobBusy} or L{ServerStopping}.  While the job runs
+        (or a run waits), its C{overlap} decides (L{overlap.decide}); a
+        pending retry holds the queue place.
 
-        While the job runs (or a run waits), its C{overlap} decides
-        (L{overlap.decide}); a pending retry holds the queue place.
-
-        C{deferred} starts the run on the next reactor turn instead of
-        inside this call: timers use it, because a thousand jobs may be due
-        on one slot and each timer fire should stay a few microseconds, with
-        every run accepted before any of them starts.
-
-        C{trigger} goes into the run's record; when not given it is told
-        from the call: a deferred start is the job's timer (C{schedule} or
-        C{interval}), a L{TriggerRequest} a webhook, anything else a manual
-        run (the dashboard or the management API).
+        C{deferred} starts the run on the next reactor turn: timers use it,
+        so that a thousand fires on one slot stay a few microseconds each,
+        every run accepted before any of them starts.  C{trigger} goes into
+        the run's record; by default a deferred start is the job's timer, a
+        L{TriggerRequest} a webhook, anything else a manual run.
         """
         if trigger is None:
             trigger = self._trigger_of(request, deferred)
@@ -276,7 +268,7 @@ class JobRunner(Service):
 
     def _take_counter(self) -> int:
         """The next counter, owned by an accepted run from now on; its followers may wait."""
-        self.counter += 1
+        self.counter = self.counters() if self.counters is not None else self.counter + 1
         self.store.reserve(self.counter)
         return self.counter
 
@@ -293,11 +285,7 @@ class JobRunner(Service):
         return Trigger.MANUAL
 
     def pause(self) -> None:
-        """
-        Refuse triggers and skip timer fires; a running run goes on.  A
-        run accepted but not started yet (queued behind the running one,
-        or waiting for a slot) is dropped: a paused job starts nothing.
-        """
+        """Refuse triggers and skip fires; a running run goes on, one not started is dropped."""
         self.paused = True
         why = "??? CANCELED: the job was paused before this run started"
         if self.queued:
@@ -310,10 +298,7 @@ class JobRunner(Service):
         self.paused = False
 
     def cancel(self) -> bool:
-        """
-        Stop the running run (it ends C{canceled}) and drop a queued one;
-        a run still waiting for a slot is dropped before it starts.
-        """
+        """Stop the running run (it ends C{canceled}) and drop those not started."""
         if not self.active:
             return False
         self._drop_queued(NOT_STARTED)
@@ -330,8 +315,7 @@ class JobRunner(Service):
     def _never_started(self, counter: int, trigger: str | None, why: str) -> None:
         """
         A run that owned C{counter} was dropped before it started: its log
-        is that one line, and it ends C{canceled} (its followers hear so).
-        The listeners do not hear of it: nothing ran.
+        is that one line, C{canceled}.  The listeners do not hear of it.
         """
         d = self.store.end_unstarted(counter, trigger, why)
         if d is None:
@@ -340,10 +324,7 @@ class JobRunner(Service):
         d.addBoth(lambda _: self._dropping.remove(d))
 
     def _drop_pending(self, why: str | None = None) -> bool:
-        """
-        Drop a run that has not started (due next turn, a retry waiting
-        for its time, or waiting for a slot).
-        """
+        """Drop a run not started (due next turn, a retry waiting, or waiting for a slot)."""
         self.retry_pending = False
         self._retry_next = None
         counter, self._pending_counter = self._pending_counter, None
@@ -421,6 +402,9 @@ class JobRunner(Service):
         if counter is None:  # a retry: its counter is taken as it starts
             counter = self._take_counter()
         attempt, first = retry if retry is not None else (1, counter)
+        if self.gate is not None and not await self.gate(self, counter, trigger, attempt):
+            self._never_started(counter, trigger, "??? CANCELED: the job runs on another node")
+            return
         try:
             runlog = self.store.begin(counter, trigger=trigger, attempt=attempt)
         except OSError as e:
@@ -488,9 +472,8 @@ class JobRunner(Service):
     ) -> None:
         """
         The run's log could not be created (out of descriptors, a full or
-        read-only disk): there is no log to fail in, so the failure goes to
-        karajo's own log, loudly, and the job shows C{failed}.  A job with
-        C{retry} tries again, as after any failed run.
+        read-only disk): the failure goes to karajo's own log, loudly, the
+        job shows C{failed}, and C{retry} applies as after any failed run.
         """
         self.last_status = RunStatus.FAILED
         log.critical(
@@ -505,11 +488,22 @@ class JobRunner(Service):
             self.retry_pending = True
             self._retry_next = (request, attempt + 1, first)
 
+    def retry_lost(self, attempt: int, first: int) -> bool:
+        """
+        Attempt C{attempt} of this job was lost with the cluster node that
+        ran it (ended C{failed} by L{karajo.cluster}): its retry, here, as
+        after a failed run of this node.
+        """
+        if self.active or not self.running or not self._retries(attempt):
+            return False
+        wait = self.job.retry_wait(attempt).total_seconds()
+        self._start(None, Trigger.RETRY, delay=wait, retry=(attempt + 1, first))
+        return True
+
     def _retries(self, attempt: int) -> bool:
         """
-        Whether a failed run's attempt is followed by a retry: the job
-        asks for more, and nothing else decided what comes next (a
-        stop of karajo, a pause, a trigger queued meanwhile).
+        Whether a failed attempt is followed by a retry: the job asks for
+        more, and no stop, pause or queued trigger decided otherwise.
         """
         return (
             attempt <= self.job.retry

@@ -30,6 +30,7 @@ def build_service(
     reactor: Any,
     run_in_thread: Callable[..., Any] | None = None,
     notifier: Notifier | None = None,
+    cluster_store: Any = None,
 ) -> KarajoService:
     """
     The server for C{loaded}: every job's service, and the HTTP listener
@@ -40,10 +41,12 @@ def build_service(
         (L{thread_runner}).
     @param notifier: replaces the mail notifier built from the
         environment's notifs (tests).
+    @param cluster_store: replaces the PostgreSQL store of a C{[cluster]}
+        (tests).
     """
     if run_in_thread is None:
         run_in_thread = thread_runner(reactor)
-    service = build_job_services(loaded, reactor, run_in_thread, notifier)
+    service = build_job_services(loaded, reactor, run_in_thread, notifier, cluster_store)
     endpoint = serverFromString(reactor, listen_endpoint(service.env.listen_address))
     listener = StreamServerEndpointService(
         endpoint, build_site(service, reactor, run_in_thread)

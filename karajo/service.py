@@ -166,6 +166,9 @@ class Chains:
 
     def __init__(self, jobs: dict[str, JobService]) -> None:
         self._jobs = jobs
+        #: a cluster node's way to start a chained job on its owner
+        #: (L{karajo.cluster}); None on a single server
+        self.relay: Callable[[str, RunRecord, str], Any] | None = None
 
     def run_started(self, runner: JobRunner, record: RunRecord) -> None:
         pass
@@ -185,6 +188,9 @@ class Chains:
             if svc is None:  # validate() refuses this; a code-built server may not
                 log.error("{job}: chained job {target} does not exist", job=runner.name,
                           target=target)
+                continue
+            if self.relay is not None:
+                self.relay(target, record, str(runner.name))
                 continue
             try:
                 started = svc.runner.trigger(None, deferred=True, trigger=Trigger.CHAIN)
@@ -239,6 +245,8 @@ class KarajoService(MultiService):
         self.reload_listeners: list[ReloadListener] = []
         #: reloads by result (C{success}, C{failure}), for the metrics page
         self.reloads: dict[str, int] = {"success": 0, "failure": 0}
+        #: this node's L{karajo.cluster.ClusterService} with C{[cluster]}, else None
+        self.cluster: Any = None
 
     def stopService(self) -> defer.Deferred:
         d = defer.maybeDeferred(super().stopService)
@@ -399,7 +407,8 @@ def job_work(
 
 
 def build_job_services(
-    loaded: Loaded, reactor, run_in_thread: Callable[..., Any], notifier: Notifier | None = None
+    loaded: Loaded, reactor, run_in_thread: Callable[..., Any], notifier: Notifier | None = None,
+    cluster_store: Any = None,
 ) -> KarajoService:
     """
     Build the jobs of C{loaded}: create the directory tree, fill in a
@@ -407,6 +416,8 @@ def build_job_services(
 
     @param run_in_thread: C{f, *args -> Deferred} for disk waits (fsync,
         rename, pruning, log reads), normally L{thread_runner}C{(reactor)}.
+    @param cluster_store: with C{[cluster]}, the shared database (tests);
+        by default the PostgreSQL one.
     """
     env = loaded.environment
     for warning in loaded.warnings:
@@ -441,6 +452,11 @@ def build_job_services(
         add_job(service, job).setServiceParent(service)
     for http_job in env.http_jobs.values():
         add_job(service, http_job).setServiceParent(service)
+    if env.cluster is not None:
+        # Imported only here: a single server loads nothing of the cluster.
+        from karajo.cluster import add_cluster
+
+        add_cluster(service, reactor, cluster_store)
     return service
 
 

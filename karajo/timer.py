@@ -98,6 +98,10 @@ class JobTimer(Service):
         # waits for a slot (or never starts) cannot make the timer spin.
         self._anchor: float | None = None
         self.next_run: float | None = None
+        #: a cluster node's claim (L{karajo.cluster}), None on a single
+        #: server: called with the slot and the fire instead of firing, so
+        #: that only the node that wins the slot fires it
+        self.gate: Callable[[float, Callable[[], Any]], Any] | None = None
 
     # --- service ---------------------------------------------------------
 
@@ -105,14 +109,11 @@ class JobTimer(Service):
         super().startService()
         if self._schedule is not None:
             now = self._clock.seconds()
-            if (
-                self._catch_up_at_start
-                and self._catch_up > 0
-                and self._missed(now, self._last_run())
-            ):
+            missed = self._missed(now, self._last_run())
+            if self._catch_up_at_start and self._catch_up > 0 and missed is not None:
                 log.info("{job}: a slot was missed while karajo was down; catching up",
                          job=self._label)
-                self._handle(catch_up=True)
+                self._handle(missed, catch_up=True)
             self._anchor = now
         self._arm()
 
@@ -124,20 +125,23 @@ class JobTimer(Service):
         self._delayed = None
         self.next_run = None
 
-    def _missed(self, now: float, since: float | None) -> bool:
+    def _missed(self, now: float, since: float | None) -> float | None:
         """
-        Whether a slot after C{since} (the last run, or the last slot
-        handled) and no more than C{catch_up} before C{now} went by
-        without a fire.  Nothing is missed by a job that never ran.
+        The first slot after C{since} (the last run, or the last slot
+        handled) and no more than C{catch_up} before C{now} that went by
+        without a fire, or None.  Nothing is missed by a job that never ran.
         """
         if since is None:
-            return False
+            return None
         window_start = max(since, now - self._catch_up)
         if self._schedule is not None:
             slot = self._schedule.next_after(to_datetime(window_start)).timestamp()
-            return slot <= now
-        assert self._interval is not None
-        return window_start <= since + self._interval <= now
+        else:
+            assert self._interval is not None
+            slot = since + self._interval
+            if slot < window_start:
+                return None
+        return slot if slot <= now else None
 
     def reschedule(self) -> None:
         """
@@ -200,18 +204,18 @@ class JobTimer(Service):
         catch_up = (
             now - target > LATE
             and self._catch_up > 0
-            and self._missed(now, self._anchor if self._schedule else self._last_run())
+            and self._missed(now, self._anchor if self._schedule else self._last_run()) is not None
         )
         # Anchor at the later of slot and now: after a forward jump every
         # missed slot collapses into this one fire.
         self._anchor = max(target, now)
         try:
-            self._handle(catch_up=catch_up)
+            self._handle(target, catch_up=catch_up)
         finally:
             if self.running:
                 self._arm()
 
-    def _handle(self, catch_up: bool = False) -> None:
+    def _handle(self, slot: float, catch_up: bool = False) -> None:
         fire = self._fire_catch_up if catch_up else self._fire
         if self._random_delay > 0:
             if self._delayed is not None and self._delayed.active():
@@ -219,11 +223,11 @@ class JobTimer(Service):
                          job=self._label)
                 return
             wait = self._uniform() * self._random_delay
-            self._delayed = self._clock.callLater(wait, self._start, fire)
+            self._delayed = self._clock.callLater(wait, self._start, fire, slot)
             return
-        self._start(fire)
+        self._start(fire, slot)
 
-    def _start(self, fire: Callable[[], Any]) -> None:
+    def _start(self, fire: Callable[[], Any], slot: float) -> None:
         self._delayed = None
         if self._is_paused():
             log.info("{job}: paused, timer fire skipped", job=self._label)
@@ -234,7 +238,7 @@ class JobTimer(Service):
         # No Deferred unless the callback returns one: a thousand timers may
         # fire on one slot, and each should stay a few microseconds.
         try:
-            result = fire()
+            result = fire() if self.gate is None else self.gate(slot, fire)
         except Exception:
             log.failure("{job}: timer fire failed", job=self._label)
             return

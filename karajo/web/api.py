@@ -52,7 +52,14 @@ from werkzeug.exceptions import NotFound
 from werkzeug.routing import RequestRedirect
 
 from karajo.deferreds import as_deferred
-from karajo.errors import RunRefused
+from karajo.errors import (
+    ClusterUnavailable,
+    JobBusy,
+    JobPaused,
+    RunRefused,
+    ServerStarting,
+    ServerStopping,
+)
 from karajo.logtext import client_text
 from karajo.model import JobKind, TriggerRequest
 from karajo.replay import ReplayGuard, extract_epoch
@@ -69,6 +76,7 @@ from karajo.web.errors import (
     JobNotFound,
     JobNotRunning,
     LogNotFound,
+    RequestReplayed,
     WebhookForbidden,
     describe,
     error,
@@ -166,6 +174,8 @@ class KarajoAPI:
         self._openapi: bytes | None = None
         self._paths: dict[str, Any] | None = None
         self.refusals = RefusalLog(clock)
+        #: this node's L{karajo.cluster.ClusterService}, or None (a single server)
+        self._cluster = getattr(service, "cluster", None)
         getattr(service, "reload_listeners", []).append(self)
 
     def reloaded(self, service: Any, added: Any, removed: Any) -> None:
@@ -259,6 +269,8 @@ class KarajoAPI:
     async def _log(self, request: Any, table: dict[str, Any]) -> bytes:
         svc, counter, offset = self._run_query(request, table)
         found = await svc.runner.store.read_in_thread(counter)
+        if found is None and self._cluster is not None:  # a run of another node
+            found = await self._cluster.read_log(svc.runner.job.kind, svc.runner.job.id, counter)
         if found is None:
             raise LogNotFound("log not found")
         name, content = found
@@ -284,6 +296,8 @@ class KarajoAPI:
     async def _events(self, request: Any, table: dict[str, Any]) -> bytes:
         svc, counter, offset = self._run_query(request, table)
         feed = await svc.runner.store.follow(counter)
+        if feed is None and self._cluster is not None:  # a run of another node
+            feed = await self._cluster.remote_feed(svc.runner.job.kind, svc.runner.job.id, counter)
         if feed is None:
             raise LogNotFound("log not found")
         return await events.follow(request, feed, offset)
@@ -313,7 +327,7 @@ class KarajoAPI:
 
     @app.route(API + "/job_exec/run/<path:path>", methods=["POST"])
     @endpoint(SIGNED)
-    def job_exec_run(self, request: Any, path: str) -> bytes:
+    def job_exec_run(self, request: Any, path: str) -> Any:
         svc = self._by_path().get("/" + path)
         if svc is None:
             raise JobNotFound("no job has this path")
@@ -343,15 +357,19 @@ class KarajoAPI:
             self.refusals.not_matched(JobKind.JOB, job.id)
             document = self._documents.job(JobKind.JOB, svc).json
             return envelope.success_raw(request, document, f"not matched: {failed}")
-        forget = self._access.check_replay(
-            epoch, b"webhook\0" + job.path.encode("utf-8") + b"\0" + body, verdict.replay_key)
+        replay = b"webhook\0" + job.path.encode("utf-8") + b"\0" + body
+        forget = self._access.check_replay(epoch, replay, verdict.replay_key)
+        trigger = TriggerRequest(
+            method=request.method.decode("latin-1"),
+            path=request.path.decode("latin-1"),
+            headers=headers,
+            body=body,
+        )
+        if self._cluster is not None:
+            keys = [k for k in (replay if epoch is not None else None, verdict.replay_key) if k]
+            return self._in_cluster(request, JobKind.JOB, svc, "run", forget, trigger, keys)
         try:
-            accepted = runner.submit(TriggerRequest(
-                method=request.method.decode("latin-1"),
-                path=request.path.decode("latin-1"),
-                headers=headers,
-                body=body,
-            ))
+            accepted = runner.submit(trigger)
         except RunRefused:
             forget()  # paused or busy: the same payload may come again
             raise
@@ -366,6 +384,34 @@ class KarajoAPI:
                      if svc.runner.job.path}
             self._paths = table
         return table
+
+    async def _in_cluster(
+        self, request: Any, kind: JobKind, svc: Any, action: str, forget: Callable[[], None],
+        trigger: TriggerRequest | None = None, replay_keys: list[bytes] | tuple = (),
+    ) -> bytes:
+        """
+        A trigger or management call on a cluster node (docs/cluster.md):
+        replay checked cluster-wide, then done by the job's owner (this
+        node or another), answered as a local call would be.
+        """
+        job_id = svc.runner.job.id
+        assert self._cluster is not None
+        try:
+            for key in replay_keys:
+                max_age = self._env.sign_max_age.total_seconds()
+                if not await self._cluster.first_time(key, max_age):
+                    raise RequestReplayed("replayed: a signed request is accepted only once")
+            answer = await self._cluster.act(str(kind), job_id, action, trigger)
+            if answer.outcome.startswith("refused:"):
+                refusal = _REFUSALS.get(answer.outcome[len("refused:"):], ClusterUnavailable)
+                raise refusal(answer.message or answer.outcome)
+        except Exception:
+            forget()
+            raise
+        document = self._documents.job(kind, svc).json
+        if action == "run":
+            document = with_run(document, run_document(kind, job_id, answer))
+        return envelope.success_raw(request, document, answer.message or f"job {action}")
 
     # --- routes: management ---------------------------------------------------
 
@@ -391,7 +437,9 @@ class KarajoAPI:
             forget()
             raise
 
-    def _apply(self, request: Any, kind: JobKind, svc: Any, action: str) -> bytes:
+    def _apply(self, request: Any, kind: JobKind, svc: Any, action: str) -> Any:
+        if self._cluster is not None:
+            return self._in_cluster(request, kind, svc, action, lambda: None)
         runner = svc.runner
         run = None
         if action == "pause":
@@ -542,6 +590,18 @@ def _webhook_path(request: Any) -> str | None:
     if b"" in rest:
         return None
     return b"/".join(rest).decode("utf-8")
+
+
+#: A refused L{karajo.clusterstore.Answer}'s reason -> the error a local call raises.
+_REFUSALS: dict[str, type[Exception]] = {
+    "busy": JobBusy,
+    "paused": JobPaused,
+    "stopping": ServerStopping,
+    "starting": ServerStarting,
+    "unavailable": ClusterUnavailable,
+    "not_running": JobNotRunning,
+    "not_found": JobNotFound,
+}
 
 
 def run_document(kind: JobKind, job_id: str, accepted: Any) -> dict[str, Any]:

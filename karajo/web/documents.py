@@ -35,9 +35,35 @@ def _logs_json(records: Iterable[Any]) -> list[dict[str, Any]]:
             "ended": format_time(record.ended),
             "trigger": record.trigger,
             "attempt": record.attempt,
+            "node": record.node,
         }
         for record in records
     ]
+
+
+def cluster_dict(cluster: Any) -> dict[str, Any]:
+    """
+    The C{cluster} of the environment (docs/cluster.md): this node, every
+    node the database lists (a dead one stays, C{"alive": false}), and
+    the alive nodes whose configuration digest differs from this one's.
+    """
+    return {
+        "node": cluster.me,
+        "connected": cluster.connected,
+        "config_digest": cluster.digest,
+        "config_mismatch": cluster.mismatched(),
+        "nodes": [
+            {
+                "name": n.name,
+                "alive": n.alive,
+                "last_seen": format_time(n.last_seen),
+                "running": n.running,
+                "version": n.version,
+                "config_digest": n.config_digest,
+            }
+            for n in sorted(cluster.nodes.values(), key=lambda n: n.name)
+        ],
+    }
 
 
 def _policies(job: Job | JobHttp) -> dict[str, Any]:
@@ -240,6 +266,9 @@ class Documents:
         # for 1,000 jobs with 5 logs each), so every extra copy counts.
         job = self.job
         parts = [self._env_head]
+        cluster = getattr(self._service, "cluster", None)
+        if cluster is not None:
+            parts.append(b',"cluster":' + dumps(cluster_dict(cluster)).encode("ascii"))
         for kind in JobKind:
             parts.append(b',"' + kind.table.encode("ascii") + b'":{')
             parts.append(b",".join([job(kind, svc).named

@@ -22,7 +22,7 @@ from typing import Any
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from karajo.errors import JobBusy, JobPaused, ServerStarting, ServerStopping
+from karajo.errors import ClusterUnavailable, JobBusy, JobPaused, ServerStarting, ServerStopping
 from karajo.replay import InvalidEpoch
 from karajo.users import LoginFailed, LoginThrottled
 from karajo.web.envelope import JSON_HEADERS, envelope, set_json_headers
@@ -129,7 +129,12 @@ ERRORS: dict[type, tuple[int, str]] = {
     ServerStopping: (503, "ERR_SERVER_STOPPING"),
     ServerStarting: (503, "ERR_SERVER_STARTING"),
     ReplayMemoryFull: (503, "ERR_REPLAY_MEMORY_FULL"),
+    ClusterUnavailable: (503, "ERR_CLUSTER_UNAVAILABLE"),
 }
+
+#: Seconds a client is asked to wait (C{Retry-After}) after a 503
+#: C{ERR_CLUSTER_UNAVAILABLE}: about two heartbeats of a node.
+CLUSTER_RETRY_AFTER = 5
 
 #: Fixed messages for exceptions whose text is not ours to send.
 _MESSAGES: dict[type, str] = {
@@ -163,6 +168,8 @@ def describe(exc: BaseException) -> tuple[int, str, str, list[tuple[bytes, bytes
             except (TypeError, ValueError, OverflowError):
                 retry = 60
             headers.append((b"retry-after", b"%d" % retry))
+        elif isinstance(exc, ClusterUnavailable):
+            headers.append((b"retry-after", b"%d" % CLUSTER_RETRY_AFTER))
         elif isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             headers.append((b"allow", ", ".join(sorted(exc.valid_methods)).encode("ascii")))
         return status, name, message, headers

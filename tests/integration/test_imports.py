@@ -69,3 +69,26 @@ class ImportsInstallNoReactor(TestCase):
         )
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertEqual(done.stdout.split(), ["AsyncioSelectorReactor", str(len(names))])
+
+
+class SingleProcessImportsNoPsycopg(TestCase):
+    def test_psycopg_only_with_the_cluster_store(self) -> None:
+        """
+        The single-process server and the cluster protocol import no psycopg
+        (an extra); only the PostgreSQL store does.
+        """
+        script = textwrap.dedent(
+            """
+            import sys
+            import karajo.tap, karajo.server, karajo.cli, karajo.clusterstore
+            import karajo.clusterschema
+            before = "psycopg" in sys.modules
+            import karajo.pgstore
+            print(before, "psycopg" in sys.modules)
+            """
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(done.stdout.split(), ["False", "True"])

@@ -332,6 +332,7 @@ class EnvelopeTests(unittest.TestCase):
                 "ServerStopping": (503, "ERR_SERVER_STOPPING"),
                 "ServerStarting": (503, "ERR_SERVER_STARTING"),
                 "ReplayMemoryFull": (503, "ERR_REPLAY_MEMORY_FULL"),
+                "ClusterUnavailable": (503, "ERR_CLUSTER_UNAVAILABLE"),
             },
         )
 
@@ -397,7 +398,7 @@ class ReadTests(APITestCase):
             {"job_id": "every_minute", "name": "every_minute.1.success",
              "status": "success", "counter": 1,
              "started": "2026-01-02T03:04:05Z", "ended": "2026-01-02T03:04:05Z",
-             "trigger": "interval", "attempt": 1},
+             "trigger": "interval", "attempt": 1, "node": None},
         ])
 
     def test_job_http_values(self) -> None:
@@ -455,7 +456,7 @@ class ReadTests(APITestCase):
         self.assertEqual(job["logs"], [
             {"job_id": "hello", "name": "hello.1.success", "status": "success", "counter": 1,
              "started": "2026-01-02T03:04:05Z", "ended": "2026-01-02T03:04:05Z",
-             "trigger": "webhook", "attempt": 1}
+             "trigger": "webhook", "attempt": 1, "node": None}
         ])
         self.assertEqual(job["status"], "success")
         self.assertEqual(job["last_run"], "2026-01-02T03:04:05Z")
@@ -475,10 +476,10 @@ class ReadTests(APITestCase):
         self.assertEqual(entries, [
             {"job_id": "j", "name": "j.1.failed", "status": "failed", "counter": 1,
              "started": envelope.ZERO_TIME, "ended": "2026-01-02T03:04:05Z",
-             "trigger": None, "attempt": 1},
+             "trigger": None, "attempt": 1, "node": None},
             {"job_id": "j", "name": "j.2", "status": "running", "counter": 2,
              "started": "2026-01-02T03:05:06Z", "ended": envelope.ZERO_TIME,
-             "trigger": "retry", "attempt": 2},
+             "trigger": "retry", "attempt": 2, "node": None},
         ])
 
     def test_log_offset(self) -> None:
@@ -1436,7 +1437,8 @@ class DocumentTests(unittest.TestCase):
         schemas = self.doc["components"]["schemas"]
         self.assertEqual(set(schemas["Job"]["properties"]), JOB_FIELDS)
         self.assertEqual(set(schemas["JobHttp"]["properties"]), JOB_HTTP_FIELDS)
-        self.assertEqual(set(schemas["Environment"]["properties"]), ENV_FIELDS)
+        # "cluster" only with [cluster] (tests/unit/test_cluster.py)
+        self.assertEqual(set(schemas["Environment"]["properties"]), ENV_FIELDS | {"cluster"})
         self.assertEqual(set(schemas["Log"]["properties"]),
                          {"job_id", "name", "status", "counter", "content", "size"})
         names = set(schemas["Error"]["properties"]["name"]["enum"])
