@@ -559,12 +559,13 @@ class _APIResource(KleinResource):
                 segment.decode("utf-8")
         except UnicodeDecodeError:
             return self._api._error_body(request, NotFound())
-        path = _webhook_path(request)
+        path = _webhook_path(request) if self._api._cluster is None else None
         if path is not None:
             # The hottest route (every webhook, and every forged one) goes
             # straight to its handler: werkzeug's matching and Klein's
             # Deferred chain cost more than the handler itself.  The answer
-            # is written as Klein writes it.
+            # is written as Klein writes it.  A cluster node's answer waits
+            # on the database (a Deferred): Klein's chain writes that one.
             request.prepath += request.postpath
             request.postpath = []
             request.write(self._api.job_exec_run(request, path=path))
