@@ -21,6 +21,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from karajo.logfeed import LogFeed, Subscription
+from karajo.twisted_private import request_gone
 
 __all__ = ["EVENT_HEADERS", "follow"]
 
@@ -100,7 +101,10 @@ class _Stream:
         self._over = True
         if self._producing:
             self._producing = False
-            self._request.unregisterProducer()
+            # A client that went away took its channel with it: nothing to
+            # unregister from (the request's own unregisterProducer would raise).
+            if not request_gone(self._request):
+                self._request.unregisterProducer()
 
     def _gone(self) -> None:
         """The response finished or the client went away."""

@@ -1,7 +1,7 @@
 """
 The elements the pages are rendered from (L{twisted.web.template}, which
 escapes every text and attribute value): the common layout, the
-dashboard's cards, the job page and the log page.  Their templates are the
+dashboard's cards, the job page and the run page.  Their templates are the
 files of the same names in C{templates/}.
 """
 
@@ -19,13 +19,21 @@ from karajo.redact import masked_url
 from karajo.users import CSRF_HEADER
 from karajo.web.chart import CHART_RUNS, chart, history_chart, run_times
 from karajo.web.description import sanitize_description, text_of
-from karajo.web.views import JobView
-from karajo.web.words import human_duration, human_time, iso_time, plural
+from karajo.web.views import JobView, RunView
+from karajo.web.words import (
+    human_duration,
+    human_size,
+    human_time,
+    iso_time,
+    plural,
+    trigger_words,
+)
 
 if TYPE_CHECKING:
     from karajo.web.ui import WebUI
 
-__all__ = ["CARD_RUNS", "CardElement", "Dashboard", "JobPage", "LogPage", "Page", "Simple", "curl_template"]
+__all__ = ["CARD_RUNS", "CardElement", "Dashboard", "JobPage", "Page", "RunPage", "Simple",
+           "curl_template"]
 
 #: runs listed as links on a dashboard card
 CARD_RUNS = 5
@@ -33,7 +41,7 @@ CARD_RUNS = 5
 FIRST_CARDS, MORE_CARDS = 40, 100
 
 #: the one script module each page loads (it imports common.js itself)
-_PAGE_SCRIPTS = {"dashboard": "dashboard.js", "job": "dashboard.js", "log": "log.js",
+_PAGE_SCRIPTS = {"dashboard": "dashboard.js", "job": "dashboard.js", "run": "run.js",
                  "login": "login.js"}
 #: pages whose actions are signed in the browser when there are no users
 _SIGNING_PAGES = ("dashboard", "job")
@@ -163,7 +171,7 @@ class CardElement(Element):
             runs=[
                 tags.li(tags.a(
                     f"#{r.counter}",
-                    href=v.log_href(r.counter),
+                    href=v.run_href(r.counter),
                     title=f"run {r.counter}: {r.status}"
                     + (f", {human_duration(r.duration)}" if r.duration is not None else ""),
                     **{"class": f"run st-{r.status}", "data-counter": str(r.counter)},
@@ -402,7 +410,7 @@ class JobPage(Element):
         rows = []
         for r in runs:
             rows.append(tags.tr(
-                tags.td(tags.a(f"#{r.counter}", href=v.log_href(r.counter))),
+                tags.td(tags.a(f"#{r.counter}", href=v.run_href(r.counter))),
                 tags.td(r.trigger or "—"),
                 tags.td(str(r.attempt)),
                 tags.td(r.node or "—"),
@@ -456,26 +464,35 @@ class JobPage(Element):
                         **{"class": "pager", "aria-label": "run history pages"})
 
 
-class LogPage(Element):
+class RunPage(Element):
+    """
+    One run (templates/run.html): what started it, which attempt it is
+    with links to the other attempts of its failure chain, its node, its
+    times, and its log as far as it is written; run.js follows the rest.
+    """
+
     def __init__(self, ui: WebUI, view: JobView, name: Any, status: str, text: str,
-                 size: int) -> None:
-        super().__init__(ui.loader("log"))
+                 size: int, now: float) -> None:
+        super().__init__(ui.loader("run"))
         self.view = view
-        self.name = name
         self.counter = name.counter
         self.status = status
         self.text = text
         self.size = size
+        self.now = now
 
     @renderer
-    def log(self, request: Any, tag: Tag) -> Tag:
+    def run(self, request: Any, tag: Tag) -> Tag:
         v = self.view
+        run = v.run(self.counter)
         tag.attributes.update({
             "data-kind": v.kind, "data-api": v.kind.api, "data-id": v.id,
             "data-counter": str(self.counter),
             "data-offset": str(self.size), "data-status": self.status,
+            # the server's clock, so that a running run's elapsed time is
+            # counted from the server's start time, not the browser's clock
+            "data-now": f"{self.now * 1000:.0f}",
         })
-        run = v.run(self.counter)
         earlier = [c for c in v.counters if c < self.counter]
         prev = max(earlier) if earlier else None
         return tag.fillSlots(
@@ -484,12 +501,61 @@ class LogPage(Element):
             counter=str(self.counter),
             status=self.status,
             status_class=f"status st-{self.status}",
-            start=time_tag(run.start, "start"),
-            duration=human_duration(run.duration) or "—",
+            trigger=tags.span(trigger_words(run.trigger), title=run.trigger or ""),
+            attempt=self._attempt(run),
+            node=tags.div(tags.dt("Node"), tags.dd(run.node, id="run-node")) if run.node else "",
+            start=time_tag(run.start, "start", **{"class": "rel"}),
+            end=self._end(run),
+            duration=self._duration(run),
+            size=human_size(self.size),
+            chain=self._chain(),
+            follow=tags.label(tags.input(type="checkbox", id="follow", checked="checked"),
+                              " Follow output", **{"class": "follow"})
+            if self.status == "running" else "",
             content=self.text,
-            prev_href=v.log_href(prev) if prev else v.job_href(),
+            prev_href=v.run_href(prev) if prev else v.job_href(),
             prev_label=f"← #{prev}" if prev else "← runs",
             next=self._next(),
+        )
+
+    def _attempt(self, run: RunView) -> str:
+        retries = self.view.job.retry
+        return f"{run.attempt} of up to {1 + retries}" if retries else str(run.attempt)
+
+    def _end(self, run: RunView) -> Tag:
+        if self.status == "running":
+            # no datetime yet: run.js sets it when the run ends
+            return tags.time("not yet", **{"data-field": "end", "class": "rel"})
+        return time_tag(run.end, "end", **{"class": "rel"})
+
+    def _duration(self, run: RunView) -> Any:
+        if self.status != "running":
+            return human_duration(run.duration) or "—"
+        if run.start is None:
+            return "running"
+        return ["running for ",
+                time_tag(run.start, "elapsed", **{"class": "elapsed",
+                                                  "title": f"since {human_time(run.start)}"})]
+
+    def _chain(self) -> Any:
+        """The attempts of this run's failure chain, when it has more than this one."""
+        chain = self.view.chain(self.counter)
+        if len(chain) < 2:
+            return ""
+        items = []
+        for r in chain:
+            attributes: dict[str, str] = {"href": self.view.run_href(r.counter)}
+            if r.counter == self.counter:
+                attributes["aria-current"] = "page"
+            items.append(tags.li(
+                tags.a(f"#{r.counter}", **attributes), f" attempt {r.attempt} ",
+                tags.span(r.status, **{"class": f"status st-{r.status}"}),
+                **{"data-counter": str(r.counter)},
+            ))
+        return tags.nav(
+            tags.h2("Attempts of this failure chain", id="chain-title"),
+            tags.ol(items, **{"class": "chain-list"}),
+            id="chain", **{"class": "chain", "aria-labelledby": "chain-title"},
         )
 
     def _next(self) -> Any:
@@ -497,5 +563,5 @@ class LogPage(Element):
         if not later:
             return ""
         counter = min(later)
-        return tags.a(f"#{counter} →", href=self.view.log_href(counter),
+        return tags.a(f"#{counter} →", href=self.view.run_href(counter),
                       **{"class": "btn btn-small"})

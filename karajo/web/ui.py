@@ -1,5 +1,5 @@
 """
-The web UI under C{/karajo/}: login page, dashboard, job pages, log pages
+The web UI under C{/karajo/}: login page, dashboard, job pages, run pages
 and their static files (docs/behaviour.md, "Web UI").
 
 L{karajo.web.site} mounts L{WebUI.resource} for every path under
@@ -9,7 +9,8 @@ C{request.postpath} here is::
     [b""]                       /karajo/          login page, or redirect
     [b"app", b""]               /karajo/app/      dashboard
     [b"app", b"job"]            /karajo/app/job?kind=job|job_http&id=ID
-    [b"app", b"log"]            /karajo/app/log?kind=..&id=..&counter=N
+    [b"app", b"run"]            /karajo/app/run?kind=..&id=..&counter=N
+    [b"app", b"log"]            the same, by its older name (a redirect)
     [b"static", NAME]           /karajo/static/NAME  (CSS, JS, icon)
 
 This module routes and answers; the rest of the UI is in its own modules:
@@ -22,8 +23,9 @@ Design notes:
   - Pages are rendered on the server from the templates of
     L{karajo.resources.templates_dir} with L{twisted.web.template}, which
     escapes every text and attribute value; the page is complete without
-    JavaScript.  The scripts then keep it live by polling the JSON API and
-    only ever set text (C{textContent}), never HTML.
+    JavaScript.  The scripts then keep it live by polling the JSON API (a
+    running run's page follows its events stream instead) and only ever
+    set text (C{textContent}), never HTML.
   - A job's description may hold simple HTML, sanitized twice
     (L{karajo.web.description}).  Descriptions do not change while the
     daemon runs, so the scripts never touch them.
@@ -41,7 +43,7 @@ import os
 import re
 import time
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
@@ -53,7 +55,7 @@ from karajo import resources
 from karajo.kinds import JobKind
 from karajo.logtext import client_text
 from karajo.twisted_private import request_gone
-from karajo.web.pages import Dashboard, JobPage, LogPage, Page, Simple
+from karajo.web.pages import Dashboard, JobPage, Page, RunPage, Simple
 from karajo.web.params import query_params
 from karajo.web.static import StaticFiles
 from karajo.web.views import JobView, Views
@@ -137,6 +139,9 @@ class WebUI:
             loader = XMLFile(FilePath(os.path.join(self._dir, name + ".html")))
             self._loaders[name] = loader
         return loader
+
+    def _now(self) -> float:
+        return self.clock.seconds() if self.clock is not None else time.time()
 
     def _session(self, request: Any) -> Any:
         return self.sessions.from_request(request)
@@ -237,8 +242,10 @@ class WebUI:
                 return self.dashboard(request, session)
             if path == [b"app", b"job"]:
                 return self.job_page(request, session)
+            if path == [b"app", b"run"]:
+                return self.run_page(request, session)
             if path == [b"app", b"log"]:
-                return self.log_page(request, session)
+                return self.log_redirect(request)
         return self.error_page(request, 404, "Not found", "There is no such page.",
                                self._session(request))
 
@@ -274,11 +281,20 @@ class WebUI:
         if not re.fullmatch(r"[0-9]{1,9}", page_text) or int(page_text) < 1:
             return self.error_page(request, 400, "Bad request",
                                    "page must be a whole number from 1.", session)
-        now = self.clock.seconds() if self.clock is not None else time.time()
-        body = JobPage(self, view, int(page_text), now)
+        body = JobPage(self, view, int(page_text), self._now())
         return self.page(request, view.name, "job", body, session)
 
-    def log_page(self, request: Any, session: Any) -> Any:
+    def log_redirect(self, request: Any) -> bytes:
+        """
+        C{/karajo/app/log}, the run page's older name, which webhook
+        notifications still send as C{log_url} (docs/behaviour.md): the
+        same query, on the run page.
+        """
+        query = query_params(request)
+        kept = [(key, query[key]) for key in ("kind", "id", "counter") if key in query]
+        return self.redirect(request, "/karajo/app/run?" + urlencode(kept))
+
+    def run_page(self, request: Any, session: Any) -> Any:
         view, failed = self._find(request, session)
         if view is None:
             return failed
@@ -286,13 +302,13 @@ class WebUI:
 
         def show(found: Any) -> Any:
             if found is None:
-                return self.error_page(request, 404, "No such log",
+                return self.error_page(request, 404, "No such run",
                                        "This run has no log (old logs are deleted).", session)
             name, content = found
             status = name.status or "running"
             text = content.decode("utf-8", errors="replace")
-            body = LogPage(self, view, name, status, text, len(content))
-            return self.page(request, f"{view.name} #{name.counter}", "log", body, session)
+            body = RunPage(self, view, name, status, text, len(content), self._now())
+            return self.page(request, f"{view.name} #{name.counter}", "run", body, session)
 
         if not (re.fullmatch(r"[0-9]{1,18}", counter_text) and int(counter_text) >= 1):
             return show(None)
@@ -301,7 +317,7 @@ class WebUI:
         d.addCallback(show)
 
         def read_failed(f: Any) -> Any:
-            log.failure("log page failed", f)
+            log.failure("run page failed", f)
             return self.error_page(request, 500, "Error", "The log could not be read.", session)
 
         d.addErrback(read_failed)

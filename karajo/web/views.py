@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import math
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -20,7 +21,7 @@ from karajo.schedule import parse_schedule
 from karajo.status import RunStatus
 from karajo.web.words import describe_timer
 
-__all__ = ["FINAL_STATUSES", "HISTORY_PAGE", "JobView", "RunView", "Views"]
+__all__ = ["FINAL_STATUSES", "HISTORY_PAGE", "JobView", "RunView", "Views", "retry_chain"]
 
 #: runs per page of a job page's history
 HISTORY_PAGE = 50
@@ -53,6 +54,41 @@ class RunView:
         if self.status not in FINAL_STATUSES or self.start is None or self.end is None:
             return None
         return max(0.0, self.end - self.start)
+
+
+def retry_chain(records: Sequence[RunRecord], counter: int) -> list[RunRecord]:
+    """
+    The attempts of the failure chain run C{counter} belongs to, first
+    attempt first; just that run when it is alone (no retry before or
+    after it), and nothing when there is no record of it.
+
+    A record says which attempt a run is, not which run it retried, so the
+    chain is derived: a retry (L{karajo.run.JobRunner}) starts after the
+    failed attempt before it ended, and nothing else of the job runs in
+    between (a trigger meanwhile is queued behind the retry).  In the
+    order the runs I{started}, a chain is therefore a run followed by the
+    runs whose attempts go on counting up by one (1, 2, ... n).  Counter
+    order would not do: a trigger queued during a retry's wait owns its
+    counter at once, and the retry takes the next one when it starts, so
+    the retry of run 7 may be run 9 while run 8 ran after it.
+
+    A run without a start time (a log from before run records, or a run
+    dropped before it started) is in no chain; a chain whose first
+    attempts were pruned starts at the oldest one still kept.
+    """
+    ordered = sorted((r for r in records if r.started is not None),
+                     key=lambda r: (r.started, r.counter))
+    at = next((i for i, r in enumerate(ordered) if r.counter == counter), None)
+    if at is None:
+        return [r for r in records if r.counter == counter][:1]
+    first = at
+    while first > 0 and ordered[first].attempt > 1 \
+            and ordered[first - 1].attempt == ordered[first].attempt - 1:
+        first -= 1
+    last = at
+    while last + 1 < len(ordered) and ordered[last + 1].attempt == ordered[last].attempt + 1:
+        last += 1
+    return ordered[first:last + 1]
 
 
 class JobView:
@@ -150,8 +186,17 @@ class JobView:
             return RunView(counter, str(RunStatus.RUNNING), None, None)
         return RunView.of(record)
 
-    def log_href(self, counter: int) -> str:
-        return f"/karajo/app/log?kind={self.kind}&id={quote(self.id)}&counter={counter}"
+    def chain(self, counter: int) -> list[RunView]:
+        """The attempts of run C{counter}'s failure chain (L{retry_chain})."""
+        return [RunView.of(r) for r in retry_chain(self.records, counter)]
+
+    def run_href(self, counter: int) -> str:
+        """The page of run C{counter}: its facts and its log."""
+        return self.run_href_of(self.kind, self.id, counter)
+
+    @staticmethod
+    def run_href_of(kind: JobKind, job_id: str, counter: int) -> str:
+        return f"/karajo/app/run?kind={kind}&id={quote(job_id, safe='')}&counter={counter}"
 
     def job_href(self) -> str:
         return self.href_of(self.kind, self.id)

@@ -19,10 +19,23 @@ __all__ = [
     "describe_interval",
     "describe_timer",
     "human_duration",
+    "human_size",
     "human_time",
     "iso_time",
     "plural",
+    "trigger_words",
 ]
+
+#: what started a run (L{karajo.status.Trigger}), as the run page says it
+_TRIGGERS = {
+    "schedule": "its schedule",
+    "interval": "its interval",
+    "webhook": "a webhook",
+    "manual": "run now",
+    "retry": "a retry",
+    "chain": "another job's run (on_success / on_failed)",
+    "catch_up": "catch-up of a timer slot missed",
+}
 
 
 def plural(n: int, word: str) -> str:
@@ -92,3 +105,15 @@ def human_duration(seconds: float | None) -> str:
     if s >= 60:
         return f"{s // 60}m {s % 60:02d}s"
     return f"{s}s"
+
+
+def human_size(size: int) -> str:
+    """C{812 bytes} below 10 KiB, then C{10.0 KiB} (as the run page's script says it)."""
+    return f"{size} bytes" if size < 10240 else f"{size / 1024:.1f} KiB"
+
+
+def trigger_words(trigger: str | None) -> str:
+    """What started a run, in words; C{unknown} for a log older than run records."""
+    if trigger is None:
+        return "unknown (an older log)"
+    return _TRIGGERS.get(trigger, trigger)

@@ -11,7 +11,7 @@
  *    runs a card lists) is read from the page's data-* attributes, never
  *    copied here.
  *
- * Each page loads one module (dashboard.js, log.js, login.js, or this one
+ * Each page loads one module (dashboard.js, run.js, login.js, or this one
  * alone), which imports this file.
  */
 
@@ -134,6 +134,17 @@ export function span(seconds) {
 export function now() { return Date.now() + skew; }
 
 /*
+ * The server's clock read at about this moment (ms): from an API answer's
+ * Date, or a page's data-now.  A difference within 1.5 s is taken for the
+ * page's own transit time and ignored.
+ */
+export function serverTime(ms) {
+  if (!isFinite(ms) || ms <= 0) { return; }
+  skew = ms - Date.now();
+  if (Math.abs(skew) < 1500) { skew = 0; }
+}
+
+/*
  * A run's start and end (seconds) from its logs[] entry of the API, when
  * the server sent them (started/ended); null otherwise.
  */
@@ -144,7 +155,10 @@ export function runTimes(log) {
   return { start: start / 1000, end: end === null ? null : end / 1000 };
 }
 
-/* Fill every <time>: last runs as local time + "ago", next runs as countdowns. */
+/*
+ * Fill every <time>: last runs as local time + "ago", next runs as
+ * countdowns, a running run's elapsed time since its start.
+ */
 export function tick() {
   const times = doc.querySelectorAll("time[datetime]");
   for (const node of times) {
@@ -162,6 +176,8 @@ export function tick() {
       }
     } else if (t === null) {
       text = "never";
+    } else if (node.classList.contains("elapsed")) {
+      text = span((now() - t) / 1000);
     } else if (node.classList.contains("rel")) {
       text = span((now() - t) / 1000) + " ago";
       node.title = localTime(t);
@@ -196,8 +212,7 @@ export async function call(method, path, opts) {
   const date = Date.parse(res.headers.get("Date") || "");
   if (!isNaN(date)) {
     // Date has whole seconds: the server's clock is within [date, date+1s).
-    skew = date + 500 - Date.now();
-    if (Math.abs(skew) < 1500) { skew = 0; }
+    serverTime(date + 500);
   }
   let body;
   try { body = await res.json(); } catch { body = null; }

@@ -10,8 +10,8 @@ import {
 } from "./common.js";
 import { manage, setupDialog } from "./sign.js";
 
-function logHref(kind, id, counter) {
-  return "/karajo/app/log?kind=" + encodeURIComponent(kind) +
+function runHref(kind, id, counter) {
+  return "/karajo/app/run?kind=" + encodeURIComponent(kind) +
     "&id=" + encodeURIComponent(id) + "&counter=" + Number(counter);
 }
 
@@ -161,7 +161,7 @@ function updateRuns(card, job) {
   logs.forEach(function (l) {
     const d = durationOf(kind, id, l);
     const a = el("a", {
-      href: logHref(kind, id, l.counter),
+      href: runHref(kind, id, l.counter),
       "class": "run " + statusClass(l.status),
       title: "run " + l.counter + ": " + l.status + (d !== null ? ", " + span(d) : ""),
       "data-counter": String(Number(l.counter))

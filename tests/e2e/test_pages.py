@@ -43,11 +43,15 @@ AXE = os.path.join(ROOT, "node_modules", "axe-core", "axe.min.js")
 RUNS = 200
 
 
+#: a failure chain of "busy": run 182 failed, its retries 183 (failed) and 184 (success)
+CHAIN = (182, 183, 184)
+
+
 def busy_status(counter: int) -> str:
-    """Every 7th run of "busy" failed, every 31st was canceled."""
+    """Every 7th run of "busy" failed, every 31st was canceled; and run 183, a retry."""
     if counter % 31 == 0:
         return "canceled"
-    return "failed" if counter % 7 == 0 else "success"
+    return "failed" if counter % 7 == 0 or counter == CHAIN[1] else "success"
 
 
 def seed_runs(paths: Paths, kind: str, job_id: str, count: int, status_of,
@@ -55,7 +59,7 @@ def seed_runs(paths: Paths, kind: str, job_id: str, count: int, status_of,
     """C{count} finished logs and their run records, one an hour from C{base}."""
     directory = paths.log_dir(kind, job_id)
     os.makedirs(directory, exist_ok=True)
-    records = []
+    records: list[RunRecord] = []
     for counter in range(1, count + 1):
         status = status_of(counter)
         start = int(base) + counter * 3600
@@ -65,8 +69,10 @@ def seed_runs(paths: Paths, kind: str, job_id: str, count: int, status_of,
         with open(path, "w", encoding="utf-8") as f:
             f.write(f"{stamp} UTC {kind}: {job_id}: run {counter}\n")
         os.utime(path, (start + seconds, start + seconds))
-        trigger = "timer" if counter % 2 else "webhook"
-        attempt = 2 if status == "success" and counter % 7 == 1 and counter > 1 else 1
+        # a run after a failed one is its retry, up to 2 retries
+        last = records[-1] if records else None
+        attempt = last.attempt + 1 if last and last.status == "failed" and last.attempt <= 2 else 1
+        trigger = "retry" if attempt > 1 else ("schedule" if counter % 2 else "webhook")
         records.append(RunRecord(job_id, counter, status, start, start + seconds,
                                  trigger, attempt, None))
     runrecord.write_records(paths.state_file(kind, job_id) + runrecord.RECORDS_SUFFIX,
@@ -189,7 +195,7 @@ class _PagesTest(TestCase):
         page.wait_for_url("**/karajo/app/")
 
     def open_all_pages(self, page, tag: str) -> None:
-        """Dashboard, job page and log page, light and dark, each checked by axe."""
+        """Dashboard, job pages and run pages, light and dark, each checked by axe."""
         for scheme in ("light", "dark"):
             page.emulate_media(color_scheme=scheme)
             self.goto(page, "/karajo/app/")
@@ -201,9 +207,14 @@ class _PagesTest(TestCase):
             self.axe(page, f"job page {scheme} {tag}")
             self.goto(page, "/karajo/app/job?kind=job_http&id=pinger")
             self.axe(page, f"http job page {scheme} {tag}")
-            page.goto(self.daemon.url + "/karajo/app/log?kind=job&id=busy&counter=200")
+            self.goto(page, "/karajo/app/run?kind=job&id=busy&counter=200", polls=False)
             page.wait_for_selector("#log")
-            self.axe(page, f"log page {scheme} {tag}")
+            self.axe(page, f"run page {scheme} {tag}")
+            self.goto(page, f"/karajo/app/run?kind=job&id=busy&counter={CHAIN[1]}", polls=False)
+            self.axe(page, f"run page of a retry {scheme} {tag}")
+        page.emulate_media(color_scheme="light")
+        self.goto(page, "/karajo/app/")
+        page.screenshot(path=artifact(f"dashboard-light-{tag}.png"), full_page=False)
         page.emulate_media(color_scheme="dark")
         self.goto(page, "/karajo/app/job?kind=job&id=busy")
         page.screenshot(path=artifact(f"job-dark-{tag}.png"), full_page=True)
@@ -272,6 +283,59 @@ class JobPageTests(_PagesTest):
 
         d = self.in_browser(steps)
         d.addCallback(lambda _: self.assertNoConsoleErrors(allowed=("400",)))
+        return d
+
+    def test_run_page_of_a_retry(self) -> defer.Deferred:
+        """From the history to a retry's run page; its chain's attempts are links, by keyboard."""
+
+        def chain(page) -> list[list[str]]:
+            return page.eval_on_selector_all(
+                "#chain li", "lis => lis.map(li => [li.dataset.counter,"
+                " li.querySelector('a').getAttribute('aria-current') || '', li.textContent.trim()])")
+
+        def steps():
+            page = self.browser.new_page()
+            self.goto(page, "/karajo/app/job?kind=job&id=busy")
+            attempts = page.eval_on_selector_all(
+                "#run-rows tr[data-counter]", "trs => Object.fromEntries(trs.map(tr =>"
+                " [tr.dataset.counter, [tr.cells[1].textContent, tr.cells[2].textContent]]))")
+            assert [attempts[str(c)] for c in CHAIN] == [
+                ["webhook", "1"], ["retry", "2"], ["retry", "3"]], attempts
+            page.click(f"#run-rows a:text-is('#{CHAIN[1]}')")
+            page.wait_for_url(f"**counter={CHAIN[1]}")
+            assert page.locator("#run-trigger").text_content() == "a retry"
+            page.screenshot(path=artifact("run-retry.png"), full_page=False)
+            assert page.locator("#run-attempt").text_content() == "2 of up to 3"
+            page.screenshot(path=artifact("run-retry.png"), full_page=False)
+            assert chain(page) == [
+                [str(CHAIN[0]), "", f"#{CHAIN[0]} attempt 1 failed"],
+                [str(CHAIN[1]), "page", f"#{CHAIN[1]} attempt 2 failed"],
+                [str(CHAIN[2]), "", f"#{CHAIN[2]} attempt 3 success"],
+            ], chain(page)
+            started = page.locator("#run-start time")
+            assert started.text_content().endswith(" ago"), started.text_content()
+            assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", started.get_attribute("title"))
+            assert page.locator("#run-end time").text_content().endswith(" ago")
+            assert page.locator("#run-duration").text_content() == f"{5 + CHAIN[1] % 13}s"
+            assert page.locator("#run-node").count() == 0  # a single server: no node
+            assert page.locator("#run-status").text_content() == "failed"
+            assert page.locator("#log-live").text_content() == ""  # a final run: no stream
+            # by keyboard: Tab from the chain's current attempt to the next one, Enter
+            page.focus("#chain a[aria-current=page]")
+            page.keyboard.press("Tab")
+            assert page.evaluate("document.activeElement.textContent") == f"#{CHAIN[2]}"
+            page.keyboard.press("Enter")
+            page.wait_for_url(f"**counter={CHAIN[2]}")
+            assert [c[1] for c in chain(page)] == ["", "", "page"]
+            assert page.locator("#run-attempt").text_content() == "3 of up to 3"
+            phone = self.browser.new_page(PHONE)
+            self.goto(phone, f"/karajo/app/run?kind=job&id=busy&counter={CHAIN[1]}", polls=False)
+            width = phone.evaluate("document.documentElement.scrollWidth")
+            assert width <= PHONE["width"], f"horizontal scroll at phone width: {width}"
+            phone.screenshot(path=artifact("run-retry-phone.png"), full_page=True)
+
+        d = self.in_browser(steps)
+        d.addCallback(lambda _: self.assertNoConsoleErrors())
         return d
 
     def test_job_page_facts(self) -> defer.Deferred:
@@ -426,7 +490,7 @@ class AxeTests(_PagesTest):
             self.open_all_pages(page, "nousers")
 
         d = self.in_browser(steps)
-        d.addCallback(lambda _: self.assertEqual(len(self.axe_checked), 10))
+        d.addCallback(lambda _: self.assertEqual(len(self.axe_checked), 12))
         d.addCallback(lambda _: self.assertNoConsoleErrors())
         return d
 
@@ -465,7 +529,7 @@ class UsersPagesTests(_PagesTest):
             self.open_all_pages(page, "users")
 
         d = self.in_browser(steps)
-        d.addCallback(lambda _: self.assertEqual(len(self.axe_checked), 12))
+        d.addCallback(lambda _: self.assertEqual(len(self.axe_checked), 14))
         d.addCallback(lambda _: self.assertNoConsoleErrors())
         return d
 
@@ -479,10 +543,13 @@ class ThousandJobsTests(_PagesTest):
 
     def make_daemon(self) -> Daemon:
         jobs = {}
+        # every job fires 30 to 49 minutes from now, never during the test
+        # (a fire would turn a failed job's status, which the test counts)
+        minute = time.gmtime().tm_min
         for n in range(MANY):
             name = f"job {n:04d}"
             jobs[name] = Job(name=name, description=f"Job number <b>{n}</b>.", commands=["true"],
-                             schedule=f"hourly@{n % 60}", path=f"/j{n}")
+                             schedule=f"hourly@{(minute + 30 + n % 20) % 60}", path=f"/j{n}")
 
         def seed(paths: Paths) -> None:
             # every 10th job ran 5 times; every 20th one's last run failed

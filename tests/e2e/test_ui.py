@@ -312,20 +312,20 @@ class NoUsersTests(_BrowserTest):
             # (logs[].started/ended, here added in the browser).
             page.route("**/karajo/api/job_exec?id=ticker", with_times)
             link.click()
-            page.wait_for_url("**/karajo/app/log?*")
+            page.wait_for_url("**/karajo/app/run?*")
             pre = page.locator("#log")
             first = pre.text_content()
-            served = int(page.locator("#log-page").get_attribute("data-offset"))
-            assert page.locator("#log-status").text_content() == "running", \
-                page.locator("#log-status").text_content()
+            served = int(page.locator("#run-page").get_attribute("data-offset"))
+            assert page.locator("#run-status").text_content() == "running", \
+                page.locator("#run-status").text_content()
             page.wait_for_function(
                 "() => document.getElementById('log').textContent.includes('tick 15')", timeout=20000)
             grown = pre.text_content()
             assert len(grown) > len(first), (first, grown)
             page.wait_for_function(
-                "() => document.getElementById('log-status').textContent === 'success'", timeout=20000)
+                "() => document.getElementById('run-status').textContent === 'success'", timeout=20000)
             page.wait_for_function(
-                "() => document.getElementById('log-duration').textContent === '1m 05s'")
+                "() => document.getElementById('run-duration').textContent === '1m 05s'")
             streams = page.evaluate("window.KarajoUI.logStreams")
             assert streams == 1, streams
             assert page.evaluate("window.KarajoUI.logEvents") > 1
@@ -489,7 +489,7 @@ class NoUsersTests(_BrowserTest):
             self.wait_status(page, "job", xss_id, "success")
             page.wait_for_timeout(500)
             link.click()
-            page.wait_for_url("**/karajo/app/log?*")
+            page.wait_for_url("**/karajo/app/run?*")
             text = page.locator("#log").text_content()
             assert XSS_SCRIPT in text and XSS_IMG in text, text
             assert page.locator("#log *").count() == 0

@@ -229,6 +229,31 @@ class FollowTests(unittest.TestCase):
         runner.cancel()
         await runner.when_idle()
 
+    async def test_follower_that_goes_away(self) -> None:
+        """
+        A client whose connection is cut mid-run (a network drop: the run
+        page then reopens the stream at its offset) is forgotten without an
+        error, and the run goes on.
+        """
+        import gc
+        import socket
+        import struct
+
+        run = (await self.hook("/slow"))["data"]["run"]
+        runner = self.daemon.runner("slow")
+        feed = runner.store._feeds[run["counter"]]
+        sock = socket.create_connection(("127.0.0.1", self.daemon.port.getHost().port))
+        sock.sendall(f"GET {run['events_url']} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await until(lambda: feed.followers == 1)
+        # closed with a reset, as a dropped network shows it
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        await until(lambda: feed.followers == 0)
+        gc.collect()  # an error left in a Deferred is logged (and fails the test) now
+        self.assertTrue(runner.executing)
+        runner.cancel()
+        await runner.when_idle()
+
     async def test_unknown_counter_is_404(self) -> None:
         code, raw, _ = await self.stream("/karajo/api/job_exec/events?id=chatty&counter=9")
         self.assertEqual((code, json.loads(raw)["name"]), (404, "ERR_LOG_NOT_FOUND"))

@@ -19,8 +19,11 @@ from twisted.web.template import flattenString
 
 import karajo.config
 import karajo.server
+from karajo import runrecord
 from karajo.model import Environment, Job, JobHttp, User
+from karajo.paths import Paths
 from karajo.resources import templates_dir
+from karajo.runrecord import RunRecord
 from karajo.users import COOKIE_NAME, Sessions, hash_password
 from karajo.web.description import sanitize_description
 from karajo.web.ui import WebUI, safe_next
@@ -111,15 +114,16 @@ class Pages(TestCase):
             "/karajo/app/job?kind=job&id=plain": 200,
             "/karajo/app/job?kind=job_http&id=ping": 200,
             f"/karajo/app/job?kind=job&id={self.evil_id}": 200,
-            "/karajo/app/log?kind=job&id=plain&counter=1": 200,
-            "/karajo/app/log?kind=job&id=plain&counter=99": 404,
-            "/karajo/app/log?kind=job&id=plain&counter=x": 404,
+            "/karajo/app/run?kind=job&id=plain&counter=1": 200,
+            "/karajo/app/log?kind=job&id=plain&counter=1": 302,
+            "/karajo/app/run?kind=job&id=plain&counter=99": 404,
+            "/karajo/app/run?kind=job&id=plain&counter=x": 404,
             "/karajo/app/job?kind=nope&id=plain": 400,
             "/karajo/app/job?kind=job&id=missing": 404,
             "/karajo/static/common.js": 200,
             "/karajo/static/dashboard.js": 200,
             "/karajo/static/sign.js": 200,
-            "/karajo/static/log.js": 200,
+            "/karajo/static/run.js": 200,
             "/karajo/static/login.js": 200,
             "/karajo/static/app.css": 200,
             "/karajo/static/sha256.js": 200,
@@ -191,16 +195,16 @@ class Pages(TestCase):
         self.assertEqual(await render("<blink>text</blink>"), "text")
         self.assertEqual(await render(""), "")
 
-    async def test_log_page_escapes_output(self) -> None:
+    async def test_run_page_escapes_output(self) -> None:
         await self.run_plain()
-        response, body = await self.get("/karajo/app/log?kind=job&id=plain&counter=1")
+        response, body = await self.get("/karajo/app/run?kind=job&id=plain&counter=1")
         self.assertEqual(response.code, 200)
         self.assertIn(b"&lt;script&gt;alert('log')&lt;/script&gt;", body)
         self.assertNotIn(b"<img src=x", body)
         self.assertIn(b'data-status="success"', body)
         self.assertIn(b'data-offset="', body)
         _, dash = await self.get("/karajo/app/")
-        self.assertIn(b'href="/karajo/app/log?kind=job&amp;id=plain&amp;counter=1"', dash)
+        self.assertIn(b'href="/karajo/app/run?kind=job&amp;id=plain&amp;counter=1"', dash)
         self.assertIn(b'class="bar st-success"', dash)
 
     async def test_static_caching(self) -> None:
@@ -228,7 +232,7 @@ class Pages(TestCase):
         pages = {
             "/karajo/app/": ["sha256.js", "dashboard.js"],
             "/karajo/app/job?kind=job&id=plain": ["sha256.js", "dashboard.js"],
-            "/karajo/app/log?kind=job&id=plain&counter=1": ["log.js"],
+            "/karajo/app/run?kind=job&id=plain&counter=1": ["run.js"],
             "/karajo/app/nothing": ["common.js"],
         }
         for path, wanted in pages.items():
@@ -241,7 +245,7 @@ class Pages(TestCase):
         self.assertIn(b'data-field="runs" data-limit="5"', body)
         self.assertIn(b'data-api="job_exec" data-table="jobs"', body)
         self.assertIn(b'data-api="job_http" data-table="http_jobs"', body)
-        _, body = await self.get("/karajo/app/log?kind=job&id=plain&counter=1")
+        _, body = await self.get("/karajo/app/run?kind=job&id=plain&counter=1")
         self.assertIn(b'data-api="job_exec"', body)
 
     def test_schedule_words(self) -> None:
@@ -283,6 +287,93 @@ class Pages(TestCase):
             self.assertEqual(safe_next(evil), "/karajo/app/", evil)
 
 
+#: the seeded runs of "flaky" (retry = 2): (counter, status, start, attempt, node).
+#: Run 3 was queued during run 2's retry wait, so the retries took 4 and 5.
+FLAKY_RUNS = [
+    (1, "success", 1_000_000, 1, None),
+    (2, "failed", 1_000_100, 1, None),
+    (3, "success", 1_000_400, 1, None),
+    (4, "failed", 1_000_200, 2, None),
+    (5, "success", 1_000_300, 3, "node-b"),
+]
+
+
+class RunPage(TestCase):
+    """The run page's facts: trigger, attempt and its failure chain, node, times."""
+
+    def setUp(self) -> None:
+        base = os.path.abspath(self.mktemp())
+        paths = Paths(base)
+        directory = paths.log_dir("job", "flaky")
+        os.makedirs(directory)
+        records = []
+        for counter, status, start, attempt, node in FLAKY_RUNS:
+            with open(os.path.join(directory, f"flaky.{counter}.{status}"), "w") as f:
+                f.write(f"run {counter}\n")
+            records.append(RunRecord("flaky", counter, status, start, start + 65,
+                                     "retry" if attempt > 1 else "webhook", attempt, node))
+        runrecord.write_records(paths.state_file("job", "flaky") + runrecord.RECORDS_SUFFIX,
+                                tuple(records))
+        env, warnings = karajo.config.validate(Environment(
+            dir_base=base, secret="s3cret",
+            jobs={"flaky": Job(name="flaky", commands=["false"], path="/flaky", retry=2)}))
+        service = karajo.server.build_service(
+            karajo.config.Loaded(env, warnings), reactor,
+            run_in_thread=lambda f, *a: defer.maybeDeferred(f, *a),
+        )
+        service.removeService(service.getServiceNamed("http"))
+        service.startService()
+        self.addCleanup(service.stopService)
+        root = Resource()
+        sessions = Sessions({}, reactor, check=lambda password, hashed: defer.succeed(False))
+        root.putChild(b"karajo", WebUI(service, sessions).resource())
+        self.treq = StubTreq(root)
+
+    async def page(self, counter: int) -> str:
+        response = await self.treq.get(
+            f"http://k/karajo/app/run?kind=job&id=flaky&counter={counter}")
+        self.assertEqual(response.code, 200)
+        return (await response.content()).decode()
+
+    def chain(self, body: str) -> list[str]:
+        nav = re.search(r'<nav id="chain".*?</nav>', body, re.S)
+        return re.findall(r'<li data-counter="(\d+)">', nav.group(0)) if nav else []
+
+    async def test_chain_in_start_order(self) -> None:
+        body = await self.page(4)
+        self.assertEqual(self.chain(body), ["2", "4", "5"])
+        self.assertIn('<a href="/karajo/app/run?kind=job&amp;id=flaky&amp;counter=4" '
+                      'aria-current="page">#4</a> attempt 2 ', body)
+        self.assertIn('<dd id="run-attempt">2 of up to 3</dd>', body)
+        self.assertIn("a retry", body)
+        self.assertIn('datetime="1970-01-12T13:50:00Z"', body)  # started, 1_000_200
+        self.assertIn('<dd id="run-duration">1m 05s</dd>', body)
+        self.assertNotIn('id="run-node"', body)  # no node: a single server
+        self.assertIn('<dd id="log-size">6 bytes</dd>', body)  # "run 4\n"
+        self.assertNotIn('id="follow"', body)  # a final run is not followed
+        body = await self.page(5)
+        self.assertEqual(self.chain(body), ["2", "4", "5"])
+        self.assertIn('<dd id="run-node">node-b</dd>', body)
+        # run 3 (queued during the retry wait) is alone, as is run 1
+        self.assertEqual(self.chain(await self.page(3)), [])
+        body = await self.page(1)
+        self.assertEqual(self.chain(body), [])
+        self.assertIn('<dd id="run-trigger"><span title="webhook">a webhook</span></dd>', body)
+        self.assertIn('<dd id="run-attempt">1 of up to 3</dd>', body)
+
+    async def test_old_log_url_redirects(self) -> None:
+        """Webhook notifications' log_url (the page's older name) leads to the run page."""
+        response = await self.treq.get("http://k/karajo/app/log?kind=job&id=flaky&counter=2",
+                                       allow_redirects=False)
+        self.assertEqual(response.code, 302)
+        self.assertEqual(response.headers.getRawHeaders("location"),
+                         ["/karajo/app/run?kind=job&id=flaky&counter=2"])
+        response = await self.treq.get("http://k/karajo/app/log?id=a%26b&x=1",
+                                       allow_redirects=False)
+        self.assertEqual(response.headers.getRawHeaders("location"),
+                         ["/karajo/app/run?id=a%26b"])
+
+
 class WithUsers(TestCase):
     def setUp(self) -> None:
         self.service, self.sessions, self.ui, self.treq = build(self, users=True)
@@ -299,6 +390,7 @@ class WithUsers(TestCase):
         self.assertIn(b'/karajo/static/login.js?v=', body)
         self.assertEqual(response.headers.getRawHeaders("content-security-policy"), [EXPECTED_CSP])
         for path in ("/karajo/app/", "/karajo/app/job?kind=job&id=plain",
+                     "/karajo/app/run?kind=job&id=plain&counter=1",
                      "/karajo/app/log?kind=job&id=plain&counter=1"):
             response, body = await self.get(path)
             self.assertEqual(response.code, 302, path)

@@ -1,5 +1,5 @@
 """
-What the job page computes from a job's run records (L{karajo.web.views})
+What the job and run pages compute from a job's run records (L{karajo.web.views})
 and draws (L{karajo.web.chart.history_chart}), and the curl template
 (L{karajo.web.pages.curl_template}): pure, from fakes of a job's service.
 """
@@ -16,7 +16,7 @@ from karajo.model import Job
 from karajo.runrecord import RunRecord
 from karajo.web.chart import history_chart
 from karajo.web.pages import curl_template
-from karajo.web.views import HISTORY_PAGE, JobView, Views
+from karajo.web.views import HISTORY_PAGE, JobView, Views, retry_chain
 
 
 class FakeRunner:
@@ -131,3 +131,50 @@ class CurlTemplateTests(SynchronousTestCase):
         assert text is not None
         self.assertIn('"X-Hub-Signature-256: sha256=$SIGN"', text)
         self.assertIsNone(curl_template(Job(name="a", path="/a", auth_kind="sourcehut")))
+
+
+def run(counter: int, status: str, started: float | None, attempt: int = 1) -> RunRecord:
+    trigger = "retry" if attempt > 1 else "webhook"
+    return RunRecord("j", counter, status, started,
+                     None if status == "running" else (started or 0) + 5, trigger, attempt)
+
+
+def chain_of(records: list[RunRecord], counter: int) -> list[int]:
+    return [r.counter for r in retry_chain(records, counter)]
+
+
+class RetryChainTests(SynchronousTestCase):
+    """A failure chain is derived from the records: start order, attempts counting up."""
+
+    def test_consecutive_attempts(self) -> None:
+        rs = [run(1, "success", 100), run(2, "failed", 200), run(3, "failed", 300, 2),
+              run(4, "success", 400, 3), run(5, "failed", 500)]
+        for counter in (2, 3, 4):
+            self.assertEqual(chain_of(rs, counter), [2, 3, 4], counter)
+        self.assertEqual(chain_of(rs, 1), [1])
+        self.assertEqual(chain_of(rs, 5), [5])  # failed, no retry (yet)
+        self.assertEqual(chain_of(rs, 99), [])
+
+    def test_start_order_not_counter_order(self) -> None:
+        """Run 3 was queued during run 2's retry wait: the retry took counter 4 and ran first."""
+        rs = [run(2, "failed", 200), run(3, "failed", 400), run(4, "failed", 300, 2),
+              run(5, "success", 500, 2)]
+        self.assertEqual(chain_of(rs, 2), [2, 4])
+        self.assertEqual(chain_of(rs, 4), [2, 4])
+        self.assertEqual(chain_of(rs, 3), [3, 5])
+        self.assertEqual(chain_of(rs, 5), [3, 5])
+
+    def test_a_new_first_attempt_ends_a_chain(self) -> None:
+        rs = [run(1, "failed", 100), run(2, "failed", 200, 2), run(3, "failed", 300),
+              run(4, "success", 400, 2)]
+        self.assertEqual(chain_of(rs, 2), [1, 2])
+        self.assertEqual(chain_of(rs, 3), [3, 4])
+
+    def test_pruned_first_attempt_and_unknown_start(self) -> None:
+        rs = [run(7, "failed", 700, 2), run(8, "success", 800, 3), run(9, "canceled", None)]
+        self.assertEqual(chain_of(rs, 8), [7, 8])
+        self.assertEqual(chain_of(rs, 9), [9])
+
+    def test_running_retry(self) -> None:
+        rs = [run(1, "failed", 100), run(2, "running", 200, 2)]
+        self.assertEqual(chain_of(rs, 1), [1, 2])
