@@ -11,11 +11,12 @@ C{request.postpath} here is::
     [b"app", b"job"]            /karajo/app/job?kind=job|job_http&id=ID
     [b"app", b"run"]            /karajo/app/run?kind=..&id=..&counter=N
     [b"app", b"log"]            the same, by its older name (a redirect)
+    [b"app", b"cluster"]        /karajo/app/cluster  the nodes (a cluster node only)
     [b"static", NAME]           /karajo/static/NAME  (CSS, JS, icon)
 
 This module routes and answers; the rest of the UI is in its own modules:
 L{karajo.web.views} (what a page shows of a job), L{karajo.web.pages} (the
-template elements), L{karajo.web.chart}, L{karajo.web.description},
+template elements), L{karajo.web.clusterpage} (the cluster view), L{karajo.web.chart}, L{karajo.web.description},
 L{karajo.web.words} and L{karajo.web.static}.
 
 Design notes:
@@ -55,6 +56,7 @@ from karajo import resources
 from karajo.kinds import JobKind
 from karajo.logtext import client_text
 from karajo.twisted_private import request_gone
+from karajo.web.clusterpage import ClusterPage, ClusterPanel, ClusterView
 from karajo.web.pages import Dashboard, JobPage, Page, RunPage, Simple
 from karajo.web.params import query_params
 from karajo.web.static import StaticFiles
@@ -246,6 +248,8 @@ class WebUI:
                 return self.run_page(request, session)
             if path == [b"app", b"log"]:
                 return self.log_redirect(request)
+            if path == [b"app", b"cluster"]:
+                return self.cluster_page(request, session)
         return self.error_page(request, 404, "Not found", "There is no such page.",
                                self._session(request))
 
@@ -257,8 +261,23 @@ class WebUI:
         return self.page(request, "Log in", "login", body)
 
     def dashboard(self, request: Any, session: Any) -> Any:
-        return self.page(request, "Dashboard", "dashboard", Dashboard(self, self.views.all()),
+        views = self.views.all()
+        cluster = getattr(self.service, "cluster", None)
+        panel = None if cluster is None else ClusterPanel(
+            self.loader("cluster_panel"), ClusterView(cluster, []))
+        return self.page(request, "Dashboard", "dashboard", Dashboard(self, views, panel),
                          session, stream=True)
+
+    def cluster_page(self, request: Any, session: Any) -> Any:
+        """The nodes of the cluster; a single server has none (404)."""
+        cluster = getattr(self.service, "cluster", None)
+        if cluster is None:
+            return self.error_page(request, 404, "Not a cluster",
+                                   "This karajo runs alone: it has no [cluster] section.",
+                                   session)
+        body = ClusterPage(self.loader("cluster"), ClusterView(cluster, self.views.all()),
+                           self._now())
+        return self.page(request, "Cluster", "cluster", body, session)
 
     def _find(self, request: Any, session: Any) -> tuple[JobView | None, Any]:
         query = query_params(request)
