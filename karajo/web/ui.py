@@ -46,6 +46,7 @@ import time
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from twisted.web.resource import IResource, Resource
@@ -53,6 +54,7 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.template import Element, XMLFile, flatten, flattenString
 
 from karajo import resources
+from karajo.errors import ClusterUnavailable
 from karajo.kinds import JobKind
 from karajo.logtext import client_text
 from karajo.twisted_private import request_gone
@@ -331,11 +333,25 @@ class WebUI:
 
         if not (re.fullmatch(r"[0-9]{1,18}", counter_text) and int(counter_text) >= 1):
             return show(None)
+        counter = int(counter_text)
+        cluster = getattr(self.service, "cluster", None)
+
+        def elsewhere(found: Any) -> Any:
+            # A run of another node of the cluster: its log is in the database.
+            if found is None and cluster is not None:
+                return defer.ensureDeferred(cluster.read_log(view.kind, view.id, counter))
+            return found
+
         # A log may be 10 MiB: read it off the reactor thread, then render.
-        d = view.store.read_in_thread(int(counter_text))
+        d = view.store.read_in_thread(counter)
+        d.addCallback(elsewhere)
         d.addCallback(show)
 
         def read_failed(f: Any) -> Any:
+            if f.check(ClusterUnavailable):
+                return self.error_page(request, 503, "Cluster unavailable",
+                                       "This run ran on another node, and the cluster's database "
+                                       "cannot be reached now: try again shortly.", session)
             log.failure("run page failed", f)
             return self.error_page(request, 500, "Error", "The log could not be read.", session)
 

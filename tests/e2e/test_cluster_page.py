@@ -42,6 +42,8 @@ from .test_pages import PASSWORD, SECRET, Daemon, _PagesTest
 OTHER_DIGEST = "f00dfeed" * 8
 #: web-1 finds a node dead after this long without a heartbeat
 NODE_TIMEOUT = 4.0
+#: what backup #7 wrote on web-2 before the test looks
+REMOTE_LOG = b"copying /srv to the backup host\n"
 #: web-3's last heartbeat was this long before the test starts (seconds)
 DEAD_FOR = 95
 
@@ -90,6 +92,7 @@ class ClusterDaemon(Daemon):
         self.beats.start(0.5)
         self.other.begin_run("web-2", "job", RunRecord(
             "backup", 7, RunStatus.RUNNING, now - 30, None, "schedule", 1, "web-2"))
+        self.other.append_logs([("job", "backup", 7, 0, REMOTE_LOG)])
         self.service.startService()
         site = build_site(self.service, reactor, thread_runner(reactor))
         self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
@@ -181,6 +184,13 @@ class _ClusterPagesTest(_PagesTest):
             self.axe(page, f"cluster page {scheme} {tag}")
             page.screenshot(path=artifact(f"cluster-{scheme}-{tag}.png"), full_page=True)
         page.emulate_media(color_scheme="light")
+        # the page of web-2's run, served by web-1: its node, its log from the database, live
+        self.run_tab = self.browser.new_page()
+        self.goto(self.run_tab, "/karajo/app/run?kind=job&id=backup&counter=7", polls=False)
+        assert self.run_tab.locator("#run-node").text_content() == "web-2"
+        assert self.run_tab.locator("#run-status").text_content() == "running"
+        assert self.run_tab.locator("#log").text_content() == REMOTE_LOG.decode()
+        self.run_tab.wait_for_selector("#log-live:text('live')")
 
     def check_down(self, page, tag: str) -> None:
         """web-2 stops heartbeating: after node_timeout the page shows it dead."""
@@ -191,6 +201,13 @@ class _ClusterPagesTest(_PagesTest):
         assert [r["state"] for r in rows.values()] == ["alive", "dead", "dead"], rows
         # its run was ended by web-1's reap; a dead node's digest warns no more
         assert rows["web-2"]["running"] == "0 none", rows
+        # the run page followed web-2's run to the end web-1 gave it
+        self.run_tab.wait_for_function(
+            "() => document.getElementById('run-status').textContent === 'failed'")
+        self.run_tab.wait_for_function(
+            "() => document.getElementById('log').textContent.includes('node web-2 was lost')")
+        assert self.run_tab.locator("#log").text_content().startswith(REMOTE_LOG.decode())
+        self.run_tab.screenshot(path=artifact(f"cluster-run-of-lost-node-{tag}.png"))
         assert rows["web-2"]["digest"] == OTHER_DIGEST[:12], rows
         assert page.locator("#cluster-warning").count() == 0
         assert page.locator("#cluster-summary").text_content() == "3 nodes: 1 alive, 2 dead"
