@@ -94,14 +94,15 @@ def _warnings(view: ClusterView) -> list[Tag]:
         names = ", ".join(view.mismatch)
         out.append(tags.p(
             tags.strong("Configuration differs: "),
-            f"{names} {'runs' if len(view.mismatch) == 1 else 'run'} another configuration "
-            f"than this node ({view.me}). Start every node from the same files.",
+            f"nodes started from another configuration than this node ({view.me}): {names}. "
+            "Start every node from the same files.",
             id="cluster-warning", **{"class": "warn", "data-nodes": " ".join(view.mismatch)},
         ))
     if not view.connected:
         out.append(tags.p(
             tags.strong("Database unreachable: "),
-            "this node cannot reach the cluster's database; what it shows may be out of date.",
+            f"Node {view.me} cannot reach the cluster database: no scheduled run starts here, "
+            "triggers are answered 503 until it is back. What this page shows may be out of date.",
             id="cluster-offline", **{"class": "warn"},
         ))
     return out

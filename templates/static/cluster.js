@@ -59,7 +59,7 @@ function warning(id, title, text) {
 }
 
 function updateWarnings(box, cluster, me) {
-  const holder = box.querySelector("#cluster-warnings");
+  const holder = box.querySelector("#cluster-problems");
   const mismatch = Array.isArray(cluster.config_mismatch) ? cluster.config_mismatch.map(String) : [];
   const signature = mismatch.join(" ") + "|" + Boolean(cluster.connected);
   if (!holder || holder.getAttribute("data-sig") === signature) { return; }
@@ -67,14 +67,15 @@ function updateWarnings(box, cluster, me) {
   clear(holder);
   if (mismatch.length) {
     const p = warning("cluster-warning", "Configuration differs: ",
-      mismatch.join(", ") + (mismatch.length === 1 ? " runs" : " run") +
-      " another configuration than this node (" + me + "). Start every node from the same files.");
+      "nodes started from another configuration than this node (" + me + "): " +
+      mismatch.join(", ") + ". Start every node from the same files.");
     p.setAttribute("data-nodes", mismatch.join(" "));
     holder.appendChild(p);
   }
   if (!cluster.connected) {
     holder.appendChild(warning("cluster-offline", "Database unreachable: ",
-      "this node cannot reach the cluster's database; what it shows may be out of date."));
+      "Node " + me + " cannot reach the cluster database: no scheduled run starts here, " +
+      "triggers are answered 503 until it is back. What this page shows may be out of date."));
   }
 }
 

@@ -138,7 +138,9 @@ class _ClusterPagesTest(_PagesTest):
         assert page.locator("#dead-nodes li").all_text_contents() == ["dead web-3"]
         warning = page.locator("#cluster-warning")
         assert warning.get_attribute("data-nodes") == "web-2"
-        assert "web-2 runs another configuration than this node (web-1)" in warning.text_content()
+        assert warning.text_content() == (
+            "Configuration differs: nodes started from another configuration than this node"
+            " (web-1): web-2. Start every node from the same files."), warning.text_content()
         # each run shows its node: backup #7 on web-2, on its card
         run7 = page.locator(".card[data-id=backup] a.run[data-counter='7']")
         assert run7.get_attribute("title") == "run 7: running, on web-2", run7.get_attribute("title")

@@ -576,8 +576,8 @@ class ClusterView(TestCase):
         page = await self.get("/karajo/app/cluster")
         self.assertNotIn(b'id="cluster-offline"', page)
         self.assertIn(b'data-nodes="&lt;b&gt;web-2&lt;/b&gt;"', page)
-        self.assertIn(b"&lt;b&gt;web-2&lt;/b&gt; runs another configuration than this node "
-                      b"(web-1)", page)
+        self.assertIn(b"started from another configuration than this node (web-1): "
+                      b"&lt;b&gt;web-2&lt;/b&gt;.", page)
         self.assertNotIn(b"<b>web-2</b>", page)
         self.assertIn(b'<code title="' + b"ab" * 32 + b'">' + b"ab" * 6 + b"</code> "
                       b'<span class="differs">differs</span>', page)
