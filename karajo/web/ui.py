@@ -265,6 +265,7 @@ class WebUI:
     def dashboard(self, request: Any, session: Any) -> Any:
         views = self.views.all()
         cluster = getattr(self.service, "cluster", None)
+        # The panel counts nodes and names the dead ones: no run is looked at.
         panel = None if cluster is None else ClusterPanel(
             self.loader("cluster_panel"), ClusterView(cluster, []))
         return self.page(request, "Dashboard", "dashboard", Dashboard(self, views, panel),
