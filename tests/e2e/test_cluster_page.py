@@ -35,7 +35,7 @@ from karajo.web.site import build_site
 from karajo.web.ui import CSP
 from tests.clusterfake import FakeDatabase, FakeStore
 
-from .browser import Browser, artifact, skip_reason
+from .browser import PHONE, Browser, artifact, skip_reason
 from .test_pages import PASSWORD, SECRET, Daemon, _PagesTest
 
 #: web-2's configuration digest: not web-1's
@@ -186,6 +186,11 @@ class _ClusterPagesTest(_PagesTest):
             self.axe(page, f"cluster page {scheme} {tag}")
             page.screenshot(path=artifact(f"cluster-{scheme}-{tag}.png"), full_page=True)
         page.emulate_media(color_scheme="light")
+        phone = self.browser.new_page(PHONE)
+        self.goto(phone, "/karajo/app/cluster", polls=False)
+        width = phone.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"horizontal scroll at phone width: {width}"
+        phone.close()
         # the page of web-2's run, served by web-1: its node, its log from the database, live
         self.run_tab = self.browser.new_page()
         self.goto(self.run_tab, "/karajo/app/run?kind=job&id=backup&counter=7", polls=False)
