@@ -42,7 +42,7 @@ FIRST_CARDS, MORE_CARDS = 40, 100
 
 #: the one script module each page loads (it imports common.js itself)
 _PAGE_SCRIPTS = {"dashboard": "dashboard.js", "job": "dashboard.js", "run": "run.js",
-                 "login": "login.js"}
+                 "login": "login.js", "cluster": "cluster.js"}
 #: pages whose actions are signed in the browser when there are no users
 _SIGNING_PAGES = ("dashboard", "job")
 
@@ -173,7 +173,8 @@ class CardElement(Element):
                     f"#{r.counter}",
                     href=v.run_href(r.counter),
                     title=f"run {r.counter}: {r.status}"
-                    + (f", {human_duration(r.duration)}" if r.duration is not None else ""),
+                    + (f", {human_duration(r.duration)}" if r.duration is not None else "")
+                    + (f", on {r.node}" if r.node else ""),
                     **{"class": f"run st-{r.status}", "data-counter": str(r.counter)},
                 ))
                 for r in runs[:CARD_RUNS]
@@ -201,10 +202,20 @@ class CardElement(Element):
 
 
 class Dashboard(Element):
-    def __init__(self, ui: WebUI, views: list[JobView]) -> None:
+    """
+    The dashboard: the cluster panel (a cluster node only), the summary,
+    the filters and every job's card.
+    """
+
+    def __init__(self, ui: WebUI, views: list[JobView], cluster: Element | None = None) -> None:
         super().__init__(ui.loader("dashboard"))
         self.ui = ui
         self.views = views
+        self.cluster = cluster
+
+    @renderer
+    def cluster_panel(self, request: Any, tag: Tag) -> Any:
+        return self.cluster if self.cluster is not None else ""
 
     @renderer
     def summary(self, request: Any, tag: Tag) -> Tag:
@@ -218,24 +229,6 @@ class Dashboard(Element):
                 for status, n in sorted(counts.items())
             ],
         )
-
-    @renderer
-    def cluster_warning(self, request: Any, tag: Tag) -> Tag | str:
-        """
-        In cluster mode (docs/cluster.md): that this node cannot reach the
-        database, or which nodes were started from other configuration files.
-        """
-        cluster = getattr(self.ui.service, "cluster", None)
-        if cluster is None:
-            return ""
-        if not cluster.connected:
-            return tag(f"Node {cluster.me} cannot reach the cluster database: no scheduled "
-                       "run starts here, triggers are answered 503 until it is back.")
-        others = cluster.mismatched()
-        if not others:
-            return ""
-        return tag(f"Cluster nodes started from another configuration than this node "
-                   f"({cluster.me}): {', '.join(others)}. Start every node from the same files.")
 
     @renderer
     def jobs(self, request: Any, tag: Tag) -> Tag:

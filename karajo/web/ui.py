@@ -11,11 +11,12 @@ C{request.postpath} here is::
     [b"app", b"job"]            /karajo/app/job?kind=job|job_http&id=ID
     [b"app", b"run"]            /karajo/app/run?kind=..&id=..&counter=N
     [b"app", b"log"]            the same, by its older name (a redirect)
+    [b"app", b"cluster"]        /karajo/app/cluster  the nodes (a cluster node only)
     [b"static", NAME]           /karajo/static/NAME  (CSS, JS, icon)
 
 This module routes and answers; the rest of the UI is in its own modules:
 L{karajo.web.views} (what a page shows of a job), L{karajo.web.pages} (the
-template elements), L{karajo.web.chart}, L{karajo.web.description},
+template elements), L{karajo.web.clusterpage} (the cluster view), L{karajo.web.chart}, L{karajo.web.description},
 L{karajo.web.words} and L{karajo.web.static}.
 
 Design notes:
@@ -45,6 +46,7 @@ import time
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.filepath import FilePath
 from twisted.web.resource import IResource, Resource
@@ -52,9 +54,11 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.template import Element, XMLFile, flatten, flattenString
 
 from karajo import resources
+from karajo.errors import ClusterUnavailable
 from karajo.kinds import JobKind
 from karajo.logtext import client_text
 from karajo.twisted_private import request_gone
+from karajo.web.clusterpage import ClusterPage, ClusterPanel, ClusterView
 from karajo.web.pages import Dashboard, JobPage, Page, RunPage, Simple
 from karajo.web.params import query_params
 from karajo.web.static import StaticFiles
@@ -246,6 +250,8 @@ class WebUI:
                 return self.run_page(request, session)
             if path == [b"app", b"log"]:
                 return self.log_redirect(request)
+            if path == [b"app", b"cluster"]:
+                return self.cluster_page(request, session)
         return self.error_page(request, 404, "Not found", "There is no such page.",
                                self._session(request))
 
@@ -257,8 +263,24 @@ class WebUI:
         return self.page(request, "Log in", "login", body)
 
     def dashboard(self, request: Any, session: Any) -> Any:
-        return self.page(request, "Dashboard", "dashboard", Dashboard(self, self.views.all()),
+        views = self.views.all()
+        cluster = getattr(self.service, "cluster", None)
+        # The panel counts nodes and names the dead ones: no run is looked at.
+        panel = None if cluster is None else ClusterPanel(
+            self.loader("cluster_panel"), ClusterView(cluster, []))
+        return self.page(request, "Dashboard", "dashboard", Dashboard(self, views, panel),
                          session, stream=True)
+
+    def cluster_page(self, request: Any, session: Any) -> Any:
+        """The nodes of the cluster; a single server has none (404)."""
+        cluster = getattr(self.service, "cluster", None)
+        if cluster is None:
+            return self.error_page(request, 404, "Not a cluster",
+                                   "This karajo runs alone: it has no [cluster] section.",
+                                   session)
+        body = ClusterPage(self.loader("cluster"), ClusterView(cluster, self.views.all()),
+                           self._now())
+        return self.page(request, "Cluster", "cluster", body, session)
 
     def _find(self, request: Any, session: Any) -> tuple[JobView | None, Any]:
         query = query_params(request)
@@ -312,11 +334,25 @@ class WebUI:
 
         if not (re.fullmatch(r"[0-9]{1,18}", counter_text) and int(counter_text) >= 1):
             return show(None)
+        counter = int(counter_text)
+        cluster = getattr(self.service, "cluster", None)
+
+        def elsewhere(found: Any) -> Any:
+            # A run of another node of the cluster: its log is in the database.
+            if found is None and cluster is not None:
+                return defer.ensureDeferred(cluster.read_log(view.kind, view.id, counter))
+            return found
+
         # A log may be 10 MiB: read it off the reactor thread, then render.
-        d = view.store.read_in_thread(int(counter_text))
+        d = view.store.read_in_thread(counter)
+        d.addCallback(elsewhere)
         d.addCallback(show)
 
         def read_failed(f: Any) -> Any:
+            if f.check(ClusterUnavailable):
+                return self.error_page(request, 503, "Cluster unavailable",
+                                       "This run ran on another node, and the cluster's database "
+                                       "cannot be reached now: try again shortly.", session)
             log.failure("run page failed", f)
             return self.error_page(request, 500, "Error", "The log could not be read.", session)
 

@@ -180,8 +180,14 @@ class JobView:
         return []
 
     def run(self, counter: int) -> RunView:
-        """Run C{counter}; a run without a record (its log only) has no times."""
+        """
+        Run C{counter}: this server's record of it, else the kept runs' (on
+        a cluster node, a run of another node); a run without a record (its
+        log only) has no times.
+        """
         record = self.store.record(counter)
+        if record is None:
+            record = next((r for r in self.records if r.counter == counter), None)
         if record is None:
             return RunView(counter, str(RunStatus.RUNNING), None, None)
         return RunView.of(record)

@@ -11,8 +11,8 @@
  *    runs a card lists) is read from the page's data-* attributes, never
  *    copied here.
  *
- * Each page loads one module (dashboard.js, run.js, login.js, or this one
- * alone), which imports this file.
+ * Each page loads one module (dashboard.js, run.js, login.js, cluster.js,
+ * or this one alone), which imports this file.
  */
 
 export const doc = document;
@@ -94,6 +94,12 @@ export function statusClass(status) {
 
 export function validID(id) {
   return typeof id === "string" && /^[a-z0-9_-]{1,200}$/.test(id);
+}
+
+/* The page of a run. */
+export function runHref(kind, id, counter) {
+  return "/karajo/app/run?kind=" + encodeURIComponent(kind) +
+    "&id=" + encodeURIComponent(id) + "&counter=" + Number(counter);
 }
 
 /* The API path segment of a card's or log page's job (data-api, from the server). */

@@ -5,15 +5,11 @@
  */
 
 import {
-  API, FINAL, PAGE, apiOf, call, clear, conn, doc, el, parseTime, runTimes, setText, span,
-  statusClass, storage, svg, tick, toast, ui, validID
+  API, FINAL, PAGE, apiOf, call, clear, conn, doc, el, parseTime, runHref, runTimes, setText,
+  span, statusClass, storage, svg, tick, toast, ui, validID
 } from "./common.js";
+import { updateCluster } from "./cluster.js";
 import { manage, setupDialog } from "./sign.js";
-
-function runHref(kind, id, counter) {
-  return "/karajo/app/run?kind=" + encodeURIComponent(kind) +
-    "&id=" + encodeURIComponent(id) + "&counter=" + Number(counter);
-}
 
 function numberAttr(node, name, fallback) {
   const value = Number(node.getAttribute(name));
@@ -163,7 +159,8 @@ function updateRuns(card, job) {
     const a = el("a", {
       href: runHref(kind, id, l.counter),
       "class": "run " + statusClass(l.status),
-      title: "run " + l.counter + ": " + l.status + (d !== null ? ", " + span(d) : ""),
+      title: "run " + l.counter + ": " + l.status + (d !== null ? ", " + span(d) : "") +
+        (typeof l.node === "string" && l.node ? ", on " + l.node : ""),
       "data-counter": String(Number(l.counter))
     }, "#" + Number(l.counter));
     const li = el("li");
@@ -315,6 +312,7 @@ async function pollEnvironment() {
       }
     }
     updateSummary();
+    updateCluster(r.data);
     applySort();
     applyFilter();
   }

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from treq.testing import StubTreq
 from twisted.internet import defer, reactor
+from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.template import flattenString
@@ -512,3 +513,75 @@ class LintConfig(TestCase):
         result = subprocess.run([self.eslint, "templates/static"], cwd=self.root,
                                 capture_output=True, text=True, timeout=300)
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+
+class ClusterView(TestCase):
+    """
+    The cluster panel and page of node web-1, on a clock, its database the
+    in-memory one (L{tests.clusterfake}); the browser test
+    (tests/e2e/test_cluster_page.py) covers the rest.
+    """
+
+    def setUp(self) -> None:
+        from karajo.model import Cluster
+        from tests.clusterfake import FakeDatabase, FakeStore
+
+        self.clock = Clock()
+        self.db = FakeDatabase(self.clock)
+        self.db.up = False  # down at start: no heartbeat answered yet
+        env, warnings = karajo.config.validate(Environment(
+            dir_base=os.path.abspath(self.mktemp()), secret="s3cret",
+            jobs={"plain": Job(name="plain", call=write_evil, path="/plain")},
+            cluster=Cluster(database="fake", node="web-1", heartbeat=timedelta(seconds=2),
+                            node_timeout=timedelta(seconds=15)),
+        ))
+        self.service = karajo.server.build_service(
+            karajo.config.Loaded(env, warnings), self.clock,
+            run_in_thread=lambda f, *a: defer.maybeDeferred(f, *a),
+            cluster_store=FakeStore(self.db))
+        self.service.removeService(self.service.getServiceNamed("http"))
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        sessions = Sessions({}, self.clock, check=lambda p, h: defer.succeed(False))
+        root = Resource()
+        root.putChild(b"karajo", WebUI(self.service, sessions, clock=self.clock).resource())
+        self.treq = StubTreq(root)
+
+    async def get(self, path: str) -> bytes:
+        response = await self.treq.get("http://k" + path, allow_redirects=False)
+        self.assertEqual(response.code, 200, path)
+        return await response.content()
+
+    async def test_before_the_database_answers(self) -> None:
+        """This node is listed before its first heartbeat; the panel and page say the database is away."""
+        page = await self.get("/karajo/app/cluster")
+        self.assertEqual(re.findall(rb'<tr class="([a-z ]+)" data-node="([^"]+)"', page),
+                         [(b"node me", b"web-1")])
+        self.assertIn(b'id="cluster-offline"', page)
+        self.assertIn(b"1 node: 1 alive, 0 dead", page)
+        self.assertIn(b'type="module"', page)
+        self.assertIn(b"cluster.js", page)
+        dashboard = await self.get("/karajo/app/")
+        self.assertIn(b'id="cluster-offline"', dashboard)
+        self.assertNotIn(b'id="cluster-warning"', dashboard)
+
+    async def test_other_configuration_named_and_escaped(self) -> None:
+        """An alive node of another digest is named in the warning, its name escaped as text."""
+        from karajo.clusterstore import NodeInfo
+
+        self.db.up = True
+        evil = "<b>web-2</b>"
+        self.db.nodes[evil] = NodeInfo(evil, True, self.clock.seconds(), 0, "0.9.0", "ab" * 32, 0)
+        self.clock.advance(2)  # web-1's next heartbeat reads the node list
+        page = await self.get("/karajo/app/cluster")
+        self.assertNotIn(b'id="cluster-offline"', page)
+        self.assertIn(b'data-nodes="&lt;b&gt;web-2&lt;/b&gt;"', page)
+        self.assertIn(b"started from another configuration than this node (web-1): "
+                      b"&lt;b&gt;web-2&lt;/b&gt;.", page)
+        self.assertNotIn(b"<b>web-2</b>", page)
+        self.assertIn(b'<code title="' + b"ab" * 32 + b'">' + b"ab" * 6 + b"</code> "
+                      b'<span class="differs">differs</span>', page)
+        self.assertEqual(page.count(b'class="differs"'), 1)  # web-1's own digest is not marked
+        dashboard = await self.get("/karajo/app/")
+        self.assertIn(b'id="cluster-warning"', dashboard)
+        self.assertIn(b"2 nodes: 2 alive, 0 dead", dashboard)
