@@ -30,7 +30,7 @@ from twisted.logger import Logger
 from karajo import overlap
 from karajo.duration import format_duration
 from karajo.errors import JobBusy, JobPaused, RunFailed, ServerStarting, ServerStopping
-from karajo.joblog import LogName, LogStore, RestoredState, RunRecord
+from karajo.joblog import LogStore, RestoredState, RunRecord
 from karajo.model import Job, JobHttp, TriggerRequest
 from karajo.overlap import NOT_STARTED, REPLACED, Accepted, Action, QueuedRun
 from karajo.runlistener import RunListener, tell
@@ -157,10 +157,6 @@ class JobRunner(Service):
         """A run was accepted and waits to start (next turn, or a free slot)."""
         return self._waiting is not None or self._soon is not None
 
-    def logs(self) -> list[LogName]:
-        """Every log of this job, oldest first (from memory, not the disk)."""
-        return [record.name for record in self.store.records()]
-
     def records(self) -> list[RunRecord]:
         """
         The L{RunRecord} of every kept log of this job, oldest first, from
@@ -168,6 +164,10 @@ class JobRunner(Service):
         (in a cluster, of every node).
         """
         return self.mirror() if self.mirror is not None else self.store.records()
+
+    def snapshot(self) -> tuple[RunRecord, ...]:
+        """L{records} as a tuple: on a single server the same object until one changes."""
+        return tuple(self.mirror()) if self.mirror is not None else self.store.snapshot()
 
     def when_idle(self) -> defer.Deferred[None]:
         """Fires once no run is running, waiting or queued."""

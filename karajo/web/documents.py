@@ -221,7 +221,7 @@ class Documents:
         the job's service object: computing C{job.id} costs a regex.
         """
         runner = svc.runner
-        logs = runner.store.snapshot()  # the same tuple while no record changed
+        logs = runner.snapshot()  # the same tuple while no record changed
         # The job value too: a reload gives a job service a new one (the
         # same object compares by identity, at no cost).
         key = (runner.status, runner.last_run, svc.next_run, logs, runner.job)

@@ -59,7 +59,7 @@ class RunTestCase(TestCase):
     async def run_once(self, svc) -> tuple[str, bytes]:
         svc.runner.trigger(None)
         await svc.runner.when_idle()
-        name = svc.runner.logs()[-1]
+        name = [r.name for r in svc.runner.records()][-1]
         _, content = svc.runner.store.read(name.counter)
         return name.filename, content
 
@@ -141,7 +141,7 @@ class CommandTests(RunTestCase):
         for _ in range(4):
             await self.run_once(svc)
         self.assertEqual(sorted(os.listdir(self.log_dir("keep"))), ["keep.3.success", "keep.4.success"])
-        self.assertEqual([n.filename for n in svc.runner.logs()], ["keep.3.success", "keep.4.success"])
+        self.assertEqual([n.filename for n in [r.name for r in svc.runner.records()]], ["keep.3.success", "keep.4.success"])
 
     async def test_counter_across_restart(self) -> None:
         """A new service on the same dir_base continues the counter and restores the last status."""

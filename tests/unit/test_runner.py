@@ -484,7 +484,7 @@ class RetentionTests(RunnerTestCase):
             work.succeed()
         self.assertEqual([r.counter for r in runner.records()], [3, 4])
         self.assertEqual([n.counter for n in runner.store.scan()], [3, 4])
-        self.assertEqual([n.counter for n in runner.logs()], [3, 4])
+        self.assertEqual([n.counter for n in [r.name for r in runner.records()]], [3, 4])
 
 
 class NotRestoredTests(SynchronousTestCase):
