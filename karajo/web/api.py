@@ -41,13 +41,11 @@ from typing import Any
 from urllib.parse import quote
 
 from klein import Klein
-from klein.resource import KleinResource
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
-from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import NotFound
 from werkzeug.routing import RequestRedirect
 
@@ -68,6 +66,7 @@ from karajo.signature import verify
 from karajo.users import COOKIE_NAME, CSRF_HEADER, LoginFailed
 from karajo.web import envelope, events, params
 from karajo.web.access import Access, RefusalLog, client_host, header_getter
+from karajo.web.apiresource import APIResource
 from karajo.web.documents import Documents
 from karajo.web.errors import (
     BodyTooLarge,
@@ -197,7 +196,7 @@ class KarajoAPI:
 
     def resource(self) -> IResource:
         """The Klein resource; mount it at the site root (full paths)."""
-        return _APIResource(self.app, self)
+        return APIResource(self.app, self)
 
     # --- errors -------------------------------------------------------------
 
@@ -541,56 +540,6 @@ class KarajoAPI:
             self._sessions.logout(session.token)
         self._cookie(request, "", 0)
         return envelope.success(request, None, "logged out")
-
-
-class _APIResource(KleinResource):
-    """
-    Klein's resource, except that a path which is not UTF-8 gets the JSON
-    404 rather than Klein's plain-text 400 (and its logged traceback).
-    """
-
-    def __init__(self, app: Klein, api: KarajoAPI) -> None:
-        super().__init__(app)
-        self._api = api
-
-    def render(self, request: Any) -> Any:
-        try:
-            for segment in request.prepath + request.postpath:
-                segment.decode("utf-8")
-        except UnicodeDecodeError:
-            return self._api._error_body(request, NotFound())
-        path = _webhook_path(request) if self._api._cluster is None else None
-        if path is not None:
-            # The hottest route (every webhook, and every forged one) goes
-            # straight to its handler: werkzeug's matching and Klein's
-            # Deferred chain cost more than the handler itself.  The answer
-            # is written as Klein writes it.  A cluster node's answer waits
-            # on the database (a Deferred): Klein's chain writes that one.
-            request.prepath += request.postpath
-            request.postpath = []
-            request.write(self._api.job_exec_run(request, path=path))
-            request.finish()
-            return NOT_DONE_YET
-        return super().render(request)
-
-
-#: C{POST /karajo/api/job_exec/run/<path>} split at its slashes.
-_WEBHOOK_PREFIX = [b"karajo", b"api", b"job_exec", b"run"]
-
-
-def _webhook_path(request: Any) -> str | None:
-    """
-    The C{<path>} of a webhook POST, as Klein's route would give it; C{None}
-    for anything else, and for a path werkzeug would treat its own way (an
-    empty segment: a double or trailing slash), which Klein then routes.
-    """
-    postpath = request.postpath
-    if request.method != b"POST" or len(postpath) < 5 or postpath[:4] != _WEBHOOK_PREFIX:
-        return None
-    rest = postpath[4:]
-    if b"" in rest:
-        return None
-    return b"/".join(rest).decode("utf-8")
 
 
 #: A refused L{karajo.clusterstore.Answer}'s reason -> the error a local call raises.
