@@ -35,7 +35,7 @@ SECRET = "s3cret"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def fresh_database(server: str = "host=127.0.0.1 port=5432 dbname=test user=postgres") -> tuple[str, Any]:
+def fresh_database(server: str) -> tuple[str, Any]:
     """A new empty database on C{server}: its conninfo, and a function dropping it."""
     import psycopg
 
@@ -54,8 +54,9 @@ def fresh_database(server: str = "host=127.0.0.1 port=5432 dbname=test user=post
 class Node:
     """One node: its name, port, C{dir_base}, process (None while down)."""
 
-    def __init__(self, name: str, base: str, port: int, config: str) -> None:
+    def __init__(self, name: str, base: str, port: int, config: str, database: str) -> None:
         self.name = name
+        self.database = database
         self.base = base
         self.port = port
         self.config = config
@@ -65,6 +66,7 @@ class Node:
     def start(self) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        env["KARAJO_TEST_DATABASE_URL"] = self.database
         with open(self.out, "ab") as out:
             self.process = subprocess.Popen(
                 [twistd(), "--pidfile=", "-n", "karajo", "--config", self.config],
@@ -123,8 +125,7 @@ class ClusterNodes:
             etc = os.path.join(node_base, "etc", "karajo")
             config = write(os.path.join(etc, "karajo.conf"), main)
             write(os.path.join(etc, "job.d", "jobs.conf"), jobs)
-            self.nodes.append(Node(name, node_base, port, config))
-        os.environ["KARAJO_TEST_DATABASE_URL"] = conninfo
+            self.nodes.append(Node(name, node_base, port, config, conninfo))
 
     def start(self) -> None:
         """Start every node at once."""
