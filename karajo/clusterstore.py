@@ -176,12 +176,24 @@ class ClusterStore(Protocol):
         retry after a lost answer, its next run): C{True}.
         """
 
+    def begin_runs(
+        self, me: str, runs: Sequence[tuple[str, RunRecord]]
+    ) -> Deferred[list[bool]]:
+        """
+        L{begin_run} of C{(kind, record)}s in one statement (the runs that
+        start in one reactor turn, e.g. at a minute boundary): one answer
+        each, in order.
+        """
+
     def end_run(self, kind: str, record: RunRecord, log: bytes) -> Deferred[None]:
         """
         Store a run's end and final log (overwriting what a reaper wrote, if
         it came back late) and drop its live chunks; frees its job if
         C{record.node} still holds it with this counter.
         """
+
+    def end_runs(self, runs: Sequence[tuple[str, RunRecord, bytes]]) -> Deferred[None]:
+        """L{end_run} of C{(kind, record, log)}s in one statement (runs ending together)."""
 
     def append_logs(self, chunks: Sequence[tuple[str, str, int, int, bytes]]) -> Deferred[None]:
         """

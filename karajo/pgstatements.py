@@ -136,44 +136,59 @@ ON CONFLICT (kind, job_id, slot) DO UPDATE SET node = excluded.node
 RETURNING kind, job_id, slot
 """
 
+# Several runs begun at once (one answer each, in order); a job appears once.
 BEGIN = f"""
-WITH j AS (
+WITH u AS (
+    SELECT * FROM unnest(%(kinds)s::text[], %(jobs)s::text[], %(counters)s::int8[],
+        %(statuses)s::text[], %(started)s::float8[], %(ended)s::float8[], %(triggers)s::text[],
+        %(attempts)s::int8[])
+    WITH ORDINALITY AS u(kind, job_id, counter, status, started, ended, trigger, attempt, n)
+),
+j AS (
     INSERT INTO karajo_job (kind, job_id, running_node, running_counter)
-    VALUES (%(kind)s, %(job)s, %(me)s, %(counter)s)
+    SELECT kind, job_id, %(me)s, counter FROM u
     ON CONFLICT (kind, job_id) DO UPDATE
         SET running_node = excluded.running_node, running_counter = excluded.running_counter
         WHERE karajo_job.running_node IS NULL OR karajo_job.running_node = excluded.running_node
-    RETURNING 1
+    RETURNING kind, job_id
 ),
 r AS (
     INSERT INTO karajo_run ({_RUN_COLUMNS})
-    SELECT %(kind)s, %(job)s, %(counter)s, %(status)s, %(started)s, %(ended)s, %(trigger)s,
-        %(attempt)s, %(me)s
-    FROM j
+    SELECT u.kind, u.job_id, u.counter, u.status, u.started, u.ended, u.trigger, u.attempt,
+        %(me)s
+    FROM u JOIN j USING (kind, job_id)
     ON CONFLICT (kind, job_id, counter) DO UPDATE SET status = excluded.status,
         started = excluded.started, ended = excluded.ended, trigger = excluded.trigger,
         attempt = excluded.attempt, node = excluded.node
     RETURNING pg_notify('karajo_run', {_RUN_PAYLOAD})
 )
-SELECT count(*) FROM j
+SELECT j.kind IS NOT NULL FROM u LEFT JOIN j USING (kind, job_id) ORDER BY u.n
 """
 
+# Several runs ended at once; a run appears once.
 END = f"""
-WITH r AS (
+WITH u AS (
+    SELECT * FROM unnest(%(kinds)s::text[], %(jobs)s::text[], %(counters)s::int8[],
+        %(statuses)s::text[], %(started)s::float8[], %(ended)s::float8[], %(triggers)s::text[],
+        %(attempts)s::int8[], %(nodes)s::text[], %(logs)s::bytea[])
+    AS u(kind, job_id, counter, status, started, ended, trigger, attempt, node, log)
+),
+r AS (
     INSERT INTO karajo_run ({_RUN_COLUMNS}, log)
-    VALUES (%(kind)s, %(job)s, %(counter)s, %(status)s, %(started)s, %(ended)s, %(trigger)s,
-        %(attempt)s, %(node)s, %(log)s)
+    SELECT * FROM u
     ON CONFLICT (kind, job_id, counter) DO UPDATE SET status = excluded.status,
         started = excluded.started, ended = excluded.ended, trigger = excluded.trigger,
         attempt = excluded.attempt, node = excluded.node, log = excluded.log
     RETURNING pg_notify('karajo_run', {_RUN_PAYLOAD})
 ),
 j AS (
-    UPDATE karajo_job SET running_node = NULL, running_counter = NULL
-    WHERE kind = %(kind)s AND job_id = %(job)s
-        AND running_node = %(node)s AND running_counter = %(counter)s
+    UPDATE karajo_job k SET running_node = NULL, running_counter = NULL
+    FROM u
+    WHERE k.kind = u.kind AND k.job_id = u.job_id
+        AND k.running_node = u.node AND k.running_counter = u.counter
 )
-DELETE FROM karajo_log_chunk WHERE kind = %(kind)s AND job_id = %(job)s AND counter = %(counter)s
+DELETE FROM karajo_log_chunk c USING u
+WHERE c.kind = u.kind AND c.job_id = u.job_id AND c.counter = u.counter
 """
 
 # Chunks of runs no longer running (ended, reaped) are not stored.

@@ -367,8 +367,10 @@ class PgStore:
     def claim_slots(
         self, me: str, slots: Sequence[tuple[str, str, float]]
     ) -> defer.Deferred[set[tuple[str, str, float]]]:
-        # One row per key: ON CONFLICT DO UPDATE refuses to touch a row twice.
-        unique = list(dict.fromkeys((k, j, float(s)) for k, j, s in slots))
+        # One row per key (ON CONFLICT DO UPDATE touches a row once), in one
+        # order on every node: two nodes claiming the same slots in different
+        # orders would each wait for the other (a deadlock, seen in tests).
+        unique = sorted({(k, j, float(s)) for k, j, s in slots})
         if not unique:
             return defer.succeed(set())
         kinds, jobs, times = (list(column) for column in zip(*unique, strict=True))
@@ -379,19 +381,67 @@ class PgStore:
         return self._fetch(sql.LAST_SLOT, (kind, job_id), lambda rows: rows[0][0])
 
     def begin_run(self, me: str, kind: str, record: RunRecord) -> defer.Deferred[bool]:
-        params = {
-            "me": me, "kind": kind, "job": record.job_id, "counter": record.counter,
-            "status": str(record.status), "started": record.started, "ended": record.ended,
-            "trigger": record.trigger, "attempt": record.attempt,
-        }
-        return self._fetch(sql.BEGIN, params, lambda rows: rows[0][0] == 1)
+        return self.begin_runs(me, [(kind, record)]).addCallback(lambda began: began[0])
+
+    def begin_runs(
+        self, me: str, runs: Sequence[tuple[str, RunRecord]]
+    ) -> defer.Deferred[list[bool]]:
+        if not runs:
+            return defer.succeed([])
+        # A job may appear once per statement (ON CONFLICT touches a row
+        # once): a second run of the same job, rare, goes in a next one.
+        rounds: list[list[int]] = []
+        seen: dict[tuple[str, str], int] = {}
+        for i, (kind, record) in enumerate(runs):
+            n = seen.get((kind, record.job_id), 0)
+            seen[(kind, record.job_id)] = n + 1
+            if n == len(rounds):
+                rounds.append([])
+            rounds[n].append(i)
+        for indexes in rounds:  # in one order on every node, as claims are
+            indexes.sort(key=lambda i: (runs[i][0], runs[i][1].job_id))
+
+        def work(conn: psycopg.Connection) -> list[bool]:
+            began = [False] * len(runs)
+            for indexes in rounds:
+                batch = [runs[i] for i in indexes]
+                rows = conn.execute(sql.BEGIN, {
+                    "me": me,
+                    "kinds": [kind for kind, _ in batch],
+                    "jobs": [r.job_id for _, r in batch],
+                    "counters": [r.counter for _, r in batch],
+                    "statuses": [str(r.status) for _, r in batch],
+                    "started": [r.started for _, r in batch],
+                    "ended": [r.ended for _, r in batch],
+                    "triggers": [r.trigger for _, r in batch],
+                    "attempts": [r.attempt for _, r in batch],
+                }).fetchall()
+                for i, (ok,) in zip(indexes, rows, strict=True):
+                    began[i] = ok
+            return began
+
+        return self._call(work)
 
     def end_run(self, kind: str, record: RunRecord, log: bytes) -> defer.Deferred[None]:
+        return self.end_runs([(kind, record, log)])
+
+    def end_runs(self, runs: Sequence[tuple[str, RunRecord, bytes]]) -> defer.Deferred[None]:
+        # One row per run (the last word wins), in one order on every node.
+        last = {(kind, r.job_id, r.counter): (kind, r, log) for kind, r, log in runs}
+        batch = [last[key] for key in sorted(last)]
+        if not batch:
+            return defer.succeed(None)
         return self._execute(sql.END, {
-            "kind": kind, "job": record.job_id, "counter": record.counter,
-            "status": str(record.status), "started": record.started, "ended": record.ended,
-            "trigger": record.trigger, "attempt": record.attempt, "node": record.node,
-            "log": bytes(log),
+            "kinds": [kind for kind, _, _ in batch],
+            "jobs": [r.job_id for _, r, _ in batch],
+            "counters": [r.counter for _, r, _ in batch],
+            "statuses": [str(r.status) for _, r, _ in batch],
+            "started": [r.started for _, r, _ in batch],
+            "ended": [r.ended for _, r, _ in batch],
+            "triggers": [r.trigger for _, r, _ in batch],
+            "attempts": [r.attempt for _, r, _ in batch],
+            "nodes": [r.node for _, r, _ in batch],
+            "logs": [bytes(log) for _, _, log in batch],
         })
 
     def append_logs(

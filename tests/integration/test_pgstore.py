@@ -7,6 +7,7 @@ as several nodes have) ask at once, and exactly one may win.
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from typing import Any
@@ -185,11 +186,13 @@ class NodeTests(StoreCase):
 
 class SlotTests(StoreCase):
     async def test_claims_race_each_slot_won_once(self) -> None:
-        """Three nodes claim the same 50 slots at once, each in one batch."""
-        slots = [("job", f"{self.job}-{i}", 1_700_000_000.0 + 60 * (i % 5)) for i in range(50)]
+        """Three nodes claim the same 2,000 slots at once, each in one batch."""
+        slots = [("job", f"{self.job}-{i}", 1_700_000_000.0 + 60 * (i % 5)) for i in range(2000)]
         stores = [self.make_store() for _ in range(3)]
+        # In different orders: no deadlock between the nodes' statements.
+        orders = [slots, slots[::-1], random.Random(7).sample(slots, len(slots))]
         won = await defer.gatherResults(
-            [s.claim_slots(f"n{i}", slots) for i, s in enumerate(stores)]
+            [s.claim_slots(f"n{i}", orders[i]) for i, s in enumerate(stores)]
         )
         every = [slot for w in won for slot in w]
         self.assertEqual(sorted(every), sorted(slots))
@@ -251,6 +254,38 @@ class RunTests(StoreCase):
         await self.store.end_run("job", done, b"done\n")
         self.assertTrue(await stores[loser].begin_run(f"n{loser}", "job", running(self.job, 21)))
 
+    async def test_begin_runs_in_one_batch_race(self) -> None:
+        """Three nodes begin runs of the same 1,000 jobs at once, each in one batch."""
+        jobs = [f"{self.job}-{i}" for i in range(1000)]
+        stores = [self.make_store() for _ in range(3)]
+        orders = [jobs, jobs[::-1], random.Random(7).sample(jobs, len(jobs))]
+        answers = await defer.gatherResults([
+            s.begin_runs(f"n{i}", [("job", running(job, 1)) for job in orders[i]])
+            for i, s in enumerate(stores)
+        ])
+        # Answers in the order asked: back to the order of jobs.
+        answers = [[a[orders[i].index(job)] for job in jobs] for i, a in enumerate(answers)]
+        for k, job in enumerate(jobs):
+            self.assertEqual(sum(a[k] for a in answers), 1, job)
+        stored = {r.record.job_id: r.record.node for r in await self.store.runs("job")}
+        self.assertEqual(
+            stored, {job: f"n{[a[k] for a in answers].index(True)}" for k, job in enumerate(jobs)}
+        )
+        # Answers in order; the same job twice in a batch (its next run); nothing to begin.
+        winner = [a[0] for a in answers].index(True)
+        loser = (winner + 1) % 3
+        mixed = await stores[winner].begin_runs(f"n{winner}", [
+            ("job", running(jobs[0], 2)), ("job", running(self.job + "-new", 1)),
+            ("job", running(jobs[0], 3)),
+        ])
+        self.assertEqual(mixed, [True, True, True])
+        self.assertEqual(self.sql(
+            "SELECT running_counter FROM karajo_job WHERE job_id = %s", (jobs[0],)), [(3,)])
+        self.assertEqual(await stores[loser].begin_runs(f"n{loser}", [
+            ("job", running(self.job + "-other", 1)), ("job", running(jobs[0], 4)),
+        ]), [True, False])
+        self.assertEqual(await self.store.begin_runs("n", []), [])
+
     async def test_live_chunks_then_final_log(self) -> None:
         heard = self.listen()
         await wait_for(lambda: self.store._listener._conn is not None)
@@ -275,6 +310,23 @@ class RunTests(StoreCase):
         self.assertEqual(await self.store.read_log("job", self.job, 99), b"")
         payload = f"job/{self.job}/1"
         await wait_for(lambda: heard.count(("karajo_run", payload)) >= 3)
+
+    async def test_end_runs_in_one_batch(self) -> None:
+        jobs = [f"{self.job}-{i}" for i in range(3)]
+        began = await self.store.begin_runs("n", [("job", running(job, 1)) for job in jobs])
+        self.assertEqual(began, [True] * 3)
+        await self.store.append_logs([("job", job, 1, 0, b"live") for job in jobs])
+        ends = [RunRecord(job, 1, "success", 1.0, 2.0, "schedule", 1, "n") for job in jobs]
+        await self.store.end_runs([("job", ends[0], b"zero"), ("job", ends[1], b"one"),
+                                   ("job", ends[2], b"old"), ("job", ends[2], b"two")])
+        await self.store.end_runs([])
+        self.assertEqual([await self.store.read_log("job", job, 1) for job in jobs],
+                         [b"zero", b"one", b"two"])
+        self.assertEqual([(await self.store.run("job", job, 1)).record for job in jobs], ends)
+        self.assertEqual(self.sql("SELECT count(*) FROM karajo_log_chunk"), [(0,)])
+        self.assertEqual(
+            self.sql("SELECT count(*) FROM karajo_job WHERE running_node IS NOT NULL"), [(0,)]
+        )
 
     async def test_runs_filters_and_forget(self) -> None:
         for kind, job, counter in [("job", self.job, 1), ("job", self.job, 2),
