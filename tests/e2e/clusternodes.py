@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from twisted.internet import defer, reactor
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
@@ -190,14 +191,45 @@ async def get(node: Node, path: str) -> Any:
     return doc.get("data", doc) if isinstance(doc, dict) and "code" in doc else doc
 
 
+class _Stream(Protocol):
+    """A response body as it comes: each piece with the moment it came."""
+
+    def __init__(self) -> None:
+        self.pieces: list[tuple[float, bytes]] = []
+        self.done: defer.Deferred[None] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.pieces.append((time.monotonic(), data))
+
+    def connectionLost(self, reason: Any) -> None:
+        self.done.callback(None)
+
+
+async def events(node: Node, job_id: str, counter: int) -> list[tuple[float, bytes]]:
+    """A run's events stream from C{node}, read to its end: (arrival, bytes) pieces."""
+    agent = Agent(reactor, connectTimeout=5)
+    response = await agent.request(
+        b"GET", f"{node.url}/job_exec/events?id={job_id}&counter={counter}".encode())
+    if response.code != 200:
+        raise AssertionError(f"events on {node.name}: {response.code}")
+    stream = _Stream()
+    response.deliverBody(stream)
+    await stream.done
+    return stream.pieces
+
+
 def _sign(body: bytes) -> str:
     return hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
 
 
-async def webhook(node: Node, path: str, payload: dict | None = None) -> tuple[int, dict, Any]:
-    """A signed webhook (a fresh epoch and nonce: never a replay)."""
-    body = json.dumps({"_karajo_epoch": int(time.time()), "nonce": uuid.uuid4().hex,
-                       **(payload or {})}).encode()
+def signed_body() -> bytes:
+    """A webhook body with a fresh epoch and nonce: never a replay."""
+    return json.dumps({"_karajo_epoch": int(time.time()), "nonce": uuid.uuid4().hex}).encode()
+
+
+async def webhook(node: Node, path: str, body: bytes | None = None) -> tuple[int, dict, Any]:
+    """A signed webhook (by default a fresh body: never a replay)."""
+    body = body if body is not None else signed_body()
     return await request(node, "POST", "/job_exec/run" + path, body,
                          {"Content-Type": "application/json", "X-Karajo-Sign": _sign(body)})
 

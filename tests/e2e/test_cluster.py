@@ -27,10 +27,12 @@ from twisted.trial.unittest import SkipTest, TestCase
 from .. import pgserver
 from .clusternodes import (
     ClusterNodes,
+    events,
     fresh_database,
     get,
     logs,
     manage,
+    signed_body,
     sleep,
     wait_run,
     webhook,
@@ -151,15 +153,22 @@ class OneServiceTests(TestCase):
     async def test_webhook_to_one_node_readable_on_the_others(self) -> None:
         """
         A webhook sent to one node runs once; every node lists the run
-        (with the node that ran it) and serves its log, the running log
-        no more than about 2 s behind, then the whole log.
+        (with the node that ran it), serves its log and its events stream,
+        a running log no more than about 2 s behind; the same signed
+        payload sent to another node is refused as a replay.
         """
         cluster = await shared_cluster()
-        code, _, reply = await webhook(cluster.nodes[0], "/hook")
+        body = signed_body()
+        code, _, reply = await webhook(cluster.nodes[0], "/hook", body)
         self.assertEqual(code, 200, reply)
-        counter = reply["data"]["run"]["counter"]
         sent = time.monotonic()
-        # The first line is written at once; every node shows it soon.
+        counter = reply["data"]["run"]["counter"]
+        streams = [defer.ensureDeferred(events(node, "hook", counter))
+                   for node in cluster.nodes]
+        code, _, reply = await webhook(cluster.nodes[1], "/hook", body)
+        self.assertEqual((code, reply["name"]), (403, "ERR_REQUEST_REPLAYED"))
+        # The first line is written at once, the second 3 s later; every
+        # node shows the first one while the run still runs.
         for node in cluster.nodes:
             while True:
                 try:
@@ -180,6 +189,14 @@ class OneServiceTests(TestCase):
             self.assertIn("second line", _content(log))
         self.assertEqual(len(ran_on), 1, ran_on)
         self.assertIn(ran_on.pop(), {"n1", "n2", "n3"})
+        for node, stream in zip(cluster.nodes, streams, strict=True):
+            pieces = await stream
+            text = b"".join(data for _, data in pieces).decode()
+            self.assertIn("first line", text, node.name)
+            self.assertIn("second line", text, node.name)
+            self.assertIn('event: end\ndata: {"status":"success"}', text, node.name)
+            first = next(at for at, data in pieces if b"first line" in data)
+            self.assertLess(first - sent, 2.5, f"{node.name}: the stream is late")
 
     async def test_counters_are_cluster_wide_and_one_run_at_a_time(self) -> None:
         """
