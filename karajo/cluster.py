@@ -18,7 +18,8 @@ while nodes briefly disagree about ownership:
   - webhooks, run_now, pause, resume and cancel that reach a node that is
     not the owner are FORWARDED to it and answered as it answers;
   - run begins and ends, live log bytes (every second at most) and final
-    logs are written to the database through an ordered L{Outbox}, which
+    logs are written to the database through an ordered
+    L{karajo.outbox.Outbox} (live logs by L{karajo.clusterlogs}), which
     keeps them while the database is unreachable and sends them when it is
     back; every node MIRRORS every run record, for its API and dashboard.
 
@@ -50,6 +51,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from karajo import ownership
+from karajo.clusterlogs import LogShipper, remote_feed
 from karajo.clusterstore import (
     RECONNECTED,
     Answer,
@@ -69,15 +71,14 @@ from karajo.errors import (
 )
 from karajo.logfeed import LogFeed
 from karajo.model import Cluster, TriggerRequest
+from karajo.outbox import Outbox, within
 from karajo.runrecord import LogName, RunRecord
 from karajo.status import RunStatus, Trigger
 
 __all__ = [
     "COUNTER_BLOCK",
     "FORWARD_WAIT",
-    "LOG_FLUSH",
     "ClusterService",
-    "Outbox",
     "add_cluster",
     "open_store",
 ]
@@ -86,8 +87,6 @@ log = Logger()
 
 #: How long a node waits for a job's owner to answer a forwarded request.
 FORWARD_WAIT = 5.0
-#: How often live log bytes are shipped (and remote logs polled).
-LOG_FLUSH = 1.0
 #: Counters reserved at once per job; the next block is fetched at half.
 COUNTER_BLOCK = 8
 #: How often a node bounds the database's old slots, replay keys and requests.
@@ -113,81 +112,6 @@ def open_store(cluster: Cluster, reactor: Any) -> ClusterStore:
     pgstore = importlib.import_module("karajo.pgstore")
     store: ClusterStore = pgstore.PgStore(reactor, cluster.database)
     return store
-
-
-class Outbox:
-    """
-    The node's writes to the database, one after the other in the order
-    made (a run's begin before its log bytes before its end).  A write
-    that fails with L{Unavailable} stays first and the outbox is HELD
-    (L{on_unavailable} is told) until L{release}: nothing is lost while
-    the database is away.  Other failures are logged and dropped.
-    """
-
-    #: what L{put}'s Deferred fires with when its write is held
-    HELD = object()
-
-    def __init__(self, on_unavailable: Callable[[], None]) -> None:
-        self._queue: collections.deque[tuple[Callable[[], defer.Deferred], defer.Deferred]] = (
-            collections.deque())
-        self._busy = False
-        self.held = False
-        self._on_unavailable = on_unavailable
-
-    def __len__(self) -> int:
-        return len(self._queue)
-
-    def put(self, write: Callable[[], defer.Deferred]) -> defer.Deferred:
-        """Queue C{write}; fires with its result, or L{HELD}."""
-        done: defer.Deferred = defer.Deferred()
-        self._queue.append((write, done))
-        if self.held:
-            done.callback(self.HELD)  # sent later; nobody waits for its result
-        else:
-            self._next()
-        return done
-
-    def release(self) -> None:
-        """The database is back: send what was held."""
-        self.held = False
-        self._next()
-
-    def _next(self) -> None:
-        if self._busy or self.held or not self._queue:
-            return
-        write, done = self._queue[0]
-        self._busy = True
-        d = defer.maybeDeferred(write)
-        d.addCallbacks(self._sent, self._failed, callbackArgs=(done,), errbackArgs=(done,))
-
-    def _sent(self, result: object, done: defer.Deferred) -> None:
-        self._queue.popleft()
-        self._busy = False
-        if not done.called:
-            done.callback(result)
-        self._next()
-
-    def _failed(self, failure: Failure, done: defer.Deferred) -> None:
-        self._busy = False
-        if failure.check(Unavailable):
-            self.held = True
-            if not done.called:
-                done.callback(self.HELD)
-            self._on_unavailable()
-            return
-        self._queue.popleft()
-        log.failure("cluster: a write to the database failed; dropped", failure)
-        if not done.called:
-            done.callback(None)
-        self._next()
-
-
-@attrs.define
-class _Chunk:
-    """Log bytes of one run not shipped yet: contiguous from C{offset}."""
-
-    offset: int
-    data: bytearray
 
 
 class ClusterService(Service):
@@ -240,8 +164,7 @@ class ClusterService(Service):
         self._skipped: dict[Key, tuple[float, str | None, Callable[[], Any]]] = {}
         #: local runs the cluster ended while this node was cut off
         self._abandoned: set[tuple[str, str, int]] = set()
-        self._chunks: dict[tuple[str, str, int], _Chunk] = {}
-        self._flush_call: IDelayedCall | None = None
+        self.logs = LogShipper(store, self.outbox, clock)
         self._mirror: dict[Key, dict[int, RunRecord]] = {}
         self._answers: dict[int, defer.Deferred[Answer]] = {}
         self._ends: list[defer.Deferred] = []
@@ -310,13 +233,11 @@ class ClusterService(Service):
         ship the ends and logs still on their way, for a bounded time,
         then close the connections.
         """
-        if self._flush_call is not None and self._flush_call.active():
-            self._flush_call.cancel()
-        self._flush()
+        self.logs.stop()
         pending = defer.DeferredList(list(self._ends), consumeErrors=True)
-        await _within(self._clock, pending, FORWARD_WAIT)
+        await within(self._clock, pending, FORWARD_WAIT)
         drained: defer.Deferred = self.outbox.put(lambda: defer.succeed(None))
-        await _within(self._clock, drained, FORWARD_WAIT)
+        await within(self._clock, drained, FORWARD_WAIT)
         await self.store.close()
 
     # --- heartbeat, membership, outage -----------------------------------------
@@ -680,13 +601,12 @@ class ClusterService(Service):
         kind = str(runner.job.kind)
         self._mirror_put(kind, record)
         feed = runner.store.reserve(record.counter)
-        feed.tap = functools.partial(
-            self._chunk, (kind, record.job_id, record.counter), runner.store.max_bytes)
+        feed.tap = self.logs.tap((kind, record.job_id, record.counter), runner.store.max_bytes)
 
     def run_finished(self, runner: Any, record: RunRecord) -> None:
         """Ship the run's end with its final log, then prune the database like the disk."""
         kind = str(runner.job.kind)
-        self._chunks.pop((kind, record.job_id, record.counter), None)
+        self.logs.drop((kind, record.job_id, record.counter))
         if (kind, record.job_id, record.counter) in self._abandoned:
             self._abandoned.discard((kind, record.job_id, record.counter))
             return
@@ -719,32 +639,6 @@ class ClusterService(Service):
             for counter in old:
                 mirror.pop(counter, None)
             self.outbox.put(lambda: self.store.forget_runs(kind, key[1], old))
-
-    # --- live logs ---------------------------------------------------------------------
-
-    def _chunk(self, run: tuple[str, str, int], cap: int, offset: int, data: bytes) -> None:
-        """A running log's new bytes (its feed's C{tap}): shipped within L{LOG_FLUSH}."""
-        pending = self._chunks.get(run)
-        if pending is None:
-            self._chunks[run] = _Chunk(offset, bytearray(data))
-        elif pending.offset + len(pending.data) == offset and len(pending.data) < cap:
-            pending.data += data
-        # else: more than the run's cap waits (the database is away); the
-        # final log carries it all when the run ends.
-        if self._flush_call is None:
-            self._flush_call = self._clock.callLater(LOG_FLUSH, self._flush)
-
-    def _flush(self) -> None:
-        self._flush_call = None
-        if not self._chunks:
-            return
-        if self.outbox.held:
-            self._flush_call = self._clock.callLater(LOG_FLUSH, self._flush)
-            return
-        chunks = [(kind, job_id, counter, c.offset, bytes(c.data))
-                  for (kind, job_id, counter), c in self._chunks.items()]
-        self._chunks.clear()
-        self.outbox.put(lambda: self.store.append_logs(chunks))
 
     # --- the mirror of every node's runs ----------------------------------------------
 
@@ -1005,33 +899,15 @@ class ClusterService(Service):
         return record.name, body
 
     async def remote_feed(self, kind: str, job_id: str, counter: int) -> LogFeed | None:
-        """
-        A feed of a run on another node, fed from the database every
-        L{LOG_FLUSH} (so at most about two seconds behind) until it ends.
-        """
+        """A feed of a run of another node (L{clusterlogs.remote_feed}), or None."""
         record = await self._stored_record(kind, job_id, counter)
         if record is None:
             return None
-        body = bytearray()
-        feed = LogFeed(self._clock, lambda start, end: defer.succeed(bytes(body[start:end])))
 
-        async def poll() -> None:
-            while True:
-                now = self.record(kind, job_id, counter) or record
-                try:
-                    data = await self.store.read_log(kind, job_id, counter, len(body))
-                except Unavailable:
-                    data = b""
-                body.extend(data)
-                feed.publish(data)
-                if now.status is not RunStatus.RUNNING:
-                    feed.end(now.status)
-                    return
-                await _sleep(self._clock, LOG_FLUSH)
+        def status() -> str:
+            return (self.record(kind, job_id, counter) or record).status
 
-        defer.ensureDeferred(poll()).addErrback(
-            lambda f: log.failure("cluster: following a remote log failed", f))
-        return feed
+        return remote_feed(self.store, self._clock, (kind, job_id, counter), status)
 
     # --- what the API shows ---------------------------------------------------------------------
 
@@ -1069,32 +945,6 @@ _REFUSALS: dict[type, str] = {
     ServerStarting: "starting",
     ClusterUnavailable: "unavailable",
 }
-
-
-def _sleep(clock: IReactorTime, seconds: float) -> defer.Deferred[None]:
-    d: defer.Deferred[None] = defer.Deferred()
-    clock.callLater(seconds, d.callback, None)
-    return d
-
-
-def _within(clock: IReactorTime, d: defer.Deferred, seconds: float) -> defer.Deferred:
-    """C{d}, or None after C{seconds}, whichever comes first (never fails)."""
-    out: defer.Deferred = defer.Deferred()
-
-    def late() -> None:
-        if not out.called:
-            out.callback(None)
-
-    call = clock.callLater(seconds, late)
-
-    def done(_: object) -> None:
-        if call.active():
-            call.cancel()
-        if not out.called:
-            out.callback(None)
-
-    d.addBoth(done)
-    return out
 
 
 def add_cluster(service: Any, reactor: Any, store: ClusterStore | None = None) -> ClusterService:

@@ -489,6 +489,11 @@ def validate(env: Environment) -> tuple[Environment, tuple[str, ...]]:
 
     if env.cluster is not None:
         check_cluster(env.cluster)
+        if not env.secret:
+            # Generated at each start, it would differ on every node.
+            warnings.append(f"{env.cluster.origin.filename}:{env.cluster.origin.line}: "
+                            "[cluster] without [karajo] secret: each node generates its own, "
+                            "so a request signed for one node is refused by the others")
 
     notifs = _named(env.notifs, "notif")
     for notif in notifs.values():

@@ -212,6 +212,24 @@ class Dashboard(Element):
         )
 
     @renderer
+    def cluster_warning(self, request: Any, tag: Tag) -> Tag | str:
+        """
+        In cluster mode (docs/cluster.md): that this node cannot reach the
+        database, or which nodes were started from other configuration files.
+        """
+        cluster = getattr(self.ui.service, "cluster", None)
+        if cluster is None:
+            return ""
+        if not cluster.connected:
+            return tag(f"Node {cluster.me} cannot reach the cluster database: no scheduled "
+                       "run starts here, triggers are answered 503 until it is back.")
+        others = cluster.mismatched()
+        if not others:
+            return ""
+        return tag(f"Cluster nodes started from another configuration than this node "
+                   f"({cluster.me}): {', '.join(others)}. Start every node from the same files.")
+
+    @renderer
     def jobs(self, request: Any, tag: Tag) -> Tag:
         if not self.views:
             return tag(tags.p("No jobs are configured.", **{"class": "empty"}))

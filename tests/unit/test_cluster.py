@@ -210,6 +210,33 @@ class MembershipTests(ClusterTestCase):
         self.assertEqual(a.cluster.mismatched(), ["b"])
         _, _, doc = a.request("GET", "/karajo/api/environment")
         self.assertEqual(doc["data"]["cluster"]["config_mismatch"], ["b"])
+        self.assertIn(b"started from another configuration than this node (a): b",
+                      self.dashboard(a))
+        self.db.up = False
+        self.settle(2)
+        self.assertIn(b"Node a cannot reach the cluster database", self.dashboard(a))
+
+    def test_dashboard_without_warning(self) -> None:
+        a, b = self.start([self.job("x")], names=("a", "b"))
+        self.assertNotIn(b"cluster-warning", self.dashboard(a))
+
+    def dashboard(self, node: Node) -> bytes:
+        from twisted.web.resource import Resource
+
+        from karajo.web.ui import WebUI
+
+        root = Resource()
+        root.putChild(b"karajo", WebUI(node.service, node.api._sessions).resource())
+        stub = StubTreq(root)
+        d = stub.get("http://k/karajo/app/")
+        stub.flush()
+        self.clock.advance(0)
+        response = self.successResultOf(d)
+        content = stub.content(response)
+        for _ in range(10):
+            stub.flush()
+            self.clock.advance(0)
+        return self.successResultOf(content)
 
 
 class ClaimTests(ClusterTestCase):

@@ -75,6 +75,12 @@ class ClusterConfigTests(SynchronousTestCase):
         err = self.error("[cluster]\ndatabase = x\nnode = a\nheartbeat = 0s\n")
         self.assertEqual((err.line, err.reason), (6, "heartbeat: must be positive"))
 
+    def test_cluster_without_secret_warned(self) -> None:
+        loaded, path = self.load("[cluster]\ndatabase = x\nnode = a\n")
+        self.assertIn(f"{path}:3: [cluster] without [karajo] secret", "\n".join(loaded.warnings))
+        loaded, _ = self.load("secret = s\n[cluster]\ndatabase = x\nnode = a\n")
+        self.assertEqual(loaded.warnings, ())
+
     def test_unknown_key_warned(self) -> None:
         loaded, path = self.load("[cluster]\ndatabase = x\nnode = a\nnodes = 3\n")
         self.assertIn(f"{path}:6: unknown key 'nodes' in [cluster], ignored", loaded.warnings)
