@@ -273,14 +273,14 @@ class ClaimTests(ClusterTestCase):
         nodes = self.start([self.job("x")])
         taken = []
         for node in nodes:
-            self.successResultOf(node.cluster.ensure_counter(("job", "x")))
-            taken += [node.cluster.take_counter(("job", "x")) for _ in range(3)]
+            self.successResultOf(node.cluster.counters.ensure(("job", "x")))
+            taken += [node.cluster.counters.take(("job", "x")) for _ in range(3)]
         nodes[0].stop()
         again = Node(self, "a", {"x": self.job("x")}).start()
         self.nodes.append(again)
         self.settle()
-        self.successResultOf(again.cluster.ensure_counter(("job", "x")))
-        later = again.cluster.take_counter(("job", "x"))
+        self.successResultOf(again.cluster.counters.ensure(("job", "x")))
+        later = again.cluster.counters.take(("job", "x"))
         self.assertEqual(len(set(taken + [later])), len(taken) + 1)
         self.assertGreater(later, max(taken))
 
@@ -288,8 +288,8 @@ class ClaimTests(ClusterTestCase):
         """A node whose disk has logs up to #40 (it ran alone) gets counters above them."""
         (a,) = self.start([self.job("x")], names=("a",))
         a.runner("x").counter = 40
-        self.successResultOf(a.cluster.ensure_counter(("job", "x")))
-        self.assertEqual(a.cluster.take_counter(("job", "x")), 41)
+        self.successResultOf(a.cluster.counters.ensure(("job", "x")))
+        self.assertEqual(a.cluster.counters.take(("job", "x")), 41)
 
     def test_counters_rise_as_ownership_moves(self) -> None:
         """a runs #1, is cut off and taken for dead, b runs the next; back, a goes on above."""
@@ -310,7 +310,7 @@ class ClaimTests(ClusterTestCase):
     def test_no_counter_in_hand_is_503(self) -> None:
         (a,) = self.start([self.job("x")], names=("a",))
         self.db.up = False
-        err = self.assertRaises(ClusterUnavailable, a.cluster.take_counter, ("job", "x"))
+        err = self.assertRaises(ClusterUnavailable, a.cluster.counters.take, ("job", "x"))
         status, name, _, headers = describe(err)
         self.assertEqual((status, name), (503, "ERR_CLUSTER_UNAVAILABLE"))
         self.assertIn((b"retry-after", b"5"), headers)
@@ -418,7 +418,7 @@ class UnroutedForwardTests(ClusterTestCase):
         job = owned_by("a", ("a", "b"))
         a, b = self.start([self.job(job)], names=("a", "b"))
         d = defer.ensureDeferred(
-            b.cluster._pass_on(Forwarded(7, "job", job, "run", None, None, "x"), "a"))
+            b.cluster.requests.pass_on(Forwarded(7, "job", job, "run", None, None, "x"), "a"))
         self.settle(1)
         answer = self.successResultOf(d)
         self.assertEqual((answer.outcome, answer.counter), ("started", 1))
