@@ -99,6 +99,7 @@ class Node:
                 break
             self.test.clock.advance(0.125)
         [response] = got
+        self.test.clock.advance(0)  # the turn's batched writes (a run's begin) go out
         content = stub.content(response)
         stub.flush()
         raw = self.test.successResultOf(content)
@@ -314,6 +315,31 @@ class ClaimTests(ClusterTestCase):
         status, name, _, headers = describe(err)
         self.assertEqual((status, name), (503, "ERR_CLUSTER_UNAVAILABLE"))
         self.assertIn((b"retry-after", b"5"), headers)
+
+
+class BatchTests(ClusterTestCase):
+    def test_runs_of_one_turn_begin_and_end_in_one_statement_each(self) -> None:
+        """Eight minutely jobs on one node: the runs of a minute begin in one statement, end in one."""
+        jobs = [self.job(f"j{i}", schedule="minutely") for i in range(8)]
+        self.start(jobs, names=("a",))
+        before = len(self.db.statements)
+        self.settle(30)  # past the minute T0
+        statements = self.db.statements[before:]
+        self.assertEqual(sorted(j for _, j, _, _ in self.ran), [f"j{i}" for i in range(8)])
+        self.assertEqual((statements.count("begin_runs"), statements.count("begin_run")), (1, 0))
+        self.assertEqual((statements.count("end_runs"), statements.count("end_run")), (1, 0))
+        for i in range(8):
+            self.assertEqual(self.db.runs[("job", f"j{i}", 1)].record.status, RunStatus.SUCCESS)
+            self.assertIsNone(self.db.job("job", f"j{i}").running_node)
+
+    def test_a_job_running_elsewhere_is_refused_in_a_batch(self) -> None:
+        """In one batch, each run gets its own answer: one job held by another node is not begun."""
+        jobs = [self.job(f"j{i}", schedule="minutely") for i in range(3)]
+        self.start(jobs, names=("a",))
+        self.db.job("job", "j1").running_node = "elsewhere"
+        self.settle(30)
+        self.assertEqual(sorted(j for _, j, _, _ in self.ran), ["j0", "j2"])
+        self.assertEqual(self.db.job("job", "j1").running_node, "elsewhere")
 
 
 class ForwardTests(ClusterTestCase):
