@@ -158,6 +158,8 @@ class ClusterService(Service):
         #: running logs shipped
         self.logs = LogShipper(store, self.outbox, clock)
         self._beat_call: IDelayedCall | None = None
+        #: the heartbeat in flight
+        self._beating: defer.Deferred[None] | None = None
         self._pruned_at: float | None = None
 
     # --- hooks into the jobs -------------------------------------------------
@@ -218,23 +220,40 @@ class ClusterService(Service):
     async def close(self) -> None:
         """
         After every run stopped (L{karajo.service.KarajoService.closers}):
-        ship the ends and logs still on their way, for a bounded time,
-        then close the connections.
+        ship the ends and logs still on their way, then LEAVE the cluster
+        (after them, in the outbox's order: the others take this node's
+        jobs at their next heartbeat), for a bounded time each, then
+        close the connections.
         """
         self.logs.stop()
         await within(self.clock, self.runs.ends(), FORWARD_WAIT)
-        drained: defer.Deferred = self.outbox.put(lambda: defer.succeed(None))
-        await within(self.clock, drained, FORWARD_WAIT)
+        if self._beating is not None:
+            # Answered after the leave, it would mark this node alive again.
+            await within(self.clock, self._beating, FORWARD_WAIT)
+        left: defer.Deferred = self.outbox.put(self._leave)
+        await within(self.clock, left, FORWARD_WAIT)
         await self.store.close()
+
+    def _leave(self) -> defer.Deferred[None]:
+        def left(ended: list[StoredRun]) -> None:
+            for stored in ended:
+                log.warn("cluster: run {counter} of {kind}/{job} was still running in the "
+                         "database as node {node} left; marked failed",
+                         counter=stored.record.counter, kind=stored.kind,
+                         job=stored.record.job_id, node=self.me)
+            log.info("cluster: node {node} left the cluster", node=self.me)
+
+        return self.store.leave(self.me).addCallback(left)
 
     # --- heartbeat, membership, outage -----------------------------------------
 
     def _beat(self) -> None:
         self._beat_call = None
-        d = defer.ensureDeferred(self._heartbeat_once())
+        d = self._beating = defer.ensureDeferred(self._heartbeat_once())
         d.addErrback(lambda f: log.failure("cluster: heartbeat failed", f))
 
         def again(_: object) -> None:
+            self._beating = None
             if self.running:
                 self._beat_call = self.clock.callLater(self._heartbeat, self._beat)
 

@@ -83,6 +83,9 @@ class PgStore(PgConnections):
     def restarted(self, me: str) -> defer.Deferred[list[StoredRun]]:
         return self._fetch(sql.RESTARTED, {"me": me}, _stored_runs)
 
+    def leave(self, me: str) -> defer.Deferred[list[StoredRun]]:
+        return self._fetch(sql.LEAVE, {"me": me}, _stored_runs)
+
     def reserve_counters(
         self, kind: str, job_id: str, n: int, after: int = 0
     ) -> defer.Deferred[range]:

@@ -166,6 +166,16 @@ class FakeStore:
         return self._do("restarted", lambda: self._end_running(
             me, f"!!! node {me} restarted during this run\n".encode()))
 
+    def leave(self, me: str) -> defer.Deferred[list[StoredRun]]:
+        def run() -> list[StoredRun]:
+            node = self.db.nodes.get(me)
+            if node is not None and node.alive:
+                self.db.nodes[me] = attrs.evolve(node, alive=False, running=0)
+                self.db.notify("karajo_node", me)
+            return self._end_running(me, f"!!! node {me} stopped during this run\n".encode())
+
+        return self._do("leave", run)
+
     def reserve_counters(
         self, kind: str, job_id: str, n: int, after: int = 0
     ) -> defer.Deferred[range]:

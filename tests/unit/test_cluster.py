@@ -577,6 +577,41 @@ class FailoverTests(ClusterTestCase):
         self.settle(60)
         self.assertEqual([r[0] for r in self.runs_of(job)], [new_owner, new_owner])
 
+    def test_clean_stop_leaves_and_the_others_take_over_at_once(self) -> None:
+        """A node stopped cleanly is gone for the others at their next heartbeat."""
+        job = owned_by("a", ("a", "b"))
+        a, b = self.start([self.job(job)], names=("a", "b"))
+        a.hook(job)
+        before = len(self.db.statements)
+        a.stop()  # its clock runs FORWARD_WAIT + 1 s: well under node_timeout (15 s)
+        mine = self.db.statements[before:]
+        self.assertIn("leave", mine)
+        self.assertFalse(self.db.nodes["a"].alive)
+        self.assertEqual(b.cluster.alive, ("b",))
+        self.assertEqual(b.cluster.owner_of("job", job), "b")
+        self.assertEqual(self.db.runs[("job", job, 1)].record.status, RunStatus.SUCCESS)
+        status, _, body = b.hook(job)
+        self.assertEqual(status, 200, body)
+        counter = body["data"]["run"]["counter"]  # above a's block: a gap, never reused
+        self.assertEqual(self.runs_of(job), [("a", 1, "webhook"), ("b", counter, "webhook")])
+        # Not reaped as lost later either.
+        self.settle(20)
+        self.assertNotIn(b"was lost", self.db.logs[("job", job, 1)])
+
+    def test_a_stopping_node_leaves_after_its_ends(self) -> None:
+        """The leave is written after the run's end: the run ends canceled, not failed."""
+        job = owned_by("a", ("a",))
+        self.hold.add(job)
+        (a,) = self.start([self.job(job)], names=("a",))
+        a.hook(job)
+        self.assertTrue(a.runner(job).executing)
+        before = len(self.db.statements)
+        a.stop()
+        mine = self.db.statements[before:]
+        self.assertEqual(mine[-2:], ["end_runs", "leave"])
+        self.assertEqual(self.db.runs[("job", job, 1)].record.status, RunStatus.CANCELED)
+        self.assertNotIn(b"stopped during this run", self.db.logs[("job", job, 1)])
+
     def test_cut_off_node_cancels_what_the_others_ended(self) -> None:
         job = owned_by("a", ("a", "b"))
         self.hold.add(job)
