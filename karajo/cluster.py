@@ -178,6 +178,7 @@ class ClusterService(Service):
         runner.counters = functools.partial(self.counters.take, key)
         runner.gate = self.runs.gate
         runner.mirror = functools.partial(self.mirror.records_of, key, runner)
+        runner.running_elsewhere = self.mirror.running_elsewhere(key)
         if self.runs not in runner.listeners:
             runner.listeners.append(self.runs)
         self.attach_timer(svc)

@@ -32,19 +32,34 @@ class RunMirror:
     def __init__(self, node: ClusterService) -> None:
         self._node = node
         self._runs: dict[Key, dict[int, RunRecord]] = {}
+        #: the counters of each job's runs running on other nodes
+        self._elsewhere: dict[Key, set[int]] = {}
         self._fetching: set[tuple[str, str, int]] = set()
 
     def counters(self, key: Key) -> list[int]:
         """The counters of the job's runs this node knows of (any node)."""
         return list(self._runs.get(key, ()))
 
+    def running_elsewhere(self, key: Key) -> bool:
+        """Whether a run of the job is running on another node (the runner's flag)."""
+        return bool(self._elsewhere.get(key))
+
     def put(self, kind: str, record: RunRecord) -> None:
         node = self._node
         key = (kind, record.job_id)
         self._runs.setdefault(key, {})[record.counter] = record
         runner = node.runners.get(key)
-        if runner is None or record.node == node.me:
+        if record.node == node.me:
             return
+        elsewhere = self._elsewhere.setdefault(key, set())
+        if record.status is RunStatus.RUNNING:
+            elsewhere.add(record.counter)
+        else:
+            elsewhere.discard(record.counter)
+        if runner is None:
+            return
+        # Its status shows the run (a job running on another node is running).
+        runner.running_elsewhere = bool(elsewhere)
         # Another node's run moves this job's last run (an interval counts
         # from it, on whichever node owns the job next) and status.
         if record.started is not None and (runner.last_run or 0) < record.started:

@@ -182,6 +182,24 @@ class ClusterTestCase(unittest.TestCase):
     def runs_of(self, job: str) -> list[tuple[str, int, str | None]]:
         return [(n, c, t) for n, j, c, t in self.ran if j == job]
 
+    def dashboard(self, node: Node) -> bytes:
+        from twisted.web.resource import Resource
+
+        from karajo.web.ui import WebUI
+
+        root = Resource()
+        root.putChild(b"karajo", WebUI(node.service, node.api._sessions).resource())
+        stub = StubTreq(root)
+        d = stub.get("http://k/karajo/app/")
+        stub.flush()
+        self.clock.advance(0)
+        response = self.successResultOf(d)
+        content = stub.content(response)
+        for _ in range(10):
+            stub.flush()
+            self.clock.advance(0)
+        return self.successResultOf(content)
+
 
 class MembershipTests(ClusterTestCase):
     def test_nodes_see_each_other_and_agree_on_owners(self) -> None:
@@ -220,24 +238,6 @@ class MembershipTests(ClusterTestCase):
     def test_dashboard_without_warning(self) -> None:
         a, b = self.start([self.job("x")], names=("a", "b"))
         self.assertNotIn(b"cluster-warning", self.dashboard(a))
-
-    def dashboard(self, node: Node) -> bytes:
-        from twisted.web.resource import Resource
-
-        from karajo.web.ui import WebUI
-
-        root = Resource()
-        root.putChild(b"karajo", WebUI(node.service, node.api._sessions).resource())
-        stub = StubTreq(root)
-        d = stub.get("http://k/karajo/app/")
-        stub.flush()
-        self.clock.advance(0)
-        response = self.successResultOf(d)
-        content = stub.content(response)
-        for _ in range(10):
-            stub.flush()
-            self.clock.advance(0)
-        return self.successResultOf(content)
 
 
 class ClaimTests(ClusterTestCase):
@@ -478,6 +478,26 @@ class MirrorTests(ClusterTestCase):
         [record] = b.runner(job).records()
         self.assertEqual(record.status, "success")
         self.assertEqual(b.runner(job).last_status, "success")
+
+    def test_a_run_on_another_node_shows_running(self) -> None:
+        """The job's status on every node (API, dashboard card) is running while it runs anywhere."""
+        job = owned_by("a", ("a", "b"))
+        self.hold.add(job)
+        a, b = self.start([self.job(job)], names=("a", "b"))
+        _, _, doc = b.request("GET", f"/karajo/api/job_exec?id={job}")
+        self.assertEqual(doc["data"]["status"], "started")
+        a.hook(job)
+        self.settle(1)
+        self.assertFalse(b.runner(job).executing)
+        for node in (a, b):
+            _, _, doc = node.request("GET", f"/karajo/api/job_exec?id={job}")
+            self.assertEqual(doc["data"]["status"], "running", node.name)
+        self.assertIn(b"st-running", self.dashboard(b))
+        self.release("a", job)
+        self.settle(1)
+        _, _, doc = b.request("GET", f"/karajo/api/job_exec?id={job}")
+        self.assertEqual(doc["data"]["status"], "success")
+        self.assertNotIn(b"st-running", self.dashboard(b))
 
     def test_live_log_within_a_second(self) -> None:
         job = owned_by("a", ("a", "b"))
