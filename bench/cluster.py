@@ -292,15 +292,17 @@ def single_phase(args, work: str) -> dict:
     node = Node(os.path.join(work, "single"), "single", free_port(), jobs_text(args, runs), None)
     started = time.time()
     node.start()
-    ready([node], None)
-    print(f"single node up in {time.time() - started:.1f}s", flush=True)
-    b0 = first_boundary(args.margin)
-    bounds = [b0 + 60 * i for i in range(args.single_slots)]
-    wait_until(b0 - 1)
-    cpu0 = node.cpu()
-    wait_until(bounds[-1] + 59)
-    cpu = node.cpu() - cpu0
-    node.stop()
+    try:
+        ready([node], None)
+        print(f"single node up in {time.time() - started:.1f}s", flush=True)
+        b0 = first_boundary(args.margin)
+        bounds = [b0 + 60 * i for i in range(args.single_slots)]
+        wait_until(b0 - 1)
+        cpu0 = node.cpu()
+        wait_until(bounds[-1] + 59)
+        cpu = node.cpu() - cpu0
+    finally:
+        node.stop()
     counts, late = per_slot(args, read_runs(runs), set(bounds))
     return {"counts": counts, "late": [x for b in bounds for x in late[b]], "cpu": cpu,
             "seconds": bounds[-1] + 59 - (b0 - 1), "runs": sum(counts.values())}
@@ -438,6 +440,8 @@ def count_summary(counts: dict, slots: list[int]) -> str:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    # Stopped (SIGTERM), the script still stops its nodes and server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     if not pgserver.available():
         raise SystemExit(f"no PostgreSQL programs in {pgserver.PG_BIN}")
     lock = open("/tmp/bench.lock", "a")

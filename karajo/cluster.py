@@ -87,6 +87,8 @@ __all__ = [
 
 log = Logger()
 
+#: How long after a lease ran out (database clock) a node reaps it.
+LEASE_MARGIN = 0.05
 #: How often a node bounds the database's old slots, replay keys and requests.
 PRUNE_EVERY = 300.0
 
@@ -160,6 +162,7 @@ class ClusterService(Service):
         self._beat_call: IDelayedCall | None = None
         #: the heartbeat in flight
         self._beating: defer.Deferred[None] | None = None
+        self._reap_call: IDelayedCall | None = None
         self._pruned_at: float | None = None
 
     # --- hooks into the jobs -------------------------------------------------
@@ -213,9 +216,10 @@ class ClusterService(Service):
 
     def stopService(self) -> None:
         super().stopService()
-        if self._beat_call is not None and self._beat_call.active():
-            self._beat_call.cancel()
-        self._beat_call = None
+        for call in (self._beat_call, self._reap_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._beat_call = self._reap_call = None
         self.claims.stop()
 
     async def close(self) -> None:
@@ -260,6 +264,11 @@ class ClusterService(Service):
 
         d.addBoth(again)
 
+    def _beat_soon(self) -> None:
+        """The next heartbeat now (none is on its way: it would see the change)."""
+        if self._beat_call is not None and self._beat_call.active():
+            self._beat_call.reset(0)
+
     def me_info(self) -> NodeInfo:
         running = sum(1 for r in self.runners.values() if r.executing)
         return NodeInfo(self.me, True, self.clock.seconds(), running, self.version,
@@ -278,9 +287,14 @@ class ClusterService(Service):
         if not self.connected:
             if not await self._reconnected():
                 return
+        if await self._reap_once():
+            self._watch_leases()
+
+    async def _reap_once(self) -> bool:
+        """Reap dead nodes (and prune); C{False} when this node may not or cannot."""
         since = self.connected_since
         if since is None or self.clock.seconds() - since < self._node_timeout:
-            return  # not connected long enough to tell a dead node from our outage
+            return False  # not connected long enough to tell a dead node from our outage
         try:
             lost = await self.store.reap(self._node_timeout, self.me)
             now = self.clock.seconds()
@@ -289,8 +303,33 @@ class ClusterService(Service):
                 await self.store.prune(now)
         except Unavailable:
             self.lost()
-            return
+            return False
         self._reaped(lost)
+        return True
+
+    def _watch_leases(self) -> None:
+        """
+        Reap again the moment an alive node's lease runs out, when that is
+        before this node's next heartbeat: a dead node is noticed within
+        C{node_timeout} of its last heartbeat, not up to a heartbeat later.
+        The delay is counted on the database's clock (the other node's
+        C{last_seen} against this node's), so clocks of machines may differ.
+        """
+        listed = list(self.nodes.values())
+        mine = next((n.last_seen for n in listed if n.name == self.me), None)
+        if mine is None or (self._reap_call is not None and self._reap_call.active()):
+            return
+        due = [n.last_seen + self._node_timeout - mine for n in listed
+               if n.alive and n.name != self.me]
+        soon = min((d for d in due if d < self._heartbeat), default=None)
+        if soon is not None:
+            self._reap_call = self.clock.callLater(max(soon, 0.0) + LEASE_MARGIN, self._reap)
+
+    def _reap(self) -> None:
+        self._reap_call = None
+        if self.running and self.connected:
+            d = defer.ensureDeferred(self._reap_once())
+            d.addErrback(lambda f: log.failure("cluster: reaping failed", f))
 
     def _seen(self, nodes: Iterable[NodeInfo]) -> None:
         self.nodes = {n.name: n for n in nodes}
@@ -434,11 +473,18 @@ class ClusterService(Service):
             self.requests.heard_answer(payload)
         elif channel == "karajo_pause":
             self._read_pauses()
+        elif channel == "karajo_node":
+            # A node joined, left, or was found dead (by another node's reap): the
+            # membership, and so every job's owner, seen now on every node,
+            # not at each one's next heartbeat.
+            if payload != self.me:
+                self._beat_soon()
         elif channel == RECONNECTED:
             # Notifications were lost while the listening connection was away.
             self.requests.reconnected()
             if self.connected:
                 self._read_pauses()
+                self.mirror.refresh()
 
     def _read_pauses(self) -> None:
         d = self.store.paused_jobs()

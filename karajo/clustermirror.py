@@ -100,6 +100,20 @@ class RunMirror:
             mirror.pop(counter, None)
         return old
 
+    def refresh(self) -> None:
+        """
+        Every run record read again: a run that another node began or ended
+        (its held writes sent when the database came back) while this node's
+        listening connection was away was told to nobody here.
+        """
+        d = self._node.store.runs()
+
+        def got(runs: list[StoredRun]) -> None:
+            for stored in runs:
+                self.put(stored.kind, stored.record)
+
+        d.addCallbacks(got, lambda f: f.trap(Unavailable))
+
     def changed(self, payload: str) -> None:
         """C{karajo_run} (C{kind/id/counter}): the run is read again."""
         parts = payload.split("/")

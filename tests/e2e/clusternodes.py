@@ -1,12 +1,13 @@
 """
-A karajo cluster as real processes, for the cluster end-to-end tests and
-bench/cluster.py: N C{twistd -n karajo} nodes started from the same job
-files, each with its own C{dir_base} and port, on one PostgreSQL database.
+A karajo cluster as real processes, for the cluster end-to-end tests: N
+C{twistd -n karajo} nodes started from the same job files, each with its
+own C{dir_base} and port, on one PostgreSQL database.
 
 The nodes are C{subprocess.Popen} children, not reactor processes: a
-cluster may outlive one test method (it is shared by the methods a trial
-worker runs, L{shared}) and is stopped at exit.  Output of node NAME goes
-to C{BASE/NAME.out}.  HTTP goes through the reactor (L{get}, L{post}).
+cluster may outlive one test method (L{tests.e2e.test_cluster} shares one
+among the methods a trial worker runs) and is stopped at exit.  Output of
+node NAME goes to C{BASE/NAME/twistd.out}.  HTTP goes through the reactor
+(L{request}, L{get}, L{webhook}, L{manage}, L{events}).
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def fresh_database(server: str) -> tuple[str, Any]:
     """A new empty database on C{server}: its conninfo, and a function dropping it."""
     import psycopg
+    from psycopg.conninfo import make_conninfo
 
     name = "karajo_e2e_" + uuid.uuid4().hex[:12]
     with psycopg.connect(server, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f"CREATE DATABASE {name}")
-    conninfo = server.replace("dbname=test", f"dbname={name}")
+    conninfo = make_conninfo(server, dbname=name)
 
     def drop() -> None:
         with psycopg.connect(server, autocommit=True, connect_timeout=5) as conn:

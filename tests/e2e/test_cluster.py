@@ -339,8 +339,8 @@ class FaultTests(TestCase):
 
     async def test_kill_9_of_the_node_running_a_job(self) -> None:
         """
-        The node running a job is killed with -9: within node_timeout (and a
-        heartbeat) another node ends the run failed naming the lost node,
+        The node running a job is killed with -9: within node_timeout
+        another node ends the run failed naming the lost node,
         the retry runs on a survivor, and the node restarted joins again.
         """
         base = os.path.abspath(self.mktemp())
@@ -368,8 +368,9 @@ echo attempt $KARAJO_RUN_ATTEMPT"
         killed = time.monotonic()
         entry = await wait_run(survivors[0], "victim", counter, "failed", timeout=15)
         noticed = time.monotonic() - killed
-        # node_timeout 3 s, heartbeat 1 s; a little for a loaded machine.
-        self.assertLess(noticed, 3 + 1 + 1.5, f"noticed after {noticed:.1f}s")
+        # node_timeout 3 s after its last heartbeat (at most the kill); a
+        # little for a loaded machine and this test's polling.
+        self.assertLess(noticed, 3 + 1.0, f"noticed after {noticed:.1f}s")
         log = _content(await read_log(survivors[1], "victim", counter))
         self.assertIn(f"node {victim.name} was lost", log)
         # The retry has a counter of its own (from the new owner's block: a gap is allowed).

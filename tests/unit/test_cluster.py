@@ -21,7 +21,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial import unittest
 
 from karajo.cluster import FORWARD_WAIT, ClusterService
-from karajo.clusterstore import Forwarded
+from karajo.clusterstore import RECONNECTED, Forwarded
 from karajo.config import Loaded, validate
 from karajo.errors import ClusterUnavailable
 from karajo.model import Cluster, Environment, Job
@@ -576,6 +576,36 @@ class FailoverTests(ClusterTestCase):
         records = {r.counter: r for r in other.runner(job).records()}
         self.assertEqual((records[1].status, records[1].node), ("failed", "a"))
 
+    def test_dead_node_noticed_within_node_timeout(self) -> None:
+        """
+        A node dead right after its heartbeat is marked dead when its lease
+        runs out (15 s after that heartbeat), not at the others' next
+        heartbeat after it (up to 2 s later).
+        """
+        a, b, c = self.start([self.job("x")])
+        # Just after a heartbeat of everyone (they beat together, every 2 s).
+        self.settle(2 - 0.125 * 7)
+        last = self.db.nodes["a"].last_seen
+        a.store.cut = True
+        while self.db.nodes["a"].alive:
+            self.clock.advance(0.125)
+            self.assertLess(self.clock.seconds() - last, 20)
+        self.assertLessEqual(self.clock.seconds() - last, 15 + 0.25)
+
+    def test_every_node_sees_the_death_at_once(self) -> None:
+        """
+        The node that did not win the reap learns of the death from its
+        notification, not at its next heartbeat: every node agrees on the
+        new owners within a moment.
+        """
+        a, b, c = self.start([self.job("x")])
+        self.settle(2 - 0.125 * 7)
+        a.store.cut = True
+        while self.db.nodes["a"].alive:
+            self.clock.advance(0.125)
+        self.clock.advance(0.125)
+        self.assertEqual((b.cluster.alive, c.cluster.alive), (("b", "c"), ("b", "c")))
+
     def test_slots_move_to_the_others(self) -> None:
         job = owned_by("a", NODES)
         a, b, c = self.start([self.job(job, schedule="minutely")])
@@ -707,6 +737,29 @@ class OutageTests(ClusterTestCase):
         self.settle(60)
         self.assertEqual([t for _, _, t in self.runs_of("plain")], ["schedule"])
         self.assertEqual(len(a.cluster.outbox), 0)
+
+    def test_runs_told_while_not_listening_are_read_again(self) -> None:
+        """
+        A run that ended while a node's listening connection was away (its
+        notification lost) is read again when the listener is back: the
+        node does not list it running for ever.
+        """
+        job = owned_by("a", ("a", "b"))
+        self.hold.add(job)
+        a, b = self.start([self.job(job)], names=("a", "b"))
+        a.hook(job)
+        self.settle(1)
+        self.assertEqual(b.runner(job).mirror()[-1].status, RunStatus.RUNNING)
+        deliver = b.store.deliver
+        b.store.deliver = lambda channel, payload: None  # the listener is away
+        self.release("a", job)
+        self.settle(1)
+        self.assertEqual(self.db.runs[("job", job, 1)].record.status, RunStatus.SUCCESS)
+        self.assertEqual(b.runner(job).mirror()[-1].status, RunStatus.RUNNING)
+        b.store.deliver = deliver
+        deliver(RECONNECTED, "")
+        self.settle(1)
+        self.assertEqual(b.runner(job).mirror()[-1].status, RunStatus.SUCCESS)
 
     def test_no_reaping_right_after_an_outage(self) -> None:
         """After the database is back, nobody is reaped before node_timeout of connection."""
