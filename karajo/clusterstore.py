@@ -147,6 +147,15 @@ class ClusterStore(Protocol):
     def restarted(self, me: str) -> Deferred[list[StoredRun]]:
         """End C{me}'s own leftover running runs C{failed} (a node starting again)."""
 
+    def leave(self, me: str) -> Deferred[list[StoredRun]]:
+        """
+        C{me} stops cleanly, its runs ended and their ends written: it is
+        marked not alive at once (the others take its jobs at their next
+        heartbeat, not after C{node_timeout}); a run of it still running
+        in the database (an end that was lost) is ended C{failed} and
+        returned, its job freed.
+        """
+
     def reserve_counters(
         self, kind: str, job_id: str, n: int, after: int = 0
     ) -> Deferred[range]:

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 __all__ = [
     "ANSWER", "ANSWER_OF", "APPEND", "BEGIN", "CLAIM", "END", "FORGET", "FORWARD", "HEARTBEAT",
-    "LAST_SLOT", "PAUSED", "PRUNE", "READ_LOG", "REAP", "RESERVE", "RESTARTED", "RUN", "RUNS_ALL",
-    "RUNS_OF_JOB", "RUNS_OF_KIND", "SEEN", "SET_PAUSED", "TAKE",
+    "LAST_SLOT", "LEAVE", "PAUSED", "PRUNE", "READ_LOG", "REAP", "RESERVE", "RESTARTED", "RUN",
+    "RUNS_ALL", "RUNS_OF_JOB", "RUNS_OF_KIND", "SEEN", "SET_PAUSED", "TAKE",
 ]
 
 _RUN_COLUMNS = "kind, job_id, counter, status, started, ended, trigger, attempt, node"
@@ -119,6 +119,29 @@ dropped AS (
 SELECT {_RUN_COLUMNS} FROM ended
 """
 
+LEAVE = f"""
+WITH gone AS (
+    UPDATE karajo_node SET alive = false, running = 0
+    WHERE name = %(me)s AND alive
+    RETURNING name, pg_notify('karajo_node', name)
+),
+ended AS (
+    UPDATE karajo_run r SET status = 'failed', ended = extract(epoch FROM now()),
+        log = {_ENDED_LOG.format(
+            line="'!!! node ' || r.node || ' stopped during this run'")}
+    WHERE r.node = %(me)s AND r.status = 'running'
+    RETURNING {", ".join("r." + c for c in _RUN_COLUMNS.split(", "))},
+        pg_notify('karajo_run', r.kind || '/' || r.job_id || '/' || r.counter)
+),
+freed AS (
+    UPDATE karajo_job SET running_node = NULL, running_counter = NULL WHERE running_node = %(me)s
+),
+dropped AS (
+    DELETE FROM karajo_log_chunk c USING ended e
+    WHERE c.kind = e.kind AND c.job_id = e.job_id AND c.counter = e.counter
+)
+SELECT {_RUN_COLUMNS} FROM ended
+"""
 RESERVE = """
 INSERT INTO karajo_job (kind, job_id, counter) VALUES (%(kind)s, %(job)s, %(after)s + %(n)s)
 ON CONFLICT (kind, job_id) DO UPDATE

@@ -112,6 +112,9 @@ class JobRunner(Service):
         self.counters: Callable[[], int] | None = None
         self.gate: Callable[[JobRunner, int, str | None, int], Any] | None = None
         self.mirror: Callable[[], list[RunRecord]] | None = None
+        #: a cluster node's mirror knows a run of this job running on another
+        #: node (L{karajo.clustermirror}); always False on a single server
+        self.running_elsewhere = False
 
     # --- state -----------------------------------------------------------
 
@@ -120,11 +123,12 @@ class JobRunner(Service):
         """
         What the API and dashboard show.  A pause shows at once, also while
         a run goes on (docs/behaviour.md, "Pause and resume"); whether a
-        run is going on is in the logs (the newest is C{running}).
+        run is going on is in the logs (the newest is C{running}).  In a
+        cluster, a run on another node is running too.
         """
         if self.paused:
             return JobStatus.PAUSED
-        if self.executing:
+        if self.executing or self.running_elsewhere:
             return RunStatus.RUNNING
         return self.last_status or JobStatus.STARTED
 

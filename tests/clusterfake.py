@@ -166,6 +166,16 @@ class FakeStore:
         return self._do("restarted", lambda: self._end_running(
             me, f"!!! node {me} restarted during this run\n".encode()))
 
+    def leave(self, me: str) -> defer.Deferred[list[StoredRun]]:
+        def run() -> list[StoredRun]:
+            node = self.db.nodes.get(me)
+            if node is not None and node.alive:
+                self.db.nodes[me] = attrs.evolve(node, alive=False, running=0)
+                self.db.notify("karajo_node", me)
+            return self._end_running(me, f"!!! node {me} stopped during this run\n".encode())
+
+        return self._do("leave", run)
+
     def reserve_counters(
         self, kind: str, job_id: str, n: int, after: int = 0
     ) -> defer.Deferred[range]:
@@ -192,31 +202,44 @@ class FakeStore:
         return self._do("last_slot", lambda: max(
             (s for k, j, s in self.db.slots if (k, j) == (kind, job_id)), default=None))
 
-    def begin_run(self, me: str, kind: str, record: RunRecord) -> defer.Deferred[bool]:
-        def run() -> bool:
-            job = self.db.job(kind, record.job_id)
-            if job.running_node not in (None, me):
-                return False
-            job.running_node, job.running_counter = me, record.counter
-            self.db.runs[(kind, record.job_id, record.counter)] = StoredRun(
-                kind, attrs.evolve(record, node=me))
-            self.db.notify("karajo_run", f"{kind}/{record.job_id}/{record.counter}")
-            return True
+    def _begin(self, me: str, kind: str, record: RunRecord) -> bool:
+        job = self.db.job(kind, record.job_id)
+        if job.running_node not in (None, me):
+            return False
+        job.running_node, job.running_counter = me, record.counter
+        self.db.runs[(kind, record.job_id, record.counter)] = StoredRun(
+            kind, attrs.evolve(record, node=me))
+        self.db.notify("karajo_run", f"{kind}/{record.job_id}/{record.counter}")
+        return True
 
-        return self._do("begin_run", run)
+    def begin_run(self, me: str, kind: str, record: RunRecord) -> defer.Deferred[bool]:
+        return self._do("begin_run", lambda: self._begin(me, kind, record))
+
+    def begin_runs(
+        self, me: str, runs: Sequence[tuple[str, RunRecord]]
+    ) -> defer.Deferred[list[bool]]:
+        # One statement: all decided at once, in order (a job twice: the second after the first).
+        return self._do("begin_runs", lambda: [self._begin(me, kind, r) for kind, r in runs])
+
+    def _end(self, kind: str, record: RunRecord, log: bytes) -> None:
+        key = (kind, record.job_id, record.counter)
+        self.db.runs[key] = StoredRun(kind, record)
+        self.db.logs[key] = log
+        self.db.chunks.pop(key, None)
+        job = self.db.job(kind, record.job_id)
+        if job.running_node == record.node and job.running_counter == record.counter:
+            job.running_node = job.running_counter = None
+        self.db.notify("karajo_run", f"{kind}/{record.job_id}/{record.counter}")
 
     def end_run(self, kind: str, record: RunRecord, log: bytes) -> defer.Deferred[None]:
-        def run() -> None:
-            key = (kind, record.job_id, record.counter)
-            self.db.runs[key] = StoredRun(kind, record)
-            self.db.logs[key] = log
-            self.db.chunks.pop(key, None)
-            job = self.db.job(kind, record.job_id)
-            if job.running_node == record.node and job.running_counter == record.counter:
-                job.running_node = job.running_counter = None
-            self.db.notify("karajo_run", f"{kind}/{record.job_id}/{record.counter}")
+        return self._do("end_run", lambda: self._end(kind, record, log))
 
-        return self._do("end_run", run)
+    def end_runs(self, runs: Sequence[tuple[str, RunRecord, bytes]]) -> defer.Deferred[None]:
+        def run() -> None:
+            for kind, record, log in runs:
+                self._end(kind, record, log)
+
+        return self._do("end_runs", run)
 
     def append_logs(self, chunks: Sequence[tuple[str, str, int, int, bytes]]) -> defer.Deferred[None]:
         def run() -> None:

@@ -184,6 +184,40 @@ class NodeTests(StoreCase):
         self.assertTrue(await self.store.begin_run("n3", "job", running(self.job, 2)))
 
 
+    async def test_leave_marks_the_node_gone_at_once(self) -> None:
+        """A node stopping cleanly: not alive for the others now, never reaped later."""
+        me, other = "leaving-" + self.job, "staying-" + self.job
+        await self.store.heartbeat(node(me))
+        await self.store.heartbeat(node(other))
+        # One run ended (its end written), one whose end was lost.
+        self.assertTrue(await self.store.begin_run(me, "job", running(self.job, 1)))
+        await self.store.end_run("job", attrs.evolve(running(self.job, 1, me), status="canceled",
+                                                     ended=time.time()), b"canceled\n")
+        self.assertTrue(await self.store.begin_run(me, "job", running(self.job + "x", 1)))
+        await self.store.append_logs([("job", self.job + "x", 1, 0, b"half")])
+        heard = self.listen()
+        await wait_for(lambda: self.store._listener._conn is not None)
+        [ended] = await self.make_store().leave(me)
+        self.assertEqual((ended.record.job_id, ended.record.status, ended.record.node),
+                         (self.job + "x", "failed", me))
+        self.assertEqual(await self.store.read_log("job", self.job + "x", 1),
+                         f"half!!! node {me} stopped during this run\n".encode())
+        self.assertEqual((await self.store.run("job", self.job, 1)).record.status, "canceled")
+        nodes = {n.name: n for n in await self.store.heartbeat(node(other))}
+        self.assertEqual((nodes[me].alive, nodes[me].running), (False, 0))
+        self.assertTrue(nodes[other].alive)
+        await wait_for(lambda: ("karajo_node", me) in heard)
+        # Its jobs are free; nobody reaps it later; leaving again changes nothing.
+        self.assertTrue(await self.store.begin_run(other, "job", running(self.job + "x", 2)))
+        self.sql("UPDATE karajo_node SET last_seen = now() - interval '1 hour' WHERE name = %s",
+                 (me,))
+        self.assertEqual(await self.store.reap(15.0, other), [])
+        self.assertEqual(await self.store.leave(me), [])
+        # Started again, it is alive again.
+        nodes = {n.name: n for n in await self.store.heartbeat(node(me))}
+        self.assertTrue(nodes[me].alive)
+
+
 class SlotTests(StoreCase):
     async def test_claims_race_each_slot_won_once(self) -> None:
         """Three nodes claim the same 2,000 slots at once, each in one batch."""

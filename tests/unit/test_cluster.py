@@ -99,6 +99,7 @@ class Node:
                 break
             self.test.clock.advance(0.125)
         [response] = got
+        self.test.clock.advance(0)  # the turn's batched writes (a run's begin) go out
         content = stub.content(response)
         stub.flush()
         raw = self.test.successResultOf(content)
@@ -181,6 +182,24 @@ class ClusterTestCase(unittest.TestCase):
     def runs_of(self, job: str) -> list[tuple[str, int, str | None]]:
         return [(n, c, t) for n, j, c, t in self.ran if j == job]
 
+    def dashboard(self, node: Node) -> bytes:
+        from twisted.web.resource import Resource
+
+        from karajo.web.ui import WebUI
+
+        root = Resource()
+        root.putChild(b"karajo", WebUI(node.service, node.api._sessions).resource())
+        stub = StubTreq(root)
+        d = stub.get("http://k/karajo/app/")
+        stub.flush()
+        self.clock.advance(0)
+        response = self.successResultOf(d)
+        content = stub.content(response)
+        for _ in range(10):
+            stub.flush()
+            self.clock.advance(0)
+        return self.successResultOf(content)
+
 
 class MembershipTests(ClusterTestCase):
     def test_nodes_see_each_other_and_agree_on_owners(self) -> None:
@@ -220,24 +239,6 @@ class MembershipTests(ClusterTestCase):
         a, b = self.start([self.job("x")], names=("a", "b"))
         self.assertNotIn(b"cluster-warning", self.dashboard(a))
 
-    def dashboard(self, node: Node) -> bytes:
-        from twisted.web.resource import Resource
-
-        from karajo.web.ui import WebUI
-
-        root = Resource()
-        root.putChild(b"karajo", WebUI(node.service, node.api._sessions).resource())
-        stub = StubTreq(root)
-        d = stub.get("http://k/karajo/app/")
-        stub.flush()
-        self.clock.advance(0)
-        response = self.successResultOf(d)
-        content = stub.content(response)
-        for _ in range(10):
-            stub.flush()
-            self.clock.advance(0)
-        return self.successResultOf(content)
-
 
 class ClaimTests(ClusterTestCase):
     def test_every_slot_once_over_three_minutes(self) -> None:
@@ -273,14 +274,14 @@ class ClaimTests(ClusterTestCase):
         nodes = self.start([self.job("x")])
         taken = []
         for node in nodes:
-            self.successResultOf(node.cluster.ensure_counter(("job", "x")))
-            taken += [node.cluster.take_counter(("job", "x")) for _ in range(3)]
+            self.successResultOf(node.cluster.counters.ensure(("job", "x")))
+            taken += [node.cluster.counters.take(("job", "x")) for _ in range(3)]
         nodes[0].stop()
         again = Node(self, "a", {"x": self.job("x")}).start()
         self.nodes.append(again)
         self.settle()
-        self.successResultOf(again.cluster.ensure_counter(("job", "x")))
-        later = again.cluster.take_counter(("job", "x"))
+        self.successResultOf(again.cluster.counters.ensure(("job", "x")))
+        later = again.cluster.counters.take(("job", "x"))
         self.assertEqual(len(set(taken + [later])), len(taken) + 1)
         self.assertGreater(later, max(taken))
 
@@ -288,8 +289,8 @@ class ClaimTests(ClusterTestCase):
         """A node whose disk has logs up to #40 (it ran alone) gets counters above them."""
         (a,) = self.start([self.job("x")], names=("a",))
         a.runner("x").counter = 40
-        self.successResultOf(a.cluster.ensure_counter(("job", "x")))
-        self.assertEqual(a.cluster.take_counter(("job", "x")), 41)
+        self.successResultOf(a.cluster.counters.ensure(("job", "x")))
+        self.assertEqual(a.cluster.counters.take(("job", "x")), 41)
 
     def test_counters_rise_as_ownership_moves(self) -> None:
         """a runs #1, is cut off and taken for dead, b runs the next; back, a goes on above."""
@@ -310,10 +311,35 @@ class ClaimTests(ClusterTestCase):
     def test_no_counter_in_hand_is_503(self) -> None:
         (a,) = self.start([self.job("x")], names=("a",))
         self.db.up = False
-        err = self.assertRaises(ClusterUnavailable, a.cluster.take_counter, ("job", "x"))
+        err = self.assertRaises(ClusterUnavailable, a.cluster.counters.take, ("job", "x"))
         status, name, _, headers = describe(err)
         self.assertEqual((status, name), (503, "ERR_CLUSTER_UNAVAILABLE"))
         self.assertIn((b"retry-after", b"5"), headers)
+
+
+class BatchTests(ClusterTestCase):
+    def test_runs_of_one_turn_begin_and_end_in_one_statement_each(self) -> None:
+        """Eight minutely jobs on one node: the runs of a minute begin in one statement, end in one."""
+        jobs = [self.job(f"j{i}", schedule="minutely") for i in range(8)]
+        self.start(jobs, names=("a",))
+        before = len(self.db.statements)
+        self.settle(30)  # past the minute T0
+        statements = self.db.statements[before:]
+        self.assertEqual(sorted(j for _, j, _, _ in self.ran), [f"j{i}" for i in range(8)])
+        self.assertEqual((statements.count("begin_runs"), statements.count("begin_run")), (1, 0))
+        self.assertEqual((statements.count("end_runs"), statements.count("end_run")), (1, 0))
+        for i in range(8):
+            self.assertEqual(self.db.runs[("job", f"j{i}", 1)].record.status, RunStatus.SUCCESS)
+            self.assertIsNone(self.db.job("job", f"j{i}").running_node)
+
+    def test_a_job_running_elsewhere_is_refused_in_a_batch(self) -> None:
+        """In one batch, each run gets its own answer: one job held by another node is not begun."""
+        jobs = [self.job(f"j{i}", schedule="minutely") for i in range(3)]
+        self.start(jobs, names=("a",))
+        self.db.job("job", "j1").running_node = "elsewhere"
+        self.settle(30)
+        self.assertEqual(sorted(j for _, j, _, _ in self.ran), ["j0", "j2"])
+        self.assertEqual(self.db.job("job", "j1").running_node, "elsewhere")
 
 
 class ForwardTests(ClusterTestCase):
@@ -418,7 +444,7 @@ class UnroutedForwardTests(ClusterTestCase):
         job = owned_by("a", ("a", "b"))
         a, b = self.start([self.job(job)], names=("a", "b"))
         d = defer.ensureDeferred(
-            b.cluster._pass_on(Forwarded(7, "job", job, "run", None, None, "x"), "a"))
+            b.cluster.requests.pass_on(Forwarded(7, "job", job, "run", None, None, "x"), "a"))
         self.settle(1)
         answer = self.successResultOf(d)
         self.assertEqual((answer.outcome, answer.counter), ("started", 1))
@@ -452,6 +478,26 @@ class MirrorTests(ClusterTestCase):
         [record] = b.runner(job).records()
         self.assertEqual(record.status, "success")
         self.assertEqual(b.runner(job).last_status, "success")
+
+    def test_a_run_on_another_node_shows_running(self) -> None:
+        """The job's status on every node (API, dashboard card) is running while it runs anywhere."""
+        job = owned_by("a", ("a", "b"))
+        self.hold.add(job)
+        a, b = self.start([self.job(job)], names=("a", "b"))
+        _, _, doc = b.request("GET", f"/karajo/api/job_exec?id={job}")
+        self.assertEqual(doc["data"]["status"], "started")
+        a.hook(job)
+        self.settle(1)
+        self.assertFalse(b.runner(job).executing)
+        for node in (a, b):
+            _, _, doc = node.request("GET", f"/karajo/api/job_exec?id={job}")
+            self.assertEqual(doc["data"]["status"], "running", node.name)
+        self.assertIn(b"st-running", self.dashboard(b))
+        self.release("a", job)
+        self.settle(1)
+        _, _, doc = b.request("GET", f"/karajo/api/job_exec?id={job}")
+        self.assertEqual(doc["data"]["status"], "success")
+        self.assertNotIn(b"st-running", self.dashboard(b))
 
     def test_live_log_within_a_second(self) -> None:
         job = owned_by("a", ("a", "b"))
@@ -580,6 +626,41 @@ class FailoverTests(ClusterTestCase):
         self.assertEqual(self.runs_of(job), [(new_owner, 1, "schedule")])
         self.settle(60)
         self.assertEqual([r[0] for r in self.runs_of(job)], [new_owner, new_owner])
+
+    def test_clean_stop_leaves_and_the_others_take_over_at_once(self) -> None:
+        """A node stopped cleanly is gone for the others at their next heartbeat."""
+        job = owned_by("a", ("a", "b"))
+        a, b = self.start([self.job(job)], names=("a", "b"))
+        a.hook(job)
+        before = len(self.db.statements)
+        a.stop()  # its clock runs FORWARD_WAIT + 1 s: well under node_timeout (15 s)
+        mine = self.db.statements[before:]
+        self.assertIn("leave", mine)
+        self.assertFalse(self.db.nodes["a"].alive)
+        self.assertEqual(b.cluster.alive, ("b",))
+        self.assertEqual(b.cluster.owner_of("job", job), "b")
+        self.assertEqual(self.db.runs[("job", job, 1)].record.status, RunStatus.SUCCESS)
+        status, _, body = b.hook(job)
+        self.assertEqual(status, 200, body)
+        counter = body["data"]["run"]["counter"]  # above a's block: a gap, never reused
+        self.assertEqual(self.runs_of(job), [("a", 1, "webhook"), ("b", counter, "webhook")])
+        # Not reaped as lost later either.
+        self.settle(20)
+        self.assertNotIn(b"was lost", self.db.logs[("job", job, 1)])
+
+    def test_a_stopping_node_leaves_after_its_ends(self) -> None:
+        """The leave is written after the run's end: the run ends canceled, not failed."""
+        job = owned_by("a", ("a",))
+        self.hold.add(job)
+        (a,) = self.start([self.job(job)], names=("a",))
+        a.hook(job)
+        self.assertTrue(a.runner(job).executing)
+        before = len(self.db.statements)
+        a.stop()
+        mine = self.db.statements[before:]
+        self.assertEqual(mine[-2:], ["end_runs", "leave"])
+        self.assertEqual(self.db.runs[("job", job, 1)].record.status, RunStatus.CANCELED)
+        self.assertNotIn(b"stopped during this run", self.db.logs[("job", job, 1)])
 
     def test_cut_off_node_cancels_what_the_others_ended(self) -> None:
         job = owned_by("a", ("a", "b"))
