@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.task import deferLater
+
 from karajo.clusterlogs import remote_feed
 from karajo.clusterstore import StoredRun, Unavailable
 from karajo.errors import ClusterUnavailable
@@ -24,6 +26,12 @@ if TYPE_CHECKING:
 __all__ = ["RunMirror"]
 
 Key = tuple[str, str]
+
+
+#: How long a run not found in the database is looked for again (seconds),
+#: and how often.
+BEGIN_WAIT = 2.0
+BEGIN_POLL = 0.25
 
 
 class RunMirror:
@@ -135,14 +143,29 @@ class RunMirror:
     # --- reading runs of other nodes -----------------------------------------------------------
 
     async def _stored_record(self, kind: str, job_id: str, counter: int) -> RunRecord | None:
-        record = self.record(kind, job_id, counter)
-        if record is not None:
-            return record
-        try:
-            stored = await self._node.store.run(kind, job_id, counter)
-        except Unavailable:
-            raise ClusterUnavailable("the cluster database is unreachable; try again") from None
-        return stored.record if stored is not None else None
+        """
+        The record of a run of another node.  A client that follows the run
+        a webhook to another node just started may ask before that node's
+        begin is written (begins go out once per reactor turn): a run not
+        found is looked for again for up to L{BEGIN_WAIT} seconds, the time
+        a running run may be behind on other nodes (docs/cluster.md), before
+        it is called unknown.
+        """
+        waited = 0.0
+        while True:
+            record = self.record(kind, job_id, counter)
+            if record is not None:
+                return record
+            try:
+                stored = await self._node.store.run(kind, job_id, counter)
+            except Unavailable:
+                raise ClusterUnavailable("the cluster database is unreachable; try again") from None
+            if stored is not None:
+                return stored.record
+            if waited >= BEGIN_WAIT:
+                return None
+            await deferLater(self._node.clock, BEGIN_POLL, lambda: None)
+            waited += BEGIN_POLL
 
     async def read_log(self, kind: str, job_id: str,
                        counter: int) -> tuple[LogName, bytes] | None:

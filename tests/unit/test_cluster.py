@@ -479,6 +479,32 @@ class MirrorTests(ClusterTestCase):
         self.assertEqual(record.status, "success")
         self.assertEqual(b.runner(job).last_status, "success")
 
+    def test_a_run_asked_for_before_its_begin_is_written_is_found(self) -> None:
+        """
+        A follower may ask another node for a run the owner has accepted but
+        not yet written: it is looked for again for up to BEGIN_WAIT seconds;
+        a run that never comes is unknown after that.
+        """
+        from twisted.internet.defer import ensureDeferred
+
+        from karajo.clustermirror import BEGIN_WAIT
+
+        job = owned_by("a", ("a", "b"))
+        self.hold.add(job)
+        a, b = self.start([self.job(job)], names=("a", "b"))
+        early = ensureDeferred(b.cluster.mirror.read_log("job", job, 1))
+        never = ensureDeferred(b.cluster.mirror.read_log("job", job, 99))
+        self.assertNoResult(early)
+        a.hook(job)
+        self.settle(1)
+        name, _ = self.successResultOf(early)
+        self.assertEqual((name.counter, name.status), (1, None))
+        self.assertNoResult(never)
+        self.settle(BEGIN_WAIT)
+        self.assertIsNone(self.successResultOf(never))
+        self.release("a", job)
+        self.settle(1)
+
     def test_a_run_on_another_node_shows_running(self) -> None:
         """The job's status on every node (API, dashboard card) is running while it runs anywhere."""
         job = owned_by("a", ("a", "b"))
