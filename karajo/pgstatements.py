@@ -75,23 +75,24 @@ coalesce((SELECT string_agg(c.data, ''::bytea ORDER BY c.off) FROM karajo_log_ch
     || convert_to({line} || E'\\n', 'UTF8')
 """
 
-REAP = f"""
-WITH dead AS (
-    UPDATE karajo_node SET alive = false
-    WHERE alive AND name <> %(me)s AND last_seen < now() - make_interval(secs => %(timeout)s)
-    RETURNING name, pg_notify('karajo_node', name)
-),
+def _runs_ended_failed(line: str, runs: str, jobs: str) -> str:
+    """
+    The end of a statement that ends a node's running runs C{failed} (a
+    reap, a restart, a leave): each run's stored log gets C{line}, every
+    node hears of it, its job is free again and its live chunks go; the
+    runs ended are what it returns.  C{runs} and C{jobs} say whose: the
+    C{FROM}/C{WHERE} of the runs (alias C{r}) and of the jobs (alias C{j}).
+    """
+    return f"""
 ended AS (
     UPDATE karajo_run r SET status = 'failed', ended = extract(epoch FROM now()),
-        log = {_ENDED_LOG.format(
-            line="'!!! node ' || r.node || ' was lost (not heard from for ' || %(label)s || ')'")}
-    FROM dead WHERE r.node = dead.name AND r.status = 'running'
+        log = {_ENDED_LOG.format(line=line)}
+    {runs} AND r.status = 'running'
     RETURNING {", ".join("r." + c for c in _RUN_COLUMNS.split(", "))},
         pg_notify('karajo_run', r.kind || '/' || r.job_id || '/' || r.counter)
 ),
 freed AS (
-    UPDATE karajo_job j SET running_node = NULL, running_counter = NULL
-    FROM dead WHERE j.running_node = dead.name
+    UPDATE karajo_job j SET running_node = NULL, running_counter = NULL {jobs}
 ),
 dropped AS (
     DELETE FROM karajo_log_chunk c USING ended e
@@ -100,24 +101,25 @@ dropped AS (
 SELECT {_RUN_COLUMNS} FROM ended
 """
 
+
+REAP = f"""
+WITH dead AS (
+    UPDATE karajo_node SET alive = false
+    WHERE alive AND name <> %(me)s AND last_seen < now() - make_interval(secs => %(timeout)s)
+    RETURNING name, pg_notify('karajo_node', name)
+),
+{_runs_ended_failed(
+    "'!!! node ' || r.node || ' was lost (not heard from for ' || %(label)s || ')'",
+    "FROM dead WHERE r.node = dead.name",
+    "FROM dead WHERE j.running_node = dead.name",
+)}"""
+
 RESTARTED = f"""
-WITH ended AS (
-    UPDATE karajo_run r SET status = 'failed', ended = extract(epoch FROM now()),
-        log = {_ENDED_LOG.format(
-            line="'!!! node ' || r.node || ' restarted during this run; marked failed at start-up'")}
-    WHERE r.node = %(me)s AND r.status = 'running'
-    RETURNING {", ".join("r." + c for c in _RUN_COLUMNS.split(", "))},
-        pg_notify('karajo_run', r.kind || '/' || r.job_id || '/' || r.counter)
-),
-freed AS (
-    UPDATE karajo_job SET running_node = NULL, running_counter = NULL WHERE running_node = %(me)s
-),
-dropped AS (
-    DELETE FROM karajo_log_chunk c USING ended e
-    WHERE c.kind = e.kind AND c.job_id = e.job_id AND c.counter = e.counter
-)
-SELECT {_RUN_COLUMNS} FROM ended
-"""
+WITH {_runs_ended_failed(
+    "'!!! node ' || r.node || ' restarted during this run; marked failed at start-up'",
+    "WHERE r.node = %(me)s",
+    "WHERE j.running_node = %(me)s",
+)}"""
 
 LEAVE = f"""
 WITH gone AS (
@@ -125,23 +127,12 @@ WITH gone AS (
     WHERE name = %(me)s AND alive
     RETURNING name, pg_notify('karajo_node', name)
 ),
-ended AS (
-    UPDATE karajo_run r SET status = 'failed', ended = extract(epoch FROM now()),
-        log = {_ENDED_LOG.format(
-            line="'!!! node ' || r.node || ' stopped during this run'")}
-    WHERE r.node = %(me)s AND r.status = 'running'
-    RETURNING {", ".join("r." + c for c in _RUN_COLUMNS.split(", "))},
-        pg_notify('karajo_run', r.kind || '/' || r.job_id || '/' || r.counter)
-),
-freed AS (
-    UPDATE karajo_job SET running_node = NULL, running_counter = NULL WHERE running_node = %(me)s
-),
-dropped AS (
-    DELETE FROM karajo_log_chunk c USING ended e
-    WHERE c.kind = e.kind AND c.job_id = e.job_id AND c.counter = e.counter
-)
-SELECT {_RUN_COLUMNS} FROM ended
-"""
+{_runs_ended_failed(
+    "'!!! node ' || r.node || ' stopped during this run'",
+    "WHERE r.node = %(me)s",
+    "WHERE j.running_node = %(me)s",
+)}"""
+
 RESERVE = """
 INSERT INTO karajo_job (kind, job_id, counter) VALUES (%(kind)s, %(job)s, %(after)s + %(n)s)
 ON CONFLICT (kind, job_id) DO UPDATE
