@@ -18,12 +18,9 @@ from twisted.logger import Logger
 
 from karajo.clusterstore import Answer, Forwarded, Unavailable
 from karajo.errors import (
+    REFUSAL_WORDS,
     ClusterUnavailable,
-    JobBusy,
-    JobPaused,
     RunRefused,
-    ServerStarting,
-    ServerStopping,
 )
 from karajo.model import TriggerRequest
 from karajo.runrecord import RunRecord
@@ -48,13 +45,6 @@ CANCEL = "cancel"
 #: the counter of the first attempt).
 RETRY = "retry"
 
-_REFUSALS: dict[type, str] = {
-    JobBusy: "busy",
-    JobPaused: "paused",
-    ServerStopping: "stopping",
-    ServerStarting: "starting",
-    ClusterUnavailable: "unavailable",
-}
 
 
 class Requests:
@@ -217,7 +207,7 @@ class Requests:
                     return Answer("ok", None, "job canceled")
                 return Answer("refused:not_running", None, "job is not running")
         except RunRefused as e:
-            return Answer("refused:" + _REFUSALS.get(type(e), "unavailable"), None, str(e))
+            return Answer("refused:" + REFUSAL_WORDS.get(type(e), "unavailable"), None, str(e))
         return Answer("refused:unknown", None, f"unknown action {action!r}")
 
     # --- chains and the replay guard -------------------------------------------------

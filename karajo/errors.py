@@ -90,3 +90,16 @@ class RunFailed(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+#: The owner's refusal of a forwarded request, by the error a local call
+#: raised -> its word in the answer (C{refused:WORD}); the asking node
+#: raises the same error again (L{karajo.web.api}).  The words cross the
+#: database between nodes.
+REFUSAL_WORDS: dict[type[Exception], str] = {
+    JobBusy: "busy",
+    JobPaused: "paused",
+    ServerStopping: "stopping",
+    ServerStarting: "starting",
+    ClusterUnavailable: "unavailable",
+}

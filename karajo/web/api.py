@@ -51,12 +51,9 @@ from werkzeug.routing import RequestRedirect
 
 from karajo.deferreds import as_deferred
 from karajo.errors import (
+    REFUSAL_WORDS,
     ClusterUnavailable,
-    JobBusy,
-    JobPaused,
     RunRefused,
-    ServerStarting,
-    ServerStopping,
 )
 from karajo.logtext import client_text
 from karajo.model import JobKind, TriggerRequest
@@ -542,13 +539,10 @@ class KarajoAPI:
         return envelope.success(request, None, "logged out")
 
 
-#: A refused L{karajo.clusterstore.Answer}'s reason -> the error a local call raises.
+#: A refused L{karajo.clusterstore.Answer}'s reason -> the error a local call
+#: raises: the owner's table read backwards, plus the two errors of the web's own.
 _REFUSALS: dict[str, type[Exception]] = {
-    "busy": JobBusy,
-    "paused": JobPaused,
-    "stopping": ServerStopping,
-    "starting": ServerStarting,
-    "unavailable": ClusterUnavailable,
+    **{word: error for error, word in REFUSAL_WORDS.items()},
     "not_running": JobNotRunning,
     "not_found": JobNotFound,
 }
