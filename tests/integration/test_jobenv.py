@@ -27,12 +27,10 @@ from karajo.errors import ConfigError
 from karajo.joblog import LogStore
 from karajo.paths import Paths
 from karajo.process import SANE_PATH
-from karajo.server import build_service
-from karajo.service import thread_runner
 from karajo.signature import sign
-from karajo.web.site import build_site
 from karajo.work import CommandWork
 from tests.helpers import config_tree, write
+from tests.integration.served import serve
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(karajo.__file__)))
 
@@ -84,22 +82,7 @@ class JobEnvTestCase(TestCase):
         """)
 
     async def daemon(self):
-        loaded = load_environment(self.config)
-        service = build_service(loaded, reactor)
-        service.removeService(service.getServiceNamed("http"))
-        service.startService()
-        await service.when_ready()
-        port = reactor.listenTCP(
-            0, build_site(service, reactor, thread_runner(reactor)), interface="127.0.0.1"
-        )
-
-        async def stop() -> None:
-            await port.stopListening()
-            if service.running:
-                await service.stopService()
-
-        self.addCleanup(stop)
-        return loaded, service, f"http://127.0.0.1:{port.getHost().port}"
+        return await serve(self, self.config)
 
     async def get(self, url: str) -> bytes:
         response = await _client().get(url)

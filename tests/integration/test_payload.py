@@ -19,14 +19,11 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from karajo.config import load_environment
 from karajo.paths import Paths
-from karajo.server import build_service
-from karajo.service import thread_runner
 from karajo.signature import sign
-from karajo.web.site import build_site
 from karajo.work import clear_payload, remove_payload, write_payload
 from tests.helpers import config_tree
+from tests.integration.served import serve
 
 SECRET = "gh-s3cret"
 MAIN = "refs/heads/main"
@@ -50,24 +47,8 @@ class DaemonTestCase(TestCase):
         self.config = config_tree(self.base, "secret = global-s3cret\n" + self.main)
 
     async def daemon(self):
-        loaded = load_environment(self.config)
-        service = build_service(loaded, reactor)
-        service.removeService(service.getServiceNamed("http"))
-        service.startService()
-        await service.when_ready()
-        port = reactor.listenTCP(
-            0, build_site(service, reactor, thread_runner(reactor)), interface="127.0.0.1"
-        )
-
-        async def stop() -> None:
-            await port.stopListening()
-            if service.running:
-                await service.stopService()
-
-        self.addCleanup(stop)
-        self.service = service
-        self.url = f"http://127.0.0.1:{port.getHost().port}"
-        return service
+        _, self.service, self.url = await serve(self, self.config)
+        return self.service
 
     async def github(self, path: str, body: bytes, event: str = "push", delivery: str | None = None,
                      content_type: str = "application/json"):
