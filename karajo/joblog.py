@@ -37,6 +37,7 @@ from karajo.runrecord import (
     RECORDS_SUFFIX,
     STATUSES,
     LogName,
+    RecordWrite,
     RunRecord,
     last_run_of,
     load_records,
@@ -44,7 +45,6 @@ from karajo.runrecord import (
     read_records,
     record_from_disk,
     scan_logs,
-    write_records,
 )
 from karajo.status import RunStatus
 
@@ -144,6 +144,11 @@ class LogStore:
         self._records: dict[int, RunRecord] = {}
         # _records as a tuple, made again only after it changed (snapshot()).
         self._tuple: tuple[RunRecord, ...] | None = None
+        # The counters whose record changed since the record file was last
+        # written, and how many records were appended to it since it was
+        # last written whole (None: unknown, the next write is whole).
+        self._dirty: set[int] = set()
+        self._appended: int | None = None
         # Record writes and log finishes of this job, one after the other.
         self._io: Deferred[None] = Deferred()
         self._io.callback(None)
@@ -296,6 +301,7 @@ class LogStore:
         self._records[final.counter] = attrs.evolve(
             record, status=RunStatus(final.status), ended=ended
         )
+        self._dirty.add(final.counter)
         self._tuple = None
 
     def _in_order(self, f: Callable[..., object], *args: object) -> Deferred:
@@ -331,19 +337,41 @@ class LogStore:
             return
         self._save_call = self.clock.callLater(RECORD_DELAY, self._save_records)
 
-    def _snapshot_for_finish(self) -> tuple[RunRecord, ...]:
-        """The records a finish writes; a pending write of them is no longer needed."""
+    def _write_for_finish(self) -> RecordWrite | None:
+        """The record write a finish does; a pending write is no longer needed."""
         if self._save_call is not None:
             self._save_call.cancel()
             self._save_call = None
-        return self.snapshot()
+        return self._record_write()
+
+    def _record_write(self) -> RecordWrite | None:
+        """
+        The next write of the record file: the changed records appended
+        (no file created or replaced per run), or the whole file replaced
+        once as many records were appended as it would hold twice over
+        (plus a margin), so it stays a few times the size of what the store
+        keeps.  C{None} when there is no file or nothing changed.
+        """
+        if self.records_path is None or not self._dirty and self._appended is not None:
+            return None
+        limit = 2 * len(self._records) + 16
+        if self._appended is None or self._appended + len(self._dirty) > limit:
+            write = RecordWrite(self.records_path, self.snapshot(), whole=True)
+            self._appended = 0
+        else:
+            changed = tuple(self._records[c] for c in sorted(self._dirty) if c in self._records)
+            write = RecordWrite(self.records_path, changed, whole=False)
+            self._appended += len(changed)
+        self._dirty.clear()
+        return write
 
     def _save_records(self) -> None:
-        """Queue a rewrite of the record file (a run began a while ago)."""
+        """Queue a write of the record file (a run began a while ago)."""
         self._save_call = None
-        if self.records_path is None:
+        write = self._record_write()
+        if write is None:
             return
-        d = self._in_order(write_records, self.records_path, self.snapshot())
+        d = self._in_order(write)
         d.addErrback(
             lambda f: _log.failure("Writing run records {path} failed", f, path=self.records_path)
         )
@@ -360,6 +388,8 @@ class LogStore:
         self._floor = state.counter
         self._records = {r.counter: r for r in state.records}
         self._tuple = None
+        self._dirty.clear()
+        self._appended = None
         return state
 
     def load(self) -> RestoredState:
@@ -446,6 +476,7 @@ class LogStore:
         )
         if reserved:  # it may come after a later counter's record: keep them in order
             self._records = dict(sorted(self._records.items()))
+        self._dirty.add(counter)
         self._tuple = None
         self._save_records_soon()
         return RunLog(self, running, fd, self.reserve(counter))
@@ -472,7 +503,17 @@ class LogStore:
             job=self.job_id, counter=counter))
         return d.addCallback(lambda _: None)
 
-    def prune(self, retention: int) -> list[LogName]:
+    def kept(self) -> list[LogName]:
+        """
+        The logs this store keeps, as its records name them (oldest first):
+        what a finish prunes, without listing the directory per run.
+        """
+        return [
+            LogName(c, self.job_id, None if r.status is RunStatus.RUNNING else r.status)
+            for c, r in self._records.items()
+        ]
+
+    def prune(self, retention: int, names: Sequence[LogName] | None = None) -> list[LogName]:
         """
         Keep the newest C{retention} finished logs (at least one) and delete
         the older finished ones.  A running log is never counted or touched.
@@ -481,9 +522,12 @@ class LogStore:
         (C{RunLog.finish(status, retention)}), which then L{forget}s what it
         returns on the reactor thread.
 
+        @param names: the logs there are, oldest first (L{kept}); without
+            them the directory is listed.
         @return: the logs deleted.
         """
-        names = self.scan()
+        if names is None:
+            names = self.scan()
         finished = [n for n in names if n.status is not None]
         doomed = finished[: -max(retention, 1)]
         if doomed:

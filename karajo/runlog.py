@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from karajo.logfeed import LogFeed
-from karajo.runrecord import STATUSES, LogName, RunRecord, write_records
+from karajo.runrecord import STATUSES, LogName, RecordWrite, RunRecord
 from karajo.status import RunStatus
 
 if TYPE_CHECKING:
@@ -179,11 +179,11 @@ class RunLog:
         store = self._store
         store._ended(final, store.clock.seconds())
         args = (self._file, rest, self.path, store.path_of(final), final,
-                store.records_path, store._snapshot_for_finish())
+                store._write_for_finish())
         if retention is None:
             d = store._in_order(_close_and_rename, *args)
         else:
-            d = store._in_order(_finish_and_prune, store, retention, *args)
+            d = store._in_order(_finish_and_prune, store, retention, store.kept(), *args)
             d.addCallback(self._forget_pruned)
 
         def renamed(name: LogName) -> LogName:
@@ -255,16 +255,16 @@ class RunLog:
 
 
 def _finish_and_prune(
-    store: LogStore, retention: int, *args: object
+    store: LogStore, retention: int, kept: list[LogName], *args: object
 ) -> tuple[LogName, list[LogName] | str]:
     """
-    L{_close_and_rename}, then L{karajo.joblog.LogStore.prune}: one thread
-    step.  Returns the final name and the pruned logs (or, when pruning
-    failed, why: the finish itself succeeded).
+    L{_close_and_rename}, then L{karajo.joblog.LogStore.prune} of the logs
+    C{kept}: one thread step.  Returns the final name and the pruned logs
+    (or, when pruning failed, why: the finish itself succeeded).
     """
     final = _close_and_rename(*args)  # type: ignore[arg-type]
     try:
-        return final, store.prune(retention)
+        return final, store.prune(retention, kept)
     except OSError as e:
         return final, str(e)
 
@@ -275,25 +275,24 @@ def _close_and_rename(
     old_path: str,
     new_path: str,
     final: LogName,
-    records_path: str | None = None,
-    records: tuple[RunRecord, ...] = (),
+    records: RecordWrite | None = None,
 ) -> LogName:
     """
     The blocking end of L{RunLog.finish}, run off the reactor thread: the
-    record file is replaced before the log's rename, so the one directory
+    record file is written before the log's rename, so the one directory
     fsync that makes the rename durable comes after both.
     """
     with file:
         file.writelines(rest)
         file.flush()
         os.fsync(file.fileno())
-    if records_path is not None:
+    if records is not None:
         try:
-            write_records(records_path, records)
+            records()
         except OSError as e:
             # The log is what matters; restore copes without the record.
             _log.warn("Writing run records {path} failed: {error}",
-                      path=records_path, error=str(e))
+                      path=records.path, error=str(e))
     os.rename(old_path, new_path)
     fsync_dir(os.path.dirname(new_path))
     return final

@@ -13,23 +13,27 @@ text) and persisted in one file per job, C{var/run/karajo/$KIND/$ID.runs}
 (the run-time state directory of docs/configuration.md), as JSON holding the records of the
 logs the store keeps.
 
-  - Crash-safe: the file is only ever replaced whole (written to
-    C{$ID.runs.tmp}, then C{rename}d over), so a kill -9 at any point leaves
-    the old or the new file, never a torn one.  A file that does not parse
-    (a power loss before the page cache reached the disk) is ignored.
-  - Cheap: no fsync of its own.  It is rewritten once per run, off the
-    reactor thread and in order (C{LogStore._in_order}): at
-    L{karajo.runlog.RunLog.finish} in the same thread step that fsyncs and renames the
-    log, just before the rename; a run still going
-    L{karajo.joblog.RECORD_DELAY} (1 s) after L{karajo.joblog.LogStore.begin}
-    is written once more then (C{running}, with its start time), so a
-    crash during a long run keeps its start and trigger.  A run killed with
+  - Crash-safe: the file is a whole document (written to C{$ID.runs.tmp},
+    then C{rename}d over) followed by the records appended since, a line
+    each, each append one C{write}: a kill -9 at any point leaves the old
+    or the new file, never a torn record.  A line that does not parse (a
+    power loss before the page cache reached the disk) is skipped.
+  - Cheap: no fsync of its own, and no file created per run.  A run's
+    record is appended off the reactor thread and in order
+    (C{LogStore._in_order}): at L{karajo.runlog.RunLog.finish} in the same
+    thread step that fsyncs and renames the log, just before the rename; a
+    run still going L{karajo.joblog.RECORD_DELAY} (1 s) after
+    L{karajo.joblog.LogStore.begin} is appended once more then (C{running},
+    with its start time), so a crash during a long run keeps its start and
+    trigger.  Once twice what the store keeps (plus 16) was appended, the
+    file is written whole again; the first write after a start-up is
+    whole.  A run killed with
     the daemon in its first second has no record: restored C{failed}, its
     C{ended} is its log's modification time and its start unknown, as for a
     log of an older karajo.  The log file and its name stay the truth
     about which runs exist and how they ended; the record adds the times.
   - Pruned with the logs: L{karajo.joblog.LogStore.forget} drops the records of pruned
-    logs, and each rewrite holds only the records the store still keeps;
+    logs, and each whole write holds only the records the store still keeps;
     L{karajo.joblog.LogStore.restore} ignores a record whose log is gone.
   - Rebuilt at start-up by L{karajo.joblog.LogStore.restore}, in the existing restore
     step, with one read of that file per job (it replaces the read of the
@@ -57,7 +61,9 @@ __all__ = [
     "RECORDS_SUFFIX",
     "STATUSES",
     "LogName",
+    "RecordWrite",
     "RunRecord",
+    "append_records",
     "last_run_of",
     "load_records",
     "parse_log_name",
@@ -232,7 +238,13 @@ def last_run_of(records: Sequence[RunRecord]) -> float | None:
 
 
 def read_records(path: str, job_id: str) -> dict[int, RunRecord]:
-    """The records in the file at C{path}, by counter; empty when unreadable."""
+    """
+    The records in the file at C{path}, by counter; empty when unreadable.
+    The file is a whole document (L{write_records}) followed by the records
+    appended since (L{append_records}), one JSON value per line; a later
+    line wins.  A line that does not parse (a power loss before the page
+    cache reached the disk) is skipped, the rest still count.
+    """
     try:
         with open(path, "rb") as f:
             data = f.read(RECORDS_MAX_BYTES + 1)
@@ -241,22 +253,37 @@ def read_records(path: str, job_id: str) -> dict[int, RunRecord]:
     except OSError as e:
         _log.warn("Ignoring unreadable run records {path}: {error}", path=path, error=str(e))
         return {}
-    try:
-        if len(data) > RECORDS_MAX_BYTES:
-            raise ValueError("too large")
-        document = json.loads(data)
-        runs = document["runs"]
-        if not isinstance(runs, list):
-            raise ValueError("runs is not a list")
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        _log.warn("Ignoring malformed run records {path}", path=path)
+    if len(data) > RECORDS_MAX_BYTES:
+        _log.warn("Ignoring run records {path}: over {limit} bytes",
+                  path=path, limit=RECORDS_MAX_BYTES)
         return {}
     found = {}
-    for value in runs:
-        record = RunRecord.from_json(job_id, value)
-        if record is not None:
-            found[record.counter] = record
+    skipped = 0
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            skipped += 1
+            continue
+        runs = value.get("runs") if isinstance(value, dict) and "counter" not in value else [value]
+        if not isinstance(runs, list):
+            skipped += 1
+            continue
+        for run in runs:
+            record = RunRecord.from_json(job_id, run)
+            if record is None:
+                skipped += 1
+            else:
+                found[record.counter] = record
+    if skipped:
+        _log.warn("Ignoring {count} malformed run records in {path}", count=skipped, path=path)
     return found
+
+
+def _encode(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode("ascii") + b"\n"
 
 
 def write_records(path: str, records: tuple[RunRecord, ...]) -> None:
@@ -265,10 +292,7 @@ def write_records(path: str, records: tuple[RunRecord, ...]) -> None:
     point leaves the old or the new one.  No fsync: see the module
     docstring.  Runs off the reactor thread.
     """
-    data = json.dumps(
-        {"version": 1, "runs": [r.to_json() for r in records]},
-        separators=(",", ":"),
-    ).encode("ascii")
+    data = _encode({"version": 1, "runs": [r.to_json() for r in records]})
     tmp = path + ".tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
     try:
@@ -281,6 +305,39 @@ def write_records(path: str, records: tuple[RunRecord, ...]) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def append_records(path: str, records: tuple[RunRecord, ...]) -> None:
+    """
+    Add C{records} at the end of the record file, a line each, in one
+    C{write}: a kill -9 leaves all of them or none (a process's death
+    cannot split a write to the page cache).  No file is created or
+    replaced, which is what makes it cheaper than L{write_records} (see
+    bench/PROFILE.md).  Runs off the reactor thread.
+    """
+    data = b"".join(_encode(r.to_json()) for r in records)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(path, flags, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+@attrs.frozen
+class RecordWrite:
+    """
+    One write of a job's record file, decided on the reactor thread
+    (L{karajo.joblog.LogStore}) and done off it: C{records} replace the
+    file (C{whole}) or are appended to it.
+    """
+
+    path: str
+    records: tuple[RunRecord, ...]
+    whole: bool
+
+    def __call__(self) -> None:
+        (write_records if self.whole else append_records)(self.path, self.records)
 
 
 def record_from_disk(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import calendar
 import datetime
-import json
 import os
 import stat
 import tracemalloc
@@ -33,7 +32,7 @@ from karajo.joblog import (
     parse_log_name,
 )
 from karajo.runlog import _close_and_rename
-from karajo.runrecord import write_records
+from karajo.runrecord import read_records
 
 # 2026-01-02 03:04:05 UTC
 T0 = calendar.timegm((2026, 1, 2, 3, 4, 5))
@@ -735,11 +734,16 @@ class StoreTests(StoreMixin, SynchronousTestCase):
 
 
 class RunRecordTests(StoreMixin, SynchronousTestCase):
-    """The run record: kept, written whole, pruned, rebuilt; never read from log text."""
+    """The run record: kept, appended, compacted, pruned, rebuilt; never read from log text."""
 
     def saved(self) -> dict:
+        """The file's records as a reader sees them (a later line wins), by counter."""
+        found = read_records(self.state_path + ".runs", "my_id")
+        return {"runs": [found[c].to_json() for c in sorted(found)]}
+
+    def lines(self) -> list[bytes]:
         with open(self.state_path + ".runs", "rb") as f:
-            return json.loads(f.read())
+            return f.read().splitlines()
 
     def test_begin_and_finish(self) -> None:
         """
@@ -836,7 +840,7 @@ class RunRecordTests(StoreMixin, SynchronousTestCase):
         self.assertEqual([n.counter for n in store.scan()], [2, 3])
         self.assertEqual([r.counter for r in store.records()], [2, 3])
 
-        def broken(retention: int) -> list:
+        def broken(retention: int, names: object) -> list:
             raise PermissionError("no")
 
         store.prune = broken  # type: ignore[method-assign]
@@ -862,7 +866,7 @@ class RunRecordTests(StoreMixin, SynchronousTestCase):
 
     def test_the_log_name_wins(self) -> None:
         """
-        A kill between the record's rewrite and the log's rename: the record
+        A kill between the record's write and the log's rename: the record
         says success, the log is still running: the log wins (C{failed}).
         """
         threads = FakeThreads()
@@ -871,8 +875,7 @@ class RunRecordTests(StoreMixin, SynchronousTestCase):
         threads.run()
         log.finish("success")
         [(_f, args, _d)] = threads.calls
-        path, records = args[-2], args[-1]
-        write_records(path, records)  # the step's first half; then the kill
+        args[-1]()  # the step's record write; then the kill
         self.assertEqual(self.saved()["runs"][0]["status"], "success")
         state = self.store().restore()
         self.assertEqual([r.status for r in state.records], ["failed"])
@@ -904,7 +907,10 @@ class RunRecordTests(StoreMixin, SynchronousTestCase):
                          ["my_id.runs", "my_id.runs.tmp"])
 
     def test_pruned_with_the_logs(self) -> None:
-        """forget() drops pruned runs; the next write leaves them out; restore ignores strays."""
+        """
+        forget() drops pruned runs; restore ignores the records of logs
+        that are gone; the next whole write leaves them out.
+        """
         store = self.store()
         for counter in (1, 2, 3):
             self.run_job(store, counter)
@@ -912,9 +918,58 @@ class RunRecordTests(StoreMixin, SynchronousTestCase):
         self.assertEqual([r.counter for r in store.records()], [2, 3])
         store.begin(4)
         self.clock.advance(RECORD_DELAY)
-        self.assertEqual([r["counter"] for r in self.saved()["runs"]], [2, 3, 4])
+        self.assertEqual([r["counter"] for r in self.saved()["runs"]], [1, 2, 3, 4])
         os.unlink(store.path_of(LogName(2, "my_id", "success")))
-        self.assertEqual([r.counter for r in self.store().restore().records], [3, 4])
+        restored = self.store()
+        self.assertEqual([r.counter for r in restored.restore().records], [3, 4])
+        log = restored.begin(5)  # the first write after a restart is whole
+        self.finish(log)
+        self.assertEqual([r["counter"] for r in self.saved()["runs"]], [3, 4, 5])
+
+    def test_appended_then_compacted(self) -> None:
+        """
+        Each finish appends its record (one line, no file replaced); once
+        twice what the store keeps (plus 16) was appended, the file is
+        written whole again, so it stays bounded however many runs there
+        are, and every restore in between sees the newest records.
+        """
+        store = self.store()
+        self.run_job(store, 1)
+        self.assertEqual(len(self.lines()), 1)  # the first write is whole
+        inode = os.stat(store.records_path).st_ino
+        self.run_job(store, 2)
+        self.assertEqual(len(self.lines()), 2)
+        self.assertEqual(os.stat(store.records_path).st_ino, inode)
+        sizes = []
+        for counter in range(3, 200):
+            self.clock.advance(1)
+            self.run_job(store, counter, "failed" if counter % 7 == 0 else "success")
+            store.forget(store.prune(5))
+            sizes.append(len(self.lines()))
+            if counter % 50 == 0:
+                restored = self.store().restore().records
+                self.assertEqual(restored, tuple(store.records()))
+        # The store holds the 5 kept and the one finishing; the whole write is a line.
+        self.assertLessEqual(max(sizes), 2 * 6 + 16 + 1)
+        self.assertLess(min(sizes[20:]), 5)  # compacted again and again
+        self.assertEqual([r.counter for r in self.store().restore().records],
+                         list(range(195, 200)))
+
+    def test_a_torn_last_line_costs_only_itself(self) -> None:
+        """
+        A line cut short (a power loss) or foreign is skipped; the whole
+        document before it and the lines after it still count.
+        """
+        store = self.store()
+        self.run_job(store, 1)
+        self.clock.advance(5)
+        self.run_job(store, 2)
+        with open(store.records_path, "ab") as f:
+            f.write(b'7\n{"counter": 3, "status": "succ\n{"counter": 2, "status":')
+        with capturedLogs() as events:
+            state = self.store().restore()
+        self.assertEqual([(r.counter, r.started) for r in state.records], [(1, T0), (2, T0 + 5)])
+        self.assertEqual([e.get("count") for e in events if "count" in e], [3])
 
     def test_load_records_changes_nothing(self) -> None:
         """load_records (karajo check) leaves a running log running and the files alone."""
