@@ -13,7 +13,7 @@ spawns, 4 at a time:
   - C{/bin/sh -c true} through C{reactor.spawnProcess} (Twisted uses
     C{posix_spawnp});
   - C{/bin/sh -c true} as karajo spawns a command: in a new session
-    through L{karajo.process.SessionProcess}, stdin from /dev/null.
+    through L{karajo.process.LeaderProcess}, stdin from /dev/null.
 
 The script re-executes itself under C{taskset -c 0} so the daemon runs on
 one core; every spawned process is moved to the other core(s) right after
@@ -94,14 +94,14 @@ def pin_children(child_cpus: set[int] | None):
             except OSError:
                 pass  # already gone
 
-    spawn = karajo.process.spawn_in_session
+    spawn = karajo.process.spawn_leader
 
     def spawn_and_pin(*args, **kwargs) -> int:
         pid = spawn(*args, **kwargs)
         pin(pid)
         return pid
 
-    karajo.process.spawn_in_session = spawn_and_pin
+    karajo.process.spawn_leader = spawn_and_pin
     return pin
 
 
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
 
     from karajo.config import Loaded, validate
     from karajo.model import Environment, Job
-    from karajo.process import SHELL, SessionProcess, command_env, session_spawn_usable
+    from karajo.process import SHELL, LeaderProcess, command_env, leader_spawn_usable
     from karajo.server import build_service
 
     affinity = os.sched_getaffinity(0)
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     if pinned and not child_cpus:
         child_cpus = None
     pin = pin_children(child_cpus)
-    if not session_spawn_usable(reactor):
+    if not leader_spawn_usable(reactor):
         print("note: karajo falls back to setsid(1) on this Twisted", file=sys.stderr)
 
     tmp = tempfile.mkdtemp(prefix="karajo-bench-runs-", dir=args.dir)
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
             st["started"] += 1
             d = defer.Deferred()
             if session:
-                t = SessionProcess(reactor, argv[0], argv, cenv, None, Bare(d),
+                t = LeaderProcess(reactor, argv[0], argv, cenv, None, Bare(d),
                                    childFDs={0: devnull, 1: "r", 2: "r"})
             else:
                 t = reactor.spawnProcess(Bare(d), argv[0], argv, env=cenv,

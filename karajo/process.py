@@ -1,11 +1,19 @@
 """
-One shell command in its own session, streamed into a run log.
+One shell command in its own process group, streamed into a run log.
 
-Each command leads a fresh session and process group: cancel, timeout and
+Each command leads a fresh process group: cancel, timeout and
 shutdown then stop everything the command started (TERM to the group, KILL
 after a grace period), not just the shell.  When the shell itself exits,
 whatever it left running in its group is stopped too, so a job never leaves
 orphans behind (like systemd's C{KillMode=control-group}).
+
+A command also leads a new session when the daemon has a controlling
+terminal (C{twistd -n} in a shell), so a job cannot reach that terminal.
+A daemon without one (daemonized, under systemd) only starts a group: the
+session would detach from nothing, and Linux gives each new session its
+own scheduler autogroup, which costs an allocation per command and, under
+load, can leave the new command unscheduled for seconds (seen here on a
+pinned core: runs stalled 6 s at their exec, bench/PROFILE.md).
 """
 
 from __future__ import annotations
@@ -42,7 +50,8 @@ READ_SIZE = 64 * 1024
 def setsid_path() -> str:
     """
     C{setsid(1)} from util-linux, present on every Linux distribution: the
-    fallback way into a new session when L{SessionProcess} cannot be used.
+    fallback way to a command's own group (in a new session) when
+    L{LeaderProcess} cannot be used.
     """
     found = shutil.which("setsid", path=SANE_PATH)
     if found is None:
@@ -83,7 +92,7 @@ class _CommandProtocol(protocol.ProcessProtocol):
         self.pgid: int | None = None
 
     def connectionMade(self) -> None:
-        # The child leads its own session and group: pgid == pid.
+        # The child leads its own group: pgid == pid.
         # Kept here because the transport forgets its pid once it exits
         # (which may be before spawnProcess even returns).
         if self.transport is not None:
@@ -154,6 +163,20 @@ class RunningCommand:
 _DEFAULT_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
 
 
+@functools.cache
+def _has_terminal() -> bool:
+    """
+    Whether the daemon has a controlling terminal; asked once (a daemon
+    gives its terminal up before it starts any command, if ever).
+    """
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
 def _close_on_exec(fd: int) -> bool:
     try:
         return bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC)
@@ -161,16 +184,17 @@ def _close_on_exec(fd: int) -> bool:
         return True  # closed meanwhile (the listing's own descriptor)
 
 
-def spawn_in_session(
+def spawn_leader(
     executable: str, args: list[str], env: Mapping[str, str], fdmap: Mapping[int, int]
 ) -> int:
     """
-    C{posix_spawn} C{executable} as the leader of a new session, with the
+    C{posix_spawn} C{executable} as the leader of a new process group (and
+    of a new session, when the daemon has a terminal: L{_has_terminal}), with the
     daemon's descriptors C{fdmap[n]} as its descriptors C{n} and no other
     descriptor inherited; returns its pid.
 
     This is what C{setsid(1)} would do, minus one exec: half a millisecond
-    of every run's start.
+    of every run's start (minus the session, too, without a terminal).
     """
     moved: list[int] = []
     try:
@@ -192,9 +216,10 @@ def spawn_in_session(
             for fd in map(int, os.listdir("/proc/self/fd"))
             if fd not in fdmap and not _close_on_exec(fd)
         ]
+        leader: dict[str, Any] = {"setsid": True} if _has_terminal() else {"setpgroup": 0}
         return os.posix_spawn(
             executable, args, env,
-            file_actions=actions, setsid=True,
+            file_actions=actions, **leader,
             setsigdef=_DEFAULT_SIGNALS, setsigmask=(),
         )
     finally:
@@ -225,21 +250,21 @@ class OutputReader(ProcessReader):
         return None
 
 
-class SessionProcess(SpawnHookProcess):
+class LeaderProcess(SpawnHookProcess):
     """
-    A Twisted process started by L{spawn_in_session} (through the spawn
-    hook of L{karajo.twisted_private}; L{session_spawn_usable} checks that
+    A Twisted process started by L{spawn_leader} (through the spawn
+    hook of L{karajo.twisted_private}; L{leader_spawn_usable} checks that
     the hook still has the shape it was written for, and karajo falls back
     to C{setsid(1)} when it has changed).  Its output is read by
     L{OutputReader}.
     """
 
-    spawn = staticmethod(spawn_in_session)
+    spawn = staticmethod(spawn_leader)
     processReaderFactory = OutputReader
 
 
-def session_spawn_usable(reactor: object) -> bool:
-    """Whether L{SessionProcess} can start commands on C{reactor}."""
+def leader_spawn_usable(reactor: object) -> bool:
+    """Whether L{LeaderProcess} can start commands on C{reactor}."""
     return spawn_hook_usable(reactor)
 
 
@@ -254,7 +279,7 @@ def spawn_command(
 ) -> RunningCommand:
     """
     Start C{/bin/sh -c command} in C{cwd} with exactly C{env}, in a new
-    session; its stdout and stderr, one stream in the order written, go to
+    process group; its stdout and stderr, one stream in the order written, go to
     C{sink(bytes)} as they arrive.  C{note(text)} gets what karajo has to
     say about the command's output (a line for the run log).
 
@@ -271,8 +296,8 @@ def spawn_command(
     # One pipe takes stdout and stderr (the wrapper points 2 at 1 first),
     # so the log keeps the order in which lines were written.
     child_fds: dict[int, int | str] = {0: _dev_null(), 1: "r", 2: _dev_null()}
-    if session_spawn_usable(reactor):
-        SessionProcess(reactor, SHELL, argv, dict(env), None, proto, childFDs=child_fds)  # nosec
+    if leader_spawn_usable(reactor):
+        LeaderProcess(reactor, SHELL, argv, dict(env), None, proto, childFDs=child_fds)  # nosec
     else:
         setsid = setsid_path()
         reactor.spawnProcess(  # nosec: shell by design, see above

@@ -12,8 +12,9 @@ with C{_}); use what this module offers instead.
 The hooks:
 
   1. L{SpawnHookProcess}: C{twisted.internet.process.Process.
-     _trySpawnInsteadOfFork}, overridden so a command starts straight in a
-     new session (C{posix_spawn} with C{setsid}).  If it changes,
+     _trySpawnInsteadOfFork}, overridden so a command starts straight as
+     the leader of a new group (C{posix_spawn} with C{setpgroup}, or
+     C{setsid}).  If it changes,
      L{spawn_hook_usable} says so and commands fall back to C{setsid(1)}
      (half a millisecond slower per command, nothing else changes).
   2. L{raise_listen_errors}: C{StreamServerEndpointService.

@@ -1,5 +1,5 @@
 """
-Tests for how a command is started (L{karajo.process}): its session, its
+Tests for how a command is started (L{karajo.process}): its group, its
 signals and its descriptors, on the direct C{posix_spawn} path and on the
 C{setsid(1)} fallback, with real processes on the real reactor.
 """
@@ -14,7 +14,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from karajo import process
-from karajo.process import command_env, spawn_command, spawn_in_session
+from karajo.process import command_env, spawn_command, spawn_leader
 
 # The shell's own view of itself: pid, process group, session (fields 1, 5
 # and 6 of /proc/PID/stat), the signals it ignores and blocks, whether it
@@ -46,29 +46,54 @@ class SpawnTests(TestCase):
         return {line.split(None, 1)[0].rstrip(":"): line.split(None, 1)[1] for line in lines}
 
     def use_fallback(self) -> None:
-        self.patch(process, "session_spawn_usable", lambda reactor: False)
+        self.patch(process, "leader_spawn_usable", lambda reactor: False)
 
     def test_direct_spawn_in_use(self) -> None:
         """
         On the Twisted karajo is built against, commands skip the exec of
         setsid(1).  If this fails after a Twisted upgrade, karajo still
         works (through setsid), half a millisecond slower per command:
-        see L{process.SessionProcess}.
+        see L{process.LeaderProcess}.
         """
-        self.assertTrue(process.session_spawn_usable(reactor))
+        self.assertTrue(process.leader_spawn_usable(reactor))
 
-    async def check_session_leader(self) -> None:
-        pid, pgrp, session = (await self.probe())["ids"].split()
+    async def leader_ids(self) -> tuple[int, int, int]:
+        pid, pgrp, session = map(int, (await self.probe())["ids"].split())
         self.assertEqual(pid, pgrp)
-        self.assertEqual(pid, session)
-        self.assertNotEqual(int(pgrp), os.getpgrp())
+        self.assertNotEqual(pgrp, os.getpgrp())
+        return pid, pgrp, session
 
-    async def test_session_leader(self) -> None:
-        await self.check_session_leader()
+    async def test_group_leader_without_a_terminal(self) -> None:
+        """
+        A daemon without a controlling terminal starts each command as the
+        leader of its own group, in the daemon's session: no session (and
+        no scheduler autogroup) per command.
+        """
+        self.patch(process, "_has_terminal", lambda: False)
+        _pid, _pgrp, session = await self.leader_ids()
+        self.assertEqual(session, os.getsid(0))
+
+    async def test_session_leader_with_a_terminal(self) -> None:
+        """With a controlling terminal, a command leads a new session: the terminal is out of reach."""
+        self.patch(process, "_has_terminal", lambda: True)
+        pid, _pgrp, session = await self.leader_ids()
+        self.assertEqual(pid, session)
 
     async def test_session_leader_fallback(self) -> None:
         self.use_fallback()
-        await self.check_session_leader()
+        pid, _pgrp, session = await self.leader_ids()
+        self.assertEqual(pid, session)
+
+    def test_has_terminal(self) -> None:
+        """Asked of /dev/tty, which opens only with a controlling terminal."""
+        try:
+            os.close(os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY))
+            expected = True
+        except OSError:
+            expected = False
+        process._has_terminal.cache_clear()
+        self.addCleanup(process._has_terminal.cache_clear)
+        self.assertEqual(process._has_terminal(), expected)
 
     async def check_clean_signals_and_fds(self) -> None:
         # Python ignores SIGPIPE and the test runner may block signals; a
@@ -94,6 +119,7 @@ class SpawnTests(TestCase):
     async def test_clean_signals_and_fds_fallback(self) -> None:
         self.use_fallback()
         await self.check_clean_signals_and_fds()
+
 
     async def test_cwd_with_odd_name(self) -> None:
         odd = os.path.abspath(self.mktemp()) + "/-a dir; $(x) 'q'"
@@ -133,7 +159,7 @@ class SpawnInSessionTests(TestCase):
         try:
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
-            pid = spawn_in_session(
+            pid = spawn_leader(
                 "/bin/sh", ["sh", "-c", "echo to-out; echo to-err >&2"],
                 {"PATH": "/usr/bin:/bin"}, {1: 2, 2: 1},
             )
@@ -151,4 +177,4 @@ class SpawnInSessionTests(TestCase):
 
     def test_spawn_failure_raises(self) -> None:
         with self.assertRaises(OSError):
-            spawn_in_session("/nonexistent/sh", ["sh"], {}, {})
+            spawn_leader("/nonexistent/sh", ["sh"], {}, {})
