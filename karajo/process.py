@@ -18,6 +18,7 @@ pinned core: runs stalled 6 s at their exec, bench/PROFILE.md).
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import functools
@@ -184,6 +185,42 @@ def _close_on_exec(fd: int) -> bool:
         return True  # closed meanwhile (the listing's own descriptor)
 
 
+#: close_range(2)'s flag: mark the range close-on-exec instead of closing it.
+_CLOSE_RANGE_CLOEXEC = 4
+
+
+@functools.cache
+def _close_range() -> Callable[[int, int, int], int] | None:
+    """glibc's C{close_range} (2.34 and newer), or C{None}."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).close_range
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = (ctypes.c_uint, ctypes.c_uint, ctypes.c_int)
+    function.restype = ctypes.c_int
+    return function
+
+
+def _closing_the_rest(fdmap: Mapping[int, int]) -> list[tuple]:
+    """
+    What keeps the daemon's descriptors out of a job.  Python opens its
+    own close-on-exec; one the daemon inherited without the flag would leak
+    into every job.  Where the kernel has C{close_range} (Linux 5.11), one
+    call flags every descriptor above 2 close-on-exec (the flag only matters
+    to an exec, and the daemon never execs itself); elsewhere each
+    descriptor is listed and asked (a C{fcntl} each, dozens per spawn) and
+    the unflagged ones are closed in the child.
+    """
+    close_range = _close_range()
+    if close_range is not None and close_range(3, 0xFFFFFFFF, _CLOSE_RANGE_CLOEXEC) == 0:
+        return []
+    return [
+        (os.POSIX_SPAWN_CLOSE, fd)
+        for fd in map(int, os.listdir("/proc/self/fd"))
+        if fd not in fdmap and not _close_on_exec(fd)
+    ]
+
+
 def spawn_leader(
     executable: str, args: list[str], env: Mapping[str, str], fdmap: Mapping[int, int]
 ) -> int:
@@ -209,13 +246,7 @@ def spawn_leader(
         actions: list[tuple] = [
             (os.POSIX_SPAWN_DUP2, parent, child) for child, parent in sorted(sources.items())
         ]
-        # Descriptors the daemon inherited without close-on-exec (Python
-        # opens its own with it) would leak into every job: close them.
-        actions += [
-            (os.POSIX_SPAWN_CLOSE, fd)
-            for fd in map(int, os.listdir("/proc/self/fd"))
-            if fd not in fdmap and not _close_on_exec(fd)
-        ]
+        actions += _closing_the_rest(fdmap)
         leader: dict[str, Any] = {"setsid": True} if _has_terminal() else {"setpgroup": 0}
         return os.posix_spawn(
             executable, args, env,

@@ -120,6 +120,20 @@ class SpawnTests(TestCase):
         self.use_fallback()
         await self.check_clean_signals_and_fds()
 
+    async def test_clean_fds_without_close_range(self) -> None:
+        """
+        Where the kernel or libc has no close_range, the descriptors are
+        listed and the inheritable ones closed in the child instead.
+        """
+        self.patch(process, "_close_range", lambda: None)
+        await self.check_clean_signals_and_fds()
+
+    def test_close_range_in_use(self) -> None:
+        """
+        On this machine one close_range call replaces a fcntl per
+        descriptor at each spawn (bench/PROFILE.md).
+        """
+        self.assertIsNotNone(process._close_range())
 
     async def test_cwd_with_odd_name(self) -> None:
         odd = os.path.abspath(self.mktemp()) + "/-a dir; $(x) 'q'"
