@@ -353,6 +353,8 @@ def main(argv=None) -> int:
         log_dir = os.path.join(daemon.base, "var", "log", "karajo", "job")
         tp = throughput(args, port, daemon.pid, log_dir, jobs)
         lat = latency(args, port, log_dir, watcher)
+    except SystemExit as e:
+        raise SystemExit(f"{e}\n{daemon.log_tail()}") from None
     finally:
         daemon.stop()
         watcher.kill()
