@@ -26,7 +26,7 @@ from karajo.joblog import RunRecord
 from karajo.model import Environment, Job, JobHttp, Notif
 from karajo.notify import Notifier
 from karajo.paths import Paths
-from karajo.runrecord import RECORDS_SUFFIX, write_records
+from karajo.runrecord import RECORDS_SUFFIX, read_records, write_records
 from karajo.service import build_job_services, thread_runner
 from karajo.status import RunStatus
 from tests.helpers import config_tree
@@ -404,7 +404,6 @@ class RecordFileTests(PolicyTestCase):
         await svc.runner.when_idle()
         await service.stopService()
         path = Paths(self.base).state_file("job", "flaky") + RECORDS_SUFFIX
-        with open(path) as f:
-            runs = json.load(f)["runs"]
-        self.assertEqual([(r["trigger"], r["attempt"]) for r in runs],
+        runs = read_records(path, "flaky")
+        self.assertEqual([(runs[c].trigger, runs[c].attempt) for c in sorted(runs)],
                          [("manual", 1), ("retry", 2)])
