@@ -37,14 +37,15 @@ from karajo.runrecord import (
     RECORDS_SUFFIX,
     STATUSES,
     LogName,
-    RecordWrite,
     RunRecord,
+    append_records,
     last_run_of,
     load_records,
     parse_log_name,
     read_records,
     record_from_disk,
     scan_logs,
+    write_records,
 )
 from karajo.status import RunStatus
 
@@ -337,44 +338,45 @@ class LogStore:
             return
         self._save_call = self.clock.callLater(RECORD_DELAY, self._save_records)
 
-    def _write_for_finish(self) -> RecordWrite | None:
-        """The record write a finish does; a pending write is no longer needed."""
+    def _write_for_finish(self) -> None:
+        """A finish writes the records; a pending write of them is no longer needed."""
         if self._save_call is not None:
             self._save_call.cancel()
             self._save_call = None
-        return self._record_write()
+        self._write_records()
 
-    def _record_write(self) -> RecordWrite | None:
+    def _write_records(self) -> None:
         """
-        The next write of the record file: the changed records appended
-        (no file created or replaced per run), or the whole file replaced
-        once as many records were appended as it would hold twice over
-        (plus a margin), so it stays a few times the size of what the store
-        keeps.  C{None} when there is no file or nothing changed.
+        Write the changed records to the record file, here on the reactor
+        thread: an append is one C{write} to the page cache, like a log's
+        own lines, and costs no file created or replaced.  Once as many
+        records were appended as the store holds twice over (plus 16), or
+        at the first write after a start-up, the file is written whole
+        instead (a small file made and renamed over).  A failure is logged
+        and makes the next write whole.
         """
         if self.records_path is None or not self._dirty and self._appended is not None:
-            return None
+            return
         limit = 2 * len(self._records) + 16
-        if self._appended is None or self._appended + len(self._dirty) > limit:
-            write = RecordWrite(self.records_path, self.snapshot(), whole=True)
-            self._appended = 0
-        else:
-            changed = tuple(self._records[c] for c in sorted(self._dirty) if c in self._records)
-            write = RecordWrite(self.records_path, changed, whole=False)
-            self._appended += len(changed)
+        try:
+            if self._appended is None or self._appended + len(self._dirty) > limit:
+                self._appended = None
+                write_records(self.records_path, self.snapshot())
+                self._appended = 0
+            else:
+                changed = tuple(self._records[c] for c in sorted(self._dirty) if c in self._records)
+                append_records(self.records_path, changed)
+                self._appended += len(changed)
+        except OSError as e:
+            self._appended = None
+            _log.warn("Writing run records {path} failed: {error}",
+                      path=self.records_path, error=str(e))
         self._dirty.clear()
-        return write
 
     def _save_records(self) -> None:
-        """Queue a write of the record file (a run began a while ago)."""
+        """Write the record file now (a run began a while ago)."""
         self._save_call = None
-        write = self._record_write()
-        if write is None:
-            return
-        d = self._in_order(write)
-        d.addErrback(
-            lambda f: _log.failure("Writing run records {path} failed", f, path=self.records_path)
-        )
+        self._write_records()
 
     def restore(self) -> RestoredState:
         """

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from karajo.logfeed import LogFeed
-from karajo.runrecord import STATUSES, LogName, RecordWrite, RunRecord
+from karajo.runrecord import STATUSES, LogName, RunRecord
 from karajo.status import RunStatus
 
 if TYPE_CHECKING:
@@ -139,11 +139,12 @@ class RunLog:
 
     def finish(self, status: str, retention: int | None = None) -> Deferred[LogName]:
         """
-        End the run: its record gets the status and the end time at once;
-        then write what is still held in memory (partial line, cut note,
-        tail), fsync and close the file, replace the run record file, rename
-        the log to its final name and fsync the directory, all in one
-        C{run_in_thread} step so the reactor never waits on the disk.
+        End the run: its record gets the status and the end time at once
+        and is written to the record file (a line appended); then write
+        what is still held in memory (partial line, cut note, tail), fsync
+        and close the file, rename the log to its final name and fsync the
+        directory, all in one C{run_in_thread} step so the reactor never
+        waits on the disk.
 
         @param retention: when given, the same thread step then prunes the
             job's logs to that many (L{karajo.joblog.LogStore.prune}) and
@@ -178,8 +179,8 @@ class RunLog:
         final = attrs.evolve(self.name, status=status)
         store = self._store
         store._ended(final, store.clock.seconds())
-        args = (self._file, rest, self.path, store.path_of(final), final,
-                store._write_for_finish())
+        store._write_for_finish()
+        args = (self._file, rest, self.path, store.path_of(final), final)
         if retention is None:
             d = store._in_order(_close_and_rename, *args)
         else:
@@ -275,24 +276,17 @@ def _close_and_rename(
     old_path: str,
     new_path: str,
     final: LogName,
-    records: RecordWrite | None = None,
 ) -> LogName:
     """
-    The blocking end of L{RunLog.finish}, run off the reactor thread: the
-    record file is written before the log's rename, so the one directory
-    fsync that makes the rename durable comes after both.
+    The blocking end of L{RunLog.finish}, run off the reactor thread (the
+    run's record was written before, on the reactor thread: a kill before
+    the rename leaves a record that says the run ended and a log that
+    says it did not, and the log wins).
     """
     with file:
         file.writelines(rest)
         file.flush()
         os.fsync(file.fileno())
-    if records is not None:
-        try:
-            records()
-        except OSError as e:
-            # The log is what matters; restore copes without the record.
-            _log.warn("Writing run records {path} failed: {error}",
-                      path=records.path, error=str(e))
     os.rename(old_path, new_path)
     fsync_dir(os.path.dirname(new_path))
     return final

@@ -19,15 +19,15 @@ logs the store keeps.
     or the new file, never a torn record.  A line that does not parse (a
     power loss before the page cache reached the disk) is skipped.
   - Cheap: no fsync of its own, and no file created per run.  A run's
-    record is appended off the reactor thread and in order
-    (C{LogStore._in_order}): at L{karajo.runlog.RunLog.finish} in the same
-    thread step that fsyncs and renames the log, just before the rename; a
-    run still going L{karajo.joblog.RECORD_DELAY} (1 s) after
-    L{karajo.joblog.LogStore.begin} is appended once more then (C{running},
-    with its start time), so a crash during a long run keeps its start and
-    trigger.  Once twice what the store keeps (plus 16) was appended, the
-    file is written whole again; the first write after a start-up is
-    whole.  A run killed with
+    record is appended on the reactor thread (one C{write} to the page
+    cache, like the log's own lines): at L{karajo.runlog.RunLog.finish},
+    before the thread step that fsyncs and renames the log; a run still
+    going L{karajo.joblog.RECORD_DELAY} (1 s) after
+    L{karajo.joblog.LogStore.begin} is appended once more then
+    (C{running}, with its start time), so a crash during a long run keeps
+    its start and trigger.  Once twice what the store keeps (plus 16) was
+    appended, the file is written whole again; the first write after a
+    start-up is whole.  A run killed with
     the daemon in its first second has no record: restored C{failed}, its
     C{ended} is its log's modification time and its start unknown, as for a
     log of an older karajo.  The log file and its name stay the truth
@@ -61,7 +61,6 @@ __all__ = [
     "RECORDS_SUFFIX",
     "STATUSES",
     "LogName",
-    "RecordWrite",
     "RunRecord",
     "append_records",
     "last_run_of",
@@ -159,7 +158,7 @@ def _optional_time(
         raise ValueError(f"{attribute.name} must be a Unix time or None, not {value!r}")
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class RunRecord:
     """
     One run as the runner knows it; see the module docstring.
@@ -290,7 +289,7 @@ def write_records(path: str, records: tuple[RunRecord, ...]) -> None:
     """
     Replace the record file whole (tmp file, then rename): a kill at any
     point leaves the old or the new one.  No fsync: see the module
-    docstring.  Runs off the reactor thread.
+    docstring.
     """
     data = _encode({"version": 1, "runs": [r.to_json() for r in records]})
     tmp = path + ".tmp"
@@ -322,22 +321,6 @@ def append_records(path: str, records: tuple[RunRecord, ...]) -> None:
         os.write(fd, data)
     finally:
         os.close(fd)
-
-
-@attrs.frozen
-class RecordWrite:
-    """
-    One write of a job's record file, decided on the reactor thread
-    (L{karajo.joblog.LogStore}) and done off it: C{records} replace the
-    file (C{whole}) or are appended to it.
-    """
-
-    path: str
-    records: tuple[RunRecord, ...]
-    whole: bool
-
-    def __call__(self) -> None:
-        (write_records if self.whole else append_records)(self.path, self.records)
 
 
 def record_from_disk(

@@ -866,16 +866,15 @@ class RunRecordTests(StoreMixin, SynchronousTestCase):
 
     def test_the_log_name_wins(self) -> None:
         """
-        A kill between the record's write and the log's rename: the record
+        A kill after the record's write, before the log's rename: the record
         says success, the log is still running: the log wins (C{failed}).
         """
         threads = FakeThreads()
         store = self.store(run_in_thread=threads)
         log = store.begin(1)
         threads.run()
-        log.finish("success")
-        [(_f, args, _d)] = threads.calls
-        args[-1]()  # the step's record write; then the kill
+        log.finish("success")  # the record is written; the thread step never runs: the kill
+        self.assertEqual(len(threads.calls), 1)
         self.assertEqual(self.saved()["runs"][0]["status"], "success")
         state = self.store().restore()
         self.assertEqual([r.status for r in state.records], ["failed"])
@@ -984,19 +983,38 @@ class RunRecordTests(StoreMixin, SynchronousTestCase):
         self.assertEqual(sorted(os.listdir(self.directory)), before)
         self.assertEqual(last_run_of(records), T0)
 
-    def test_writes_in_order(self) -> None:
-        """A finish never starts in the thread pool before the record write before it ended."""
+    def test_record_writes_take_no_thread(self) -> None:
+        """
+        The record file is written on the reactor thread, before the
+        finish's thread step: the delayed write of a running run takes no
+        thread, and a finish one (the log's fsync and rename).
+        """
         threads = FakeThreads()
         store = self.store(run_in_thread=threads)
         log = store.begin(1)
         self.clock.advance(RECORD_DELAY)
+        self.assertEqual(threads.calls, [])
+        self.assertEqual(self.saved()["runs"][0]["status"], "running")
         d = log.finish("success")
-        self.assertEqual(len(threads.calls), 1)  # only the begin's write
-        threads.run()
-        self.assertEqual(len(threads.calls), 1)  # now the finish
+        self.assertEqual(self.saved()["runs"][0]["status"], "success")
+        self.assertEqual(len(threads.calls), 1)
         self.assertNoResult(d)
         threads.run()
         self.successResultOf(d)
+
+    def test_a_failed_write_makes_the_next_one_whole(self) -> None:
+        """A record write that fails is logged; the next write replaces the file whole."""
+        store = self.store()
+        self.run_job(store, 1)
+        os.unlink(store.records_path)
+        os.mkdir(store.records_path)  # no write can go through, not even root's
+        with capturedLogs() as events:
+            self.assertEqual(self.run_job(store, 2), LogName(2, "my_id", "success"))
+        self.assertEqual([e["path"] for e in events if "path" in e], [store.records_path])
+        os.rmdir(store.records_path)
+        self.run_job(store, 3)
+        self.assertEqual(len(self.lines()), 1)
+        self.assertEqual([r["counter"] for r in self.saved()["runs"]], [1, 2, 3])
 
     def test_follower_reads_after_the_writes_not_after_each_other(self) -> None:
         """
