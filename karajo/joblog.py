@@ -61,6 +61,7 @@ __all__ = [
     "RestoredState",
     "RunLog",
     "RunRecord",
+    "SPARE_NAME",
     "last_run_of",
     "load_records",
     "parse_log_name",
@@ -74,6 +75,11 @@ CRASH_LINE = "!!! karajo stopped during this run; marked failed at start-up"
 #: Seconds after a run began that its record is written, if it has not
 #: ended by then (L{LogStore._save_records_soon}).
 RECORD_DELAY = 1.0
+
+#: The emptied file of a pruned log, kept in the job's log directory for
+#: the next run's log (L{LogStore.prune}, L{LogStore.begin}).  No log is
+#: called that: L{parse_log_name} never reads it as one.
+SPARE_NAME = ".spare"
 
 _log = Logger()
 
@@ -140,6 +146,13 @@ class LogStore:
         # The counter the state file is known to hold (None: not read yet).
         # Touched only by prune, which never overlaps itself for one job.
         self._floor_on_disk: int | None = None
+        # The spare file (SPARE_NAME): made empty by prune (off the reactor
+        # thread, when asked: spare_wanted), taken by begin.  _spare_made is
+        # prune's word, read on the reactor thread once the prune is over
+        # (forget); _spare says the file is there for begin to take.
+        self._spare = False
+        self._spare_asked = False
+        self._spare_made = False
         # The records of the kept logs by counter, oldest first; touched only
         # on the reactor thread (the thread steps get immutable snapshots).
         self._records: dict[int, RunRecord] = {}
@@ -283,6 +296,21 @@ class LogStore:
         for name in names:
             self._records.pop(name.counter, None)
         self._tuple = None
+        if self._spare_asked:
+            self._spare_asked = False
+            self._spare = self._spare_made
+
+    def spare_wanted(self) -> bool:
+        """
+        Whether the next prune (asked now, on the reactor thread) should
+        keep the oldest log it deletes as the spare file: when there is
+        none and none is being made.
+        """
+        if self._spare or self._spare_asked:
+            return False
+        self._spare_asked = True
+        self._spare_made = False
+        return True
 
     def snapshot(self) -> tuple[RunRecord, ...]:
         """
@@ -409,6 +437,10 @@ class LogStore:
         C{last_run} is L{last_run_of} them: when the newest run started, as
         it was before the restart.
         """
+        try:
+            os.unlink(os.path.join(self.directory, SPARE_NAME))
+        except FileNotFoundError:
+            pass
         finalised = []
         for name in self.scan():
             if name.status is None:
@@ -466,12 +498,14 @@ class LogStore:
         # handed out, never begun) may end after a later counter began;
         # the exclusive create below still keeps its file unique.
         self._floor = max(self._floor, counter)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-        try:
-            fd = os.open(self.path_of(running), flags, 0o600)
-        except FileNotFoundError:
-            make_private_dirs(self.directory)
-            fd = os.open(self.path_of(running), flags, 0o600)
+        fd = self._take_spare(running) if self._spare else None
+        if fd is None:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+            try:
+                fd = os.open(self.path_of(running), flags, 0o600)
+            except FileNotFoundError:
+                make_private_dirs(self.directory)
+                fd = os.open(self.path_of(running), flags, 0o600)
         self._records[counter] = RunRecord(
             self.job_id, counter, RunStatus.RUNNING, self.clock.seconds(),
             None, trigger, attempt, node if node is not None else self.node,
@@ -482,6 +516,36 @@ class LogStore:
         self._tuple = None
         self._save_records_soon()
         return RunLog(self, running, fd, self.reserve(counter))
+
+    def _take_spare(self, running: LogName) -> int | None:
+        """
+        The spare file as the log C{running}, open for writing; C{None}
+        when it cannot be had (then a new file is made).  A second name
+        (C{link}: it fails if the log exists, like the exclusive create),
+        then the spare's name removed: no inode is allocated or freed, which
+        on ext4 without a journal is the dearest file work of a run
+        (bench/PROFILE.md).  A kill between the two leaves both names; the
+        next start removes the spare's.
+        """
+        self._spare = False
+        spare = os.path.join(self.directory, SPARE_NAME)
+        path = self.path_of(running)
+        try:
+            os.link(spare, path, follow_symlinks=False)
+        except FileExistsError:
+            raise
+        except OSError:
+            return None
+        try:
+            os.unlink(spare)
+            flags = os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+            return os.open(path, flags)
+        except OSError:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            return None
 
     def end_unstarted(self, counter: int, trigger: str | None, why: str) -> Deferred[None] | None:
         """
@@ -515,7 +579,9 @@ class LogStore:
             for c, r in self._records.items()
         ]
 
-    def prune(self, retention: int, names: Sequence[LogName] | None = None) -> list[LogName]:
+    def prune(
+        self, retention: int, names: Sequence[LogName] | None = None, spare: bool = False
+    ) -> list[LogName]:
         """
         Keep the newest C{retention} finished logs (at least one) and delete
         the older finished ones.  A running log is never counted or touched.
@@ -526,6 +592,8 @@ class LogStore:
 
         @param names: the logs there are, oldest first (L{kept}); without
             them the directory is listed.
+        @param spare: keep the oldest deleted log's file, emptied, as the
+            spare file for a later L{begin} (L{spare_wanted} said so).
         @return: the logs deleted.
         """
         if names is None:
@@ -543,11 +611,34 @@ class LogStore:
             if max(n.counter for n in doomed) > self._floor_on_disk:
                 self._write_floor(max(n.counter for n in names))
         for name in doomed:
+            if spare:
+                spare = False
+                self._spare_made = self._make_spare(self.path_of(name))
+                if self._spare_made:
+                    continue
             try:
                 os.unlink(self.path_of(name))
             except FileNotFoundError:
                 pass
         return doomed
+
+    def _make_spare(self, path: str) -> bool:
+        """
+        Rename the log at C{path} to the spare file and empty it; whether
+        that worked.  A kill in between leaves a spare with content: the
+        next start removes it, a spare is only ever taken in the daemon
+        that made it.
+        """
+        spare = os.path.join(self.directory, SPARE_NAME)
+        try:
+            os.rename(path, spare)
+        except OSError:
+            return False
+        try:
+            os.truncate(spare, 0)
+        except OSError:
+            return False  # it stays, unused, until the next start
+        return True
 
     def read(self, counter: int) -> tuple[LogName, bytes] | None:
         """

@@ -184,7 +184,9 @@ class RunLog:
         if retention is None:
             d = store._in_order(_close_and_rename, *args)
         else:
-            d = store._in_order(_finish_and_prune, store, retention, store.kept(), *args)
+            d = store._in_order(
+                _finish_and_prune, store, retention, store.kept(), store.spare_wanted(), *args
+            )
             d.addCallback(self._forget_pruned)
 
         def renamed(name: LogName) -> LogName:
@@ -195,6 +197,8 @@ class RunLog:
 
         def failed(failure: Failure) -> Failure:
             self._store.release(final.counter, status)
+            if retention is not None:
+                self._store.forget(())  # the prune never ran: nor was a spare made
             return failure
 
         return d.addCallbacks(renamed, failed)
@@ -204,8 +208,8 @@ class RunLog:
         if isinstance(pruned, str):
             _log.warn("{job}: pruning old logs failed: {error}",
                       job=self._store.job_id, error=pruned)
-        else:
-            self._store.forget(pruned)
+            pruned = []
+        self._store.forget(pruned)
         return final
 
     def _check_open(self) -> None:
@@ -256,16 +260,17 @@ class RunLog:
 
 
 def _finish_and_prune(
-    store: LogStore, retention: int, kept: list[LogName], *args: object
+    store: LogStore, retention: int, kept: list[LogName], spare: bool, *args: object
 ) -> tuple[LogName, list[LogName] | str]:
     """
     L{_close_and_rename}, then L{karajo.joblog.LogStore.prune} of the logs
-    C{kept}: one thread step.  Returns the final name and the pruned logs
-    (or, when pruning failed, why: the finish itself succeeded).
+    C{kept} (keeping a C{spare}): one thread step.  Returns the final name
+    and the pruned logs (or, when pruning failed, why: the finish itself
+    succeeded).
     """
     final = _close_and_rename(*args)  # type: ignore[arg-type]
     try:
-        return final, store.prune(retention, kept)
+        return final, store.prune(retention, kept, spare)
     except OSError as e:
         return final, str(e)
 

@@ -18,6 +18,7 @@ from twisted.trial.unittest import TestCase
 
 from karajo import service as service_module
 from karajo.config import validate
+from karajo.joblog import SPARE_NAME
 from karajo.model import Environment, Job
 from karajo.paths import Paths
 from karajo.process import KILL_GRACE, group_record
@@ -136,11 +137,16 @@ class CommandTests(RunTestCase):
         self.assertEqual(lines[6:], [b"after"])
 
     async def test_retention(self) -> None:
-        """Only the newest log_retention logs are kept."""
+        """
+        Only the newest log_retention logs are kept; the file of one pruned
+        log stays, emptied, as the spare the next run's log is made of.
+        """
         svc = self.service(Job(name="keep", commands=["true"], log_retention=2))
         for _ in range(4):
             await self.run_once(svc)
-        self.assertEqual(sorted(os.listdir(self.log_dir("keep"))), ["keep.3.success", "keep.4.success"])
+        self.assertEqual(sorted(os.listdir(self.log_dir("keep"))),
+                         [SPARE_NAME, "keep.3.success", "keep.4.success"])
+        self.assertEqual(os.path.getsize(os.path.join(self.log_dir("keep"), SPARE_NAME)), 0)
         self.assertEqual([n.filename for n in [r.name for r in svc.runner.records()]], ["keep.3.success", "keep.4.success"])
 
     async def test_counter_across_restart(self) -> None:

@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from karajo.joblog import (
     LINE_MAX,
     RECORD_DELAY,
+    SPARE_NAME,
     STATUSES,
     LogName,
     LogStore,
@@ -544,6 +545,79 @@ class StoreTests(StoreMixin, SynchronousTestCase):
         self.finish(running)
         self.assertEqual([n.counter for n in store.prune(2)], [5])
 
+    def finish_pruning(self, store: LogStore, log: RunLog, retention: int) -> LogName:
+        return self.successResultOf(log.finish("success", retention=retention))
+
+    def test_pruned_file_becomes_the_next_log(self) -> None:
+        """
+        A finish that prunes keeps the oldest pruned log's file, emptied, as
+        the spare; the next run's log is that file (same inode: none made,
+        none freed), the others are deleted, and the spare is made again.
+        """
+        store = self.store()
+        for counter in (1, 2):
+            self.finish_pruning(store, store.begin(counter), 2)
+        self.assertFalse(os.path.exists(os.path.join(self.directory, SPARE_NAME)))
+        self.finish_pruning(store, store.begin(3), 2)
+        spare = os.path.join(self.directory, SPARE_NAME)
+        inode = os.stat(spare).st_ino
+        self.assertEqual(os.path.getsize(spare), 0)
+        log = store.begin(4)
+        self.assertFalse(os.path.exists(spare))
+        self.assertEqual(os.stat(log.path).st_ino, inode)
+        self.assertEqual(stat.S_IMODE(os.stat(log.path).st_mode), 0o600)
+        log.line("fresh")
+        self.finish_pruning(store, log, 2)
+        self.assertEqual(self.content(store, LogName(4, "my_id", "success")).count(b"\n"), 1)
+        self.assertIn(b"fresh", self.content(store, LogName(4, "my_id", "success")))
+        self.assertEqual(sorted(os.listdir(self.directory)),
+                         [SPARE_NAME, "my_id.3.success", "my_id.4.success"])
+        self.assertEqual([r.counter for r in store.records()], [3, 4])
+
+    def test_spare_never_replaces_a_log(self) -> None:
+        """A log of the new counter already there: begin raises, as with a new file."""
+        store = self.store()
+        for counter in (1, 2):
+            self.finish_pruning(store, store.begin(counter), 1)
+        self.touch("my_id.3")
+        store._floor = 2  # a file the store does not know of
+        self.assertRaises(FileExistsError, store.begin, 3)
+        self.assertEqual(os.path.getsize(os.path.join(self.directory, "my_id.3")), 0)
+
+    def test_spare_left_by_a_kill_is_removed(self) -> None:
+        """
+        A spare left by a kill (full, or a second name of a run's log) is
+        never taken by the next daemon: restore removes it; the logs stay.
+        """
+        store = self.store()
+        self.run_job(store, 1, "success", "old output")
+        with open(os.path.join(self.directory, SPARE_NAME), "wb") as f:
+            f.write(b"old output of a pruned log\n")
+        fresh = self.store()
+        state = fresh.restore()
+        self.assertEqual([n.filename for n in state.logs], ["my_id.1.success"])
+        self.assertFalse(os.path.exists(os.path.join(self.directory, SPARE_NAME)))
+        new = fresh.begin(2)
+        new.line("new")
+        self.assertNotIn(b"old output of a pruned log", self.content(fresh, new.name))
+
+    def test_kill_between_the_spares_two_names(self) -> None:
+        """
+        A kill after the spare got the new log's name and before its own
+        name was removed: restore removes the spare's name only; the run's
+        log is finalised as any run cut by a kill.
+        """
+        store = self.store()
+        for counter in (1, 2):
+            self.finish_pruning(store, store.begin(counter), 1)
+        log = store.begin(3)
+        log.line("=== BEGIN")
+        os.link(log.path, os.path.join(self.directory, SPARE_NAME))  # as if not yet unlinked
+        state = self.store().restore()
+        self.assertEqual([n.filename for n in state.logs], ["my_id.2.success", "my_id.3.failed"])
+        self.assertEqual(sorted(os.listdir(self.directory)), ["my_id.2.success", "my_id.3.failed"])
+        self.assertIn(b"=== BEGIN", self.content(store, LogName(3, "my_id", "failed")))
+
     def test_prune_keeps_at_least_one(self) -> None:
         """A retention below one keeps the newest finished log."""
         store = self.store()
@@ -840,7 +914,7 @@ class RunRecordTests(StoreMixin, SynchronousTestCase):
         self.assertEqual([n.counter for n in store.scan()], [2, 3])
         self.assertEqual([r.counter for r in store.records()], [2, 3])
 
-        def broken(retention: int, names: object) -> list:
+        def broken(retention: int, names: object, spare: bool) -> list:
             raise PermissionError("no")
 
         store.prune = broken  # type: ignore[method-assign]
