@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import stat
 from collections.abc import Callable, Sequence
 
 import attrs
@@ -31,21 +30,30 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from karajo.logfeed import LogFeed
+from karajo.logfiles import (
+    SPARE_NAME,
+    finalise_leftover,
+    make_spare,
+    open_log,
+    read_floor,
+    remove_spare,
+    take_spare,
+    write_floor,
+)
 from karajo.paths import make_private_dirs
-from karajo.runlog import LINE_MAX, RunLog, fsync_dir
+from karajo.runlog import LINE_MAX, RunLog
 from karajo.runrecord import (
     RECORDS_SUFFIX,
     STATUSES,
     LogName,
+    RecordFile,
     RunRecord,
-    append_records,
     last_run_of,
     load_records,
     parse_log_name,
     read_records,
     record_from_disk,
     scan_logs,
-    write_records,
 )
 from karajo.status import RunStatus
 
@@ -76,10 +84,6 @@ CRASH_LINE = "!!! karajo stopped during this run; marked failed at start-up"
 #: ended by then (L{LogStore._save_records_soon}).
 RECORD_DELAY = 1.0
 
-#: The emptied file of a pruned log, kept in the job's log directory for
-#: the next run's log (L{LogStore.prune}, L{LogStore.begin}).  No log is
-#: called that: L{parse_log_name} never reads it as one.
-SPARE_NAME = ".spare"
 
 _log = Logger()
 
@@ -158,11 +162,8 @@ class LogStore:
         self._records: dict[int, RunRecord] = {}
         # _records as a tuple, made again only after it changed (snapshot()).
         self._tuple: tuple[RunRecord, ...] | None = None
-        # The counters whose record changed since the record file was last
-        # written, and how many records were appended to it since it was
-        # last written whole (None: unknown, the next write is whole).
-        self._dirty: set[int] = set()
-        self._appended: int | None = None
+        # The record file, told of each record that changed.
+        self._record_file = RecordFile(self.records_path)
         # Record writes and log finishes of this job, one after the other.
         self._io: Deferred[None] = Deferred()
         self._io.callback(None)
@@ -266,17 +267,12 @@ class LogStore:
             lambda _: maybeDeferred(self.run_in_thread, self._read_bytes, counter, start, end))
 
     def _read_bytes(self, counter: int, start: int, end: int) -> bytes:
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        for _ in range(2):  # the log may be renamed between looking and opening
-            for status in (None,) + STATUSES:
-                try:
-                    fd = os.open(self.path_of(LogName(counter, self.job_id, status)), flags)
-                except OSError:
-                    continue
-                with os.fdopen(fd, "rb") as f:
-                    f.seek(start)
-                    return f.read(max(end - start, 0))
-        return b""
+        found = open_log(self.directory, self.job_id, counter)
+        if found is None:
+            return b""
+        with os.fdopen(found[1], "rb") as f:
+            f.seek(start)
+            return f.read(max(end - start, 0))
 
     # --- run records ---------------------------------------------------------
 
@@ -330,7 +326,7 @@ class LogStore:
         self._records[final.counter] = attrs.evolve(
             record, status=RunStatus(final.status), ended=ended
         )
-        self._dirty.add(final.counter)
+        self._record_file.changed(final.counter)
         self._tuple = None
 
     def _in_order(self, f: Callable[..., object], *args: object) -> Deferred:
@@ -357,10 +353,7 @@ class LogStore:
         """
         A run began: its record reaches the file L{RECORD_DELAY} seconds
         later, unless the run ends first (most runs of a busy daemon do):
-        its finish writes the file anyway (L{_snapshot_for_finish}).  A file
-        replacement less per run: where creating a file is slow (ext4
-        without a journal, see bench/PROFILE.md) that is a good part of a
-        run's cost.
+        its finish writes the file anyway (L{_write_for_finish}).
         """
         if self.records_path is None or self._save_call is not None:
             return
@@ -374,32 +367,8 @@ class LogStore:
         self._write_records()
 
     def _write_records(self) -> None:
-        """
-        Write the changed records to the record file, here on the reactor
-        thread: an append is one C{write} to the page cache, like a log's
-        own lines, and costs no file created or replaced.  Once as many
-        records were appended as the store holds twice over (plus 16), or
-        at the first write after a start-up, the file is written whole
-        instead (a small file made and renamed over).  A failure is logged
-        and makes the next write whole.
-        """
-        if self.records_path is None or not self._dirty and self._appended is not None:
-            return
-        limit = 2 * len(self._records) + 16
-        try:
-            if self._appended is None or self._appended + len(self._dirty) > limit:
-                self._appended = None
-                write_records(self.records_path, self.snapshot())
-                self._appended = 0
-            else:
-                changed = tuple(self._records[c] for c in sorted(self._dirty) if c in self._records)
-                append_records(self.records_path, changed)
-                self._appended += len(changed)
-        except OSError as e:
-            self._appended = None
-            _log.warn("Writing run records {path} failed: {error}",
-                      path=self.records_path, error=str(e))
-        self._dirty.clear()
+        """The changed records to the file, here on the reactor thread (L{RecordFile})."""
+        self._record_file.write(self._records, self.snapshot)
 
     def _save_records(self) -> None:
         """Write the record file now (a run began a while ago)."""
@@ -418,8 +387,7 @@ class LogStore:
         self._floor = state.counter
         self._records = {r.counter: r for r in state.records}
         self._tuple = None
-        self._dirty.clear()
-        self._appended = None
+        self._record_file.reset()
         return state
 
     def load(self) -> RestoredState:
@@ -437,10 +405,7 @@ class LogStore:
         C{last_run} is L{last_run_of} them: when the newest run started, as
         it was before the restart.
         """
-        try:
-            os.unlink(os.path.join(self.directory, SPARE_NAME))
-        except FileNotFoundError:
-            pass
+        remove_spare(self.directory)
         finalised = []
         for name in self.scan():
             if name.status is None:
@@ -498,7 +463,10 @@ class LogStore:
         # handed out, never begun) may end after a later counter began;
         # the exclusive create below still keeps its file unique.
         self._floor = max(self._floor, counter)
-        fd = self._take_spare(running) if self._spare else None
+        fd = None
+        if self._spare:
+            self._spare = False
+            fd = take_spare(self.directory, self.path_of(running))
         if fd is None:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
             try:
@@ -512,40 +480,10 @@ class LogStore:
         )
         if reserved:  # it may come after a later counter's record: keep them in order
             self._records = dict(sorted(self._records.items()))
-        self._dirty.add(counter)
+        self._record_file.changed(counter)
         self._tuple = None
         self._save_records_soon()
         return RunLog(self, running, fd, self.reserve(counter))
-
-    def _take_spare(self, running: LogName) -> int | None:
-        """
-        The spare file as the log C{running}, open for writing; C{None}
-        when it cannot be had (then a new file is made).  A second name
-        (C{link}: it fails if the log exists, like the exclusive create),
-        then the spare's name removed: no inode is allocated or freed, which
-        on ext4 without a journal is the dearest file work of a run
-        (bench/PROFILE.md).  A kill between the two leaves both names; the
-        next start removes the spare's.
-        """
-        self._spare = False
-        spare = os.path.join(self.directory, SPARE_NAME)
-        path = self.path_of(running)
-        try:
-            os.link(spare, path, follow_symlinks=False)
-        except FileExistsError:
-            raise
-        except OSError:
-            return None
-        try:
-            os.unlink(spare)
-            flags = os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
-            return os.open(path, flags)
-        except OSError:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-            return None
 
     def end_unstarted(self, counter: int, trigger: str | None, why: str) -> Deferred[None] | None:
         """
@@ -613,7 +551,7 @@ class LogStore:
         for name in doomed:
             if spare:
                 spare = False
-                self._spare_made = self._make_spare(self.path_of(name))
+                self._spare_made = make_spare(self.directory, self.path_of(name))
                 if self._spare_made:
                     continue
             try:
@@ -621,24 +559,6 @@ class LogStore:
             except FileNotFoundError:
                 pass
         return doomed
-
-    def _make_spare(self, path: str) -> bool:
-        """
-        Rename the log at C{path} to the spare file and empty it; whether
-        that worked.  A kill in between leaves a spare with content: the
-        next start removes it, a spare is only ever taken in the daemon
-        that made it.
-        """
-        spare = os.path.join(self.directory, SPARE_NAME)
-        try:
-            os.rename(path, spare)
-        except OSError:
-            return False
-        try:
-            os.truncate(spare, 0)
-        except OSError:
-            return False  # it stays, unused, until the next start
-        return True
 
     def read(self, counter: int) -> tuple[LogName, bytes] | None:
         """
@@ -648,21 +568,12 @@ class LogStore:
         """
         if type(counter) is not int or counter < 1:
             return None
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-        # Two passes: a running log may be renamed between looking and opening.
-        for _ in range(2):
-            for status in (None,) + STATUSES:
-                name = LogName(counter, self.job_id, status)
-                try:
-                    fd = os.open(self.path_of(name), flags)
-                except OSError:  # absent, or a symlink
-                    continue
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    os.close(fd)
-                    continue
-                with os.fdopen(fd, "rb") as f:
-                    return name, f.read()
-        return None
+        found = open_log(self.directory, self.job_id, counter)
+        if found is None:
+            return None
+        name, fd = found
+        with os.fdopen(fd, "rb") as f:
+            return name, f.read()
 
     def read_in_thread(self, counter: int) -> Deferred[tuple[LogName, bytes] | None]:
         """
@@ -677,56 +588,19 @@ class LogStore:
 
     def _finalise_leftover(self, name: LogName) -> LogName | None:
         """Mark a crashed run's log failed; see L{restore}."""
-        path = self.path_of(name)
         final = attrs.evolve(name, status=RunStatus.FAILED)
-        final_path = self.path_of(final)
-        if os.path.lexists(final_path):
-            _log.warn(
-                "Not finalising {path}: {final} exists already", path=path, final=final_path
-            )
+        line = self._line_prefix() + CRASH_LINE.encode("ascii") + b"\n"
+        if not finalise_leftover(self.path_of(name), self.path_of(final), line):
             return None
-        before = os.stat(path)
-        with open(path, "r+b") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() > 0:
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":
-                    f.write(b"\n")  # the crash may have cut the last line short
-            f.write(self._line_prefix() + CRASH_LINE.encode("ascii") + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-        os.rename(path, final_path)
-        fsync_dir(self.directory)
         return final
 
     def _read_floor(self) -> int:
         """The counter in the state file; 0 when there is none or it is unreadable."""
-        if self.state_path is None:
-            return 0
-        try:
-            with open(self.state_path, "rb") as f:
-                text = f.read(64)
-        except FileNotFoundError:
-            return 0
-        try:
-            return max(int(text.strip()), 0)
-        except ValueError:
-            _log.warn("Ignoring unreadable counter file {path}", path=self.state_path)
-            return 0
+        return read_floor(self.state_path) if self.state_path is not None else 0
 
     def _write_floor(self, counter: int) -> None:
         """Replace the state file atomically and durably (before logs are deleted)."""
         if self.state_path is None:
             return
-        make_private_dirs(os.path.dirname(os.path.abspath(self.state_path)))
-        tmp = self.state_path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, b"%d\n" % counter)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.state_path)
-        fsync_dir(os.path.dirname(os.path.abspath(self.state_path)))
+        write_floor(self.state_path, counter)
         self._floor_on_disk = counter

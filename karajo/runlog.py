@@ -19,28 +19,20 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from karajo.logfeed import LogFeed
+from karajo.logfiles import fsync_dir
 from karajo.runrecord import STATUSES, LogName, RunRecord
 from karajo.status import RunStatus
 
 if TYPE_CHECKING:
     from karajo.joblog import LogStore
 
-__all__ = ["LINE_MAX", "RunLog", "fsync_dir"]
+__all__ = ["LINE_MAX", "RunLog"]
 
 #: A line of output longer than this (without its newline) is cut into lines
 #: of this size, so one endless line cannot hold unbounded memory.
 LINE_MAX = 64 * 1024
 
 _log = Logger()
-
-
-def fsync_dir(path: str) -> None:
-    """Make a rename or creation inside C{path} durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class RunLog:

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 from twisted.logger import Logger
@@ -61,6 +61,7 @@ __all__ = [
     "RECORDS_SUFFIX",
     "STATUSES",
     "LogName",
+    "RecordFile",
     "RunRecord",
     "append_records",
     "last_run_of",
@@ -321,6 +322,55 @@ def append_records(path: str, records: tuple[RunRecord, ...]) -> None:
         os.write(fd, data)
     finally:
         os.close(fd)
+
+
+class RecordFile:
+    """
+    A job's record file as its store writes it, on the reactor thread: the
+    records that changed since the last write appended (one C{write} to the
+    page cache, like a log's own lines: no file created or replaced), and
+    the whole file written instead once as many records were appended as
+    the store holds twice over (plus 16), and at the first write after a
+    start-up.  A failed write is logged and makes the next one whole.
+    Without a path (a store without a state file) nothing is written.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        # The counters whose record changed since the last write, and how
+        # many records were appended since the file was last written whole
+        # (None: unknown, the next write is whole).
+        self._dirty: set[int] = set()
+        self._appended: int | None = None
+
+    def changed(self, counter: int) -> None:
+        self._dirty.add(counter)
+
+    def reset(self) -> None:
+        """The file is as the store found it at start-up: the next write is whole."""
+        self._dirty.clear()
+        self._appended = None
+
+    def write(
+        self, records: Mapping[int, RunRecord], snapshot: Callable[[], tuple[RunRecord, ...]]
+    ) -> None:
+        """Write what changed of C{records} (C{snapshot()}: all of them, in order)."""
+        if self.path is None or not self._dirty and self._appended is not None:
+            return
+        limit = 2 * len(records) + 16
+        try:
+            if self._appended is None or self._appended + len(self._dirty) > limit:
+                self._appended = None
+                write_records(self.path, snapshot())
+                self._appended = 0
+            else:
+                changed = tuple(records[c] for c in sorted(self._dirty) if c in records)
+                append_records(self.path, changed)
+                self._appended += len(changed)
+        except OSError as e:
+            self._appended = None
+            _log.warn("Writing run records {path} failed: {error}", path=self.path, error=str(e))
+        self._dirty.clear()
 
 
 def record_from_disk(

@@ -202,7 +202,7 @@ class LeftoverTests(StoreMixin, SynchronousTestCase):
         running = self.touch("my_id.4", b"x")
         failed = self.touch("my_id.4.failed", b"y")
         self.assertEqual(self.store().restore().finalised, ())
-        (event,) = [e for e in events if e.get("log_namespace") == "karajo.joblog"]
+        (event,) = [e for e in events if e.get("log_namespace") == "karajo.logfiles"]
         self.assertEqual(event["log_format"], "Not finalising {path}: {final} exists already")
         self.assertEqual((event["path"], event["final"]), (running, failed))
         self.assertEqual(event["log_level"].name, "warn")
@@ -231,7 +231,7 @@ class CounterFileTests(StoreMixin, SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         self.write_state(b"garbage")
         self.assertEqual(self.store().begin(1).name.counter, 1)
-        (event,) = [e for e in events if e.get("log_namespace") == "karajo.joblog"]
+        (event,) = [e for e in events if e.get("log_namespace") == "karajo.logfiles"]
         self.assertEqual(event["log_format"], "Ignoring unreadable counter file {path}")
         self.assertEqual(event["path"], self.state_path)
         self.assertEqual(event["log_level"].name, "warn")

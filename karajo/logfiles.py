@@ -1,0 +1,175 @@
+"""
+The blocking file work on a job's log directory and counter file that is
+not one run's log being written (L{karajo.runlog}): the spare file a pruned
+log leaves for the next run, the counter file, and the finalising of a log
+a crash left running.  Plain functions on paths, without the store's
+state: L{karajo.joblog.LogStore} decides when, these do it, on whichever
+thread the store runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from twisted.logger import Logger
+
+from karajo.paths import make_private_dirs
+from karajo.runrecord import STATUSES, LogName
+
+__all__ = [
+    "SPARE_NAME",
+    "finalise_leftover",
+    "fsync_dir",
+    "make_spare",
+    "open_log",
+    "read_floor",
+    "remove_spare",
+    "take_spare",
+    "write_floor",
+]
+
+#: The emptied file of a pruned log, kept in the job's log directory for the
+#: next run's log.  No log is called that: a log name starts with the job ID.
+SPARE_NAME = ".spare"
+
+_log = Logger()
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename or creation inside C{path} durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_spare(directory: str, path: str) -> bool:
+    """
+    Rename the pruned log at C{path} to the spare file of C{directory} and
+    empty it; whether that worked.  A kill in between leaves a spare with
+    content: L{remove_spare} at the next start removes it, and a spare is
+    only ever taken by the daemon that made it.
+    """
+    spare = os.path.join(directory, SPARE_NAME)
+    try:
+        os.rename(path, spare)
+    except OSError:
+        return False
+    try:
+        os.truncate(spare, 0)
+    except OSError:
+        return False  # it stays, unused, until the next start
+    return True
+
+
+def take_spare(directory: str, path: str) -> int | None:
+    """
+    The spare file of C{directory} as the new log C{path}, open for
+    writing; C{None} when it cannot be had (the caller makes a new file).
+    A second name (C{link}: it fails if the log exists, as an exclusive
+    create does: L{FileExistsError} is raised), then the spare's name
+    removed: no inode is allocated or freed, which on ext4 without a
+    journal is the dearest file work of a run (bench/PROFILE.md).  A kill
+    between the two leaves both names; L{remove_spare} removes the spare's.
+    """
+    spare = os.path.join(directory, SPARE_NAME)
+    try:
+        os.link(spare, path, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError:
+        return None
+    try:
+        os.unlink(spare)
+        return os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return None
+
+
+def remove_spare(directory: str) -> None:
+    """At start-up: a spare left by the previous daemon is never taken."""
+    try:
+        os.unlink(os.path.join(directory, SPARE_NAME))
+    except FileNotFoundError:
+        pass
+
+
+def read_floor(path: str) -> int:
+    """The counter in the counter file; 0 when there is none or it is unreadable."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(64)
+    except FileNotFoundError:
+        return 0
+    try:
+        return max(int(text.strip()), 0)
+    except ValueError:
+        _log.warn("Ignoring unreadable counter file {path}", path=path)
+        return 0
+
+
+def write_floor(path: str, counter: int) -> None:
+    """Replace the counter file atomically and durably (before logs are deleted)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    make_private_dirs(parent)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, b"%d\n" % counter)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(parent)
+
+
+def finalise_leftover(path: str, final_path: str, line: bytes) -> bool:
+    """
+    End the log a crash left running at C{path} with C{line} and rename it
+    to C{final_path}, durably; its modification time stays that of its
+    last output.  C{False} (nothing done) when C{final_path} exists.
+    """
+    if os.path.lexists(final_path):
+        _log.warn("Not finalising {path}: {final} exists already", path=path, final=final_path)
+        return False
+    before = os.stat(path)
+    with open(path, "r+b") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")  # the crash may have cut the last line short
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.rename(path, final_path)
+    fsync_dir(os.path.dirname(final_path))
+    return True
+
+
+def open_log(directory: str, job_id: str, counter: int) -> tuple[LogName, int] | None:
+    """
+    Run C{counter}'s log file in C{directory}, running or finished, open
+    for reading, with its name; C{None} when there is none.  Only a regular
+    file is opened, never through a link.  Two passes: a running log may be
+    renamed between looking and opening.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(2):
+        for status in (None,) + STATUSES:
+            name = LogName(counter, job_id, status)
+            try:
+                fd = os.open(os.path.join(directory, name.filename), flags)
+            except OSError:  # absent, or a symlink
+                continue
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                return name, fd
+            os.close(fd)
+    return None
