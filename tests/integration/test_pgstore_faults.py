@@ -153,7 +153,11 @@ class FrozenServerTests(unittest.TestCase):
             defer.ensureDeferred(unavailable(self, store.heartbeat(me()))) for _ in range(6)
         ])
         self.assertLess(watch.stop(), 0.5)
-        self.assertTrue(all(3.5 < t < 6.0 for t in took), took)
+        # A call on an open connection gives up at the store's deadline (4 s);
+        # one that had to connect (the pool grew meanwhile) at the connect
+        # timeout (2 s).  Neither sooner: nothing failed for another reason.
+        self.assertTrue(all(1.9 < t < 6.0 for t in took), took)
+        self.assertTrue(any(t > 3.5 for t in took), took)
         server.thaw()
         deadline = time.monotonic() + 10
         while True:
