@@ -9,6 +9,7 @@ thread the store runs them.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -66,29 +67,26 @@ def make_spare(directory: str, path: str) -> bool:
 
 def take_spare(directory: str, path: str) -> int | None:
     """
-    The spare file of C{directory} as the new log C{path}, open for
-    writing; C{None} when it cannot be had (the caller makes a new file).
-    A second name (C{link}: it fails if the log exists, as an exclusive
-    create does: L{FileExistsError} is raised), then the spare's name
-    removed: no inode is allocated or freed, which on ext4 without a
-    journal is the dearest file work of a run (bench/PROFILE.md).  A kill
-    between the two leaves both names; L{remove_spare} removes the spare's.
+    The spare file of C{directory} renamed to the new log C{path} and open
+    for writing; C{None} when it cannot be had (the caller makes a new
+    file).  No inode is allocated or freed, which on ext4 without a journal
+    is the dearest file work of a run (bench/PROFILE.md).  A log already
+    at C{path} raises L{FileExistsError}, as an exclusive create does: the
+    daemon's reactor thread is the only one that makes logs, so nothing can
+    come between the look and the rename.  The spare is empty (L{make_spare}
+    emptied it before it was offered): no C{O_TRUNC}, which would still
+    write the inode.
     """
-    spare = os.path.join(directory, SPARE_NAME)
+    if os.path.lexists(path):
+        raise FileExistsError(errno.EEXIST, "a log of this counter exists", path)
     try:
-        os.link(spare, path, follow_symlinks=False)
-    except FileExistsError:
-        raise
+        os.rename(os.path.join(directory, SPARE_NAME), path)
     except OSError:
         return None
     try:
-        os.unlink(spare)
-        return os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW)
+        return os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+        os.unlink(path)  # not a file to write: the caller makes one
         return None
 
 

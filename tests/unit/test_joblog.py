@@ -601,11 +601,11 @@ class StoreTests(StoreMixin, SynchronousTestCase):
         new.line("new")
         self.assertNotIn(b"old output of a pruned log", self.content(fresh, new.name))
 
-    def test_kill_between_the_spares_two_names(self) -> None:
+    def test_spare_that_is_a_second_name_of_a_log(self) -> None:
         """
-        A kill after the spare got the new log's name and before its own
-        name was removed: restore removes the spare's name only; the run's
-        log is finalised as any run cut by a kill.
+        A spare that is another name of a run's log (put there by hand, or
+        by a karajo that linked): restore removes the spare's name only; the
+        run's log is finalised as any run cut by a kill.
         """
         store = self.store()
         for counter in (1, 2):
