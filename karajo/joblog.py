@@ -33,6 +33,7 @@ from karajo.logfeed import LogFeed
 from karajo.logfiles import (
     SPARE_NAME,
     finalise_leftover,
+    is_regular_file,
     make_spare,
     open_log,
     read_floor,
@@ -549,13 +550,16 @@ class LogStore:
             if max(n.counter for n in doomed) > self._floor_on_disk:
                 self._write_floor(max(n.counter for n in names))
         for name in doomed:
+            path = self.path_of(name)
+            if not is_regular_file(path):
+                continue  # not karajo's log any more (a link put there): left alone
             if spare:
                 spare = False
-                self._spare_made = make_spare(self.directory, self.path_of(name))
+                self._spare_made = make_spare(self.directory, path)
                 if self._spare_made:
                     continue
             try:
-                os.unlink(self.path_of(name))
+                os.unlink(path)
             except FileNotFoundError:
                 pass
         return doomed

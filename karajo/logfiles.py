@@ -22,6 +22,7 @@ __all__ = [
     "SPARE_NAME",
     "finalise_leftover",
     "fsync_dir",
+    "is_regular_file",
     "make_spare",
     "open_log",
     "read_floor",
@@ -46,12 +47,24 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def is_regular_file(path: str) -> bool:
+    """Whether C{path} is a regular file itself (not a symlink to one)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def make_spare(directory: str, path: str) -> bool:
     """
     Rename the pruned log at C{path} to the spare file of C{directory} and
-    empty it; whether that worked.  A kill in between leaves a spare with
-    content: L{remove_spare} at the next start removes it, and a spare is
-    only ever taken by the daemon that made it.
+    empty it; whether that worked.  Emptied through a descriptor opened
+    without following a link and checked to be a regular file with one
+    name, so a log replaced by a link, or given a second name, never
+    empties what the other name holds (then only the log's own name goes).  A
+    kill in between leaves a spare with content: L{remove_spare} at the
+    next start removes it, and a spare is only ever taken by the daemon
+    that made it.
     """
     spare = os.path.join(directory, SPARE_NAME)
     try:
@@ -59,9 +72,20 @@ def make_spare(directory: str, path: str) -> bool:
     except OSError:
         return False
     try:
-        os.truncate(spare, 0)
+        fd = os.open(spare, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        remove_spare(directory)
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            remove_spare(directory)
+            return False
+        os.ftruncate(fd, 0)
     except OSError:
         return False  # it stays, unused, until the next start
+    finally:
+        os.close(fd)
     return True
 
 
@@ -84,7 +108,8 @@ def take_spare(directory: str, path: str) -> int | None:
     except OSError:
         return None
     try:
-        return os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        # O_NONBLOCK: whatever else were there, the open would not wait.
+        return os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         os.unlink(path)  # not a file to write: the caller makes one
         return None

@@ -574,6 +574,34 @@ class StoreTests(StoreMixin, SynchronousTestCase):
                          [SPARE_NAME, "my_id.3.success", "my_id.4.success"])
         self.assertEqual([r.counter for r in store.records()], [3, 4])
 
+    def test_links_are_never_emptied_by_the_spare(self) -> None:
+        """
+        A pruned log replaced by a symlink, or given a second name, is never
+        emptied through it: the symlink is left alone, the second name
+        keeps its content; only a plain log becomes the spare.
+        """
+        victim = os.path.join(self.mktemp())
+        with open(victim, "wb") as f:
+            f.write(b"precious")
+        store = self.store()
+        for counter in (1, 2, 3):
+            self.run_job(store, counter, "success", "output")
+        os.unlink(store.path_of(LogName(1, "my_id", "success")))
+        os.symlink(victim, store.path_of(LogName(1, "my_id", "success")))
+        kept = os.path.join(self.directory, "kept-by-hand")
+        os.link(store.path_of(LogName(2, "my_id", "success")), kept)
+        self.finish_pruning(store, store.begin(4), 1)
+        with open(victim, "rb") as f:
+            self.assertEqual(f.read(), b"precious")
+        self.assertTrue(os.path.islink(store.path_of(LogName(1, "my_id", "success"))))
+        self.assertGreater(os.path.getsize(kept), 0)
+        self.assertFalse(os.path.exists(store.path_of(LogName(2, "my_id", "success"))))
+        self.assertFalse(os.path.exists(store.path_of(LogName(3, "my_id", "success"))))
+        spare = os.path.join(self.directory, SPARE_NAME)
+        self.assertFalse(os.path.exists(spare))  # one try a prune: the linked log
+        self.finish_pruning(store, store.begin(5), 1)
+        self.assertEqual(os.path.getsize(spare), 0)  # log 4 became the spare
+
     def test_spare_never_replaces_a_log(self) -> None:
         """A log of the new counter already there: begin raises, as with a new file."""
         store = self.store()
