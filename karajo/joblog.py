@@ -35,8 +35,8 @@ from karajo.logfiles import (
     finalise_leftover,
     is_regular_file,
     make_spare,
-    open_log,
     read_floor,
+    read_log,
     remove_spare,
     take_spare,
     write_floor,
@@ -268,12 +268,8 @@ class LogStore:
             lambda _: maybeDeferred(self.run_in_thread, self._read_bytes, counter, start, end))
 
     def _read_bytes(self, counter: int, start: int, end: int) -> bytes:
-        found = open_log(self.directory, self.job_id, counter)
-        if found is None:
-            return b""
-        with os.fdopen(found[1], "rb") as f:
-            f.seek(start)
-            return f.read(max(end - start, 0))
+        found = read_log(self.directory, self.job_id, counter, start, end)
+        return found[1] if found is not None else b""
 
     # --- run records ---------------------------------------------------------
 
@@ -572,12 +568,7 @@ class LogStore:
         """
         if type(counter) is not int or counter < 1:
             return None
-        found = open_log(self.directory, self.job_id, counter)
-        if found is None:
-            return None
-        name, fd = found
-        with os.fdopen(fd, "rb") as f:
-            return name, f.read()
+        return read_log(self.directory, self.job_id, counter)
 
     def read_in_thread(self, counter: int) -> Deferred[tuple[LogName, bytes] | None]:
         """

@@ -24,7 +24,7 @@ __all__ = [
     "fsync_dir",
     "is_regular_file",
     "make_spare",
-    "open_log",
+    "read_log",
     "read_floor",
     "remove_spare",
     "take_spare",
@@ -98,8 +98,8 @@ def take_spare(directory: str, path: str) -> int | None:
     at C{path} raises L{FileExistsError}, as an exclusive create does: the
     daemon's reactor thread is the only one that makes logs, so nothing can
     come between the look and the rename.  The spare is empty (L{make_spare}
-    emptied it before it was offered): no C{O_TRUNC}, which would still
-    write the inode.
+    emptied it before it was offered), which is checked rather than made
+    so by C{O_TRUNC} (that would write the inode again).
     """
     if os.path.lexists(path):
         raise FileExistsError(errno.EEXIST, "a log of this counter exists", path)
@@ -107,12 +107,21 @@ def take_spare(directory: str, path: str) -> int | None:
         os.rename(os.path.join(directory, SPARE_NAME), path)
     except OSError:
         return None
+    # O_NONBLOCK: whatever were put there, the open does not wait; and
+    # only the empty file with one name that make_spare left is written
+    # (a second name would have the run's output written into another file).
+    fd = None
     try:
-        # O_NONBLOCK: whatever else were there, the open would not wait.
-        return os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_size == 0:
+            return fd
     except OSError:
-        os.unlink(path)  # not a file to write: the caller makes one
-        return None
+        pass
+    if fd is not None:
+        os.close(fd)
+    os.unlink(path)  # not the spare it was: the caller makes a new file
+    return None
 
 
 def remove_spare(directory: str) -> None:
@@ -177,22 +186,42 @@ def finalise_leftover(path: str, final_path: str, line: bytes) -> bool:
     return True
 
 
-def open_log(directory: str, job_id: str, counter: int) -> tuple[LogName, int] | None:
+def read_log(
+    directory: str, job_id: str, counter: int, start: int = 0, end: int | None = None
+) -> tuple[LogName, bytes] | None:
     """
-    Run C{counter}'s log file in C{directory}, running or finished, open
-    for reading, with its name; C{None} when there is none.  Only a regular
-    file is opened, never through a link.  Two passes: a running log may be
-    renamed between looking and opening.
+    Bytes C{[start, end)} of run C{counter}'s log in C{directory}, running
+    or finished, with its name; C{None} when there is none.  Only a regular
+    file is read, never through a link.  Two passes: a running log may be
+    renamed between looking and opening.  And a pruned log's file becomes
+    the next run's (L{make_spare}, L{take_spare}): what was read counts
+    only if the file still has a name of this run afterwards, so a reader
+    never gets another run's bytes, nor a log cut short by its emptying.
     """
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    names = [LogName(counter, job_id, status) for status in (None,) + STATUSES]
     for _ in range(2):
-        for status in (None,) + STATUSES:
-            name = LogName(counter, job_id, status)
+        for name in names:
             try:
                 fd = os.open(os.path.join(directory, name.filename), flags)
             except OSError:  # absent, or a symlink
                 continue
-            if stat.S_ISREG(os.fstat(fd).st_mode):
-                return name, fd
-            os.close(fd)
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                continue
+            with os.fdopen(fd, "rb") as f:
+                f.seek(start)
+                data = f.read() if end is None else f.read(max(end - start, 0))
+            if not any(_is_inode(directory, other, st) for other in names):
+                return None
+            return name, data
     return None
+
+
+def _is_inode(directory: str, name: LogName, st: os.stat_result) -> bool:
+    try:
+        now = os.lstat(os.path.join(directory, name.filename))
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)

@@ -256,15 +256,21 @@ def _finish_and_prune(
 ) -> tuple[LogName, list[LogName] | str]:
     """
     L{_close_and_rename}, then L{karajo.joblog.LogStore.prune} of the logs
-    C{kept} (keeping a C{spare}): one thread step.  Returns the final name
-    and the pruned logs (or, when pruning failed, why: the finish itself
-    succeeded).
+    C{kept} (keeping a C{spare}): one thread step, with one directory fsync
+    after both.  The pruned log's rename to the spare is durable before
+    the spare's inode can get another run's bytes, so not even a power loss
+    brings an old log's name back over a newer run's output.  Returns the
+    final name and the pruned logs (or, when pruning failed, why: the
+    finish itself succeeded).
     """
-    final = _close_and_rename(*args)  # type: ignore[arg-type]
+    final = _close_and_rename(*args, sync=False)  # type: ignore[arg-type, misc]
+    pruned: list[LogName] | str
     try:
-        return final, store.prune(retention, kept, spare)
+        pruned = store.prune(retention, kept, spare)
     except OSError as e:
-        return final, str(e)
+        pruned = str(e)
+    fsync_dir(store.directory)
+    return final, pruned
 
 
 def _close_and_rename(
@@ -273,17 +279,20 @@ def _close_and_rename(
     old_path: str,
     new_path: str,
     final: LogName,
+    sync: bool = True,
 ) -> LogName:
     """
     The blocking end of L{RunLog.finish}, run off the reactor thread (the
     run's record was written before, on the reactor thread: a kill before
     the rename leaves a record that says the run ended and a log that
-    says it did not, and the log wins).
+    says it did not, and the log wins).  Without C{sync} the caller
+    fsyncs the directory.
     """
     with file:
         file.writelines(rest)
         file.flush()
         os.fsync(file.fileno())
     os.rename(old_path, new_path)
-    fsync_dir(os.path.dirname(new_path))
+    if sync:
+        fsync_dir(os.path.dirname(new_path))
     return final

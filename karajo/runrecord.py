@@ -47,8 +47,10 @@ logs the store keeps.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from collections.abc import Callable, Mapping, Sequence
 
 import attrs
@@ -264,7 +266,7 @@ def read_records(path: str, job_id: str) -> dict[int, RunRecord]:
             continue
         try:
             value = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             skipped += 1
             continue
         runs = value.get("runs") if isinstance(value, dict) and "counter" not in value else [value]
@@ -286,6 +288,29 @@ def _encode(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode("ascii") + b"\n"
 
 
+def _write_to(path: str, flags: int, data: bytes) -> None:
+    """
+    Write C{data} to the regular file at C{path} in one C{write}, on the
+    reactor thread: opened without following a link and without waiting
+    (C{O_NONBLOCK}: a FIFO put there by a job fails here, it does not
+    hang the daemon), checked to be a regular file; a short write (a full
+    disk) raises, so the next write is whole.
+    """
+    flags |= os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        make_private_dirs(os.path.dirname(os.path.abspath(path)))
+        fd = os.open(path, flags, 0o600)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.ENOSPC, "short write", path)
+    finally:
+        os.close(fd)
+
+
 def write_records(path: str, records: tuple[RunRecord, ...]) -> None:
     """
     Replace the record file whole (tmp file, then rename): a kill at any
@@ -294,16 +319,7 @@ def write_records(path: str, records: tuple[RunRecord, ...]) -> None:
     """
     data = _encode({"version": 1, "runs": [r.to_json() for r in records]})
     tmp = path + ".tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
-    try:
-        fd = os.open(tmp, flags, 0o600)
-    except FileNotFoundError:
-        make_private_dirs(os.path.dirname(os.path.abspath(path)))
-        fd = os.open(tmp, flags, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+    _write_to(tmp, os.O_CREAT | os.O_TRUNC, data)
     os.replace(tmp, path)
 
 
@@ -313,15 +329,9 @@ def append_records(path: str, records: tuple[RunRecord, ...]) -> None:
     C{write}: a kill -9 leaves all of them or none (a process's death
     cannot split a write to the page cache).  No file is created or
     replaced, which is what makes it cheaper than L{write_records} (see
-    bench/PROFILE.md).  Runs off the reactor thread.
+    bench/PROFILE.md).
     """
-    data = b"".join(_encode(r.to_json()) for r in records)
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
-    fd = os.open(path, flags, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+    _write_to(path, os.O_APPEND | os.O_CREAT, b"".join(_encode(r.to_json()) for r in records))
 
 
 class RecordFile:
@@ -330,8 +340,9 @@ class RecordFile:
     records that changed since the last write appended (one C{write} to the
     page cache, like a log's own lines: no file created or replaced), and
     the whole file written instead once as many records were appended as
-    the store holds twice over (plus 16), and at the first write after a
-    start-up.  A failed write is logged and makes the next one whole.
+    the store holds twice over (plus 16; at most 20,016), and at the first
+    write after a start-up.  Written to without following a link or
+    waiting on a FIFO, and only to a regular file.  A failed write is logged and makes the next one whole.
     Without a path (a store without a state file) nothing is written.
     """
 
@@ -357,7 +368,9 @@ class RecordFile:
         """Write what changed of C{records} (C{snapshot()}: all of them, in order)."""
         if self.path is None or not self._dirty and self._appended is not None:
             return
-        limit = 2 * len(records) + 16
+        # Bounded too, so a huge retention keeps the file well under
+        # RECORDS_MAX_BYTES (about 130 bytes a line).
+        limit = min(2 * len(records), 20_000) + 16
         try:
             if self._appended is None or self._appended + len(self._dirty) > limit:
                 self._appended = None

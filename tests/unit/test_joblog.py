@@ -602,6 +602,69 @@ class StoreTests(StoreMixin, SynchronousTestCase):
         self.finish_pruning(store, store.begin(5), 1)
         self.assertEqual(os.path.getsize(spare), 0)  # log 4 became the spare
 
+    def test_a_reader_never_gets_another_runs_bytes(self) -> None:
+        """
+        A read of a log whose file is made the spare (and then the next
+        run's log) while it reads counts as no log, not as another run's
+        output or a log cut short.
+        """
+        store = self.store()
+        for counter in (1, 2):
+            self.finish_pruning(store, store.begin(counter), 5)
+        opened = []
+        real_fdopen = os.fdopen
+
+        def recycle_meanwhile(fd: int, mode: str = "r") -> object:
+            # The read's open is done; before its read, run 3 prunes log 1
+            # into the spare and run 4 takes it and writes.
+            if not opened:
+                opened.append(fd)
+                self.finish_pruning(store, store.begin(3), 1)
+                log = store.begin(4)
+                log.line("SECRET of run 4")
+            return real_fdopen(fd, mode)
+
+        self.patch(os, "fdopen", recycle_meanwhile)
+        self.assertIsNone(store.read(1))
+        self.patch(os, "fdopen", real_fdopen)
+        self.assertIn(b"SECRET of run 4", store.read(4)[1])
+
+    def test_only_an_empty_spare_with_one_name_is_taken(self) -> None:
+        """
+        A spare that is not what prune left (a second name of another
+        file, or not empty) is not written into: its name goes, the file it
+        names is untouched, and the run gets a new file.
+        """
+        victim = os.path.abspath(self.mktemp())
+        with open(victim, "wb") as f:
+            f.write(b"precious\n")
+        store = self.store()
+        for counter in (1, 2):
+            self.finish_pruning(store, store.begin(counter), 1)
+        spare = os.path.join(self.directory, SPARE_NAME)
+        os.unlink(spare)
+        os.link(victim, spare)
+        log = store.begin(3)
+        log.line("output of run 3")
+        self.finish_pruning(store, log, 1)
+        with open(victim, "rb") as f:
+            self.assertEqual(f.read(), b"precious\n")
+        self.assertNotEqual(os.stat(victim).st_ino,
+                            os.stat(store.path_of(LogName(3, "my_id", "success"))).st_ino)
+
+    def test_a_fifo_as_the_record_file_does_not_hang(self) -> None:
+        """
+        A FIFO put at the record file's path (a job runs as karajo's user)
+        fails the record write at once, logged; the runs go on.
+        """
+        store = self.store()
+        self.run_job(store, 1)
+        os.unlink(store.records_path)
+        os.mkfifo(store.records_path)
+        with capturedLogs() as events:
+            self.assertEqual(self.run_job(store, 2), LogName(2, "my_id", "success"))
+        self.assertEqual([e["path"] for e in events if "path" in e], [store.records_path])
+
     def test_spare_never_replaces_a_log(self) -> None:
         """A log of the new counter already there: begin raises, as with a new file."""
         store = self.store()
@@ -987,7 +1050,8 @@ class RunRecordTests(StoreMixin, SynchronousTestCase):
         store = self.store()
         self.run_job(store, 1)
         for garbage in (b"", b'{"runs": [{"counter": 1,', b"[]", b'{"runs": 5}',
-                        b'{"runs": [{"counter": 0, "status": "success"}, 7]}'):
+                        b'{"runs": [{"counter": 0, "status": "success"}, 7]}',
+                        b"[" * 100_000):
             with open(store.records_path, "wb") as f:
                 f.write(garbage)
             state = self.store().restore()
