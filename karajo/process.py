@@ -248,11 +248,18 @@ def spawn_leader(
         ]
         actions += _closing_the_rest(fdmap)
         leader: dict[str, Any] = {"setsid": True} if _has_terminal() else {"setpgroup": 0}
-        return os.posix_spawn(
+        pid = os.posix_spawn(
             executable, args, env,
             file_actions=actions, **leader,
             setsigdef=_DEFAULT_SIGNALS, setsigmask=(),
         )
+        # The command first: where it shares the daemon's core (a pinned
+        # daemon, a one-CPU container), it would otherwise wait for the
+        # daemon to finish the run's bookkeeping and the trigger's answer
+        # before its exec goes on (0.3-0.5 ms of a webhook's trigger ->
+        # start, bench/PROFILE.md).  With a free core, this returns at once.
+        os.sched_yield()
+        return pid
     finally:
         for fd in moved:
             os.close(fd)
