@@ -12,8 +12,8 @@ spawns, 4 at a time:
 
   - C{/bin/sh -c true} through C{reactor.spawnProcess} (Twisted uses
     C{posix_spawnp});
-  - C{/bin/sh -c true} as karajo spawns a command: in a new session
-    through L{karajo.process.LeaderProcess}, stdin from /dev/null.
+  - C{/bin/sh -c true} as karajo spawns a command: leading a new process
+    group through L{karajo.process.LeaderProcess}, stdin from /dev/null.
 
 The script re-executes itself under C{taskset -c 0} so the daemon runs on
 one core; every spawned process is moved to the other core(s) right after
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
         def processEnded(self, reason) -> None:
             self.d.callback(reason.value.exitCode)
 
-    def raw_batch(total: int, argv: list[str], session: bool) -> defer.Deferred:
+    def raw_batch(total: int, argv: list[str], as_karajo: bool) -> defer.Deferred:
         done = defer.Deferred()
         st = {"started": 0, "ended": 0, "failed": 0}
         cenv = command_env(1)
@@ -192,7 +192,7 @@ def main(argv=None) -> int:
         def spawn() -> None:
             st["started"] += 1
             d = defer.Deferred()
-            if session:
+            if as_karajo:
                 t = LeaderProcess(reactor, argv[0], argv, cenv, None, Bare(d),
                                    childFDs={0: devnull, 1: "r", 2: "r"})
             else:
@@ -233,7 +233,7 @@ def main(argv=None) -> int:
         await raw_batch(args.warmup, sh_argv, False)
         await raw_batch(args.warmup, sh_argv, True)
         await measure("raw: /bin/sh -c true (spawnProcess)", lambda n: raw_batch(n, sh_argv, False), args.runs)
-        await measure("raw: /bin/sh -c true, new session (as karajo)",
+        await measure("raw: /bin/sh -c true, new group (as karajo)",
                       lambda n: raw_batch(n, sh_argv, True), args.runs)
         await measure(f"karajo: {args.jobs} jobs '{args.command}', max_job_running={args.max_job_running}",
                       karajo_batch, args.runs)
@@ -278,7 +278,7 @@ def main(argv=None) -> int:
                        "children CPU ms/run", "failed")))
 
     k = next((r for label, r in results.items() if label.startswith("karajo")), None)
-    raw = next((r for label, r in results.items() if "session" in label), None)
+    raw = next((r for label, r in results.items() if "as karajo" in label), None)
     if k is not None and raw is not None:
         extra = (k["cpu"] - raw["cpu"]) / k["n"] * 1000
         print()
