@@ -165,7 +165,7 @@ class LogStore:
         self._tuple: tuple[RunRecord, ...] | None = None
         # The record file, told of each record that changed.
         self._record_file = RecordFile(self.records_path)
-        # Record writes and log finishes of this job, one after the other.
+        # Log finishes of this job, one after the other (_in_order).
         self._io: Deferred[None] = Deferred()
         self._io.callback(None)
         # The delayed write of the records after a run began (_save_records_soon).
@@ -329,8 +329,8 @@ class LogStore:
     def _in_order(self, f: Callable[..., object], *args: object) -> Deferred:
         """
         C{run_in_thread(f, *args)}, started only once the previous call
-        through here is over: a run's record writes and its finish never
-        overtake one another in the thread pool.
+        through here is over: one job's finishes (and the prunes and spare
+        they make) never overtake one another in the thread pool.
         """
         done: Deferred = Deferred()
 
