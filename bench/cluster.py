@@ -50,6 +50,7 @@ from _report import percentile, table  # bench/ is sys.path[0] when a script run
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from karajo.process import processes  # noqa: E402
 from tests import pgserver  # noqa: E402
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -201,16 +202,7 @@ class DbCpu:
 
 
 def children_of(ppid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == ppid:
-                        out.append(int(entry))
-            except OSError:
-                pass
-    return out
+    return [pid for pid, (_state, parent, _group) in processes().items() if parent == ppid]
 
 
 # --- measuring -----------------------------------------------------------------------

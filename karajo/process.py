@@ -387,9 +387,33 @@ def _start_time(pid: int) -> str | None:
     finally:
         os.close(fd)
     try:
-        return stat[stat.rindex(")") + 2 :].split()[19]
+        return _stat_fields(stat)[19]
     except (ValueError, IndexError):
         return None
+
+
+def _stat_fields(stat: str) -> list[str]:
+    """
+    The fields of a C{/proc/PID/stat} line after C{pid (comm)}, the state
+    first: the command name may hold spaces and parentheses, so the line is
+    cut at its last C{)}.
+    """
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def processes() -> dict[int, tuple[str, int, int]]:
+    """Every process now, from /proc: pid -> (state, parent pid, process group)."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = _stat_fields(f.read())
+            found[int(name)] = (fields[0], int(fields[1]), int(fields[2]))
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return found
 
 
 def group_record(pgid: int) -> str | None:
@@ -416,18 +440,7 @@ def group_record(pgid: int) -> str | None:
 
 def _group_members(pgid: int) -> list[int]:
     """The processes whose process group is C{pgid} (read from /proc)."""
-    members = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                stat = f.read()
-            if int(stat[stat.rindex(")") + 2:].split()[2]) == pgid:
-                members.append(int(name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return members
+    return [pid for pid, (_state, _ppid, group) in processes().items() if group == pgid]
 
 
 def _carries_job(pid: int, job_id: str) -> bool:

@@ -30,6 +30,8 @@ import subprocess
 import tempfile
 import time
 
+from karajo.process import processes
+
 __all__ = ["PG_BIN", "SHARED", "PgServer", "available", "schema_for_test"]
 
 PG_BIN = os.environ.get("KARAJO_TEST_PG_BIN", "/usr/lib/postgresql/15/bin")
@@ -128,19 +130,7 @@ class PgServer:
 
 def _children(pid: int) -> list[int]:
     """The processes whose parent is C{pid} (from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces, so split after ")".
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry))
-    return found
+    return [child for child, (_state, ppid, _group) in processes().items() if ppid == pid]
 
 
 def _alive(pid: int) -> bool:

@@ -21,7 +21,7 @@ from karajo.config import validate
 from karajo.joblog import SPARE_NAME
 from karajo.model import Environment, Job
 from karajo.paths import Paths
-from karajo.process import KILL_GRACE, group_record
+from karajo.process import KILL_GRACE, group_record, processes
 from karajo.service import build_job_service, job_work, stop_leftover_group
 from karajo.work import PidFile
 
@@ -237,20 +237,10 @@ class CallableTests(RunTestCase):
 
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of a process group, from /proc."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state not in ("Z", "X"):
-            members.append(int(entry))
-    return members
+    return [
+        pid for pid, (state, _ppid, group) in processes().items()
+        if group == pgid and state not in ("Z", "X")
+    ]
 
 
 def group_alive(pgid: int) -> bool:

@@ -23,6 +23,8 @@ from typing import Any
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
+from karajo.process import processes
+
 from ..e2e.daemon import free_port, start_twistd, wait_listening
 from ..helpers import config_tree
 
@@ -188,28 +190,6 @@ def webhook_body() -> bytes:
 
 
 # --- processes ---------------------------------------------------------------
-
-
-def _stat(pid: str) -> tuple[str, int, int] | None:
-    """(state, ppid, pgid) of a process, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()
-    return fields[0], int(fields[1]), int(fields[2])
-
-
-def processes() -> dict[int, tuple[str, int, int]]:
-    """Every process: pid -> (state, ppid, pgid)."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = _stat(entry)
-            if st is not None:
-                out[int(entry)] = st
-    return out
 
 
 def live_in_groups(groups) -> list[int]:
