@@ -32,7 +32,7 @@ import time
 
 from karajo.process import processes
 
-__all__ = ["PG_BIN", "SHARED", "PgServer", "available", "schema_for_test"]
+__all__ = ["PG_BIN", "SHARED", "PgServer", "alive", "available", "schema_for_test"]
 
 PG_BIN = os.environ.get("KARAJO_TEST_PG_BIN", "/usr/lib/postgresql/15/bin")
 
@@ -94,7 +94,7 @@ class PgServer:
         if pid:
             os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and _alive(pid):
+            while time.monotonic() < deadline and alive(pid):
                 time.sleep(0.05)
 
     def freeze(self) -> None:
@@ -133,7 +133,8 @@ def _children(pid: int) -> list[int]:
     return [child for child, (_state, ppid, _group) in processes().items() if ppid == pid]
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process C{pid} exists (a zombie counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

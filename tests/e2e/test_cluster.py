@@ -257,7 +257,7 @@ class OneServiceTests(TestCase):
             await wait_run(node, "long", counter, "canceled", timeout=10)
         with open(pid_file) as f:
             pid = int(f.read())
-        self.assertFalse(_alive(pid), "the canceled command still runs")
+        self.assertFalse(pgserver.alive(pid), "the canceled command still runs")
 
         code, _, reply = await manage(n2, "pause", "long")
         self.assertEqual(code, 200, reply)
@@ -307,14 +307,6 @@ class OneServiceTests(TestCase):
             for entry in (await logs(cluster.nodes[0], f"m{i:02d}")).values():
                 nodes.add(entry["node"])
         self.assertGreater(len(nodes), 1, nodes)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 class FaultTests(TestCase):
