@@ -66,24 +66,25 @@ def run(argv: list[str], flock: bool) -> str:
     return res.stdout
 
 
+def run_json(tmp: str, script: str, args: list[str], flock: bool) -> dict:
+    """Run a script that writes its figures with C{--json FILE}; those figures."""
+    out = os.path.join(tmp, script + ".json")
+    run([os.path.join(HERE, script), *args, "--json", out], flock)
+    with open(out) as f:
+        return json.load(f)
+
+
 def measure(only: set[str], flock: bool) -> dict[str, float]:
     figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="karajo-compare-") as tmp:
         if "webhook" in only:
-            out = os.path.join(tmp, "webhook.json")
-            run([os.path.join(HERE, "webhook_runs.py"), "--json", out], flock)
-            with open(out) as f:
-                w = json.load(f)
+            w = run_json(tmp, "webhook_runs.py", [], flock)
             figures["webhook.cpu_ms_per_run"] = w["throughput"]["cpu_ms_per_run"]
             figures["webhook.runs_per_s"] = w["throughput"]["runs_per_s"]
             figures["webhook.start_p50_ms"] = w["latency"]["p50_ms"]
             figures["webhook.start_p99_ms"] = w["latency"]["p99_ms"]
         if "http" in only:
-            out = os.path.join(tmp, "http.json")
-            run([os.path.join(HERE, "http_load.py"), "--only", "1,2,3", "--gzip", "--no-profile",
-                 "--json", out], flock)
-            with open(out) as f:
-                h = json.load(f)
+            h = run_json(tmp, "http_load.py", ["--only", "1,2,3", "--gzip", "--no-profile"], flock)
             figures["http.signed_rps"] = h["signed"]["rps"]
             figures["http.signed_cpu_ms"] = h["signed"]["cpu_ms_per_req"]
             figures["http.forged_rps"] = h["forged"]["rps"]
