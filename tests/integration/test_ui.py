@@ -68,8 +68,16 @@ def build(test: TestCase, users: bool = False):
     }
     http_jobs = {"ping": JobHttp(name="ping", http_url="http://127.0.0.1:9/",
                                  schedule="daily@01:00,13:30")}
-    env, warnings = karajo.config.validate(Environment(
+    return serve(test, Environment(
         dir_base=base, secret="s3cret", jobs=jobs, http_jobs=http_jobs, users=table))
+
+
+def serve(test: TestCase, environment: Environment):
+    """
+    The server of C{environment} started (without its listener) and its
+    web UI behind a StubTreq; a user's password is "pw".
+    """
+    env, warnings = karajo.config.validate(environment)
     service = karajo.server.build_service(
         karajo.config.Loaded(env, warnings), reactor,
         run_in_thread=lambda f, *a: defer.maybeDeferred(f, *a),
@@ -315,20 +323,9 @@ class RunPage(TestCase):
                                      "retry" if attempt > 1 else "webhook", attempt, node))
         runrecord.write_records(paths.state_file("job", "flaky") + runrecord.RECORDS_SUFFIX,
                                 tuple(records))
-        env, warnings = karajo.config.validate(Environment(
+        _service, _sessions, _ui, self.treq = serve(self, Environment(
             dir_base=base, secret="s3cret",
             jobs={"flaky": Job(name="flaky", commands=["false"], path="/flaky", retry=2)}))
-        service = karajo.server.build_service(
-            karajo.config.Loaded(env, warnings), reactor,
-            run_in_thread=lambda f, *a: defer.maybeDeferred(f, *a),
-        )
-        service.removeService(service.getServiceNamed("http"))
-        service.startService()
-        self.addCleanup(service.stopService)
-        root = Resource()
-        sessions = Sessions({}, reactor, check=lambda password, hashed: defer.succeed(False))
-        root.putChild(b"karajo", WebUI(service, sessions).resource())
-        self.treq = StubTreq(root)
 
     async def page(self, counter: int) -> str:
         response = await self.treq.get(
