@@ -55,6 +55,12 @@ def skip_reason() -> str | None:
     return None
 
 
+def assert_fits_phone(page) -> None:
+    """The page opened at PHONE size does not scroll sideways."""
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"horizontal scroll at phone width: {width}"
+
+
 def artifact(name: str) -> str:
     os.makedirs(ARTIFACTS, exist_ok=True)
     return os.path.join(ARTIFACTS, name)

@@ -35,7 +35,7 @@ from karajo.web.site import build_site
 from karajo.web.ui import CSP
 from tests.clusterfake import FakeDatabase, FakeStore
 
-from .browser import PHONE, Browser, artifact, skip_reason
+from .browser import PHONE, Browser, artifact, assert_fits_phone, skip_reason
 from .test_pages import PASSWORD, SECRET, Daemon, _PagesTest
 
 #: web-2's configuration digest: not web-1's
@@ -188,8 +188,7 @@ class _ClusterPagesTest(_PagesTest):
         page.emulate_media(color_scheme="light")
         phone = self.browser.new_page(PHONE)
         self.goto(phone, "/karajo/app/cluster", polls=False)
-        width = phone.evaluate("document.documentElement.scrollWidth")
-        assert width <= PHONE["width"], f"horizontal scroll at phone width: {width}"
+        assert_fits_phone(phone)
         phone.close()
         # the page of web-2's run, served by web-1: its node, its log from the database, live
         self.run_tab = self.browser.new_page()

@@ -32,7 +32,7 @@ from karajo.users import hash_password
 from karajo.web.site import build_site
 from karajo.web.ui import CSP
 
-from .browser import PHONE, Browser, artifact, skip_reason
+from .browser import PHONE, Browser, artifact, assert_fits_phone, skip_reason
 
 SECRET = "s3cret-not-in-pages"
 PASSWORD = "correct horse"
@@ -330,8 +330,7 @@ class JobPageTests(_PagesTest):
             assert page.locator("#run-attempt").text_content() == "3 of up to 3"
             phone = self.browser.new_page(PHONE)
             self.goto(phone, f"/karajo/app/run?kind=job&id=busy&counter={CHAIN[1]}", polls=False)
-            width = phone.evaluate("document.documentElement.scrollWidth")
-            assert width <= PHONE["width"], f"horizontal scroll at phone width: {width}"
+            assert_fits_phone(phone)
             phone.screenshot(path=artifact("run-retry-phone.png"), full_page=True)
 
         d = self.in_browser(steps)
@@ -467,8 +466,7 @@ class JobPageTests(_PagesTest):
             assert page.locator("#cards.compact").count() == 0
             phone = self.browser.new_page(PHONE)
             self.goto(phone, "/karajo/app/job?kind=job&id=busy")
-            width = phone.evaluate("document.documentElement.scrollWidth")
-            assert width <= PHONE["width"], f"horizontal scroll at phone width: {width}"
+            assert_fits_phone(phone)
             phone.screenshot(path=artifact("job-page-phone.png"), full_page=False)
 
         d = self.in_browser(steps)

@@ -30,7 +30,7 @@ from karajo.users import hash_password
 from karajo.web.site import build_site
 from karajo.web.ui import CSP
 
-from .browser import PHONE, Browser, artifact, skip_reason
+from .browser import PHONE, Browser, artifact, assert_fits_phone, skip_reason
 
 SECRET = "s3cret"
 PASSWORD = "correct horse"
@@ -229,8 +229,7 @@ class NoUsersTests(_BrowserTest):
             job_page.screenshot(path=artifact("job.png"), full_page=True)
             phone = self.browser.new_page(PHONE)
             self.open_dashboard(phone)
-            width = phone.evaluate("document.documentElement.scrollWidth")
-            assert width <= PHONE["width"], f"horizontal scroll at phone width: {width}"
+            assert_fits_phone(phone)
             phone.screenshot(path=artifact("dashboard-phone.png"), full_page=False)
             assert page.evaluate("window.__xss") is None
 
