@@ -1,8 +1,22 @@
-"""What the benchmark scripts share: a nearest-rank percentile, plain-text tables."""
+"""
+What the benchmark scripts share: a nearest-rank percentile, plain-text
+tables, and waiting for a run's final log to appear.
+"""
 
 from __future__ import annotations
 
 import math
+import os
+import time
+
+
+def wait_for_file(path: str, seconds: float) -> bool:
+    """Poll for C{path} every 0.5 ms, for up to C{seconds}; whether it came."""
+    for _ in range(int(seconds / 0.0005)):
+        if os.path.exists(path):
+            return True
+        time.sleep(0.0005)
+    return False
 
 
 def percentile(sorted_values: list[float], p: float) -> float:

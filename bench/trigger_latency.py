@@ -35,6 +35,8 @@ import sys
 import tempfile
 import time
 
+from _report import wait_for_file  # bench/ is sys.path[0] when a script runs
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -128,11 +130,7 @@ def main() -> int:
             status = send(port, request)
             if status != 200:
                 raise SystemExit(f"trigger {n}: HTTP {status}")
-            done = os.path.join(log_dir, f"t.{n}.success")
-            for _ in range(10000):
-                if os.path.exists(done):
-                    break
-                time.sleep(0.0005)
+            wait_for_file(os.path.join(log_dir, f"t.{n}.success"), 5)
             first.append((int(watcher.stdout.readline()) - sent) / 1e6)
             time.sleep(args.gap)
     finally:

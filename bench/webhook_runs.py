@@ -54,7 +54,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from _report import percentile  # noqa: E402
+from _report import percentile, wait_for_file  # noqa: E402
 from http_load import (  # noqa: E402
     DAEMON_CPU,
     LOAD_CPU,
@@ -268,11 +268,7 @@ def latency(args, port: int, log_dir: str, watcher: subprocess.Popen) -> dict:
                 got = answer.feed(data)
         if got[0] != 200:
             raise SystemExit(f"latency trigger {n}: HTTP {got[0]}")
-        done = os.path.join(d, f"lat.{n}.success")
-        for _ in range(20000):
-            if os.path.exists(done):
-                break
-            time.sleep(0.0005)
+        wait_for_file(os.path.join(d, f"lat.{n}.success"), 10)
         first.append((int(watcher.stdout.readline()) - sent) / 1e6)
         time.sleep(args.gap)
     first.sort()
