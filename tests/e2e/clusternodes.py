@@ -263,3 +263,19 @@ async def wait_run(node: Node, job_id: str, counter: int, status: str | tuple[st
             return entry
         await sleep(0.1)
     raise AssertionError(f"{node.name}: run {job_id}.{counter} is {entry}, want {want}")
+
+
+async def wait_status(node: Node, job_id: str, status: str, timeout: float = 5.0) -> None:
+    """
+    Until C{node} shows the job with C{status}: a node learns of a pause or
+    resume made on another one by a NOTIFY, not at the moment the call is
+    answered (docs/cluster.md).
+    """
+    deadline = reactor.seconds() + timeout
+    shown = None
+    while reactor.seconds() < deadline:
+        shown = (await get(node, f"/job_exec?id={job_id}"))["status"]
+        if shown == status:
+            return
+        await sleep(0.05)
+    raise AssertionError(f"{node.name}: job {job_id} is {shown}, want {status}")

@@ -35,6 +35,7 @@ from .clusternodes import (
     signed_body,
     sleep,
     wait_run,
+    wait_status,
     webhook,
 )
 
@@ -262,10 +263,9 @@ class OneServiceTests(TestCase):
         code, _, reply = await manage(n2, "pause", "long")
         self.assertEqual(code, 200, reply)
         for node in cluster.nodes:
-            self.assertEqual((await get(node, "/job_exec?id=long"))["status"], "paused",
-                             node.name)
             code, _, reply = await webhook(node, "/long")
             self.assertEqual((code, reply["name"]), (412, "ERR_JOB_PAUSED"), node.name)
+            await wait_status(node, "long", "paused")
         code, _, reply = await manage(n3, "resume", "long")
         self.assertEqual(code, 200, reply)
         code, _, reply = await webhook(n1, "/long")
