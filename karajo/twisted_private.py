@@ -29,12 +29,16 @@ The hooks:
      away before a page rendered asynchronously was written (writing then
      raises).  C{notifyFinish} would need a callback per page.
   5. L{HTTPChannelHooks}: C{HTTPChannel._respondToBadRequestAndDisconnect},
-     C{_send100Continue}, C{_receivedHeaderSize} and C{LineReceiver._buffer},
-     under public names, for L{karajo.web.limits.LimitedChannel}: the JSON
-     400/431 answer with a lingering close, no "100 Continue" for a body
-     already refused, and the 408 only for a client that had started a
-     request.  If they change, malformed requests get Twisted's bare
-     400, or the request-timeout answer is wrong.
+     C{_send100Continue}, C{_receivedHeaderSize}, C{_handlingRequest},
+     C{__first_line} and C{LineReceiver._buffer}, under public names, for
+     L{karajo.web.limits.LimitedChannel}: the JSON 400/431 answer with a
+     lingering close, no "100 Continue" for a body already refused, the
+     408 only for a client that had started a request, and the webhook's
+     short way (L{karajo.web.hotpath}) only where Twisted's parser waits for
+     a new request.  If they change, malformed requests get Twisted's bare
+     400, or the request-timeout answer is wrong; if the parser's state
+     names change, L{HTTPChannelHooks.at_request_start} says no and every
+     webhook goes Twisted's way (slower, nothing else changes).
   6. L{reactor_bound_late}: C{klein} and C{twisted.mail.smtp} run
      C{from twisted.internet import reactor} when imported, which installs
      the default reactor: importing karajo's web or mail code would then
@@ -163,6 +167,22 @@ class HTTPChannelHooks(http.HTTPChannel):
     def has_unparsed_data(self) -> bool:
         """Whether received bytes wait for the end of their line."""
         return bool(self._buffer)
+
+    def at_request_start(self) -> bool:
+        """
+        Whether the parser waits for the first byte of a new request:
+        nothing of one read yet, no request being answered, the connection
+        still persistent.  False when Twisted's state names changed.
+        """
+        return bool(
+            self.line_mode
+            and not self._buffer
+            and self._receivedHeaderSize == 0
+            and self.persistent
+            and not self.requests
+            and not getattr(self, "_handlingRequest", True)
+            and getattr(self, "_HTTPChannel__first_line", 0)
+        )
 
     def refuse_malformed_request(self) -> None:
         """Answer a request Twisted's parser refused (by default Twisted's bare 400)."""

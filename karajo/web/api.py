@@ -45,7 +45,6 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import IResource
 from werkzeug.exceptions import NotFound
 from werkzeug.routing import RequestRedirect
 
@@ -191,7 +190,7 @@ class KarajoAPI:
         """Who may call what; the metrics page asks it too."""
         return self._access
 
-    def resource(self) -> IResource:
+    def resource(self) -> APIResource:
         """The Klein resource; mount it at the site root (full paths)."""
         return APIResource(self.app, self)
 

@@ -5,7 +5,8 @@ JSON 404 (not Klein's plain-text 400 and its logged traceback), and the
 webhook POST, the hottest route of all (every webhook, and every forged
 one), goes straight to its handler (docs/architecture.md; bench/PROFILE.md
 measured werkzeug's matching and Klein's Deferred chain costing more than
-the handler itself).
+the handler itself), and L{APIResource.hot} answers the ones that
+L{karajo.web.hotpath} reads without twisted.web's request.
 """
 
 from __future__ import annotations
@@ -47,6 +48,21 @@ class APIResource(KleinResource):
             request.finish()
             return NOT_DONE_YET
         return super().render(request)
+
+    def hot(self, request: Any) -> bytes | None:
+        """
+        The webhook POST read by L{karajo.web.hotpath}, answered at once;
+        C{None} (Twisted's way then) on a cluster node, whose answer waits
+        on the database.
+        """
+        path = _webhook_path(request) if self._api._cluster is None else None
+        if path is None:
+            return None
+        request.prepath, request.postpath = request.postpath, []
+        body = self._api.job_exec_run(request, path=path)
+        if not isinstance(body, bytes):
+            raise TypeError(f"the webhook handler answered {type(body).__name__}, not bytes")
+        return body
 
 
 #: C{POST /karajo/api/job_exec/run/<path>} split at its slashes.

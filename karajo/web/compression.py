@@ -24,7 +24,7 @@ from typing import Any
 
 from twisted.web.resource import EncodingResourceWrapper, IResource
 
-__all__ = ["GZIP_LEVEL", "accepts_gzip", "gzipped"]
+__all__ = ["GZIP_LEVEL", "accepts_gzip", "gzip_whole", "gzipped"]
 
 #: zlib's (and Go's) default level.
 GZIP_LEVEL = 6
@@ -59,6 +59,18 @@ def accepts_gzip(header: bytes | None) -> bool:
         if q > 0:
             return True
     return False
+
+
+def _compressor() -> Any:
+    """A gzip-format compressor at L{GZIP_LEVEL}."""
+    return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+
+
+def gzip_whole(body: bytes) -> bytes:
+    """C{body} as one gzip member: an answer written whole (L{karajo.web.hotpath})."""
+    compressor = _compressor()
+    out: bytes = compressor.compress(body) + compressor.flush()
+    return out
 
 
 class _Cache:
@@ -113,7 +125,7 @@ class _GzipEncoder:
         if self._compressor is None:
             # A body after a cached one starts a new gzip member (RFC 1952
             # allows several); with one write per answer it never happens.
-            self._compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            self._compressor = _compressor()
         out: bytes = self._compressor.compress(data)
         return out
 

@@ -41,7 +41,9 @@ L{karajo.twisted_private.HTTPChannelHooks}.
 from __future__ import annotations
 
 import io
+import sys
 import tempfile
+from collections.abc import Callable
 from resource import RLIM_INFINITY, RLIMIT_NOFILE, getrlimit
 from typing import IO, Any
 
@@ -53,6 +55,7 @@ from twisted.web import http, server
 from twisted.web.resource import IResource
 
 from karajo.twisted_private import HTTPChannelHooks
+from karajo.web import hotpath
 from karajo.web.errors import error_response
 
 __all__ = [
@@ -94,6 +97,9 @@ def connection_limit(reserve: int = DESCRIPTOR_RESERVE) -> int:
         soft = 1 << 20
     return max(1, (soft - reserve) // 2)
 
+
+# No body cap: a limit no body reaches.
+_HUGE = sys.maxsize
 
 # Bodies below this size are kept in memory; larger ones (up to the cap) go
 # to a temporary file, as Twisted itself does.
@@ -210,6 +216,9 @@ class LimitedChannel(HTTPChannelHooks):
 
     headerTimeout: float | None = None
     bodyTimeout: float | None = None
+    #: the webhook POST's handler for L{karajo.web.hotpath}'s requests, set
+    #: by the site; C{None} when it declines one (then Twisted reads it)
+    hotRoute: Callable[[hotpath.HotRequest], bytes | None] | None = None
     _headerCall: IDelayedCall | None = None
     _bodyCall: IDelayedCall | None = None
     _released = False
@@ -396,14 +405,57 @@ class LimitedChannel(HTTPChannelHooks):
             transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        """Discard everything once the request body was refused."""
+        """
+        Discard everything once the request body was refused; answer the
+        webhook requests at the start of C{data} the short way (L{hotRoute})
+        and let Twisted's parser read the rest.
+        """
         if self._lingering:
             self._lingerBytes += len(data)
             if self._lingerBytes > LINGER_BYTES and self._lingerCall is not None:
                 self._lingerCall.cancel()
                 self._endLinger()
             return
+        if self.hotRoute is not None and self.at_request_start():
+            data = self._answer_hot(data)
+            if not data:
+                return
         super().dataReceived(data)
+
+    def _answer_hot(self, data: bytes) -> bytes:
+        """
+        Answer each whole webhook request at the start of C{data}
+        (L{karajo.web.hotpath}); return what is left for Twisted's parser.
+        """
+        route = self.hotRoute
+        assert route is not None
+        max_body = self.requestFactory.maxBodySize  # type: ignore[attr-defined]
+        while data:
+            parsed = hotpath.parse(
+                data, self, _HUGE if max_body is None else max_body,
+                min(self.totalHeadersSize, self.MAX_LENGTH), self.maxHeaders,
+            )
+            if parsed is None:
+                return data
+            request, used = parsed
+            body = route(request)
+            if body is None:
+                return data
+            self.resetTimeout()
+            close = b"close" in b" ".join(
+                request.requestHeaders.getRawHeaders(b"Connection", [])).lower().split(b" ")
+            transport = self.transport
+            if transport is None:
+                return b""
+            transport.write(hotpath.answer(request, body, self.factory.reactor.seconds(), close))
+            if close:
+                self.persistent = False
+                self._cancelHeaderDeadline()
+                self.loseConnection()
+                return b""
+            self._armHeaderDeadline()
+            data = data[used:]
+        return data
 
     def lineReceived(self, line: bytes) -> Any:
         if self._lingering:
@@ -454,6 +506,8 @@ class _LimitedSite(server.Site):
     bodyTimeout: float | None = None
     maxConnections: int | None = None
     maxPerClient: int | None = None
+    #: given to every channel (L{LimitedChannel.hotRoute})
+    hotRoute: Callable[[hotpath.HotRequest], bytes | None] | None = None
     _refusing = False
     # Twisted types this as its HTTP/1.1-or-2 wrapper's factory; a plain
     # HTTPChannel subclass is what a Site served before HTTP/2 and still
@@ -481,6 +535,7 @@ class _LimitedSite(server.Site):
         if channel is not None:
             channel.headerTimeout = self.headerTimeout
             channel.bodyTimeout = self.bodyTimeout
+            channel.hotRoute = self.hotRoute
             channel.client_key = host
             self.open_connections += 1
             self._per_client[host] = self._per_client.get(host, 0) + 1
@@ -528,6 +583,7 @@ def limited_site(
     body_timeout: float = BODY_TIMEOUT,
     max_connections: int | None = None,
     max_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
+    hot_route: Callable[[hotpath.HotRequest], bytes | None] | None = None,
 ) -> server.Site:
     """
     A C{Site} serving C{resource} with bodies capped at C{max_body_size}
@@ -536,7 +592,9 @@ def limited_site(
     body within C{body_timeout} seconds more (408 beyond).  At most
     C{max_connections} connections are open (default L{connection_limit}),
     C{max_per_client} of them from one address; a connection over either
-    cap is closed as soon as it is accepted.
+    cap is closed as soon as it is accepted.  C{hot_route}, when given,
+    answers the whole webhook requests a connection's bytes start with
+    (L{LimitedChannel.hotRoute}).
 
     C{clock} runs the timeouts (the server's reactor, or a test's clock);
     it is required so that no site silently falls back to the global one.
@@ -560,4 +618,5 @@ def limited_site(
     site.bodyTimeout = body_timeout
     site.maxConnections = connection_limit() if max_connections is None else max_connections
     site.maxPerClient = max_per_client
+    site.hotRoute = hot_route
     return site

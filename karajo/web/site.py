@@ -151,5 +151,11 @@ def build_site(
         from karajo.web.public import PublicFiles
 
         public = PublicFiles(env.dir_public)
-    root = Root(api.resource(), ui, public, metrics.resource(), service)
-    return limited_site(root, env.max_body_size, clock=clock)
+    api_resource = api.resource()
+    root = Root(api_resource, ui, public, metrics.resource(), service)
+
+    def hot_route(request: Any) -> bytes | None:
+        # Held back like every request for the jobs until they are ready.
+        return api_resource.hot(request) if service.ready else None
+
+    return limited_site(root, env.max_body_size, clock=clock, hot_route=hot_route)

@@ -9,6 +9,7 @@ port rather than through an in-memory transport.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from typing import Any
@@ -568,3 +569,97 @@ class MalformedRequestTests(LimitsTestCase):
         status, doc = await self.answer(b"GET / HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
         self.assertEqual(status, b"HTTP/1.1 431 Request Header Fields Too Large")
         self.assertEqual(doc["name"], "ERR_HEADERS_TOO_LARGE")
+
+
+HOT = (b"POST /karajo/api/job_exec/run/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+       b"X-Karajo-Sign: s\r\n\r\n{}")
+
+
+class HotRouteTests(LimitsTestCase):
+    """
+    The channel's short way (karajo.web.hotpath): whole webhook requests at
+    the start of what a connection sends go to C{hot_route}; the rest, and
+    what the route declines, to the resource through Twisted's parser.
+    """
+
+    def serve_hot(self, declined: bool = False, **kwargs: Any) -> tuple[Recorder, list[Any]]:
+        recorder = Recorder()
+        taken: list[Any] = []
+
+        def hot_route(request: Any) -> bytes | None:
+            if declined:
+                return None
+            taken.append((request.path, request.content.read()))
+            request.setResponseCode(202)
+            return b"hot"
+
+        self.serve(recorder, hot_route=hot_route, **kwargs)
+        return recorder, taken
+
+    async def read_until(self, client: RawClient, count: int) -> bytes:
+        while client.received.count(b"HTTP/1.1 ") < count or not client.received.endswith(
+                (b"hot", b"got 2", b"got 0")):
+            await deferLater(reactor, 0.01, lambda: None)
+        return client.received
+
+    async def test_pipelined_mixed(self) -> None:
+        """Hot, hot, then a GET and a hot one after it: every answer in order, each once."""
+        recorder, taken = self.serve_hot()
+        client = await self.connect()
+        client.transport.write(HOT + HOT + b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n" + HOT)
+        raw = await self.read_until(client, 4)
+        statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)
+        self.assertEqual(statuses, [b"202", b"202", b"200", b"200"])
+        self.assertEqual(taken, [(b"/karajo/api/job_exec/run/a", b"{}")] * 2)
+        self.assertEqual(recorder.bodies, [b"", b"{}"])  # the last one came after Twisted's
+        self.assertIn(b"Content-Length: 3\r\n", raw)
+
+    async def test_split_request_goes_twistedway(self) -> None:
+        """A request that is not whole in one read is Twisted's; the next whole one is hot again."""
+        recorder, taken = self.serve_hot()
+        client = await self.connect()
+        client.transport.write(HOT[:40])
+        await deferLater(reactor, 0.05, lambda: None)
+        client.transport.write(HOT[40:])
+        await self.read_until(client, 1)
+        self.assertEqual((recorder.bodies, taken), ([b"{}"], []))
+        client.transport.write(HOT)
+        await self.read_until(client, 2)
+        self.assertEqual(len(taken), 1)
+
+    async def test_declined(self) -> None:
+        recorder, taken = self.serve_hot(declined=True)
+        client = await self.connect()
+        client.transport.write(HOT)
+        raw = await self.read_until(client, 1)
+        self.assertEqual((recorder.bodies, taken), ([b"{}"], []))
+        self.assertTrue(raw.endswith(b"got 2"), raw)
+
+    async def test_connection_close(self) -> None:
+        self.serve_hot()
+        client = await self.connect()
+        client.transport.write(HOT.replace(b"Host: x", b"Connection: keep-alive, close"))
+        raw = await client.closed
+        self.assertIn(b"\r\nConnection: close\r\n", raw)
+        self.assertTrue(raw.endswith(b"\r\n\r\nhot"))
+
+    async def test_header_deadline_rearmed(self) -> None:
+        """After a hot answer on a kept connection, the next request's headers have their deadline."""
+        self.serve_hot(header_timeout=0.3)
+        client = await self.connect()
+        await deferLater(reactor, 0.2, lambda: None)
+        client.transport.write(HOT)
+        started = time.monotonic()
+        raw = await client.closed
+        self.assertTrue(raw.endswith(b"hot"))
+        self.assertNotIn(b"408", raw)  # idle between requests: closed without an answer
+        self.assertGreater(time.monotonic() - started, 0.25)
+
+    async def test_over_body_cap(self) -> None:
+        """A body over the cap is never the route's: Twisted's parser answers 413."""
+        _, taken = self.serve_hot(max_body_size=1)
+        client = await self.connect()
+        client.transport.write(HOT)
+        raw = await client.closed
+        self.assertTrue(raw.startswith(b"HTTP/1.1 413 "), raw)
+        self.assertEqual(taken, [])

@@ -130,6 +130,8 @@ class ChannelHooks(SynchronousTestCase):
             self.assertIsNotNone(method, f"Twisted no longer has HTTPChannel.{name}")
             self.assertEqual(list(inspect.signature(method).parameters), ["self"], name)
         self.assertEqual(http.HTTPChannel._receivedHeaderSize, 0)
+        self.assertEqual(http.HTTPChannel._HTTPChannel__first_line, 1)
+        self.assertFalse(http.HTTPChannel()._handlingRequest)
         self.assertEqual(LineReceiver._buffer, b"")
 
     def test_malformed_request(self) -> None:
@@ -145,6 +147,27 @@ class ChannelHooks(SynchronousTestCase):
         channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\nX-Partial")
         self.assertGreater(channel.header_bytes_received(), 0)
         self.assertTrue(channel.has_unparsed_data())
+
+    def test_at_request_start(self) -> None:
+        """
+        True only where the parser waits for a new request: not within a
+        head, not while a request is answered, and again after its answer.
+        """
+        channel, transport = _channel()
+        self.assertTrue(channel.at_request_start())
+        channel.dataReceived(b"GET / HTTP/1.1\r\n")
+        self.assertFalse(channel.at_request_start())
+        channel.dataReceived(b"Host: x\r\n\r\n")
+        self.assertFalse(channel.at_request_start())
+        request = channel.requests[0]
+        request.finish()
+        self.assertTrue(channel.at_request_start())
+        channel.dataReceived(b"G")
+        self.assertFalse(channel.at_request_start())
+        channel, transport = _channel()
+        channel.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
+        channel.requests[0].finish()
+        self.assertFalse(channel.at_request_start())  # not persistent any more
 
     def test_no_continue(self) -> None:
         """may_continue False: no interim 100 Continue is written."""

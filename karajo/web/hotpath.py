@@ -1,0 +1,178 @@
+"""
+The webhook POST answered straight from the connection's bytes, without
+twisted.web's request machinery: the webhook's short way
+(docs/architecture.md).
+
+A webhook is the request karajo gets most: every trigger, and every forged
+or replayed one an attacker sends.  twisted.web parses a request line by
+line and builds a C{Request}, a resource traversal and a chunked answer
+around it: on one core of the benchmark machine it answers about 7,900
+trivial requests a second, where the same parse and answer written
+directly allow several times that (bench/PROFILE.md, "Fourth round").
+
+L{parse} takes a request only when all of it is in hand and it is of the
+plainest kind: C{POST /karajo/api/job_exec/run/<path> HTTP/1.1}, a path of
+non-empty segments with no escape and no query, header names that are
+tokens and values of visible ASCII, one C{Content-Length} within the body
+cap, no C{Transfer-Encoding} and no C{Expect}.  Anything else (a request
+still arriving, a chunked body, an odd byte) is left to Twisted's parser,
+untouched, which answers it as it always did.  What is taken is a strict
+subset of what Twisted accepts, read to the same values (header names in
+Twisted's canonical case), handed to the same handler through
+L{HotRequest}, and answered with the same status, headers and body; the
+answer has a C{Content-Length} instead of chunks.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+from twisted.web.http import RESPONSES, datetimeToString
+from twisted.web.http_headers import Headers
+from twisted.web.server import version as SERVER_VERSION
+
+from karajo.web.compression import accepts_gzip, gzip_whole
+
+__all__ = ["HOT_PREFIX", "HotRequest", "answer", "parse"]
+
+#: The start of every request L{parse} takes.
+HOT_PREFIX = b"POST /karajo/api/job_exec/run/"
+
+_HEAD_END = b"\r\n\r\n"
+# A target byte Twisted accepts (printable ASCII) minus "%" (an escape,
+# which Twisted would decode), "?" (a query) and "#".
+_TARGET_REST = re.compile(rb"[!\x24&-\x3e@-\x7e]+\Z")
+# A header line: a token, a colon, and a value of visible ASCII, spaces and tabs.
+_HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([\t\x20-\x7e]*)\Z")
+
+
+class HotRequest:
+    """
+    What the webhook handler reads and writes of a request, as
+    C{twisted.web.server.Request} has it: C{method}, C{uri}, C{path},
+    C{content}, C{requestHeaders}, C{getClientAddress}, C{getHeader};
+    C{setResponseCode}, C{setHeader}, C{responseHeaders}.
+    """
+
+    __slots__ = (
+        "channel", "code", "content", "method", "path", "postpath", "prepath",
+        "requestHeaders", "responseHeaders", "uri",
+    )
+
+    def __init__(self, channel: Any, target: bytes, headers: Headers, body: bytes) -> None:
+        self.channel = channel
+        self.method = b"POST"
+        self.uri = self.path = target
+        self.prepath: list[bytes] = []
+        self.postpath = target[1:].split(b"/")
+        self.requestHeaders = headers
+        self.responseHeaders = Headers()
+        self.content = io.BytesIO(body)
+        self.code = 200
+
+    def getHeader(self, name: bytes) -> bytes | None:
+        values = self.requestHeaders.getRawHeaders(name)
+        return values[-1] if values else None
+
+    def getClientAddress(self) -> Any:
+        return self.channel.getPeer()
+
+    def getHost(self) -> Any:
+        return self.channel.getHost()
+
+    def setResponseCode(self, code: int) -> None:
+        self.code = code
+
+    def setHeader(self, name: bytes, value: bytes) -> None:
+        self.responseHeaders.setRawHeaders(name, [value])
+
+
+def parse(data: bytes, channel: Any, max_body: int, max_head: int,
+          max_headers: int) -> tuple[HotRequest, int] | None:
+    """
+    The webhook request at the start of C{data} and how many bytes it
+    took, or C{None} when Twisted's parser must read C{data} (see the
+    module's docstring).  C{max_head}, C{max_headers} and C{max_body} are
+    the channel's limits: a request over one goes Twisted's way, which
+    refuses it.
+    """
+    if not data.startswith(HOT_PREFIX):
+        return None
+    end = data.find(_HEAD_END, 0, max_head + 4)
+    if end < 0:
+        return None
+    lines = data[:end].split(b"\r\n")
+    if len(lines) - 1 > max_headers:
+        return None
+    request_line = lines[0]
+    if not request_line.endswith(b" HTTP/1.1"):
+        return None
+    target = request_line[5:-9]
+    rest = target[len(HOT_PREFIX) - 5:]
+    if not _TARGET_REST.match(rest) or b"" in rest.split(b"/"):
+        return None
+    headers = Headers()
+    length = None
+    for line in lines[1:]:
+        match = _HEADER.match(line)
+        if match is None:
+            return None
+        name, value = match.groups()
+        lower = name.lower()
+        if lower == b"content-length":
+            if length is not None:
+                return None
+            value = value.strip(b" \t")
+            if not value.isdigit():
+                return None
+            length = int(value)
+        elif lower in (b"transfer-encoding", b"expect"):
+            return None
+        headers.addRawHeader(name, value.strip(b" \t"))
+    if length is None or length > max_body:
+        return None
+    start = end + 4
+    if len(data) - start < length:
+        return None
+    return HotRequest(channel, target, headers, data[start:start + length]), start + length
+
+
+_dates: dict[int, bytes] = {}
+
+
+def _date(now: float) -> bytes:
+    """The C{Date} header's value, made once a second."""
+    second = int(now)
+    value = _dates.get(second)
+    if value is None:
+        _dates.clear()
+        value = _dates[second] = datetimeToString(second)
+    return value
+
+
+def answer(request: HotRequest, body: bytes, now: float, close: bool) -> bytes:
+    """
+    The whole HTTP/1.1 response to C{request}: its status and headers as
+    the handler set them, with what twisted.web and the site's gzip wrapper
+    add (C{Server}, C{Date}, C{Vary}, and a gzip body for a client that
+    asks for one).
+    """
+    headers = request.responseHeaders
+    headers.setRawHeaders(b"Vary", [b"Accept-Encoding"])
+    accept = request.requestHeaders.getRawHeaders(b"Accept-Encoding")
+    if accept and accepts_gzip(b",".join(accept)):
+        headers.setRawHeaders(b"Content-Encoding", [b"gzip"])
+        body = gzip_whole(body)
+    if close:
+        headers.setRawHeaders(b"Connection", [b"close"])
+    code = request.code
+    out = [b"HTTP/1.1 %d %s\r\nServer: %s\r\nDate: %s\r\n"
+           % (code, RESPONSES.get(code, b"Unknown Status"), SERVER_VERSION, _date(now))]
+    for name, values in headers.getAllRawHeaders():
+        for value in values:
+            out.append(name + b": " + value + b"\r\n")
+    out.append(b"Content-Length: %d\r\n\r\n" % len(body))
+    out.append(body)
+    return b"".join(out)
