@@ -15,6 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from karajo import process
 from karajo.process import command_env, spawn_command, spawn_leader
+from karajo.service import thread_runner
 
 # The shell's own view of itself: pid, process group, session (fields 1, 5
 # and 6 of /proc/PID/stat), the signals it ignores and blocks, whether it
@@ -192,3 +193,20 @@ class SpawnInSessionTests(TestCase):
     def test_spawn_failure_raises(self) -> None:
         with self.assertRaises(OSError):
             spawn_leader("/nonexistent/sh", ["sh"], {}, {})
+
+
+class PoolThreadSignalTests(TestCase):
+    """
+    The reactor's pool threads block the signals a process receives, so the
+    kernel hands each SIGCHLD to the reactor's thread (karajo.service.thread_runner).
+    """
+
+    async def test_pool_thread_blocks_sigchld(self) -> None:
+        def mask() -> set[int]:
+            return set(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+        in_pool = await thread_runner(reactor)(mask)
+        self.assertIn(signal.SIGCHLD, in_pool)
+        self.assertIn(signal.SIGTERM, in_pool)
+        self.assertNotIn(signal.SIGSEGV, in_pool)
+        self.assertNotIn(signal.SIGCHLD, mask())  # the reactor's thread still takes it
