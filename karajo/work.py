@@ -149,17 +149,15 @@ class CommandWork:
             env=self._env,
             **payload,
         )
-        # Made on first use, then one stat a run.
+        # Made on first use, then one stat a run (the pid and payload files'
+        # directory is made when opening them finds it missing).
         make_private_dirs(self._cwd)
-        if self._pid_file is not None:
-            make_private_dirs(os.path.dirname(self._pid_file.path))
         body = request.body if "payload_file" in payload else None
         # A small payload is written and emptied right here: see PAYLOAD_INLINE_MAX.
         inline = body is not None and len(body) <= PAYLOAD_INLINE_MAX
         payload_fd: int | None = None
         try:
             if body is not None:
-                make_private_dirs(os.path.dirname(payload["payload_file"]))
                 try:
                     if inline:
                         payload_fd = write_payload(payload["payload_file"], body)
@@ -268,6 +266,9 @@ class PidFile:
             # is at the name (a link, a FIFO) is replaced by a new file.
             try:
                 self._fd = os.open(self.path, self._FLAGS, 0o600)
+            except FileNotFoundError:
+                make_private_dirs(os.path.dirname(self.path))
+                self._fd = os.open(self.path, self._FLAGS | os.O_EXCL, 0o600)
             except OSError:
                 os.unlink(self.path)
                 self._fd = os.open(self.path, self._FLAGS | os.O_EXCL, 0o600)
@@ -298,6 +299,9 @@ def write_payload(path: str, body: bytes) -> int:
     try:
         # O_NONBLOCK: a FIFO put there fails at once instead of blocking.
         fd = os.open(path, flags | os.O_CREAT | os.O_NONBLOCK, 0o600)
+    except FileNotFoundError:
+        make_private_dirs(os.path.dirname(path))  # made on first use
+        fd = None
     except OSError:
         fd = None
     if fd is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import uuid
 
@@ -206,6 +207,18 @@ class PayloadTests(DaemonTestCase):
         self.assertEqual(os.path.getsize(self.payload_file()), 0)
         self.assertEqual(self.service.jobs["echo"].runner.last_status, "success")
 
+    async def test_run_directory_removed_between_runs(self) -> None:
+        """The payload and pid files' directory, removed while idle, is made again by the next run."""
+        await self.daemon()
+        runner = self.service.jobs["echo"].runner
+        for n in (1, 2):
+            shutil.rmtree(os.path.dirname(self.payload_file()))
+            code, answer = await self.github("echo", push(n=n))
+            self.assertEqual(code, 200, answer)
+            await runner.when_idle()
+            self.assertEqual(runner.last_status, "success", self.log_of("echo", n))
+            self.assertEqual(os.path.getsize(self.payload_file()), 0)
+
     async def test_no_command_injection(self) -> None:
         """A payload of shell syntax stays text, quoted or not."""
         await self.daemon()
@@ -325,6 +338,14 @@ class PayloadFileTests(TestCase):
             self.assertEqual(f.read(), b"2nd")
         clear_payload(fd)
         self.assertEqual(os.stat(self.path).st_ino, inode)
+
+    def test_directory_made_when_missing(self) -> None:
+        """An operator removed the directory: it is made again, private."""
+        path = os.path.join(self.dir, "gone", "job.payload")
+        self.write(b"body")
+        clear_payload(write_payload(path, b"body"))
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode), 0o700)
+        self.assertEqual(os.path.getsize(path), 0)
 
     def test_leftover_emptied_and_mode_restored(self) -> None:
         with open(self.path, "wb") as f:
