@@ -10,6 +10,7 @@ The store that opens and names it is L{karajo.joblog.LogStore}.
 from __future__ import annotations
 
 import collections
+import io
 import os
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -62,7 +63,9 @@ class RunLog:
         self.path = store.path_of(name)
         self.bytes_written = 0
         self._store = store
-        self._file = os.fdopen(fd, "wb")
+        # A buffer size given: Python then does not ask whether a log is a
+        # terminal (one ioctl per run).
+        self._file = os.fdopen(fd, "wb", io.DEFAULT_BUFFER_SIZE)
         self._partial = bytearray()
         self._head_limit = store.max_bytes // 2
         self._head_full = False

@@ -10,6 +10,7 @@ import datetime
 import os
 import stat
 import tracemalloc
+from typing import Any
 
 import attrs
 from hypothesis import given
@@ -614,7 +615,7 @@ class StoreTests(StoreMixin, SynchronousTestCase):
         opened = []
         real_fdopen = os.fdopen
 
-        def recycle_meanwhile(fd: int, mode: str = "r") -> object:
+        def recycle_meanwhile(fd: int, mode: str = "r", *rest: Any) -> object:
             # The read's open is done; before its read, run 3 prunes log 1
             # into the spare and run 4 takes it and writes.
             if not opened:
@@ -622,7 +623,7 @@ class StoreTests(StoreMixin, SynchronousTestCase):
                 self.finish_pruning(store, store.begin(3), 1)
                 log = store.begin(4)
                 log.line("SECRET of run 4")
-            return real_fdopen(fd, mode)
+            return real_fdopen(fd, mode, *rest)
 
         self.patch(os, "fdopen", recycle_meanwhile)
         self.assertIsNone(store.read(1))
