@@ -53,12 +53,13 @@ class HotRequest:
     What the webhook handler reads and writes of a request, as
     C{twisted.web.server.Request} has it: C{method}, C{uri}, C{path},
     C{content}, C{requestHeaders}, C{getClientAddress}, C{getHeader};
-    C{setResponseCode}, C{setHeader}, C{responseHeaders}.
+    C{setResponseCode}, C{setHeader}.  The answer's headers are kept as
+    set, by their names in lower case (L{answer} writes them).
     """
 
     __slots__ = (
         "channel", "code", "content", "method", "path", "postpath", "prepath",
-        "requestHeaders", "responseHeaders", "uri",
+        "headers_out", "requestHeaders", "uri",
     )
 
     def __init__(self, channel: Any, target: bytes, headers: Headers, body: bytes) -> None:
@@ -68,7 +69,7 @@ class HotRequest:
         self.prepath: list[bytes] = []
         self.postpath = target[1:].split(b"/")
         self.requestHeaders = headers
-        self.responseHeaders = Headers()
+        self.headers_out: dict[bytes, tuple[bytes, bytes]] = {}
         self.content = io.BytesIO(body)
         self.code = 200
 
@@ -86,7 +87,10 @@ class HotRequest:
         self.code = code
 
     def setHeader(self, name: bytes, value: bytes) -> None:
-        self.responseHeaders.setRawHeaders(name, [value])
+        # As Twisted's Headers: a value's line breaks become spaces.
+        if b"\r" in value or b"\n" in value:
+            value = value.replace(b"\r\n", b" ").replace(b"\r", b" ").replace(b"\n", b" ")
+        self.headers_out[name.lower()] = (name, value)
 
 
 def parse(data: bytes, channel: Any, max_body: int, max_head: int,
@@ -159,20 +163,19 @@ def answer(request: HotRequest, body: bytes, now: float, close: bool) -> bytes:
     add (C{Server}, C{Date}, C{Vary}, and a gzip body for a client that
     asks for one).
     """
-    headers = request.responseHeaders
-    headers.setRawHeaders(b"Vary", [b"Accept-Encoding"])
+    headers = request.headers_out
     accept = request.requestHeaders.getRawHeaders(b"Accept-Encoding")
+    added = [(b"Vary", b"Accept-Encoding")]
     if accept and accepts_gzip(b",".join(accept)):
-        headers.setRawHeaders(b"Content-Encoding", [b"gzip"])
+        added.append((b"Content-Encoding", b"gzip"))
         body = gzip_whole(body)
     if close:
-        headers.setRawHeaders(b"Connection", [b"close"])
+        added.append((b"Connection", b"close"))
     code = request.code
     out = [b"HTTP/1.1 %d %s\r\nServer: %s\r\nDate: %s\r\n"
            % (code, RESPONSES.get(code, b"Unknown Status"), SERVER_VERSION, _date(now))]
-    for name, values in headers.getAllRawHeaders():
-        for value in values:
-            out.append(name + b": " + value + b"\r\n")
+    for name, value in [*headers.values(), *added]:
+        out.append(name + b": " + value + b"\r\n")
     out.append(b"Content-Length: %d\r\n\r\n" % len(body))
     out.append(body)
     return b"".join(out)

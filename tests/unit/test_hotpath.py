@@ -130,7 +130,8 @@ class Answer(SynchronousTestCase):
         req = parsed[0]
         req.setResponseCode(403)
         req.setHeader(b"Content-Type", b"application/json")
-        req.setHeader(b"retry-after", b"3")
+        req.setHeader(b"Retry-After", b"3")
+        req.setHeader(b"X-Note", b"two\r\nlines")
         return req
 
     def test_plain(self) -> None:
@@ -142,7 +143,8 @@ class Answer(SynchronousTestCase):
         self.assertEqual(lines[1:3], [b"Server: " + hotpath.SERVER_VERSION,
                                       b"Date: Thu, 01 Jan 1970 00:00:00 GMT"])
         self.assertEqual(sorted(lines[3:]), [b"Content-Length: 2", b"Content-Type: application/json",
-                                             b"Retry-After: 3", b"Vary: Accept-Encoding"])
+                                             b"Retry-After: 3", b"Vary: Accept-Encoding",
+                                             b"X-Note: two lines"])
         self.assertEqual(body, b"{}")
 
     def test_gzip_and_close(self) -> None:
