@@ -35,7 +35,7 @@ from twisted.web.server import version as SERVER_VERSION
 
 from karajo.web.compression import accepts_gzip, gzip_whole
 
-__all__ = ["HOT_PREFIX", "HotRequest", "answer", "parse"]
+__all__ = ["HOT_PREFIX", "HotRequest", "answer", "parse", "wants_close"]
 
 #: The start of every request L{parse} takes.
 HOT_PREFIX = b"POST /karajo/api/job_exec/run/"
@@ -46,6 +46,8 @@ _HEAD_END = b"\r\n\r\n"
 _TARGET_REST = re.compile(rb"[!\x24&-\x3e@-\x7e]+\Z")
 # A header line: a token, a colon, and a value of visible ASCII, spaces and tabs.
 _HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([\t\x20-\x7e]*)\Z")
+# What separates the tokens of a Connection header.
+_TOKENS = re.compile(rb"[\t ,]+")
 
 
 class HotRequest:
@@ -94,20 +96,20 @@ class HotRequest:
 
 
 def parse(data: bytes, channel: Any, max_body: int, max_head: int,
-          max_headers: int) -> tuple[HotRequest, int] | None:
+          max_headers: int, start: int = 0) -> tuple[HotRequest, int] | None:
     """
-    The webhook request at the start of C{data} and how many bytes it
-    took, or C{None} when Twisted's parser must read C{data} (see the
-    module's docstring).  C{max_head}, C{max_headers} and C{max_body} are
-    the channel's limits: a request over one goes Twisted's way, which
+    The webhook request at offset C{start} of C{data} and the offset after
+    it, or C{None} when Twisted's parser must read C{data} from there (see
+    the module's docstring).  C{max_head}, C{max_headers} and C{max_body}
+    are the channel's limits: a request over one goes Twisted's way, which
     refuses it.
     """
-    if not data.startswith(HOT_PREFIX):
+    if not data.startswith(HOT_PREFIX, start):
         return None
-    end = data.find(_HEAD_END, 0, max_head + 4)
+    end = data.find(_HEAD_END, start, start + max_head + 4)
     if end < 0:
         return None
-    lines = data[:end].split(b"\r\n")
+    lines = data[start:end].split(b"\r\n")
     if len(lines) - 1 > max_headers:
         return None
     request_line = lines[0]
@@ -137,10 +139,18 @@ def parse(data: bytes, channel: Any, max_body: int, max_head: int,
         headers.addRawHeader(name, value.strip(b" \t"))
     if length is None or length > max_body:
         return None
-    start = end + 4
-    if len(data) - start < length:
+    body = end + 4
+    if len(data) - body < length:
         return None
-    return HotRequest(channel, target, headers, data[start:start + length]), start + length
+    return HotRequest(channel, target, headers, data[body:body + length]), body + length
+
+
+def wants_close(request: HotRequest) -> bool:
+    """Whether the client's C{Connection} header says C{close}."""
+    values = request.requestHeaders.getRawHeaders(b"Connection")
+    if not values:
+        return False
+    return b"close" in _TOKENS.split(b",".join(values).lower())
 
 
 _dates: dict[int, bytes] = {}

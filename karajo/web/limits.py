@@ -430,20 +430,19 @@ class LimitedChannel(HTTPChannelHooks):
         route = self.hotRoute
         assert route is not None
         max_body = self.requestFactory.maxBodySize  # type: ignore[attr-defined]
-        while data:
-            parsed = hotpath.parse(
-                data, self, _HUGE if max_body is None else max_body,
-                min(self.totalHeadersSize, self.MAX_LENGTH), self.maxHeaders,
-            )
+        limits = (_HUGE if max_body is None else max_body,
+                  min(self.totalHeadersSize, self.MAX_LENGTH), self.maxHeaders)
+        start = 0
+        while start < len(data):
+            parsed = hotpath.parse(data, self, *limits, start=start)
             if parsed is None:
-                return data
-            request, used = parsed
+                break
+            request, end = parsed
             body = route(request)
             if body is None:
-                return data
+                break
             self.resetTimeout()
-            close = b"close" in b" ".join(
-                request.requestHeaders.getRawHeaders(b"Connection", [])).lower().split(b" ")
+            close = hotpath.wants_close(request)
             transport = self.transport
             if transport is None:
                 return b""
@@ -454,8 +453,8 @@ class LimitedChannel(HTTPChannelHooks):
                 self.loseConnection()
                 return b""
             self._armHeaderDeadline()
-            data = data[used:]
-        return data
+            start = end
+        return data[start:] if start else data
 
     def lineReceived(self, line: bytes) -> Any:
         if self._lingering:

@@ -160,3 +160,26 @@ class Answer(SynchronousTestCase):
         out = hotpath.answer(self._request(b"Accept-Encoding: gzip;q=0\r\n"), b"{}", 1.0, close=False)
         self.assertNotIn(b"Content-Encoding", out)
         self.assertTrue(out.endswith(b"\r\n\r\n{}"))
+
+
+class Offsets(SynchronousTestCase):
+    def test_from_an_offset(self) -> None:
+        """Pipelined requests are read in place, each from where the previous one ended."""
+        one = request()
+        data = one + request(body=b"{}") + b"GET / HTTP/1.1\r\n\r\n"
+        first = parse(data)
+        assert first is not None
+        second = hotpath.parse(data, None, 1000, 16384, 500, start=first[1])
+        assert second is not None
+        self.assertEqual(second[0].content.read(), b"{}")
+        self.assertIsNone(hotpath.parse(data, None, 1000, 16384, 500, start=second[1]))
+
+    def test_wants_close(self) -> None:
+        for value, close in ((b"close", True), (b"Keep-Alive, Close", True), (b"close,te", True),
+                             (b"keep-alive", False), (b"closed", False)):
+            parsed = parse(request(headers=b"Connection: " + value + b"\r\n"))
+            assert parsed is not None
+            self.assertEqual(hotpath.wants_close(parsed[0]), close, value)
+        parsed = parse(request())
+        assert parsed is not None
+        self.assertFalse(hotpath.wants_close(parsed[0]))
