@@ -81,7 +81,7 @@ class _Cache:
 
     def get(self, body: bytes) -> bytes | None:
         for plain, packed in self._entries:
-            if len(plain) == len(body) and plain == body:
+            if plain is body or (len(plain) == len(body) and plain == body):
                 return packed
         return None
 

@@ -213,6 +213,8 @@ class Documents:
         self._env_head: bytes | None = None
         #: the environment the head was built from (a reload replaces it)
         self._head_of: Any = None
+        #: the last environment answer: its head, its jobs' entries, its bytes
+        self._env_last: tuple[bytes, list[list[Cached]], bytes] | None = None
 
     def job(self, kind: JobKind, svc: Any) -> Cached:
         """
@@ -251,7 +253,7 @@ class Documents:
         """The whole C{GET /karajo/api/environment} answer, envelope included."""
         if self._env_head is None or self._head_of is not self._service.env:
             env = self._head_of = self._service.env
-            head = dumps({
+            fields = dumps({
                 "name": env.name,
                 "listen_address": env.listen_address,
                 "dir_base": env.dir_base,
@@ -261,18 +263,29 @@ class Documents:
                 "max_job_running": env.max_job_running,
             })
             # The envelope up to the job maps; the data object stays open.
-            self._env_head = envelope.envelope_raw(200, "OK", head[:-1])[:-1]
+            self._env_head = envelope.envelope_raw(200, "OK", fields[:-1])[:-1]
         # One flat list and one join: the document is large (about 750 kB
         # for 1,000 jobs with 5 logs each), so every extra copy counts.
         job = self.job
-        parts = [self._env_head]
+        head: bytes = self._env_head
         cluster = getattr(self._service, "cluster", None)
         if cluster is not None:
-            parts.append(b',"cluster":' + dumps(cluster_dict(cluster)).encode("ascii"))
-        for kind in JobKind:
+            head += b',"cluster":' + dumps(cluster_dict(cluster)).encode("ascii")
+        entries = [[job(kind, svc) for svc in getattr(self._service, kind.table).values()]
+                   for kind in JobKind]
+        # Nothing changed since the last answer (the same head, the same
+        # cached entry for every job: Cached compares by identity): the
+        # same bytes object, which the gzip wrapper recognises without
+        # comparing a megabyte.
+        last = self._env_last
+        if last is not None and last[0] == head and last[1] == entries:
+            return last[2]
+        parts = [head]
+        for kind, cached in zip(JobKind, entries, strict=True):
             parts.append(b',"' + kind.table.encode("ascii") + b'":{')
-            parts.append(b",".join([job(kind, svc).named
-                                    for svc in getattr(self._service, kind.table).values()]))
+            parts.append(b",".join([entry.named for entry in cached]))
             parts.append(b"}")
         parts.append(b"}}")
-        return b"".join(parts)
+        document = b"".join(parts)
+        self._env_last = (head, entries, document)
+        return document

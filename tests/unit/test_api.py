@@ -567,6 +567,28 @@ class ReadTests(APITestCase):
         hello.runner.job = attrs.evolve(hello.runner.job, description=_MARKS[0])
         check()
 
+    def test_environment_same_bytes_until_a_job_changes(self) -> None:
+        """
+        Nothing changed: the very same bytes object (the gzip wrapper then
+        finds its compressed form without comparing a megabyte); a run or a
+        pause gives new bytes, which show it.
+        """
+        import json
+
+        from karajo.web.documents import Documents
+
+        docs = Documents(self.service, "v")
+        first = docs.environment()
+        self.assertIs(docs.environment(), first)
+        self.assertEqual(self.hook("/hello", self.epoch_body(NOW)).code, 200)
+        second = docs.environment()
+        self.assertIsNot(second, first)
+        hello = json.loads(second)["data"]["jobs"]["hello"]
+        self.assertEqual(len(hello["logs"]), 1)
+        self.assertIs(docs.environment(), second)
+        self.runner("hello").pause()
+        self.assertEqual(json.loads(docs.environment())["data"]["jobs"]["hello"]["status"], "paused")
+
     def test_openapi_served(self) -> None:
         r = self.get("/karajo/api/openapi.json")
         self.assertEqual(r.code, 200)
