@@ -30,7 +30,8 @@ The hooks:
      raises).  C{notifyFinish} would need a callback per page.
   5. L{HTTPChannelHooks}: C{HTTPChannel._respondToBadRequestAndDisconnect},
      C{_send100Continue}, C{_receivedHeaderSize}, C{_handlingRequest},
-     C{__first_line} and C{LineReceiver._buffer}, under public names, for
+     C{__first_line} (read, and reset after a request answered the short
+     way) and C{LineReceiver._buffer}, under public names, for
      L{karajo.web.limits.LimitedChannel}: the JSON 400/431 answer with a
      lingering close, no "100 Continue" for a body already refused, the
      408 only for a client that had started a request, and the webhook's
@@ -183,6 +184,15 @@ class HTTPChannelHooks(http.HTTPChannel):
             and not getattr(self, "_handlingRequest", True)
             and getattr(self, "_HTTPChannel__first_line", 0)
         )
+
+    def short_request_answered(self) -> None:
+        """
+        A request read and answered without Twisted's parser (the webhook's
+        short way) ended: the parser's state is put back as Twisted's own
+        end of a request does, so the stray CRLF a client may send after a
+        body is again forgiven once.
+        """
+        self._HTTPChannel__first_line = 1
 
     def refuse_malformed_request(self) -> None:
         """Answer a request Twisted's parser refused (by default Twisted's bare 400)."""

@@ -35,7 +35,8 @@ from twisted.web.server import version as SERVER_VERSION
 
 from karajo.web.compression import accepts_gzip, gzip_whole
 
-__all__ = ["HOT_PREFIX", "HotRequest", "answer", "parse", "wants_close"]
+__all__ = ["HOT_PREFIX", "MAX_LENGTH_DIGITS", "MAX_NAME", "HotRequest", "answer", "parse",
+           "wants_close"]
 
 #: The start of every request L{parse} takes.
 HOT_PREFIX = b"POST /karajo/api/job_exec/run/"
@@ -46,8 +47,12 @@ _HEAD_END = b"\r\n\r\n"
 _TARGET_REST = re.compile(rb"[!\x24&-\x3e@-\x7e]+\Z")
 # A header line: a token, a colon, and a value of visible ASCII, spaces and tabs.
 _HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([\t\x20-\x7e]*)\Z")
-# What separates the tokens of a Connection header.
-_TOKENS = re.compile(rb"[\t ,]+")
+#: The longest header name the short way reads (Twisted's parser refuses
+#: a longer one: L{karajo.web.limits.LimitedChannel}).
+MAX_NAME = 256
+#: The most digits of a Content-Length (a longer one is over any body cap;
+#: a number of thousands of digits is more than Python's int() takes).
+MAX_LENGTH_DIGITS = 18
 
 
 class HotRequest:
@@ -89,10 +94,28 @@ class HotRequest:
         self.code = code
 
     def setHeader(self, name: bytes, value: bytes) -> None:
-        # As Twisted's Headers: a value's line breaks become spaces.
+        # As Twisted's Headers: a value's line breaks become spaces, and
+        # the name is written in its canonical case.
         if b"\r" in value or b"\n" in value:
             value = value.replace(b"\r\n", b" ").replace(b"\r", b" ").replace(b"\n", b" ")
-        self.headers_out[name.lower()] = (name, value)
+        self.headers_out[name.lower()] = (_canonical(name), value)
+
+
+_canonical_names: dict[bytes, bytes] = {}
+
+
+def _canonical(name: bytes) -> bytes:
+    """
+    A header name as Twisted's C{Headers} writes it (C{retry-after} as
+    C{Retry-After}); it raises for a name that is no token, as Headers does.
+    The names come from karajo's code: a handful, each worked out once.
+    """
+    canonical = _canonical_names.get(name)
+    if canonical is None:
+        ((canonical, _),) = Headers({name: [b""]}).getAllRawHeaders()
+        if len(_canonical_names) < 256:
+            _canonical_names[name] = canonical
+    return canonical
 
 
 def parse(data: bytes, channel: Any, max_body: int, max_head: int,
@@ -126,12 +149,14 @@ def parse(data: bytes, channel: Any, max_body: int, max_head: int,
         if match is None:
             return None
         name, value = match.groups()
+        if len(name) > MAX_NAME:
+            return None
         lower = name.lower()
         if lower == b"content-length":
             if length is not None:
                 return None
             value = value.strip(b" \t")
-            if not value.isdigit():
+            if not value.isdigit() or len(value) > MAX_LENGTH_DIGITS:
                 return None
             length = int(value)
         elif lower in (b"transfer-encoding", b"expect"):
@@ -146,11 +171,15 @@ def parse(data: bytes, channel: Any, max_body: int, max_head: int,
 
 
 def wants_close(request: HotRequest) -> bool:
-    """Whether the client's C{Connection} header says C{close}."""
+    """
+    Whether the client's C{Connection} header says C{close}, read as
+    Twisted's C{checkPersistence} reads it (its first value, split at
+    spaces), so both ways keep or close a connection alike.
+    """
     values = request.requestHeaders.getRawHeaders(b"Connection")
     if not values:
         return False
-    return b"close" in _TOKENS.split(b",".join(values).lower())
+    return b"close" in values[0].lower().split(b" ")
 
 
 _dates: dict[int, bytes] = {}

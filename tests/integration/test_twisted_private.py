@@ -169,6 +169,17 @@ class ChannelHooks(SynchronousTestCase):
         channel.requests[0].finish()
         self.assertFalse(channel.at_request_start())  # not persistent any more
 
+    def test_short_request_answered(self) -> None:
+        """After a stray CRLF, the reset lets Twisted forgive the next one too."""
+        channel, transport = _channel()
+        channel.dataReceived(b"\r\n")
+        self.assertEqual(channel._HTTPChannel__first_line, 2)
+        channel.short_request_answered()
+        channel.dataReceived(b"\r\n")
+        self.assertEqual((channel.refused, channel._HTTPChannel__first_line), (0, 2))
+        channel.dataReceived(b"\r\n")
+        self.assertEqual(channel.refused, 1)  # twice in a row: Twisted's 400
+
     def test_no_continue(self) -> None:
         """may_continue False: no interim 100 Continue is written."""
         head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"

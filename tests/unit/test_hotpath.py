@@ -114,6 +114,14 @@ class LeftToTwisted(SynchronousTestCase):
         self.assertLeft(request(), max_body=len(BODY) - 1)
         self.assertIsNotNone(parse(request(), max_body=len(BODY)))
 
+    def test_huge_numbers_and_names(self) -> None:
+        """A length of 19 digits or more, a name over MAX_NAME: Twisted's way, which refuses them."""
+        self.assertLeft(request(length=b"Content-Length: " + b"0" * 17 + b"34\r\n"),
+                        max_body=10**20)
+        self.assertIsNotNone(parse(request(length=b"Content-Length: " + b"0" * 16 + b"34\r\n")))
+        self.assertLeft(request(headers=b"X" * (hotpath.MAX_NAME + 1) + b": 1\r\n"))
+        self.assertIsNotNone(parse(request(headers=b"X" * hotpath.MAX_NAME + b": 1\r\n")))
+
     def test_head_limits(self) -> None:
         data = request()
         head = data.index(b"\r\n\r\n")
@@ -130,7 +138,7 @@ class Answer(SynchronousTestCase):
         req = parsed[0]
         req.setResponseCode(403)
         req.setHeader(b"Content-Type", b"application/json")
-        req.setHeader(b"Retry-After", b"3")
+        req.setHeader(b"retry-after", b"3")
         req.setHeader(b"X-Note", b"two\r\nlines")
         return req
 
@@ -175,11 +183,15 @@ class Offsets(SynchronousTestCase):
         self.assertIsNone(hotpath.parse(data, None, 1000, 16384, 500, start=second[1]))
 
     def test_wants_close(self) -> None:
-        for value, close in ((b"close", True), (b"Keep-Alive, Close", True), (b"close,te", True),
+        """As Twisted's checkPersistence: the first Connection value, split at spaces."""
+        for value, close in ((b"close", True), (b"Keep-Alive, Close", True), (b"close,te", False),
                              (b"keep-alive", False), (b"closed", False)):
             parsed = parse(request(headers=b"Connection: " + value + b"\r\n"))
             assert parsed is not None
             self.assertEqual(hotpath.wants_close(parsed[0]), close, value)
         parsed = parse(request())
+        assert parsed is not None
+        self.assertFalse(hotpath.wants_close(parsed[0]))
+        parsed = parse(request(headers=b"Connection: keep-alive\r\nConnection: close\r\n"))
         assert parsed is not None
         self.assertFalse(hotpath.wants_close(parsed[0]))
