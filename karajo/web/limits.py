@@ -361,6 +361,30 @@ class LimitedChannel(HTTPChannelHooks):
         # turn into a reset that destroys the answer before it is read.
         self.lingerClose()
 
+    def headerReceived(self, line: bytes) -> bool:
+        """
+        Two headers are refused before Twisted reads them: a name longer
+        than L{hotpath.MAX_NAME} bytes (431: Twisted would keep every such
+        name it saw, up to 10,000 of them, for good), and a Content-Length
+        of more than L{hotpath.MAX_LENGTH_DIGITS} digits (413, as any body
+        over the cap: Python's C{int()} raises on thousands of digits,
+        which Twisted let through as an unhandled error and a dropped
+        connection).
+        """
+        name, colon, value = line.partition(b":")
+        if colon and len(name) > hotpath.MAX_NAME:
+            _write(self, error_response(431, b"Request Header Fields Too Large",
+                                         "ERR_HEADERS_TOO_LARGE",
+                                         f"a header name is longer than {hotpath.MAX_NAME} bytes"))
+            self.lingerClose()
+            return False
+        if colon and name.lower() == b"content-length":
+            digits = value.strip(b" \t")
+            if len(digits) > hotpath.MAX_LENGTH_DIGITS and digits.isdigit() and self.requests:
+                self.requests[-1]._rejectBody()
+                return False
+        return bool(super().headerReceived(line))
+
     def lineLengthExceeded(self, line: bytes) -> None:
         """
         One line of the request head is longer than C{MAX_LENGTH}: a 414
@@ -447,6 +471,7 @@ class LimitedChannel(HTTPChannelHooks):
             if transport is None:
                 return b""
             transport.write(hotpath.answer(request, body, self.factory.reactor.seconds(), close))
+            self.short_request_answered()
             if close:
                 self.persistent = False
                 self._cancelHeaderDeadline()

@@ -655,6 +655,43 @@ class HotRouteTests(LimitsTestCase):
         self.assertNotIn(b"408", raw)  # idle between requests: closed without an answer
         self.assertGreater(time.monotonic() - started, 0.25)
 
+    async def test_stray_crlf_after_each_body(self) -> None:
+        """
+        A client that sends CRLF after every body (Twisted forgives one per
+        request): every request is answered, the short way too.
+        """
+        _, taken = self.serve_hot()
+        client = await self.connect()
+        for n in range(1, 4):
+            client.transport.write(HOT + b"\r\n")
+            await self.read_until(client, n)
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(re.findall(rb"HTTP/1\.1 (\d{3}) ", client.received), [b"202"] * 3)
+        self.assertEqual(len(taken), 3)
+        self.assertFalse(client.is_closed)
+
+    async def test_huge_length_and_name_refused(self) -> None:
+        """
+        A Content-Length of thousands of digits gets the 413 (not an
+        unhandled error and a silent drop), a header name of kilobytes the
+        431, whether the request came whole or in pieces.
+        """
+        self.serve_hot()
+        heads = {
+            b"413": b"POST /x HTTP/1.1\r\nContent-Length: " + b"1" * 5000 + b"\r\n\r\n",
+            b"431": b"POST /x HTTP/1.1\r\n" + b"N" * 5000 + b": 1\r\nContent-Length: 0\r\n\r\n",
+        }
+        for status, head in heads.items():
+            for parts in ([head], [head[:30], head[30:]]):
+                client = await self.connect()
+                for part in parts:
+                    client.transport.write(part)
+                    await deferLater(reactor, 0.02, lambda: None)
+                raw = await client.closed
+                self.assertTrue(raw.startswith(b"HTTP/1.1 " + status + b" "), raw[:80])
+                self.assertIn(b"Content-Type: application/json", raw)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     async def test_over_body_cap(self) -> None:
         """A body over the cap is never the route's: Twisted's parser answers 413."""
         _, taken = self.serve_hot(max_body_size=1)
