@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 
 from twisted.internet import reactor
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from karajo import process
 from karajo.process import command_env, spawn_command, spawn_leader
-from karajo.service import thread_runner
+from karajo.service import POOL_THREAD_NICER, thread_runner
 
 # The shell's own view of itself: pid, process group, session (fields 1, 5
 # and 6 of /proc/PID/stat), the signals it ignores and blocks, whether it
@@ -195,10 +196,11 @@ class SpawnInSessionTests(TestCase):
             spawn_leader("/nonexistent/sh", ["sh"], {}, {})
 
 
-class PoolThreadSignalTests(TestCase):
+class PoolThreadTests(TestCase):
     """
     The reactor's pool threads block the signals a process receives, so the
-    kernel hands each SIGCHLD to the reactor's thread (karajo.service.thread_runner).
+    kernel hands each SIGCHLD to the reactor's thread, and run nicer than
+    it (karajo.service.thread_runner).
     """
 
     async def test_pool_thread_blocks_sigchld(self) -> None:
@@ -210,3 +212,15 @@ class PoolThreadSignalTests(TestCase):
         self.assertIn(signal.SIGTERM, in_pool)
         self.assertNotIn(signal.SIGSEGV, in_pool)
         self.assertNotIn(signal.SIGCHLD, mask())  # the reactor's thread still takes it
+
+    async def test_pool_thread_nicer(self) -> None:
+        if not sys.platform.startswith("linux"):
+            raise SkipTest("a thread has a nice value of its own on Linux only")
+
+        def nice() -> int:
+            return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+        main = nice()
+        in_pool = await thread_runner(reactor)(nice)
+        self.assertEqual(in_pool, min(19, main + POOL_THREAD_NICER))
+        self.assertEqual(nice(), main)
