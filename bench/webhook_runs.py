@@ -251,9 +251,21 @@ while os.read(fd, 64):
 """
 
 
+def runs_going_on(log_dir: str) -> int:
+    """How many logs under C{log_dir} are still running (a name with no status)."""
+    return sum(1 for _, _, names in os.walk(log_dir)
+               for name in names if name.rsplit(".", 1)[-1].isdigit())
+
+
 def latency(args, port: int, log_dir: str, watcher: subprocess.Popen) -> dict:
     first = []
     d = os.path.join(log_dir, "lat")
+    # Phase 1's last runs are still ending: the first trigger waits for
+    # them, as each later one waits for the run before it.
+    deadline = time.monotonic() + 10
+    while runs_going_on(log_dir) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(args.gap)
     for n in range(1, args.latency_runs + 1):
         request = signed_request(port, "/lat", 10_000_000 + n, close=True)
         sent = time.time_ns()
