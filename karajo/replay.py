@@ -24,6 +24,7 @@ import hashlib
 import re
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -223,7 +224,13 @@ def _coerce_epoch(value: object) -> int:
     raise InvalidEpoch(f"{_EPOCH_FIELD} must be an integer Unix time")
 
 
-def extract_epoch(body: bytes, query: bytes | None = None) -> int | None:
+#: L{extract_epoch}'s "parse the body yourself".
+_PARSE: Any = object()
+
+
+def extract_epoch(
+    body: bytes, query: bytes | None = None, *, body_document: Any = _PARSE
+) -> int | None:
     """
     The C{_karajo_epoch} of a signed body (see L{karajo.payload.payload_fields}), or else
     of the raw query string; C{None} when neither carries one.
@@ -239,13 +246,18 @@ def extract_epoch(body: bytes, query: bytes | None = None) -> int | None:
     the bytes, not at whether they mention C{_karajo_epoch}, because JSON
     can spell the name with escapes (C{"\\u005fkarajo_epoch"}).
 
+    @param body_document: what L{karajo.payload.json_object} made of
+        C{body} already (the webhook's trigger rules read it too), so the
+        body is parsed once per request.
+
     @raise InvalidEpoch: the field is there but not an integer, or the
         source starts like a JSON object and is not one.
     """
-    for source in (body, query):
+    for source, document in ((body, body_document), (query, _PARSE)):
         if source:
             source = bytes(source)
-            document = json_object(source)
+            if document is _PARSE:
+                document = json_object(source)
             if document is None and looks_like_json_object(source):
                 raise InvalidEpoch("the body is not a JSON object")
             fields = document if document is not None else parse_pairs(source)

@@ -343,11 +343,13 @@ class KarajoAPI:
             headers[name.decode("latin-1")] = b", ".join(values).decode("latin-1")
         # A body that is not what it claims (a "{" that is no JSON object,
         # an epoch that is no integer) is refused (400) before the rules read it.
-        epoch = extract_epoch(body)
+        # Both read the body parsed once (Request keeps what it parsed).
+        selected = Request(headers, body)
+        epoch = extract_epoch(body, body_document=selected.document())
         # The rules after the signature (an unsigned request learns nothing
         # of them) and before the replay guard: a request they turn away
         # leaves no entry, so the same body may still trigger once they hold.
-        failed = first_failed(job.rules, Request(headers, body)) if job.rules else None
+        failed = first_failed(job.rules, selected) if job.rules else None
         if failed is not None:
             self.refusals.not_matched(JobKind.JOB, job.id)
             document = self._documents.job(JobKind.JOB, svc).json

@@ -247,6 +247,15 @@ class MemoryBoundTests(SynchronousTestCase):
 class ExtractEpochTests(SynchronousTestCase):
     """Finding C{_karajo_epoch} in bodies and query strings."""
 
+    def test_body_parsed_already(self) -> None:
+        """The caller's parse of the body is used as is; None for a '{' body is refused."""
+        body = b'{"_karajo_epoch":1}'
+        self.assertEqual(extract_epoch(body, body_document={"_karajo_epoch": 7}), 7)
+        self.assertIsNone(extract_epoch(body, body_document={}))
+        with self.assertRaises(InvalidEpoch):
+            extract_epoch(b"{bad", body_document=None)
+        self.assertEqual(extract_epoch(b"_karajo_epoch=3", body_document=None), 3)  # a form
+
     def test_json(self) -> None:
         """A JSON object body with an integer epoch; other fields ignored."""
         self.assertEqual(extract_epoch(b'{"_karajo_epoch":1677350854}'), 1677350854)
