@@ -16,7 +16,8 @@ commands inherit the daemon's core, as they would for any pinned daemon.
      C{/proc/PID/stat}, all threads, children not included), trigger answers'
      latency.
   2. Latency: C{--latency-runs} triggers of C{lat}, one at a time, each
-     C{--gap} s after the previous run's log is final.  A watcher on core 1,
+     C{--gap} s after the previous run's log is final (the first, after
+     phase 1's last runs ended).  A watcher on core 1,
      blocked reading the named pipe, notes the wall clock as the shell's
      builtin C{echo} writes; latency = watcher's time - the time this
      script started to connect (the request is built and signed before).
