@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -29,6 +30,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 
 from karajo.config import Loaded, generate_secret
 from karajo.errors import JobBusy, JobPaused, ServerStopping, StartupError
@@ -52,53 +54,80 @@ log = Logger()
 
 def thread_runner(reactor) -> Callable[..., defer.Deferred]:
     """
-    C{f, *args -> Deferred} on the reactor's thread pool, in a thread that
-    leaves signals and the CPU to the reactor's (L{settle_pool_thread}).
-    A reactor with no threads (a test's fake) runs C{f} inline instead.
+    C{f, *args -> Deferred} on karajo's own thread pool for C{reactor}
+    (L{karajo_pool}), whose threads leave signals and the CPU to the
+    reactor's.  A reactor with no threads (a test's fake) runs C{f} inline
+    instead.
     """
-    get_pool = getattr(reactor, "getThreadPool", None)
-    if get_pool is None:
+    if getattr(reactor, "getThreadPool", None) is None:
         return defer.maybeDeferred
-    pool = get_pool()
+    pool = karajo_pool(reactor)
 
     def run_in_thread(f: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred:
-        return deferToThreadPool(reactor, pool, _in_pool_thread, f, *args, **kwargs)
+        return deferToThreadPool(reactor, pool, f, *args, **kwargs)
 
     return run_in_thread
 
 
+#: The most threads of L{karajo_pool} (the reactor's own pool has as many).
+POOL_THREADS = 10
+_pools: weakref.WeakKeyDictionary[Any, ThreadPool] = weakref.WeakKeyDictionary()
+
+
+def karajo_pool(reactor: Any) -> ThreadPool:
+    """
+    The thread pool of karajo's disk waits, bcrypt and file reads on
+    C{reactor}: one per reactor, started when it runs and stopped when it
+    shuts down, as the reactor's own pool is.  Not the reactor's own pool,
+    because its threads are changed for good (L{settle_pool_thread}), and a
+    code job's C{deferToThread} or the resolver must not inherit that (a
+    process spawned from a thread with SIGTERM blocked keeps it blocked).
+    """
+    pool = _pools.get(reactor)
+    if pool is None:
+        pool = _pools[reactor] = ThreadPool(0, POOL_THREADS, "karajo")
+        pool.threadFactory = _SettledThread
+        reactor.callWhenRunning(pool.start)
+        reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
+    return pool
+
+
+class _SettledThread(threading.Thread):
+    """A thread of L{karajo_pool}: settled before it takes its first task."""
+
+    def run(self) -> None:
+        settle_pool_thread()
+        super().run()
+
+
 #: What a pool thread blocks: every signal but those the kernel sends to
-#: the thread at fault (a crash in a thread must still kill the daemon).
+#: the thread at fault (left to it, so that faulthandler can report a
+#: crash in a pool thread).
 _POOL_THREAD_MASK = signal.valid_signals() - {
     signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGABRT,
 }
 #: How much nicer than the reactor's thread a pool thread is (Linux, where
 #: a thread has a nice value of its own).
 POOL_THREAD_NICER = 10
-_pool_thread = threading.local()
 
 
 def settle_pool_thread() -> None:
     """
-    Once per pool thread, before its first task: block the signals a
-    process receives, and, on Linux, lower the thread's priority by
-    L{POOL_THREAD_NICER}.
+    In a thread of L{karajo_pool}: block the signals a process receives,
+    and, on Linux, lower the thread's priority by L{POOL_THREAD_NICER}.
 
     The kernel hands a process-directed signal to any thread that does not
     block it: a pool thread asleep between two log finishes was woken for
     about half the runs' C{SIGCHLD}, only to write the byte that wakes the
     reactor.  Python runs its handlers in the main thread in any case.
 
-    A pool thread's work is waiting on the disk (a log's fsync) or bcrypt:
-    nothing that must preempt the reactor, whose thread answers webhooks
-    and starts commands.  At an equal priority, each task's wake-up and
-    each of its GIL hand-overs preempted the reactor on a busy core; a
-    nicer pool cut the daemon's CPU per webhook run by 6-12 %
-    (bench/PROFILE.md, "Fourth round").
+    A pool thread's work is waiting on the disk (a log's fsync), bcrypt
+    or a file read: nothing that should take the core from the reactor's
+    thread, which answers webhooks and starts commands.  At an equal
+    priority, each task's wake-up and each of its GIL hand-overs took it
+    on a busy core; with the pool's weight lowered, the daemon's CPU per
+    webhook run went down 6-12 % (bench/PROFILE.md, "Fourth round").
     """
-    if getattr(_pool_thread, "settled", False):
-        return
-    _pool_thread.settled = True
     signal.pthread_sigmask(signal.SIG_BLOCK, _POOL_THREAD_MASK)
     if sys.platform.startswith("linux"):
         tid = threading.get_native_id()
@@ -107,11 +136,6 @@ def settle_pool_thread() -> None:
             os.setpriority(os.PRIO_PROCESS, tid, min(19, nice + POOL_THREAD_NICER))
         except OSError:
             pass  # a sandbox that forbids it: the thread keeps the daemon's priority
-
-
-def _in_pool_thread(f: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    settle_pool_thread()
-    return f(*args, **kwargs)
 
 
 def stop_leftover_group(pid_path: str, job_id: str | None = None) -> None:

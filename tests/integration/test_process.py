@@ -12,6 +12,7 @@ import sys
 import threading
 
 from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
 from karajo import process
@@ -198,29 +199,41 @@ class SpawnInSessionTests(TestCase):
 
 class PoolThreadTests(TestCase):
     """
-    The reactor's pool threads block the signals a process receives, so the
-    kernel hands each SIGCHLD to the reactor's thread, and run nicer than
-    it (karajo.service.thread_runner).
+    karajo's thread pool (karajo.service.thread_runner): its threads block
+    the signals a process receives, so the kernel hands each SIGCHLD to the
+    reactor's thread, and run nicer than it; the reactor's own pool, which
+    a code job's deferToThread uses, is left as it is.
     """
 
     async def test_pool_thread_blocks_sigchld(self) -> None:
-        def mask() -> set[int]:
-            return set(signal.pthread_sigmask(signal.SIG_BLOCK, []))
-
-        in_pool = await thread_runner(reactor)(mask)
+        in_pool = await thread_runner(reactor)(_blocked)
         self.assertIn(signal.SIGCHLD, in_pool)
         self.assertIn(signal.SIGTERM, in_pool)
         self.assertNotIn(signal.SIGSEGV, in_pool)
-        self.assertNotIn(signal.SIGCHLD, mask())  # the reactor's thread still takes it
+        self.assertNotIn(signal.SIGCHLD, _blocked())  # the reactor's thread still takes it
 
     async def test_pool_thread_nicer(self) -> None:
         if not sys.platform.startswith("linux"):
             raise SkipTest("a thread has a nice value of its own on Linux only")
-
-        def nice() -> int:
-            return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-        main = nice()
-        in_pool = await thread_runner(reactor)(nice)
+        main = _nice()
+        if main >= 19:
+            raise SkipTest("already at the lowest priority: nothing to lower")
+        in_pool = await thread_runner(reactor)(_nice)
         self.assertEqual(in_pool, min(19, main + POOL_THREAD_NICER))
-        self.assertEqual(nice(), main)
+        self.assertEqual(_nice(), main)
+
+    async def test_reactor_pool_untouched(self) -> None:
+        """A code job's thread, and what it spawns, keep the daemon's mask and priority."""
+        await thread_runner(reactor)(_nice)  # karajo's pool is in use
+        for _ in range(12):  # more tasks than the reactor's pool has threads (10)
+            blocked, nice = await deferToThread(lambda: (_blocked(), _nice()))
+            self.assertNotIn(signal.SIGTERM, blocked)
+            self.assertEqual(nice, _nice())
+
+
+def _blocked() -> set[int]:
+    return set(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+
+def _nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
