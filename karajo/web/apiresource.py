@@ -35,30 +35,29 @@ class APIResource(KleinResource):
                 segment.decode("utf-8")
         except UnicodeDecodeError:
             return self._api._error_body(request, NotFound())
-        path = _webhook_path(request) if self._api._cluster is None else None
-        if path is not None:
-            # The hottest route (every webhook, and every forged one) goes
-            # straight to its handler: werkzeug's matching and Klein's
-            # Deferred chain cost more than the handler itself.  The answer
-            # is written as Klein writes it.  A cluster node's answer waits
-            # on the database (a Deferred): Klein's chain writes that one.
-            request.prepath += request.postpath
-            request.postpath = []
-            request.write(self._api.job_exec_run(request, path=path))
+        # The hottest route (every webhook, and every forged one) goes
+        # straight to its handler: werkzeug's matching and Klein's Deferred
+        # chain cost more than the handler itself.  The answer is written
+        # as Klein writes it.
+        body = self.hot(request)
+        if body is not None:
+            request.write(body)
             request.finish()
             return NOT_DONE_YET
         return super().render(request)
 
     def hot(self, request: Any) -> bytes | None:
         """
-        The webhook POST read by L{karajo.web.hotpath}, answered at once;
-        C{None} (Twisted's way then) on a cluster node, whose answer waits
-        on the database.
+        A webhook POST (read by Twisted, or by L{karajo.web.hotpath})
+        answered at once; C{None} for any other request, and on a cluster
+        node, whose answer waits on the database (a Deferred: Klein's chain
+        writes that one).
         """
         path = _webhook_path(request) if self._api._cluster is None else None
         if path is None:
             return None
-        request.prepath, request.postpath = request.postpath, []
+        request.prepath += request.postpath
+        request.postpath = []
         body = self._api.job_exec_run(request, path=path)
         if not isinstance(body, bytes):
             raise TypeError(f"the webhook handler answered {type(body).__name__}, not bytes")

@@ -381,7 +381,10 @@ class LimitedChannel(HTTPChannelHooks):
         if colon and name.lower() == b"content-length":
             digits = value.strip(b" \t")
             if len(digits) > hotpath.MAX_LENGTH_DIGITS and digits.isdigit() and self.requests:
-                self.requests[-1]._rejectBody()
+                if len(digits.lstrip(b"0")) > hotpath.MAX_LENGTH_DIGITS:
+                    self.requests[-1]._rejectBody()
+                else:  # a small number padded with zeros: no body is too large, the header is odd
+                    self.refuse_malformed_request()
                 return False
         return bool(super().headerReceived(line))
 
@@ -462,7 +465,16 @@ class LimitedChannel(HTTPChannelHooks):
             if parsed is None:
                 break
             request, end = parsed
-            body = route(request)
+            try:
+                body = route(request)
+            except Exception:
+                # The handler answers its own errors; this is a bug: the
+                # JSON 500 Twisted's way gives, not a dropped connection.
+                log.failure("answering a webhook request failed")
+                _write(self, error_response(500, b"Internal Server Error", "ERR_INTERNAL",
+                                            "internal server error"))
+                self.lingerClose()
+                return b""
             if body is None:
                 break
             self.resetTimeout()

@@ -17,9 +17,16 @@ import socket
 import time
 from typing import Any
 
+from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from karajo.config import load_environment
+from karajo.server import build_service
+from karajo.service import thread_runner
+from karajo.web import hotpath
+from karajo.web.apiresource import APIResource
+from karajo.web.site import build_site
 from tests.helpers import config_tree
 from tests.integration.served import serve
 
@@ -172,3 +179,28 @@ class SameAnswers(TestCase):
         self.assertEqual(short[1][b"content-encoding"], b"gzip")
         self.assertEqual(gzip.decompress(short[2]), gzip.decompress(long[2]))
         self.assertSame((short[0], short[1], b""), (long[0], long[1], b""))
+
+
+class Declined(TestCase):
+    """The webhook's short way is not taken before the jobs are ready, nor on a cluster node."""
+
+    def test_not_ready(self) -> None:
+        config = config_tree(os.path.abspath(self.mktemp()),
+                             '[job "quick"]\npath = /quick\ncommand = true\n')
+        service = build_service(load_environment(config), reactor)
+        site = build_site(service, reactor, thread_runner(reactor))
+        self.assertFalse(service.ready)
+        parsed = hotpath.parse(webhook(b"quick", fresh()), None, 1000, 16384, 500)
+        assert parsed is not None
+        self.assertIsNone(site.hotRoute(parsed[0]))
+
+    def test_cluster_node(self) -> None:
+        class ClusterAPI:
+            _cluster = object()
+
+            def job_exec_run(self, request: Any, path: str) -> bytes:
+                raise AssertionError("a cluster node's webhook is Klein's to answer")
+
+        parsed = hotpath.parse(webhook(b"quick", fresh()), None, 1000, 16384, 500)
+        assert parsed is not None
+        self.assertIsNone(APIResource(None, ClusterAPI()).hot(parsed[0]))

@@ -582,11 +582,14 @@ class HotRouteTests(LimitsTestCase):
     what the route declines, to the resource through Twisted's parser.
     """
 
-    def serve_hot(self, declined: bool = False, **kwargs: Any) -> tuple[Recorder, list[Any]]:
+    def serve_hot(self, declined: bool = False, broken: bool = False,
+                  **kwargs: Any) -> tuple[Recorder, list[Any]]:
         recorder = Recorder()
         taken: list[Any] = []
 
         def hot_route(request: Any) -> bytes | None:
+            if broken:
+                raise RuntimeError("a bug")
             if declined:
                 return None
             taken.append((request.path, request.content.read()))
@@ -614,7 +617,7 @@ class HotRouteTests(LimitsTestCase):
         self.assertEqual(recorder.bodies, [b"", b"{}"])  # the last one came after Twisted's
         self.assertIn(b"Content-Length: 3\r\n", raw)
 
-    async def test_split_request_goes_twistedway(self) -> None:
+    async def test_split_request_goes_twisteds_way(self) -> None:
         """A request that is not whole in one read is Twisted's; the next whole one is hot again."""
         recorder, taken = self.serve_hot()
         client = await self.connect()
@@ -634,6 +637,16 @@ class HotRouteTests(LimitsTestCase):
         raw = await self.read_until(client, 1)
         self.assertEqual((recorder.bodies, taken), ([b"{}"], []))
         self.assertTrue(raw.endswith(b"got 2"), raw)
+
+    async def test_route_failing(self) -> None:
+        """A bug in the route: the JSON 500 Twisted's way gives, logged, then the close."""
+        self.serve_hot(broken=True)
+        client = await self.connect()
+        client.transport.write(HOT + HOT)
+        raw = await client.closed
+        self.assertEqual(re.findall(rb"HTTP/1\.1 (\d{3}) ", raw), [b"500"])
+        self.assertTrue(raw.endswith(b'"name":"ERR_INTERNAL","data":null}'), raw)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     async def test_connection_close(self) -> None:
         self.serve_hot()
@@ -673,12 +686,14 @@ class HotRouteTests(LimitsTestCase):
     async def test_huge_length_and_name_refused(self) -> None:
         """
         A Content-Length of thousands of digits gets the 413 (not an
-        unhandled error and a silent drop), a header name of kilobytes the
-        431, whether the request came whole or in pieces.
+        unhandled error and a silent drop), the same number of zeros before
+        a small one the 400, a header name of kilobytes the 431, whether the
+        request came whole or in pieces.
         """
         self.serve_hot()
         heads = {
             b"413": b"POST /x HTTP/1.1\r\nContent-Length: " + b"1" * 5000 + b"\r\n\r\n",
+            b"400": b"POST /x HTTP/1.1\r\nContent-Length: " + b"0" * 5000 + b"2\r\n\r\n{}",
             b"431": b"POST /x HTTP/1.1\r\n" + b"N" * 5000 + b": 1\r\nContent-Length: 0\r\n\r\n",
         }
         for status, head in heads.items():
