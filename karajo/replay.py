@@ -248,7 +248,7 @@ def extract_epoch(
 
     @param body_document: what L{karajo.payload.json_object} made of
         C{body} already (the webhook's trigger rules read it too), so the
-        body is parsed once per request.
+        handler parses the body once for both.
 
     @raise InvalidEpoch: the field is there but not an integer, or the
         source starts like a JSON object and is not one.

@@ -24,7 +24,7 @@ from typing import Any
 
 from twisted.web.resource import EncodingResourceWrapper, IResource
 
-__all__ = ["GZIP_LEVEL", "accepts_gzip", "gzip_whole", "gzipped"]
+__all__ = ["GZIP_LEVEL", "accepts_gzip", "asks_for_gzip", "gzip_whole", "gzipped"]
 
 #: zlib's (and Go's) default level.
 GZIP_LEVEL = 6
@@ -61,13 +61,21 @@ def accepts_gzip(header: bytes | None) -> bool:
     return False
 
 
+def asks_for_gzip(headers: Any) -> bool:
+    """Whether a request's C{Accept-Encoding} headers (Twisted's C{Headers}) accept gzip."""
+    return accepts_gzip(b",".join(headers.getRawHeaders(b"Accept-Encoding", [])))
+
+
 def _compressor() -> Any:
-    """A gzip-format compressor at L{GZIP_LEVEL}."""
+    """A gzip-format compressor at L{GZIP_LEVEL}: the one setting of both writers."""
     return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
 
 
 def gzip_whole(body: bytes) -> bytes:
-    """C{body} as one gzip member: an answer written whole (L{karajo.web.hotpath})."""
+    """
+    C{body} as one gzip member, for an answer written whole without the
+    wrapper (L{karajo.web.hotpath}), at the wrapper's level.
+    """
     compressor = _compressor()
     out: bytes = compressor.compress(body) + compressor.flush()
     return out
@@ -100,8 +108,7 @@ class _GzipFactory:
 
     def encoderForRequest(self, request: Any) -> _GzipEncoder | None:
         request.responseHeaders.addRawHeader(b"Vary", b"Accept-Encoding")
-        if not accepts_gzip(b",".join(request.requestHeaders.getRawHeaders(
-                b"Accept-Encoding", []))):
+        if not asks_for_gzip(request.requestHeaders):
             return None
         request.responseHeaders.setRawHeaders(b"Content-Encoding", [b"gzip"])
         return _GzipEncoder(request, self.cache)

@@ -33,7 +33,7 @@ from twisted.web.http import RESPONSES, datetimeToString
 from twisted.web.http_headers import Headers
 from twisted.web.server import version as SERVER_VERSION
 
-from karajo.web.compression import accepts_gzip, gzip_whole
+from karajo.web.compression import asks_for_gzip, gzip_whole
 
 __all__ = ["HOT_PREFIX", "MAX_LENGTH_DIGITS", "MAX_NAME", "HotRequest", "answer", "parse",
            "wants_close"]
@@ -47,8 +47,8 @@ _HEAD_END = b"\r\n\r\n"
 _TARGET_REST = re.compile(rb"[!\x24&-\x3e@-\x7e]+\Z")
 # A header line: a token, a colon, and a value of visible ASCII, spaces and tabs.
 _HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([\t\x20-\x7e]*)\Z")
-#: The longest header name the short way reads (Twisted's parser refuses
-#: a longer one: L{karajo.web.limits.LimitedChannel}).
+#: The longest header name the short way reads (L{karajo.web.limits.
+#: LimitedChannel} refuses a longer one before Twisted keeps it for good).
 MAX_NAME = 256
 #: The most digits of a Content-Length (a longer one is over any body cap;
 #: a number of thousands of digits is more than Python's int() takes).
@@ -87,9 +87,6 @@ class HotRequest:
     def getClientAddress(self) -> Any:
         return self.channel.getPeer()
 
-    def getHost(self) -> Any:
-        return self.channel.getHost()
-
     def setResponseCode(self, code: int) -> None:
         self.code = code
 
@@ -97,7 +94,7 @@ class HotRequest:
         # As Twisted's Headers: a value's line breaks become spaces, and
         # the name is written in its canonical case.
         if b"\r" in value or b"\n" in value:
-            value = value.replace(b"\r\n", b" ").replace(b"\r", b" ").replace(b"\n", b" ")
+            value = b" ".join(value.splitlines())
         self.headers_out[name.lower()] = (_canonical(name), value)
 
 
@@ -186,7 +183,7 @@ _dates: dict[int, bytes] = {}
 
 
 def _date(now: float) -> bytes:
-    """The C{Date} header's value, made once a second."""
+    """The C{Date} header's value, formatted once a second rather than per answer."""
     second = int(now)
     value = _dates.get(second)
     if value is None:
@@ -203,9 +200,8 @@ def answer(request: HotRequest, body: bytes, now: float, close: bool) -> bytes:
     asks for one).
     """
     headers = request.headers_out
-    accept = request.requestHeaders.getRawHeaders(b"Accept-Encoding")
     added = [(b"Vary", b"Accept-Encoding")]
-    if accept and accepts_gzip(b",".join(accept)):
+    if asks_for_gzip(request.requestHeaders):
         added.append((b"Content-Encoding", b"gzip"))
         body = gzip_whole(body)
     if close:

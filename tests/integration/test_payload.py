@@ -342,7 +342,6 @@ class PayloadFileTests(TestCase):
     def test_directory_made_when_missing(self) -> None:
         """An operator removed the directory: it is made again, private."""
         path = os.path.join(self.dir, "gone", "job.payload")
-        self.write(b"body")
         clear_payload(write_payload(path, b"body"))
         self.assertEqual(stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode), 0o700)
         self.assertEqual(os.path.getsize(path), 0)

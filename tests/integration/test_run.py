@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import stat
 from datetime import timedelta
 
 from twisted.internet import defer, reactor
@@ -454,6 +455,16 @@ class PidFileTests(RunTestCase):
         pid_file.write("9 boot 10\n")  # the next run's first command
         pid_file.close()
         self.assertEqual(os.stat(path).st_ino, inode)
+
+    def test_directory_made_when_missing(self) -> None:
+        """The pid file's directory, removed by an operator, is made again, mode 0700."""
+        path = os.path.join(self.base, "gone", "j.pgid")
+        pid_file = PidFile(path)
+        pid_file.write("1 boot 2\n")
+        pid_file.close()
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode), 0o700)
+        with open(path) as f:
+            self.assertEqual(f.read(), "1 boot 2\n")
 
     def test_link_replaced_not_followed(self) -> None:
         """A link put at the pid file's name is replaced by the file, never written through."""

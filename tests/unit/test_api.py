@@ -573,8 +573,6 @@ class ReadTests(APITestCase):
         finds its compressed form without comparing a megabyte); a run or a
         pause gives new bytes, which show it.
         """
-        import json
-
         from karajo.web.documents import Documents
 
         docs = Documents(self.service, "v")
