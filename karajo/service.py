@@ -61,10 +61,9 @@ def thread_runner(reactor) -> Callable[..., defer.Deferred]:
     """
     if getattr(reactor, "getThreadPool", None) is None:
         return defer.maybeDeferred
-    pool = karajo_pool(reactor)
 
     def run_in_thread(f: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred:
-        return deferToThreadPool(reactor, pool, f, *args, **kwargs)
+        return deferToThreadPool(reactor, karajo_pool(reactor), f, *args, **kwargs)
 
     return run_in_thread
 
@@ -77,18 +76,24 @@ _pools: weakref.WeakKeyDictionary[Any, ThreadPool] = weakref.WeakKeyDictionary()
 def karajo_pool(reactor: Any) -> ThreadPool:
     """
     The thread pool of karajo's disk waits, bcrypt and file reads on
-    C{reactor}: one per reactor, started when it runs and stopped when it
-    shuts down, as the reactor's own pool is.  Not the reactor's own pool,
-    because its threads are changed for good (L{settle_pool_thread}), and a
-    code job's C{deferToThread} or the resolver must not inherit that (a
-    process spawned from a thread with SIGTERM blocked keeps it blocked).
+    C{reactor}: one per reactor, started at its first use (no thread is
+    made before a task needs one) and stopped when the reactor shuts down;
+    a new one after that.  Not the reactor's own pool, because its threads
+    are changed for good (L{settle_pool_thread}), and a code job's
+    C{deferToThread} or the resolver must not inherit that (a process
+    spawned from a thread with SIGTERM blocked keeps it blocked).
+
+    Started here rather than by a C{callWhenRunning}: a reactor that is
+    spun without C{run} (trial's distributed workers) never fires its
+    start-up event, and the first task then waited for ever.
     """
     pool = _pools.get(reactor)
-    if pool is None:
+    if pool is None or pool.joined:
         pool = _pools[reactor] = ThreadPool(0, POOL_THREADS, "karajo")
         pool.threadFactory = _SettledThread
-        reactor.callWhenRunning(pool.start)
         reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
+    if not pool.started:
+        pool.start()
     return pool
 
 

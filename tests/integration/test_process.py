@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
@@ -17,7 +18,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from karajo import process
 from karajo.process import command_env, spawn_command, spawn_leader
-from karajo.service import POOL_THREAD_NICER, thread_runner
+from karajo.service import POOL_THREAD_NICER, karajo_pool, thread_runner
 
 # The shell's own view of itself: pid, process group, session (fields 1, 5
 # and 6 of /proc/PID/stat), the signals it ignores and blocks, whether it
@@ -222,6 +223,24 @@ class PoolThreadTests(TestCase):
         self.assertEqual(in_pool, min(19, main + POOL_THREAD_NICER))
         self.assertEqual(_nice(), main)
 
+    async def test_pool_started_without_run(self) -> None:
+        """
+        A reactor spun without run() (trial's distributed workers) never
+        fires its start-up event: the pool starts at its first task anyway,
+        stops with the reactor's shutdown, and a later task gets a new one.
+        """
+        never_run = _NeverRunReactor()
+        run_in_thread = thread_runner(never_run)
+        self.assertEqual(await run_in_thread(lambda: 7), 7)
+        first = karajo_pool(never_run)
+        (shutdown,) = never_run.shutdown
+        shutdown()
+        self.assertTrue(first.joined)
+        self.assertEqual(await run_in_thread(lambda: 8), 8)
+        self.assertIsNot(karajo_pool(never_run), first)
+        for stop in never_run.shutdown[1:]:
+            stop()
+
     async def test_reactor_pool_untouched(self) -> None:
         """A code job's thread, and what it spawns, keep the daemon's mask and priority."""
         await thread_runner(reactor)(_nice)  # karajo's pool is in use
@@ -237,3 +256,20 @@ def _blocked() -> set[int]:
 
 def _nice() -> int:
     return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+class _NeverRunReactor:
+    """A reactor with threads whose start-up event never fires; results go to the real one."""
+
+    def __init__(self) -> None:
+        self.shutdown: list[Any] = []
+
+    def getThreadPool(self) -> None:
+        raise AssertionError("karajo's tasks never go to the reactor's own pool")
+
+    def addSystemEventTrigger(self, phase: str, event: str, f: Any) -> None:
+        assert (phase, event) == ("during", "shutdown")
+        self.shutdown.append(f)
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        reactor.callFromThread(f, *args, **kwargs)
