@@ -41,7 +41,7 @@ from karajo.logfiles import (
     take_spare,
     write_floor,
 )
-from karajo.paths import make_private_dirs
+from karajo.paths import open_making_dirs
 from karajo.runlog import LINE_MAX, RunLog
 from karajo.runrecord import (
     RECORDS_SUFFIX,
@@ -466,11 +466,7 @@ class LogStore:
             fd = take_spare(self.directory, self.path_of(running))
         if fd is None:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-            try:
-                fd = os.open(self.path_of(running), flags, 0o600)
-            except FileNotFoundError:
-                make_private_dirs(self.directory)
-                fd = os.open(self.path_of(running), flags, 0o600)
+            fd = open_making_dirs(self.path_of(running), flags)
         self._records[counter] = RunRecord(
             self.job_id, counter, RunStatus.RUNNING, self.clock.seconds(),
             None, trigger, attempt, node if node is not None else self.node,

@@ -71,3 +71,18 @@ def make_private_dirs(path: str) -> None:
             os.mkdir(each, 0o700)
         except FileExistsError:
             pass
+
+
+def open_making_dirs(path: str, flags: int, mode: int = 0o600) -> int:
+    """
+    C{os.open(path, flags, mode)}, and when C{path}'s directory is missing
+    (C{FileNotFoundError} from a create), that directory made private
+    (L{make_private_dirs}) and the open tried once more.  The run-time
+    directories are made on first use this way, and again after an
+    operator removed them, with no C{stat} before each open of a run.
+    """
+    try:
+        return os.open(path, flags, mode)
+    except FileNotFoundError:
+        make_private_dirs(os.path.dirname(os.path.abspath(path)))
+        return os.open(path, flags, mode)

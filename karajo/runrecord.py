@@ -56,7 +56,7 @@ from collections.abc import Callable, Mapping, Sequence
 import attrs
 from twisted.logger import Logger
 
-from karajo.paths import make_private_dirs
+from karajo.paths import open_making_dirs
 from karajo.status import FINAL_STATUSES, RunStatus
 
 __all__ = [
@@ -297,11 +297,7 @@ def _write_to(path: str, flags: int, data: bytes) -> None:
     disk) raises, so the next write is whole.
     """
     flags |= os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
-    try:
-        fd = os.open(path, flags, 0o600)
-    except FileNotFoundError:
-        make_private_dirs(os.path.dirname(os.path.abspath(path)))
-        fd = os.open(path, flags, 0o600)
+    fd = open_making_dirs(path, flags)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file", path)

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from karajo.deferreds import as_deferred
 from karajo.errors import RunFailed
 from karajo.model import Job, TriggerRequest
-from karajo.paths import make_private_dirs
+from karajo.paths import make_private_dirs, open_making_dirs
 from karajo.process import (
     MAX_ENV_STRING,
     CommandResult,
@@ -265,10 +265,7 @@ class PidFile:
             # fails at once instead of blocking the reactor.  Whatever else
             # is at the name (a link, a FIFO) is replaced by a new file.
             try:
-                self._fd = os.open(self.path, self._FLAGS, 0o600)
-            except FileNotFoundError:
-                make_private_dirs(os.path.dirname(self.path))
-                self._fd = os.open(self.path, self._FLAGS | os.O_EXCL, 0o600)
+                self._fd = open_making_dirs(self.path, self._FLAGS)
             except OSError:
                 os.unlink(self.path)
                 self._fd = os.open(self.path, self._FLAGS | os.O_EXCL, 0o600)
@@ -298,10 +295,7 @@ def write_payload(path: str, body: bytes) -> int:
     fd: int | None
     try:
         # O_NONBLOCK: a FIFO put there fails at once instead of blocking.
-        fd = os.open(path, flags | os.O_CREAT | os.O_NONBLOCK, 0o600)
-    except FileNotFoundError:
-        make_private_dirs(os.path.dirname(path))  # made on first use
-        fd = None
+        fd = open_making_dirs(path, flags | os.O_CREAT | os.O_NONBLOCK)
     except OSError:
         fd = None
     if fd is not None:

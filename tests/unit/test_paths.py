@@ -103,3 +103,31 @@ class PrivateDirTests(SynchronousTestCase):
         make_private_dirs(os.path.join(self.base, "a"))
         self.assertEqual(made, [self.base, os.path.join(self.base, "a")])
         self.assertEqual(self.mode(os.path.join(self.base, "a")), 0o750)
+
+
+class OpenMakingDirsTests(SynchronousTestCase):
+    """open_making_dirs: the directory made private only when the open finds it missing."""
+
+    FLAGS = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+
+    def test_missing_directory_made(self) -> None:
+        base = os.path.abspath(self.mktemp())
+        path = os.path.join(base, "run", "job", "j.pgid")
+        os.close(pathsmod.open_making_dirs(path, self.FLAGS))
+        for directory in (base, os.path.dirname(path)):
+            self.assertEqual(stat.S_IMODE(os.stat(directory).st_mode), 0o700)
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode) & 0o077, 0)
+
+    def test_existing_directory_not_looked_at(self) -> None:
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        made: list[str] = []
+        self.patch(pathsmod, "make_private_dirs", made.append)
+        os.close(pathsmod.open_making_dirs(os.path.join(base, "f"), self.FLAGS))
+        self.assertEqual(made, [])
+
+    def test_other_errors_raised(self) -> None:
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        with self.assertRaises(IsADirectoryError):
+            pathsmod.open_making_dirs(base, self.FLAGS)
