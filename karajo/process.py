@@ -374,8 +374,18 @@ def _boot_id() -> str:
 
 def _start_time(pid: int) -> str | None:
     """A process's start time (clock ticks since boot), or C{None} when gone."""
-    # os.open and one read: a text file object costs five more system
-    # calls, and this runs at every command's start.
+    fields = _stat_of(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
+
+
+def _stat_of(pid: int | str) -> list[str] | None:
+    """
+    The fields of a process's C{/proc/PID/stat} after C{pid (comm)}, its
+    state first, or C{None} when it is gone.  The command name may hold
+    spaces and parentheses, so the line is cut at its last C{)}.  Read
+    with C{os.open} and one C{read}: a text file object costs five more
+    system calls, and this runs at every command's start.
+    """
     try:
         fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -387,18 +397,9 @@ def _start_time(pid: int) -> str | None:
     finally:
         os.close(fd)
     try:
-        return _stat_fields(stat)[19]
-    except (ValueError, IndexError):
+        return stat[stat.rindex(")") + 2 :].split()
+    except ValueError:
         return None
-
-
-def _stat_fields(stat: str) -> list[str]:
-    """
-    The fields of a C{/proc/PID/stat} line after C{pid (comm)}, the state
-    first: the command name may hold spaces and parentheses, so the line is
-    cut at its last C{)}.
-    """
-    return stat[stat.rindex(")") + 2 :].split()
 
 
 def processes() -> dict[int, tuple[str, int, int]]:
@@ -407,12 +408,12 @@ def processes() -> dict[int, tuple[str, int, int]]:
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
+        fields = _stat_of(name)
         try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = _stat_fields(f.read())
-            found[int(name)] = (fields[0], int(fields[1]), int(fields[2]))
-        except (OSError, ValueError, IndexError):
-            continue  # gone meanwhile
+            if fields is not None:
+                found[int(name)] = (fields[0], int(fields[1]), int(fields[2]))
+        except (ValueError, IndexError):
+            continue  # a line cut short
     return found
 
 
