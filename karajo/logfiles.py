@@ -146,19 +146,58 @@ def read_floor(path: str) -> int:
         return 0
 
 
+#: A counter in the counter file: right-aligned in a fixed width, so each
+#: rewrite in place covers the bytes of the one before (and a few bytes at
+#: offset 0 are one sector: written whole or not at all).
+_FLOOR_WIDTH = 20
+
+
 def write_floor(path: str, counter: int) -> None:
-    """Replace the counter file atomically and durably (before logs are deleted)."""
+    """
+    Make the counter file hold C{counter}, durably, before logs are deleted
+    (L{karajo.joblog.LogStore.prune}).  The file is made once, by a new
+    file and a rename, then rewritten in place: one C{pwrite} of the same
+    length and one C{fdatasync}, no inode made or freed, no directory
+    synced.  Made anew every retention + 1 runs, it cost about 7 % of a
+    webhook-triggered run's CPU (bench/PROFILE.md).
+
+    Even a write torn by a power loss loses no counter: the value written
+    is the highest counter of any log there is, and no log is deleted
+    until this returns, so at the next start the log names give back the
+    counter whatever a garbled file reads as
+    (L{karajo.joblog.LogStore.restore} takes the highest of both).
+    Anything but the plain file this writes (a link, a FIFO, a second
+    name) is replaced, never written through.
+    """
+    record = b"%*d\n" % (_FLOOR_WIDTH, counter)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        fd = None
+    if fd is not None:
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_size <= len(record):
+                os.pwrite(fd, record, 0)
+                _fdatasync(fd)
+                return
+        finally:
+            os.close(fd)
     parent = os.path.dirname(os.path.abspath(path))
     make_private_dirs(parent)
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, b"%d\n" % counter)
+        os.write(fd, record)
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
     fsync_dir(parent)
+
+
+#: The file's data (and its size, when that changed) without its times.
+_fdatasync = getattr(os, "fdatasync", os.fsync)
 
 
 def finalise_leftover(path: str, final_path: str, line: bytes) -> bool:

@@ -7,6 +7,7 @@ at its edges, and the events an operator reads.
 from __future__ import annotations
 
 import os
+import stat
 import time
 
 from twisted.internet import task
@@ -14,6 +15,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from karajo.joblog import LogName, LogStore
+from karajo.logfiles import read_floor, write_floor
 from tests.unit.test_joblog import P0, StoreMixin, sync_thread
 
 #: What every LogStore needs besides its directory and job (no default reaches
@@ -246,4 +248,59 @@ class CounterFileTests(StoreMixin, SynchronousTestCase):
             self.run_job(store, counter)
         store.prune(1)
         with open(self.state_path, "rb") as f:
-            self.assertEqual(f.read(), b"3\n")
+            self.assertEqual(f.read(), b"%20d\n" % 3)
+
+    def counter_file(self) -> tuple[int, bytes]:
+        """The counter file's inode and content."""
+        with open(self.state_path, "rb") as f:
+            return os.fstat(f.fileno()).st_ino, f.read()
+
+    def test_rewritten_in_place(self) -> None:
+        """
+        Once made, the counter file is rewritten in place (the same inode:
+        none made, none freed), each counter in the same width, and read
+        back as written.
+        """
+        write_floor(self.state_path, 9)
+        inode, content = self.counter_file()
+        self.assertEqual(content, b"                   9\n")
+        for counter in (10, 12345, 3):
+            write_floor(self.state_path, counter)
+            self.assertEqual(self.counter_file(), (inode, b"%20d\n" % counter))
+            self.assertEqual(read_floor(self.state_path), counter)
+        self.assertEqual(os.listdir(os.path.dirname(self.state_path)), ["my_id"])
+
+    def test_older_file_rewritten_in_place(self) -> None:
+        """A counter file of an earlier karajo (no padding) is covered whole."""
+        self.write_state(b"123456\n")
+        inode = os.stat(self.state_path).st_ino
+        write_floor(self.state_path, 7)
+        self.assertEqual(self.counter_file(), (inode, b"%20d\n" % 7))
+
+    def test_not_written_through(self) -> None:
+        """
+        A link, a second name, a FIFO or an over-long file at the counter
+        file's name is replaced by a new file, never written through (nor
+        waited on), and what the other name holds stays as it was.
+        """
+        outside = os.path.abspath(self.mktemp())
+        with open(outside, "wb") as f:
+            f.write(b"kept\n")
+        os.makedirs(os.path.dirname(self.state_path), exist_ok=True)
+        makers = [
+            lambda: os.symlink(outside, self.state_path),
+            lambda: os.link(outside, self.state_path),
+            lambda: os.mkfifo(self.state_path, 0o600),
+            lambda: self.write_state(b"1" * 30 + b"\n"),
+        ]
+        for make in makers:
+            if os.path.lexists(self.state_path):
+                os.unlink(self.state_path)
+            make()
+            write_floor(self.state_path, 42)
+            st = os.lstat(self.state_path)
+            self.assertTrue(stat.S_ISREG(st.st_mode))
+            self.assertEqual((st.st_nlink, stat.S_IMODE(st.st_mode)), (1, 0o600))
+            self.assertEqual(self.counter_file()[1], b"%20d\n" % 42)
+            with open(outside, "rb") as f:
+                self.assertEqual(f.read(), b"kept\n")
