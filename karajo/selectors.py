@@ -163,12 +163,28 @@ def walk(document: Any, path: tuple[str, ...]) -> tuple[bool, Any]:
     return True, current
 
 
+#: C{json.dumps(value, separators=(",", ":"), ensure_ascii=False)}
+#: without a new encoder made per call.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def json_text(value: Any) -> str:
-    """A string as it is; anything else as compact JSON text."""
+    """
+    A string as it is; anything else as compact JSON text.  An integer,
+    a boolean and null are spelled directly (as C{json} spells them): a
+    rule or payload variable reads one on every request.
+    """
     if isinstance(value, str):
         return value
+    kind = type(value)
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        if kind is int:
+            return int.__repr__(value)
+        if kind is bool:
+            return "true" if value else "false"
+        if value is None:
+            return "null"
+        return _encode(value)
     except (ValueError, RecursionError):
         return ""
 

@@ -129,6 +129,18 @@ class WalkerPropertyTests(SynchronousTestCase):
         for selector in (".".join(path), "form:" + path[0], "header:X"):
             self.assertIsInstance(parse_selector(selector).value(Request({}, body)), str)
 
+    @settings(max_examples=300, deadline=None)
+    @given(value=_json | st.floats() | st.integers(min_value=-10**50, max_value=10**50))
+    def test_json_text_spells_as_json(self, value) -> None:
+        """Every JSON value reads as the compact JSON text json.dumps gives it."""
+        expected = value if isinstance(value, str) else json.dumps(
+            value, separators=(",", ":"), ensure_ascii=False)
+        self.assertEqual(json_text(value), expected)
+
+    def test_json_text_of_an_unspellable_value(self) -> None:
+        """An integer past Python's digit limit reads as absent, as before."""
+        self.assertEqual(json_text(10**5000), "")
+
     def test_deep_nesting(self) -> None:
         body = b'{"a":' + b"[" * 100000 + b"]" * 100000 + b"}"
         self.assertEqual(value("a.0", body), "")
