@@ -536,7 +536,7 @@ class LogStore:
             # operator later deletes the rest: record the highest one first.
             # The file is written ahead (the highest counter of any log, not
             # just of the doomed ones), so with a retention of N it needs
-            # rewriting (two fsyncs) about once every N + 1 runs, not per run.
+            # rewriting (one fdatasync) about once every N + 1 runs, not per run.
             if self._floor_on_disk is None:
                 self._floor_on_disk = self._read_floor()
             if max(n.counter for n in doomed) > self._floor_on_disk:
@@ -590,7 +590,7 @@ class LogStore:
         return read_floor(self.state_path) if self.state_path is not None else 0
 
     def _write_floor(self, counter: int) -> None:
-        """Replace the state file atomically and durably (before logs are deleted)."""
+        """Write the state file durably, before logs are deleted (L{karajo.logfiles.write_floor})."""
         if self.state_path is None:
             return
         write_floor(self.state_path, counter)

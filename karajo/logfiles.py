@@ -147,8 +147,7 @@ def read_floor(path: str) -> int:
 
 
 #: A counter in the counter file: right-aligned in a fixed width, so each
-#: rewrite in place covers the bytes of the one before (and a few bytes at
-#: offset 0 are one sector: written whole or not at all).
+#: rewrite in place covers the bytes of the one before, within one sector.
 _FLOOR_WIDTH = 20
 
 
@@ -156,28 +155,30 @@ def write_floor(path: str, counter: int) -> None:
     """
     Make the counter file hold C{counter}, durably, before logs are deleted
     (L{karajo.joblog.LogStore.prune}).  The file is made once, by a new
-    file and a rename, then rewritten in place: one C{pwrite} of the same
-    length and one C{fdatasync}, no inode made or freed, no directory
-    synced.  Made anew every retention + 1 runs, it cost about 7 % of a
-    webhook-triggered run's CPU (bench/PROFILE.md).
+    file and a rename (atomic), then rewritten in place: one C{pwrite} of
+    the same length over the same bytes and one C{fdatasync}, no inode made
+    or freed, no directory synced.  Made anew every retention + 1 runs, it
+    cost about 7 % of a webhook-triggered run's CPU (bench/PROFILE.md).
 
-    Even a write torn by a power loss loses no counter: the value written
-    is the highest counter of any log there is, and no log is deleted
-    until this returns, so at the next start the log names give back the
-    counter whatever a garbled file reads as
-    (L{karajo.joblog.LogStore.restore} takes the highest of both).
-    Anything but the plain file this writes (a link, a FIFO, a second
-    name) is replaced, never written through.
+    A rewrite in place torn by a power loss loses no counter either: the
+    value written is the highest counter of any log there is, and no log
+    is deleted until this returns, so at the next start those logs' names
+    give the counter back whatever a garbled file reads as
+    (L{karajo.joblog.LogStore.restore} takes the highest of both), and the
+    next prune writes the file again before it deletes one.  Anything but
+    the file this makes (a link, a FIFO, a second name, another owner or
+    mode, another length: L{_made_here}) is replaced, never written
+    through.
     """
     record = b"%*d\n" % (_FLOOR_WIDTH, counter)
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, flags)
     except OSError:
         fd = None
     if fd is not None:
         try:
-            st = os.fstat(fd)
-            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_size <= len(record):
+            if _made_here(os.fstat(fd), len(record)):
                 os.pwrite(fd, record, 0)
                 _fdatasync(fd)
                 return
@@ -196,8 +197,26 @@ def write_floor(path: str, counter: int) -> None:
     fsync_dir(parent)
 
 
-#: The file's data (and its size, when that changed) without its times.
+#: The file's data without its times (its size never changes in place).
 _fdatasync = getattr(os, "fdatasync", os.fsync)
+
+
+def _made_here(st: os.stat_result, size: int) -> bool:
+    """
+    Whether an open counter file is one L{write_floor} made: a plain file
+    with one name, the daemon's own, 0600, and exactly one record long.
+    Anything else is replaced whole, never grown in place: a file of an
+    earlier karajo (C{"12\\n"}) grown by a write could lose its size or its
+    bytes to a power loss and read as 0 while an operator might delete
+    the logs that would have given the counter back.
+    """
+    return (
+        stat.S_ISREG(st.st_mode)
+        and st.st_nlink == 1
+        and st.st_size == size
+        and st.st_uid == os.geteuid()
+        and stat.S_IMODE(st.st_mode) == 0o600
+    )
 
 
 def finalise_leftover(path: str, final_path: str, line: bytes) -> bool:

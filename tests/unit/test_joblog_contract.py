@@ -14,6 +14,7 @@ from twisted.internet import task
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from karajo import logfiles
 from karajo.joblog import LogName, LogStore
 from karajo.logfiles import read_floor, write_floor
 from tests.unit.test_joblog import P0, StoreMixin, sync_thread
@@ -270,37 +271,89 @@ class CounterFileTests(StoreMixin, SynchronousTestCase):
             self.assertEqual(read_floor(self.state_path), counter)
         self.assertEqual(os.listdir(os.path.dirname(self.state_path)), ["my_id"])
 
-    def test_older_file_rewritten_in_place(self) -> None:
-        """A counter file of an earlier karajo (no padding) is covered whole."""
+    def test_older_file_replaced(self) -> None:
+        """
+        A counter file of an earlier karajo (no padding) is replaced whole,
+        never grown in place (a power loss could keep the new size without
+        the bytes); the rewrites after that are in place.
+        """
         self.write_state(b"123456\n")
-        inode = os.stat(self.state_path).st_ino
+        os.chmod(self.state_path, 0o600)  # only its length differs from a file made here
+        old = os.stat(self.state_path).st_ino
         write_floor(self.state_path, 7)
-        self.assertEqual(self.counter_file(), (inode, b"%20d\n" % 7))
+        inode, content = self.counter_file()
+        self.assertEqual(content, b"%20d\n" % 7)
+        write_floor(self.state_path, 8)
+        self.assertEqual(self.counter_file(), (inode, b"%20d\n" % 8))
+        self.assertNotEqual(inode, old)
+
+    def test_synced_before_logs_deleted(self) -> None:
+        """
+        A prune's rewrite in place is synced, holding the highest counter
+        of any log, while the logs it deletes are all still there.
+        """
+        store = self.store()
+        for counter in (1, 2, 3):
+            self.run_job(store, counter)
+        store.prune(1)  # the first write makes the file
+        for counter in (4, 5, 6):
+            self.run_job(store, counter)
+        synced = []
+
+        def fdatasync(fd: int) -> None:
+            synced.append((self.counter_file()[1], sorted(os.listdir(self.directory))))
+            os.fsync(fd)
+
+        self.patch(logfiles, "_fdatasync", fdatasync)
+        store.prune(1)
+        self.assertEqual(synced, [(b"%20d\n" % 6, ["my_id.3.success", "my_id.4.success",
+                                                   "my_id.5.success", "my_id.6.success"])])
+        self.assertEqual(self.store().restore().counter, 6)
 
     def test_not_written_through(self) -> None:
         """
-        A link, a second name, a FIFO or an over-long file at the counter
-        file's name is replaced by a new file, never written through (nor
-        waited on), and what the other name holds stays as it was.
+        A link, a second name, a FIFO (with or without a reader), a file
+        longer or shorter than a record, or one of another mode or owner at
+        the counter file's name is replaced by a new file, never written
+        through (nor waited on), and what the other name holds stays as it
+        was.
         """
+        # Another file that looks like one made here: only its other name
+        # (or the link to it) tells it apart.
         outside = os.path.abspath(self.mktemp())
+        kept = b"%20d\n" % 5
         with open(outside, "wb") as f:
-            f.write(b"kept\n")
+            f.write(kept)
+        os.chmod(outside, 0o600)
         os.makedirs(os.path.dirname(self.state_path), exist_ok=True)
         makers = [
             lambda: os.symlink(outside, self.state_path),
             lambda: os.link(outside, self.state_path),
             lambda: os.mkfifo(self.state_path, 0o600),
-            lambda: self.write_state(b"1" * 30 + b"\n"),
+            lambda: (self.write_state(b"1" * 30 + b"\n"), os.chmod(self.state_path, 0o600)),
+            lambda: (self.write_state(b"5\n"), os.chmod(self.state_path, 0o600)),
+            lambda: (self.write_state(b"%20d\n" % 5), os.chmod(self.state_path, 0o644)),
+            lambda: os.mkfifo(self.state_path, 0o600),  # with a reader: it opens
         ]
-        for make in makers:
+        if os.geteuid() == 0:  # a file of another owner (only root can give one away)
+            makers.insert(0, lambda: (self.write_state(kept), os.chmod(self.state_path, 0o600),
+                                      os.chown(self.state_path, 65534, 65534)))
+        for number, make in enumerate(makers):
             if os.path.lexists(self.state_path):
                 os.unlink(self.state_path)
             make()
-            write_floor(self.state_path, 42)
+            reader = None
+            if number == len(makers) - 1:
+                reader = os.open(self.state_path, os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                write_floor(self.state_path, 42)
+            finally:
+                if reader is not None:
+                    os.close(reader)
             st = os.lstat(self.state_path)
             self.assertTrue(stat.S_ISREG(st.st_mode))
-            self.assertEqual((st.st_nlink, stat.S_IMODE(st.st_mode)), (1, 0o600))
+            self.assertEqual((st.st_nlink, stat.S_IMODE(st.st_mode), st.st_uid),
+                             (1, 0o600, os.geteuid()))
             self.assertEqual(self.counter_file()[1], b"%20d\n" % 42)
             with open(outside, "rb") as f:
-                self.assertEqual(f.read(), b"kept\n")
+                self.assertEqual(f.read(), kept)
