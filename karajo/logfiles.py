@@ -15,7 +15,7 @@ import stat
 
 from twisted.logger import Logger
 
-from karajo.paths import make_private_dirs
+from karajo.paths import is_sole_file, open_making_dirs
 from karajo.runrecord import STATUSES, LogName
 
 __all__ = [
@@ -78,7 +78,7 @@ def make_spare(directory: str, path: str) -> bool:
         return False
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        if not is_sole_file(st):
             remove_spare(directory)
             return False
         os.ftruncate(fd, 0)
@@ -114,7 +114,7 @@ def take_spare(directory: str, path: str) -> int | None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         st = os.fstat(fd)
-        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_size == 0:
+        if is_sole_file(st) and st.st_size == 0:
             return fd
     except OSError:
         pass
@@ -184,17 +184,15 @@ def write_floor(path: str, counter: int) -> None:
                 return
         finally:
             os.close(fd)
-    parent = os.path.dirname(os.path.abspath(path))
-    make_private_dirs(parent)
     tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    fd = open_making_dirs(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC)
     try:
         os.write(fd, record)
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    fsync_dir(parent)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 #: The file's data without its times (its size never changes in place).
@@ -211,8 +209,7 @@ def _made_here(st: os.stat_result, size: int) -> bool:
     the logs that would have given the counter back.
     """
     return (
-        stat.S_ISREG(st.st_mode)
-        and st.st_nlink == 1
+        is_sole_file(st)
         and st.st_size == size
         and st.st_uid == os.geteuid()
         and stat.S_IMODE(st.st_mode) == 0o600

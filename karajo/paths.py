@@ -8,6 +8,7 @@ C{dir_base}, and the layout stays the one the original uses.
 from __future__ import annotations
 
 import os
+import stat
 
 from attrs import frozen
 
@@ -86,3 +87,12 @@ def open_making_dirs(path: str, flags: int, mode: int = 0o600) -> int:
     except FileNotFoundError:
         make_private_dirs(os.path.dirname(os.path.abspath(path)))
         return os.open(path, flags, mode)
+
+
+def is_sole_file(st: os.stat_result) -> bool:
+    """
+    Whether what a descriptor opened in the tree is a plain file with one
+    name: the only kind karajo writes or empties through a descriptor (a
+    FIFO would block, and a second name would get the bytes too).
+    """
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from karajo.deferreds import as_deferred
 from karajo.errors import RunFailed
 from karajo.model import Job, TriggerRequest
-from karajo.paths import make_private_dirs, open_making_dirs
+from karajo.paths import is_sole_file, make_private_dirs, open_making_dirs
 from karajo.process import (
     MAX_ENV_STRING,
     CommandResult,
@@ -300,7 +300,7 @@ def write_payload(path: str, body: bytes) -> int:
         fd = None
     if fd is not None:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_uid != os.geteuid():
+        if not is_sole_file(st) or st.st_uid != os.geteuid():
             os.close(fd)
             fd = None
     if fd is None:

@@ -131,3 +131,21 @@ class OpenMakingDirsTests(SynchronousTestCase):
         os.makedirs(base)
         with self.assertRaises(IsADirectoryError):
             pathsmod.open_making_dirs(base, self.FLAGS)
+
+
+class SoleFileTests(SynchronousTestCase):
+    """is_sole_file: a plain file with one name, nothing else."""
+
+    def test_kinds(self) -> None:
+        base = self.mktemp()
+        os.makedirs(base)
+        plain = os.path.join(base, "plain")
+        with open(plain, "wb"):
+            pass
+        fifo = os.path.join(base, "fifo")
+        os.mkfifo(fifo)
+        self.assertTrue(pathsmod.is_sole_file(os.stat(plain)))
+        self.assertFalse(pathsmod.is_sole_file(os.stat(fifo)))
+        self.assertFalse(pathsmod.is_sole_file(os.stat(base)))
+        os.link(plain, os.path.join(base, "second name"))
+        self.assertFalse(pathsmod.is_sole_file(os.stat(plain)))
